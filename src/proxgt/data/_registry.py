@@ -1,0 +1,84 @@
+"""``load_dataset``: one string names a built-in data set or a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from proxgt._validation import ProxGTValueError
+
+from ._dataset import Dataset, check_seed
+from ._idx import load_fashion_mnist
+from ._libsvm import load_libsvm
+from ._npz import load_npz
+from ._sklearn import SKLEARN_NAMES, load_sklearn
+from ._synthetic import synthetic_a9a
+
+__all__ = ["load_dataset", "BUILTIN_DATASETS"]
+
+#: Names :func:`load_dataset` knows without a file.
+BUILTIN_DATASETS: tuple[str, ...] = ("a9a-synthetic", "synthetic", *SKLEARN_NAMES, "fashion-mnist")
+
+
+def _resolve(spec: str, data_dir: str | None) -> Path | None:
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    if data_dir is not None and not p.is_absolute():
+        q = Path(data_dir).expanduser() / p
+        if q.exists():
+            return q
+    return None
+
+
+def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tuple[Dataset, Dataset | None]:
+    """Load ``spec`` and return ``(train, test)``; ``test`` is ``None`` where the source has no test part.
+
+    ``spec`` is one of
+
+    - ``"a9a-synthetic"`` (alias ``"synthetic"``): :func:`synthetic_a9a` with ``seed``;
+    - ``"breast_cancer"``, ``"digits"``, ``"iris"``, ``"wine"``: :func:`load_sklearn`;
+    - ``"fashion-mnist"``: :func:`load_fashion_mnist` from ``data_dir`` (or its default places), with the
+      10000 ``t10k`` images as the test set;
+    - a file path (also looked up under ``data_dir`` when relative): ``.npz`` via :func:`load_npz`, anything
+      else (``.svm``, ``.libsvm``, ``.txt``, ``.svmlight``, ...) via :func:`load_libsvm`. A sibling test file
+      (``a9a.t``) is not picked up: the test part is ``None``. IDX files are not read here; use
+      ``"fashion-mnist"`` with ``data_dir`` or :func:`load_mnist_idx`.
+
+    Built-in names take precedence over files of the same name.
+
+    Example:
+        >>> train, test = load_dataset("synthetic", seed=1)
+        >>> train.X.shape, test
+        (torch.Size([32561, 123]), None)
+    """
+    if not isinstance(spec, str | os.PathLike):
+        raise ProxGTValueError(f"The 'spec' parameter of load_dataset must be a str. Got {spec!r} instead.")
+    spec = os.fspath(spec)
+    seed = check_seed(seed, "load_dataset")
+    if spec in ("a9a-synthetic", "synthetic"):
+        return synthetic_a9a(seed=seed), None
+    if spec in SKLEARN_NAMES:
+        return load_sklearn(spec), None
+    if spec in ("fashion-mnist", "fashion_mnist"):
+        return load_fashion_mnist(data_dir, train=True), load_fashion_mnist(data_dir, train=False)
+
+    path = _resolve(spec, data_dir)
+    if path is None:
+        looked = f"'{spec}'" + (f" (nor under data_dir '{data_dir}')" if data_dir is not None else "")
+        raise ProxGTValueError(
+            f"unknown dataset {spec!r}: not a built-in name ({', '.join(BUILTIN_DATASETS)}) "
+            f"and file {looked} does not exist"
+        )
+    if not path.is_file():
+        raise ProxGTValueError(f"{path}: not a regular file (a dataset file must be .npz or LIBSVM text)")
+    if path.suffix.lower() == ".npz":
+        return load_npz(path), None
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head == b"\x1f\x8b" or head == b"\x00\x00":
+        raise ProxGTValueError(
+            f"{path}: looks like a gzip or IDX file; load_dataset reads .npz and LIBSVM text files "
+            f"(for MNIST-format folders use 'fashion-mnist' with data_dir, or load_mnist_idx)"
+        )
+    return load_libsvm(path), None

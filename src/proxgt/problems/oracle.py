@@ -1,0 +1,134 @@
+"""The stochastic first-order oracle of the nodes a process hosts: sampling, batched gradients, IFO counts.
+
+Each node draws its samples from its own generator, seeded from ``(seed, global node id)``, so node i sees
+the same sample stream whether it is simulated beside the others or runs in its own process. Costs are
+counted here, where they happen: one component gradient = one IFO call, per node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from proxgt.problems import Problem
+
+__all__ = ["GradientOracle", "node_generator_seed"]
+
+
+def node_generator_seed(seed: int, node_id: int) -> int:
+    """A 63-bit seed for node ``node_id``'s sample stream, independent across nodes."""
+    return int(np.random.SeedSequence([int(seed), int(node_id), 0x5EED]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class GradientOracle:
+    """Per-node minibatch, paired (SARAH) and full local gradients for node-stacked parameters.
+
+    Args:
+        problem: the smooth loss (batched over nodes).
+        data: the local nodes' shards (``proxgt.data.NodeData``: X (k, m_max, ...), y (k, m_max), counts (k,)).
+        seed: run seed; node streams derive from it and the global node ids in ``data.node_ids``.
+        chunk_size: evaluate full-data gradients over at most this many samples per node at a time (bounds
+            memory for neural networks); None means all at once.
+        dtype, device: where the numbers live.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        data,
+        seed: int,
+        *,
+        chunk_size: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ):
+        self.problem = problem
+        self.node_ids = tuple(int(i) for i in data.node_ids)
+        self.k = len(self.node_ids)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.X = data.X.to(device=self.device, dtype=dtype)
+        self.y = data.y.to(device=self.device)
+        self.counts = data.counts.to(torch.int64).cpu()
+        self.m_max = int(data.X.shape[1])
+        self.chunk_size = chunk_size
+        self._rows = torch.arange(self.k, device=self.device).unsqueeze(1)
+        self.generators = [torch.Generator().manual_seed(node_generator_seed(seed, i)) for i in self.node_ids]
+        self.ifo = np.zeros(self.k, dtype=np.int64)
+        counts = self.counts.to(device=self.device, dtype=dtype)
+        mask = torch.arange(self.m_max, device=self.device).unsqueeze(0) < counts.unsqueeze(1)
+        self._full_weights = mask.to(dtype) / counts.unsqueeze(1)
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, size: int) -> torch.Tensor:
+        """Indices (k, size) of fresh samples, drawn with replacement from each node's own shard."""
+        idx = torch.empty((self.k, size), dtype=torch.int64)
+        for r, (g, m) in enumerate(zip(self.generators, self.counts.tolist(), strict=True)):
+            torch.randint(m, (size,), generator=g, out=idx[r])
+        return idx.to(self.device)
+
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.X[self._rows, idx]
+        labels = self.y[self._rows, idx]
+        weights = torch.full(idx.shape, 1.0 / idx.shape[1], dtype=self.dtype, device=self.device)
+        return feats, labels, weights
+
+    # ----------------------------------------------------------------- counted gradients
+    def grad(self, X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Minibatch gradient of each node at its own row of X on the samples ``idx``. Costs b per node."""
+        feats, labels, weights = self._batch(idx)
+        self.ifo += idx.shape[1]
+        return self.problem.loss_grad(X, feats, labels, weights)[1]
+
+    def grad_pair(
+        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients at two points on the *same* samples (the SARAH difference), in one batched call.
+        Costs 2b per node."""
+        feats, labels, weights = self._batch(idx)
+        both = torch.cat([X_new, X_old], dim=0)
+        grads = self.problem.loss_grad(
+            both, torch.cat([feats, feats]), torch.cat([labels, labels]), torch.cat([weights, weights])
+        )[1]
+        self.ifo += 2 * idx.shape[1]
+        return grads[: self.k], grads[self.k :]
+
+    def full_grad(self, X: torch.Tensor) -> torch.Tensor:
+        """Full local gradient (1/m_i) sum_j grad f_ij(x_i) of every node. Costs m_i at node i."""
+        self.ifo += self.counts.numpy()
+        return self.full_loss_grad(X)[1]
+
+    # ----------------------------------------------------------------- uncounted (metrics)
+    def full_loss_grad(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full local loss and gradient per node, not counted (used for metrics at logging time)."""
+        step = self.m_max if not self.chunk_size else int(self.chunk_size)
+        loss = X.new_zeros(self.k)
+        grad = torch.zeros_like(X)
+        for s in range(0, self.m_max, step):
+            sl = slice(s, min(self.m_max, s + step))
+            w = self._full_weights[:, sl]
+            # the smooth penalty r(x) belongs to f_i once, not once per chunk
+            l_c, g_c = self.problem.loss_grad(X, self.X[:, sl], self.y[:, sl], w, with_penalty=s == 0)
+            loss += l_c
+            grad += g_c
+        return loss, grad
+
+    def predictions(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(number correct (k,), number of real samples (k,)) of each row's model on its own shard."""
+        step = self.m_max if not self.chunk_size else int(self.chunk_size)
+        correct = torch.zeros(self.k, dtype=torch.float64, device=self.device)
+        for s in range(0, self.m_max, step):
+            sl = slice(s, min(self.m_max, s + step))
+            pred = self.problem.predict(X, self.X[:, sl])
+            hit = (pred == self.y[:, sl]) & (self._full_weights[:, sl] > 0)
+            correct += hit.sum(dim=1).to(torch.float64)
+        return correct, self.counts.to(torch.float64)
+
+    # ----------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return {"ifo": self.ifo.copy(), "generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ifo = np.asarray(state["ifo"], dtype=np.int64).copy()
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)

@@ -1,0 +1,251 @@
+"""Mixing matrices: weight rules on a graph and the checks every W must pass.
+
+A mixing matrix W (n x n) is what node i uses to average with its neighbours, x_i <- sum_j W_ij x_j. The
+algorithms need (spec section 1): W symmetric, doubly stochastic (rows and columns sum to 1, so the node
+average is preserved), nonnegative, W_ij > 0 only on edges and the diagonal, and connected, i.e.
+lambda = ||W - J||_2 < 1 with J = 11^T / n, so repeated mixing drives every node to the average.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from scipy.sparse.csgraph import connected_components
+
+from proxgt._validation import ProxGTValueError
+from proxgt.topology._graphs import _param_error
+
+__all__ = [
+    "metropolis_weights",
+    "max_degree_weights",
+    "lazy_weights",
+    "validate_mixing_matrix",
+    "mixing_lambda",
+]
+
+#: ``lambda`` must stay below ``1 - LAMBDA_TOL``: a smaller gap means mixing makes no measurable progress.
+LAMBDA_TOL = 1e-12
+
+
+def _num(x: float) -> str:
+    """Short but faithful number formatting for messages (0.1 + 0.2 -> '0.3', 1/3 -> '0.3333333333')."""
+    return f"{float(x):.10g}"
+
+
+def _check_graph(G: Any, owner: str) -> int:
+    """Check ``G`` is a simple undirected networkx graph on nodes 0..n-1 and return n."""
+    if not isinstance(G, nx.Graph):
+        raise _param_error(owner, "G", "a networkx.Graph", type(G).__name__)
+    if G.is_directed() or G.is_multigraph():
+        raise _param_error(
+            owner,
+            "G",
+            "a simple undirected networkx.Graph",
+            type(G).__name__,
+            "Convert it with graph_from_networkx.",
+        )
+    n = G.number_of_nodes()
+    if n < 1:
+        raise ProxGTValueError(f"{owner}: the graph has no nodes; a topology needs at least one.")
+    if set(G.nodes) != set(range(n)):
+        raise ProxGTValueError(
+            f"{owner}: graph nodes must be the integers 0..{n - 1}; relabel it with graph_from_networkx(G)."
+        )
+    return n
+
+
+def _edge_array(G: nx.Graph) -> np.ndarray:
+    """Edges of G without self-loops as an (m, 2) int array."""
+    edges = [(u, v) for u, v in G.edges if u != v]
+    return np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+
+
+def _degrees(n: int, edges: np.ndarray) -> np.ndarray:
+    return np.bincount(edges.ravel(), minlength=n).astype(np.int64)
+
+
+def _from_edge_weights(n: int, edges: np.ndarray, w: np.ndarray) -> torch.Tensor:
+    """Symmetric W with ``w`` on the edges and the diagonal filling each row to 1."""
+    W = np.zeros((n, n), dtype=np.float64)
+    W[edges[:, 0], edges[:, 1]] = w
+    W[edges[:, 1], edges[:, 0]] = w
+    np.fill_diagonal(W, 1.0 - W.sum(axis=1))
+    return torch.from_numpy(W)
+
+
+def metropolis_weights(G: nx.Graph) -> torch.Tensor:
+    """Metropolis-Hastings weights, the library default: W_ij = 1 / (1 + max(d_i, d_j)) on each edge.
+
+    The diagonal takes what is left of each row, W_ii = 1 - sum_{j != i} W_ij, which is >= 1/(1 + d_i) > 0.
+    Needs only the degrees of the two endpoints (each node can compute its row locally) and gives a valid,
+    aperiodic W on any connected graph. Returns an n x n float64 tensor.
+
+    >>> from proxgt.topology import ring_graph
+    >>> metropolis_weights(ring_graph(4))[0]
+    tensor([0.3333, 0.3333, 0.0000, 0.3333], dtype=torch.float64)
+    """
+    n = _check_graph(G, "metropolis_weights")
+    edges = _edge_array(G)
+    deg = _degrees(n, edges)
+    w = 1.0 / (1.0 + np.maximum(deg[edges[:, 0]], deg[edges[:, 1]]))
+    return _from_edge_weights(n, edges, w)
+
+
+def max_degree_weights(G: nx.Graph) -> torch.Tensor:
+    """Maximum-degree weights: W_ij = 1 / (1 + d_max) on every edge, W_ii = 1 - d_i / (1 + d_max).
+
+    One weight for the whole graph (needs the global maximum degree); on a regular graph it equals Metropolis.
+    Returns an n x n float64 tensor.
+    """
+    n = _check_graph(G, "max_degree_weights")
+    edges = _edge_array(G)
+    d_max = int(_degrees(n, edges).max(initial=0))
+    return _from_edge_weights(n, edges, np.full(len(edges), 1.0 / (1.0 + d_max)))
+
+
+def _as_matrix(W: Any, owner: str) -> np.ndarray:
+    """Convert a torch tensor, numpy array or nested list to a square float64 numpy matrix (a copy)."""
+    if isinstance(W, torch.Tensor):
+        if W.is_complex():
+            raise ProxGTValueError(f"{owner}: mixing matrix must be real; got dtype {W.dtype}.")
+        arr = W.detach().to("cpu", torch.float64).numpy().copy()
+    else:
+        try:
+            raw = np.asarray(W)
+            if np.iscomplexobj(raw):
+                raise ProxGTValueError(f"{owner}: mixing matrix must be real; got dtype {raw.dtype}.")
+            arr = np.array(raw, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ProxGTValueError):
+                raise
+            raise ProxGTValueError(
+                f"{owner}: mixing matrix must be a square array of numbers; got {type(W).__name__}."
+            ) from exc
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 1:
+        raise ProxGTValueError(
+            f"{owner}: mixing matrix must be a square n x n array with n >= 1; got shape {tuple(arr.shape)}."
+        )
+    return arr
+
+
+def lazy_weights(W: Any) -> torch.Tensor:
+    """Lazy version (I + W) / 2 of a mixing matrix (tensor or array): each node keeps half its own value.
+
+    Its eigenvalues (1 + mu) / 2 lie in [0, 1], which removes a -1 eigenvalue (oscillating gossip on bipartite
+    graphs with zero diagonal) at the price of roughly halving the spectral gap. ``W`` is only checked to be a
+    square matrix; pass the result to :func:`validate_mixing_matrix` for the full checks.
+    """
+    X = _as_matrix(W, "lazy_weights")
+    return torch.from_numpy(0.5 * (np.eye(X.shape[0]) + X))
+
+
+def _lambda_from_eigenvalues(ev: np.ndarray) -> float:
+    """lambda = ||W - J||_2 from the ascending eigenvalues of a symmetric doubly stochastic W.
+
+    W - J has W's spectrum with one eigenvalue 1 (eigenvector 1/sqrt(n)) replaced by 0; that eigenvalue is the
+    largest because every eigenvalue of a doubly stochastic matrix lies in [-1, 1].
+    """
+    if ev.size <= 1:
+        return 0.0
+    return float(max(abs(ev[0]), abs(ev[-2])))
+
+
+def _check_mixing_matrix(
+    W: Any, G: nx.Graph | None, atol: float, owner: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """All checks of :func:`validate_mixing_matrix`; returns the matrix and its ascending eigenvalues."""
+    if isinstance(atol, bool) or not isinstance(atol, numbers.Real) or not (0 <= atol < np.inf):
+        raise _param_error(owner, "atol", "a finite float >= 0", atol)
+    X = _as_matrix(W, owner)
+    n = X.shape[0]
+
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        i, j = bad[0]
+        raise ProxGTValueError(f"mixing matrix has a non-finite entry: W[{i},{j}]={X[i, j]}.")
+
+    # Each check names the first offending entry in row-major order.
+    asym = np.argwhere(np.abs(X - X.T) > atol)
+    if asym.size:
+        i, j = asym[0]
+        raise ProxGTValueError(
+            f"mixing matrix is not symmetric: W[{i},{j}]={_num(X[i, j])} but W[{j},{i}]={_num(X[j, i])}."
+        )
+
+    negative = np.argwhere(X < -atol)
+    if negative.size:
+        i, j = negative[0]
+        raise ProxGTValueError(
+            f"mixing matrix has a negative entry: W[{i},{j}]={_num(X[i, j])} (weights must be >= 0)."
+        )
+
+    bad_rows = np.flatnonzero(np.abs(X.sum(axis=1) - 1.0) > atol)
+    if bad_rows.size:
+        i = int(bad_rows[0])
+        raise ProxGTValueError(
+            f"mixing matrix is not doubly stochastic: row {i} sums to {_num(X[i].sum())} instead of 1."
+        )
+
+    off = X > atol
+    np.fill_diagonal(off, False)
+    if G is not None:
+        m = _check_graph(G, owner)
+        if m != n:
+            raise ProxGTValueError(f"mixing matrix is {n} x {n} but the graph has {m} nodes.")
+        A = nx.to_numpy_array(G, nodelist=range(n), dtype=bool, weight=None)
+        non_edges = np.argwhere(np.triu(off & ~A))
+        if non_edges.size:
+            i, j = non_edges[0]
+            raise ProxGTValueError(
+                f"mixing matrix puts weight on a non-edge: W[{i},{j}]={_num(X[i, j])} but ({i}, {j}) "
+                f"is not an edge of the graph."
+            )
+
+    if n > 1:
+        k, labels = connected_components(off, directed=False)
+        if k > 1:
+            j = int(np.argmax(labels != labels[0]))
+            raise ProxGTValueError(
+                f"mixing matrix is not connected: node 0 cannot reach node {j} through nonzero weights ({k} "
+                f"components), so the nodes can never agree."
+            )
+
+    ev = np.linalg.eigvalsh(0.5 * (X + X.T))
+    lam = _lambda_from_eigenvalues(ev)
+    if lam >= 1.0 - LAMBDA_TOL:
+        if ev[0] <= -1.0 + LAMBDA_TOL:
+            raise ProxGTValueError(
+                "mixing matrix has an eigenvalue -1 (lambda = ||W - J||_2 = 1): gossip oscillates instead of "
+                "averaging, as on a bipartite graph with zero diagonal; use lazy_weights(W)."
+            )
+        raise ProxGTValueError(
+            f"mixing matrix has no spectral gap: lambda = ||W - J||_2 = {_num(lam)} >= 1 - {LAMBDA_TOL:g}."
+        )
+    return X, ev
+
+
+def validate_mixing_matrix(W: Any, G: nx.Graph | None = None, atol: float = 1e-8) -> torch.Tensor:
+    """Check that ``W`` is a valid mixing matrix and return it as an n x n float64 tensor (a copy).
+
+    Checks, in order, each with its own one-line :class:`ProxGTValueError` naming the offending entry: square,
+    finite, symmetric (|W_ij - W_ji| <= atol), nonnegative (W_ij >= -atol), rows summing to 1 within atol
+    (with symmetry: doubly stochastic), when ``G`` is given no weight > atol on a pair i != j that is not an
+    edge of ``G``, the support graph (entries > atol) connected, and finally lambda = ||W - J||_2 < 1 - 1e-12
+    (which also rejects an eigenvalue -1). ``W`` may be a torch tensor, a numpy array or a nested list.
+    """
+    X, _ = _check_mixing_matrix(W, G, atol, "validate_mixing_matrix")
+    return torch.from_numpy(X)
+
+
+def mixing_lambda(W: Any) -> float:
+    """lambda = ||W - J||_2 (spectral norm, J = 11^T / n) of a symmetric matrix, via ``eigvalsh(W - J)``.
+
+    Does not validate ``W``; for a valid mixing matrix 1 - lambda is the spectral gap.
+    """
+    X = _as_matrix(W, "mixing_lambda")
+    n = X.shape[0]
+    return float(np.abs(np.linalg.eigvalsh(0.5 * (X + X.T) - 1.0 / n)).max())
