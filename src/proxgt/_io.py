@@ -43,8 +43,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
+        if not math.isfinite(v):
+            return repr(v)  # nan, inf, -inf: csv and float() read them back
         if v == int(v) and abs(v) < 1e15:
             return str(int(v))
         return repr(v)

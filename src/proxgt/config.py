@@ -63,6 +63,12 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "cpu"
     threads: int | str = "auto"
+    # --- neural-network problems (proxgt.problems.nn)
+    hidden: int = 256
+    reg_bias: bool = False
+    # --- checkpointing and distributed execution (proxgt.executors)
+    checkpoint_every: int = 0
+    timeout_s: float = 120.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction

@@ -193,6 +193,9 @@ def build(cfg: RunConfig) -> Build:
     )
     problem = PROBLEM_BUILDERS[cfg.problem](cfg, train)
     reg_params = dict(cfg.extra.get("reg_params", {}))
+    reg_mask = getattr(problem, "reg_mask", None)  # e.g. leave neural-net biases unpenalized
+    if reg_mask is not None and cfg.reg in ("l1", "l2sq", "l2", "elastic_net", "elasticnet"):
+        reg_params.setdefault("mask", reg_mask)
     regularizer = make_regularizer(cfg.reg, cfg.reg_strength, **reg_params)
     L = problem.smoothness()
     if cfg.step == "auto":
@@ -391,3 +394,22 @@ def summarize(rows: list[dict[str, float]], b: Build, status: str = "ok", messag
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy()
+
+
+# Modules that register more problems and algorithms on import (neural networks, baselines). Imported last so
+# that they can use the registries above.
+PLUGIN_MODULES = ("proxgt.problems.nn", "proxgt.algorithms.baselines")
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for name in PLUGIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a plugin package not written yet; anything else is a real error
+            if exc.name != name:
+                raise
+
+
+_load_plugins()

@@ -581,3 +581,23 @@ def test_call_time_validation(call, message):
 def test_numpy_step_and_int_strength_accepted():
     X = torch.tensor([[1.0, -2.0]])
     assert torch.equal(L1(1).prox(X, np.float32(0.5)), L1(1.0).prox(X, 0.5))
+
+
+@pytest.mark.parametrize("reg", _examples_d6(), ids=lambda r: r.name)
+def test_parameters_follow_the_device_of_X(reg):
+    """On the 'meta' device any parameter tensor left on the CPU would raise a device-mismatch error."""
+    X = torch.empty(3, 6, device="meta")
+    P, v = reg.prox(X, 0.5), reg.value(X)
+    assert P.device.type == "meta" and P.shape == (3, 6) and v.shape == (3,)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("reg", _examples_d6(), ids=lambda r: r.name)
+def test_cuda_matches_cpu(reg):
+    X = _X(k=5, d=6, seed=5)
+    for dtype in (torch.float32, torch.float64):
+        Xc = X.to("cuda", dtype)
+        P = reg.prox(Xc, 0.5)
+        assert P.device == Xc.device and P.dtype == dtype
+        assert torch.allclose(P.cpu(), reg.prox(X.to(dtype), 0.5), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(reg.value(Xc).cpu(), reg.value(X.to(dtype)), rtol=1e-5, atol=1e-6)

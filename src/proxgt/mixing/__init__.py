@@ -17,6 +17,7 @@ Contraction factors ``||M_K - J||_2`` are computed exactly from the spectrum of 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -143,7 +144,9 @@ class SimulatedCommunicator:
         if W is None:
             W = self._W64.to(dtype=like.dtype, device=like.device)
             if self.sparse:
-                W = W.to_sparse_csr()
+                with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
+                    warnings.simplefilter("ignore", UserWarning)
+                    W = W.to_sparse_csr()
             self._cache[key] = W
         return W
 

@@ -225,17 +225,19 @@ class L1Ball(RegularizerBase):
         if k == 0 or d == 0:
             return X.clone()
         r = self.radius
+        A = X.abs()
+        inside = A.sum(dim=1, keepdim=True) <= r
+        if X.device.type != "meta" and bool(inside.all()):  # common case: nothing to project, skip the sort
+            return X.clone()
         wd = X.dtype if X.device.type == "mps" else torch.float64
         Xw = X.to(wd)
-        A = Xw.abs()
-        U = torch.sort(A, dim=1, descending=True).values
+        U = torch.sort(A, dim=1, descending=True).values.to(wd)
         css = U.cumsum(dim=1)
         j = torch.arange(1, d + 1, dtype=wd, device=X.device)
         rho = torch.where(U * j > css - r, j, torch.zeros((), dtype=wd, device=X.device)).amax(dim=1)
         rho = rho.clamp_min(1.0)  # j = 1 always qualifies since r > 0; guard against NaN rows
         css_rho = css.gather(1, (rho.long() - 1).unsqueeze(1))
         theta = ((css_rho - r) / rho.unsqueeze(1)).clamp_min(0.0)
-        inside = A.sum(dim=1, keepdim=True) <= r
         out = Xw - torch.clamp(Xw, min=-theta, max=theta)
         return torch.where(inside, Xw, out).to(X.dtype)
 

@@ -1,0 +1,5 @@
+"""Allow `python -m proxgt`."""
+
+from proxgt.cli import main
+
+raise SystemExit(main())
