@@ -66,6 +66,8 @@ class RunConfig:
     # --- neural-network problems (proxgt.problems.nn)
     hidden: int = 256
     reg_bias: bool = False
+    activation: str = "relu"
+    nn_grad: str = "auto"
     # --- checkpointing and distributed execution (proxgt.executors)
     checkpoint_every: int = 0
     timeout_s: float = 120.0
@@ -143,7 +145,25 @@ class RunConfig:
         _choice(self, "dtype", ("float32", "float64"))
         if not (self.device == "cpu" or str(self.device).startswith("cuda")):
             raise ProxGTValueError(f"The 'device' setting must be 'cpu' or 'cuda[:i]'. Got {self.device!r} instead.")
+        if str(self.device).startswith("cuda"):
+            _check_cuda(str(self.device))
         return self
+
+
+def _check_cuda(device: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ProxGTValueError(
+            f"device {device!r} requested but no CUDA GPU is available here (torch {torch.__version__}, "
+            f"torch.cuda.is_available() is False); use --device cpu"
+        )
+    try:
+        index = torch.device(device).index
+    except RuntimeError:
+        raise ProxGTValueError(f"The 'device' setting must be 'cpu' or 'cuda[:i]'. Got {device!r} instead.") from None
+    if index is not None and index >= torch.cuda.device_count():
+        raise ProxGTValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
 
 
 def _int(cfg: RunConfig, name: str, low: int) -> None:

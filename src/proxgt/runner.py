@@ -35,6 +35,7 @@ __all__ = [
     "Build",
     "History",
     "build",
+    "make_oracle",
     "train",
     "PROBLEM_BUILDERS",
     "ALGORITHM_BUILDERS",
@@ -297,6 +298,19 @@ def _first_bad_row(X: torch.Tensor) -> int:
     return int(bad[0]) if bad.numel() else 0
 
 
+def make_oracle(b: Build, node_ids: list[int] | tuple[int, ...]) -> GradientOracle:
+    """The gradient oracle of the nodes ``node_ids`` (what :func:`train` builds; executors use it to restore a
+    checkpointed oracle before resuming)."""
+    return GradientOracle(
+        b.problem,
+        b.node_data.shard(list(node_ids)),
+        b.cfg.seed,
+        chunk_size=b.chunk_size,
+        dtype=b.dtype,
+        device=torch.device(b.cfg.device),
+    )
+
+
 def train(
     b: Build,
     comm: Communicator,
@@ -318,14 +332,7 @@ def train(
     node_ids = list(comm.node_ids)
     device = torch.device(cfg.device)
     if oracle is None:
-        oracle = GradientOracle(
-            b.problem,
-            b.node_data.shard(node_ids),
-            cfg.seed,
-            chunk_size=b.chunk_size,
-            dtype=b.dtype,
-            device=device,
-        )
+        oracle = make_oracle(b, node_ids)
     mixer = Mixer(comm, cfg.mixing, b.rounds, lam=b.topology.lam)
     metrics = MetricsEvaluator(
         b.problem, b.regularizer, oracle, comm, b.step, test=b.test, density_mask=b.density_mask

@@ -22,6 +22,10 @@ __all__ = ["main", "COMMAND_MODULES"]
 COMMAND_MODULES = [
     "proxgt.cli._run",
     "proxgt.cli._demo",
+    "proxgt.cli._launch",
+    "proxgt.cli._compare",
+    "proxgt.cli._report",
+    "proxgt.cli._plan",
 ]
 
 

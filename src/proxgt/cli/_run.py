@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from proxgt._validation import ProxGTValueError
 from proxgt.config import RunConfig, load_config_file
 
-__all__ = ["register", "add_run_flags", "config_from_args"]
+__all__ = ["register", "add_run_flags", "config_from_args", "resume_overrides"]
 
 
 def _int_or_auto(text: str) -> int | str:
@@ -29,10 +30,19 @@ def _float_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 # flag -> (config field, type, help)
 RUN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--algorithm", "algorithm", str, "proxgt-sa | proxgt-sr-o | proxgt-sr-e (and registered baselines)"),
-    ("--problem", "problem", str, "logistic | softmax | least_squares"),
+    ("--problem", "problem", str, "logistic | softmax | least_squares | mlp | lenet"),
     ("--data", "data", str, "a9a-synthetic | breast_cancer | digits | iris | wine | fashion-mnist | PATH"),
     ("--data-dir", "data_dir", str, "folder holding a named data set's files"),
     ("--test-fraction", "test_fraction", float, "held-out share when the data has no test split"),
@@ -61,7 +71,16 @@ RUN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "random seed"),
     ("--dtype", "dtype", str, "float32 | float64"),
     ("--device", "device", str, "cpu | cuda"),
+    ("--checkpoint-every", "checkpoint_every", int, "write a checkpoint every N iterations (0: never; see --resume)"),
+    ("--timeout", "timeout_s", float, "seconds a distributed process waits for a peer before failing (default 120)"),
+    ("--hidden", "hidden", int, "hidden width of --problem mlp (default 256)"),
+    ("--activation", "activation", str, "relu | tanh, for --problem mlp and lenet"),
+    ("--reg-bias", "reg_bias", _bool, "true | false: also regularize network biases (default false)"),
+    ("--nn-grad", "nn_grad", str, "auto | grouped | vmap: how network gradients are batched over nodes"),
 ]
+
+# Settings a resumed run may change; every other setting comes from the checkpoint.
+RESUME_OVERRIDABLE = ("checkpoint_every", "timeout_s")
 
 
 def add_run_flags(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
@@ -84,14 +103,35 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg.merged(overrides)
 
 
+def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """With ``--resume DIR``: the settings a resumed run may change; any other setting is an error."""
+    given = [flag for flag, dest, _, _ in RUN_FLAGS if getattr(args, dest, None) is not None
+             and dest not in RESUME_OVERRIDABLE]
+    if getattr(args, "config", None):
+        given.insert(0, "--config")
+    if getattr(args, "out", None):
+        given.append("--out")
+    if given:
+        raise ProxGTValueError(
+            f"--resume continues a run with the settings of its checkpoint; drop {', '.join(given)} "
+            "(only --checkpoint-every and --timeout may change)"
+        )
+    return {dest: getattr(args, dest) for dest in RESUME_OVERRIDABLE if getattr(args, dest, None) is not None}
+
+
 def _handle(args: argparse.Namespace) -> int:
     from proxgt.executors.simulation import run_simulation
 
-    cfg = config_from_args(args)
-    if not cfg.out:
-        cfg.out = f"runs/{cfg.algorithm}-seed{cfg.seed}"
     progress = sys.stderr.isatty() and not args.no_progress
-    hist = run_simulation(cfg, progress=progress)
+    if getattr(args, "resume", None):
+        overrides = resume_overrides(args)
+        hist = run_simulation(None, resume=args.resume, progress=progress, overrides=overrides)
+        cfg = RunConfig(algorithm=hist.config["algorithm"], out=args.resume)
+    else:
+        cfg = config_from_args(args)
+        if not cfg.out:
+            cfg.out = f"runs/{cfg.algorithm}-seed{cfg.seed}"
+        hist = run_simulation(cfg, progress=progress)
     last = hist.rows[-1]
     parts = [f"{k}={last[k]:.4g}" for k in ("grad_mapping_sq", "consensus", "objective") if k in last]
     for k in ("test_accuracy", "density"):
@@ -106,4 +146,6 @@ def _handle(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run one configuration (all nodes simulated in this process)")
     add_run_flags(p)
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in folder DIR from its newest checkpoint (settings from the checkpoint)")
     p.set_defaults(handler=_handle)

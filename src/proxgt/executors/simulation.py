@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._io import RunFolder
-from proxgt._validation import DivergenceError
+from proxgt._validation import DivergenceError, ProxGTValueError
 from proxgt.config import RunConfig
+from proxgt.executors._checkpoint import Checkpointer, check_execution_settings, load_checkpoint, state_to
 from proxgt.mixing import SimulatedCommunicator
-from proxgt.runner import Build, History, build, compute_settings, summarize, to_numpy, train
+from proxgt.runner import Build, History, build, compute_settings, make_oracle, summarize, to_numpy, train
 
 __all__ = ["run_simulation", "simulated_communicator"]
 
@@ -19,16 +20,36 @@ def simulated_communicator(b: Build) -> SimulatedCommunicator:
 
 
 def run_simulation(
-    cfg: RunConfig | dict[str, Any], *, out: str | Path | None = None, progress: bool = False
+    cfg: RunConfig | dict[str, Any] | None,
+    *,
+    out: str | Path | None = None,
+    progress: bool = False,
+    resume: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> History:
     """Build and run ``cfg`` with every node simulated in this process.
 
     Writes the run folder when ``out`` (or ``cfg.out``) is set: config.toml first, metrics.csv after every
     logged row, final.npz and summary.json at the end. On divergence the rows logged so far stay on disk,
     summary.json records the failure, and DivergenceError is raised.
+
+    With ``cfg.checkpoint_every = N > 0`` (and an output folder) a checkpoint is written every N iterations
+    (see :mod:`proxgt.executors._checkpoint`). ``resume=DIR`` continues the run of folder DIR from its newest
+    checkpoint (``cfg`` is then ignored: the settings come from the checkpoint; ``overrides`` may change
+    ``checkpoint_every``/``timeout_s``) and ends with the metrics an uninterrupted run would have written.
     """
-    if isinstance(cfg, dict):
+    ck = None
+    if resume is not None:
+        ck = load_checkpoint(resume, 0, 1)
+        cfg = RunConfig.from_dict(ck["cfg"], source="checkpoint")
+        cfg.out = out = str(resume)
+    elif isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
+    if cfg is None:
+        raise ProxGTValueError("run_simulation needs a config or resume=DIR")
+    if overrides:
+        cfg = cfg.merged({k: v for k, v in overrides.items() if k in ("timeout_s", "checkpoint_every")})
+    check_execution_settings(cfg)
     b = build(cfg)
     out = out if out is not None else cfg.out
     folder = RunFolder(out) if out else None
@@ -37,22 +58,48 @@ def run_simulation(
     if folder:
         folder.write_config(resolved)
     columns: list[str] = []
+    rows_all: list[dict[str, float]] = []
+    state = oracle = None
+    start_wall = 0.0
+    if ck is not None:
+        oracle = make_oracle(b, comm.node_ids)
+        oracle.load_state_dict(ck["oracle"])
+        comm.counter.load_state_dict(ck["counter"])
+        state = state_to(ck["state"], b.cfg.device)
+        start_wall = float(ck["wall"])
+        rows_all.extend(ck["rows"])
+        columns.extend(ck["columns"])
+        if folder and rows_all:
+            folder.start_metrics(columns, rows_all[:-1])
+            folder.add_row(rows_all[-1])
 
     def on_row(row: dict[str, float]) -> None:
+        rows_all.append(row)
         if folder:
             if not columns:
                 columns.extend(row.keys())
                 folder.start_metrics(columns)
             folder.add_row(row)
 
+    ckpt = Checkpointer(out, 0, 1, b.cfg.checkpoint_every) if out and b.cfg.checkpoint_every else None
+
+    def on_state(st: Any, orc: Any, wall: float) -> None:
+        if ckpt is not None and ckpt.due(st.t):
+            ckpt.save(st.t, {
+                "state": state_to(st, "cpu"), "oracle": orc.state_dict(), "counter": comm.counter.state_dict(),
+                "rows": list(rows_all), "columns": list(columns), "wall": wall, "cfg": b.cfg.to_dict(),
+            })
+
     work = b.cfg.nodes * int(b.problem.dim) * (1 if b.chunk_size is None else 64)
     try:
         with compute_settings(b.cfg.threads, work):
-            state, rows, metrics = train(b, comm, on_row=on_row, progress=progress)
+            state, _, metrics = train(b, comm, on_row=on_row, progress=progress, state=state, oracle=oracle,
+                                      start_wall=start_wall, on_state=on_state)
     except DivergenceError as exc:
         if folder:
-            folder.write_summary(summarize(folder._rows, b, status="diverged", message=str(exc)))
+            folder.write_summary(summarize(rows_all, b, status="diverged", message=str(exc)))
         raise
+    rows = rows_all
     summary = summarize(rows, b)
     x = to_numpy(state.x)
     if folder:

@@ -382,10 +382,11 @@ class TorchModelProblem:
                 if folded:
                     h, folded = _unfold(h, k), False
                 W, bias = param(prefix, "weight"), param(prefix, "bias")
-                h = h.reshape(k, b, -1)
-                h = torch.bmm(h, W.transpose(1, 2)) if bias is None else torch.baddbmm(
-                    bias.unsqueeze(1), h, W.transpose(1, 2)
-                )
+                # out^T = W h^T (k, out, b): the weight gradient d(out^T) h then comes out in W's own
+                # (out, in) layout, with no transposed copy before it joins the flat (k, d) gradient.
+                hT = h.reshape(k, b, -1).transpose(1, 2)
+                outT = torch.bmm(W, hT) if bias is None else torch.baddbmm(bias.unsqueeze(2), W, hT)
+                h = outT.transpose(1, 2)
             elif isinstance(m, nn.Conv2d):
                 if not folded:
                     h, folded = _fold(h), True

@@ -76,9 +76,10 @@ def plot_curves(
     metric_label: str = "||gradient mapping||^2 at x̄",
     target: float | None = None,
     title: str = "",
+    ncols: int | None = None,
 ) -> None:
     """One panel per cost axis, log-scale metric, mean line with a min-max band over seeds; PNG written
-    atomically."""
+    atomically. ``ncols`` wraps the panels into rows of that many (default: one row)."""
     import io
 
     import matplotlib
@@ -86,10 +87,14 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 4.0), squeeze=False)
+    ncols = len(axes) if not ncols else min(int(ncols), len(axes))
+    nrows = -(-len(axes) // ncols)
+    fig, panels = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.0 * nrows), squeeze=False)
+    for j in range(len(axes), nrows * ncols):
+        panels[j // ncols][j % ncols].set_visible(False)
     styles = ["-", "--", "-.", ":"]
     for j, axis in enumerate(axes):
-        ax = panels[0][j]
+        ax = panels[j // ncols][j % ncols]
         for i, c in enumerate(curves):
             if axis not in c.x:
                 continue

@@ -56,7 +56,7 @@ class ProxDASAGT:
         check_positive_int(self.n_nodes, "n_nodes", "ProxDASAGT")
         check_choice(self.schedule, "schedule", SCHEDULES, "ProxDASAGT")
         if not 0.0 < self.alpha <= 1.0:
-            raise ProxGTValueError(f"The 'alpha' parameter of ProxDASAGT must be in (0, 1]. Got {self.alpha!r} instead.")
+            raise ProxGTValueError(f"The 'alpha' parameter of ProxDASAGT must be in (0, 1]. Got {self.alpha!r}.")
 
     def weight(self, t: int) -> float:
         if self.schedule == "constant":

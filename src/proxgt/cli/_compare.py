@@ -1,0 +1,43 @@
+"""``proxgt compare -c suite.toml``: run a suite's grid (resumable, in parallel) and write its table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from proxgt.reporting.runs import table_markdown
+    from proxgt.suites import load_suite, run_suite, suite_table
+
+    suite = load_suite(args.config, out=args.out)
+    if args.dry_run:
+        for c in suite.cells:
+            print(f"{c.name}: {c.config}")
+        print(f"{len(suite.cells)} cells -> {suite.out}")
+        return 0
+    res = run_suite(suite, jobs=args.jobs, progress=sys.stderr.isatty() and not args.no_progress)
+    rows = suite_table(suite)
+    print(table_markdown(rows))
+    print(f"suite {suite.name}: ran {len(res.ran)} cells ({len(res.diverged)} diverged), skipped {len(res.skipped)} "
+          f"already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")
+    for name, msg in res.failed.items():
+        sys.stderr.write(f"proxgt: cell {name} failed: {msg}\n")
+    if args.report:
+        from proxgt.reporting.report import write_report
+
+        print(f"wrote {write_report(suite.out)}")
+    return 1 if res.failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run a suite (grid of runs) from a TOML file; resumable, parallel")
+    p.add_argument("-c", "--config", required=True, help="suite TOML file ([suite], [base], [grid], [[cell]])")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: the suite's jobs, else 1)")
+    p.add_argument("--out", default=None, help="output folder (default: the suite's out)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--report", action="store_true", help="also write report.md and plots (as 'proxgt report')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_handle)

@@ -1,0 +1,156 @@
+"""``proxgt launch --nprocs N <run flags>``: one process per node (or block of nodes) on this machine.
+
+The launcher hosts the rendezvous store on 127.0.0.1 (a free port), starts N ``python -m proxgt.worker``
+processes with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT,
+TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1) and waits. When a worker fails, the others detect it within
+``--timeout`` seconds and exit naming the failed rank; the launcher waits that long (plus a grace period),
+kills any worker still running, and exits non-zero naming the first failed rank. For several machines use
+torchrun with ``-m proxgt.worker`` (see :mod:`proxgt.worker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from proxgt._validation import ProxGTValueError
+from proxgt.cli._run import RUN_FLAGS, add_run_flags, config_from_args, resume_overrides
+
+__all__ = ["register", "launch", "worker_argv"]
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The worker command-line flags equivalent to the parsed ``launch`` flags."""
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", str(args.config)]
+    for flag, dest, _, _ in RUN_FLAGS:
+        v = getattr(args, dest, None)
+        if v is not None:
+            argv += [flag, str(v)]
+    for flag, dest in (("--out", "out"), ("--resume", "resume")):
+        v = getattr(args, dest, None)
+        if v:
+            argv += [flag, str(v)]
+    if getattr(args, "backend", "auto") != "auto":
+        argv += ["--backend", args.backend]
+    if getattr(args, "no_progress", False):
+        argv.append("--no-progress")
+    return argv
+
+
+def _describe(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
+
+def launch(nprocs: int, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None) -> int:
+    """Start ``nprocs`` workers with ``argv`` and wait; returns the launcher's exit code."""
+    import torch.distributed as dist
+
+    store = dist.TCPStore("127.0.0.1", 0, nprocs, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
+    base = dict(os.environ if env is None else env)
+    base.setdefault("OMP_NUM_THREADS", "1")
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port), WORLD_SIZE=str(nprocs),
+                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True")
+    procs: list[subprocess.Popen] = []
+    for r in range(nprocs):
+        e = dict(base, RANK=str(r), LOCAL_RANK=str(r))
+        procs.append(subprocess.Popen([sys.executable, "-m", "proxgt.worker", *argv], env=e))
+    codes: list[int | None] = [None] * nprocs
+    ended: list[float] = [0.0] * nprocs
+    first_fail: tuple[int, int] | None = None
+    deadline: float | None = None
+    killed: list[int] = []
+    try:
+        while any(c is None for c in codes):
+            for r, p in enumerate(procs):
+                if codes[r] is None and p.poll() is not None:
+                    codes[r] = p.returncode
+                    ended[r] = time.monotonic()
+                    if p.returncode != 0 and first_fail is None:
+                        first_fail = (r, p.returncode)
+                        deadline = time.monotonic() + timeout_s + 10.0
+            if deadline is not None and time.monotonic() > deadline:
+                for r, p in enumerate(procs):
+                    if codes[r] is None:
+                        p.kill()
+                        p.wait()
+                        codes[r] = p.returncode
+                        killed.append(r)
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.stderr.write("proxgt: interrupted\n")
+        return 130
+    finally:
+        del store
+    if first_fail is None:
+        return 0
+    r0, c0 = first_fail
+    others = [f"rank {r} {_describe(c)} {ended[r] - ended[r0]:.1f} s later" for r, c in enumerate(codes)
+              if r != r0 and c != 0 and r not in killed]
+    msg = f"proxgt: error: launch failed: rank {r0} {_describe(c0)} first"
+    if others:
+        msg += "; then " + ", ".join(others)
+    if killed:
+        msg += f"; killed rank(s) {', '.join(map(str, killed))} still running {timeout_s + 10:g} s later"
+    sys.stderr.write(msg + "\n")
+    done = [c for c in codes if c is not None]
+    if all(c == 2 for c in done):
+        return 2
+    if 3 in done:
+        return 3
+    return 1
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from proxgt.executors._checkpoint import check_execution_settings, checkpoint_config
+
+    if args.nprocs < 1:
+        raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
+    if args.resume:
+        cfg, world = checkpoint_config(args.resume)
+        if world != args.nprocs:
+            raise ProxGTValueError(
+                f"the checkpoint in {args.resume} was written by {world} process(es); use --nprocs {world}"
+            )
+        cfg = cfg.merged(resume_overrides(args))
+    else:
+        cfg = config_from_args(args)
+        if not cfg.out:
+            cfg.out = f"runs/{cfg.algorithm}-seed{cfg.seed}"
+            args.out = cfg.out
+    cfg.validate()
+    check_execution_settings(cfg)
+    if args.nprocs > cfg.nodes:
+        raise ProxGTValueError(
+            f"--nprocs {args.nprocs} exceeds --nodes {cfg.nodes}: every process needs at least one node"
+        )
+    return launch(args.nprocs, worker_argv(args), timeout_s=cfg.timeout_s)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "launch",
+        help="run one configuration with N processes on this machine (torch.distributed, one block of nodes each)",
+    )
+    p.add_argument("--nprocs", type=int, required=True, help="number of worker processes (<= --nodes)")
+    add_run_flags(p)
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in folder DIR from its newest checkpoint (same --nprocs)")
+    p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="torch.distributed backend (auto: gloo on CPU, nccl on CUDA)")
+    p.set_defaults(handler=_handle)

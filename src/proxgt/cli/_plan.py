@@ -1,0 +1,78 @@
+"""``proxgt plan``: recommend the gossip rounds K (and mixing kind) that minimize modeled time to a target.
+
+Takes the same flags as ``proxgt run`` (the problem, data, graph and algorithm of the planned pilot) plus a
+cost model (latency, bandwidth, per-sample time, given or measured here) and a target. Samples-to-target for
+each K are estimated by short pilot runs of that very configuration (see
+:func:`proxgt.costmodel.plan_rounds`), so keep ``--iters`` to what the target needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+__all__ = ["register"]
+
+
+def _fmt(v: float, spec: str = ",.0f") -> str:
+    return "not reached" if not math.isfinite(v) else format(v, spec)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return vals
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from proxgt._validation import ProxGTValueError, check_positive_float, check_positive_int
+    from proxgt.cli._costflags import cost_from_args
+    from proxgt.cli._run import config_from_args
+    from proxgt.costmodel import plan_rounds
+    from proxgt.mixing import MIXING_KINDS
+
+    cfg = config_from_args(args)
+    check_positive_float(args.target, "target", "plan")
+    check_positive_int(args.pilot_seeds, "pilot-seeds", "plan")
+    mixings = tuple(m.strip() for m in args.mixings.split(",") if m.strip())
+    for m in mixings:
+        if m not in MIXING_KINDS:
+            raise ProxGTValueError(f"The 'mixings' parameter of plan must list {', '.join(MIXING_KINDS)}. Got {m!r}.")
+    cost = cost_from_args(args, cfg)
+    cands, best = plan_rounds(cfg, cost, target=args.target, metric=args.metric, mixings=mixings, ks=args.ks,
+                              seeds=args.pilot_seeds, progress=sys.stderr.isatty() and not args.no_progress)
+    print(f"plan: {cfg.algorithm} on a {cfg.nodes}-node {cfg.topology}, target {args.metric} <= {args.target:g}; "
+          f"cost: {cost.latency_s:g} s/round, {cost.bandwidth_Bps:.3g} B/s, {cost.sample_s:.3g} s/sample")
+    print("| mixing | K | ||M_K-J|| | iterations | samples/node | rounds | bytes/node | modeled time (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in cands:
+        print(f"| {c.mixing} | {c.rounds} | {c.contraction:.3g} | {_fmt(c.iters)} | {_fmt(c.samples_per_node)} | "
+              f"{_fmt(c.comm_rounds)} | {_fmt(c.bytes_per_node, '.3g')} | {_fmt(c.modeled_s, '.4g')} |")
+    if best is None:
+        print(f"no option reached the target within {cfg.iters} iterations: raise --iters or loosen --target")
+        return 1
+    print(f"recommended: --mixing {best.mixing} --rounds {best.rounds}: per node {best.samples_per_node:,.0f} "
+          f"samples, {best.comm_rounds:,.0f} rounds, {best.bytes_per_node:.3g} bytes, modeled {best.modeled_s:.4g} s "
+          f"({best.iters:,.0f} iterations)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from proxgt.cli._costflags import add_cost_flags
+    from proxgt.cli._run import add_run_flags
+
+    p = sub.add_parser("plan", help="recommend gossip rounds K and mixing kind minimizing modeled time to a target")
+    add_run_flags(p, with_out=False)
+    p.add_argument("--target", type=float, required=True, help="metric value to reach")
+    p.add_argument("--metric", default="grad_mapping_sq", help="metrics column (default grad_mapping_sq)")
+    p.add_argument("--ks", type=_int_list, default=None,
+                   help="K to try, e.g. 1,2,4,8 (default: 1 up to the K with ||M_K - J|| <= 0.05)")
+    p.add_argument("--mixings", default="plain,chebyshev", help="mixing kinds to try (default plain,chebyshev)")
+    p.add_argument("--pilot-seeds", type=int, default=1, help="seeds per pilot (default 1)")
+    add_cost_flags(p)
+    p.set_defaults(handler=_handle)

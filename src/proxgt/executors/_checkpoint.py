@@ -1,0 +1,171 @@
+"""Checkpoints shared by both executors: every N iterations, atomically, resumable after a kill -9.
+
+Layout inside the run folder::
+
+    checkpoint/iter000000040/rank0.pt     one file per process (the simulation is "rank 0 of 1")
+    checkpoint/iter000000040/rank1.pt
+    ...
+
+Each file is written with write-then-rename (:func:`proxgt._io.atomic_write_bytes`), so it is either absent or
+complete. A checkpoint *t* is usable when all ``world`` files of ``iter<t>`` exist; resuming picks the largest
+usable *t*. A process deletes its own older files only after every process has written *t* (the distributed
+executor synchronises there), so at any moment of a kill at least one usable checkpoint remains once the
+first one is complete.
+
+A file holds: the algorithm state (local rows, on the CPU), the oracle state (per-node generators and IFO
+counts), the communication counter, the executor's own counters, every metrics row logged so far, the wall
+time offset and the (unresolved) run config, so that the resumed run ends with exactly the metrics an
+uninterrupted run would have written (all columns except ``wall_s``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from proxgt._io import atomic_write_bytes
+from proxgt._validation import ProxGTValueError
+from proxgt.config import RunConfig
+
+__all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "state_to", "check_execution_settings"]
+
+CHECKPOINT_DIR = "checkpoint"
+_ITER_RE = re.compile(r"^iter(\d{9})$")
+
+
+def check_execution_settings(cfg: RunConfig) -> None:
+    """Validate the checkpoint/timeout settings (one-line ProxGTValueError)."""
+    v = cfg.checkpoint_every
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < 0:
+        raise ProxGTValueError(f"The 'checkpoint_every' setting must be an int >= 0. Got {v!r} instead.")
+    cfg.checkpoint_every = int(v)
+    t = cfg.timeout_s
+    if isinstance(t, bool) or not isinstance(t, int | float) or not (t > 0) or t == float("inf"):
+        raise ProxGTValueError(f"The 'timeout_s' setting must be a finite number > 0. Got {t!r} instead.")
+    cfg.timeout_s = float(t)
+
+
+def state_to(state: Any, device: str | torch.device) -> Any:
+    """A copy of a NamedTuple state with every tensor field moved to ``device``."""
+    return type(state)(*[v.detach().to(device) if isinstance(v, torch.Tensor) else v for v in state])
+
+
+def _iter_dirs(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _ITER_RE.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[int, Path, int] | None:
+    """(iteration, folder, world size) of the newest complete checkpoint under ``run_dir``, or None.
+
+    Complete means ``rank0.pt .. rank{w-1}.pt`` all exist, w being the world size recorded in the file names
+    (the largest rank present + 1 is not enough: a missing high rank would go unnoticed, so the world size is
+    also stored in a ``world<w>`` marker written with rank 0's file).
+    """
+    for t, d in reversed(_iter_dirs(Path(run_dir) / CHECKPOINT_DIR)):
+        worlds = [int(p.name[5:]) for p in d.glob("world*") if p.name[5:].isdigit()]
+        if len(worlds) != 1:
+            continue
+        w = worlds[0]
+        if all((d / f"rank{r}.pt").is_file() for r in range(w)):
+            return t, d, w
+    return None
+
+
+def load_checkpoint(run_dir: str | Path, rank: int = 0, world: int | None = None) -> dict[str, Any]:
+    """Load ``rank``'s part of the newest complete checkpoint of ``run_dir``.
+
+    Raises ProxGTValueError when there is none, or when it was written by another number of processes.
+    """
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise ProxGTValueError(
+            f"no complete checkpoint under {Path(run_dir) / CHECKPOINT_DIR} "
+            "(was the run started with --checkpoint-every N and did it reach iteration N?)"
+        )
+    t, d, w = found
+    if world is not None and w != world:
+        raise ProxGTValueError(
+            f"the checkpoint at iteration {t} in {run_dir} was written by {w} process(es); "
+            f"resume it with the same number (got {world})"
+        )
+    with open(d / f"rank{rank}.pt", "rb") as fh:
+        payload = torch.load(fh, map_location="cpu", weights_only=False)
+    if int(payload.get("t", -1)) != t:
+        raise ProxGTValueError(f"checkpoint file {d / f'rank{rank}.pt'} is inconsistent (iteration mismatch)")
+    return payload
+
+
+def checkpoint_config(run_dir: str | Path) -> tuple[RunConfig, int]:
+    """The run config stored in the newest complete checkpoint and the world size that wrote it."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        load_checkpoint(run_dir)  # raises the message
+    payload = load_checkpoint(run_dir, 0)
+    return RunConfig.from_dict(payload["cfg"], source="checkpoint"), int(payload["world"])
+
+
+class Checkpointer:
+    """Writes this process's checkpoint file every ``every`` iterations.
+
+    Args:
+        run_dir: the run folder (checkpoints go to ``run_dir/checkpoint``).
+        rank, world: this process and the number of processes.
+        every: interval in iterations (0 disables).
+        sync: called after this process's file is written and before older files are deleted; the
+            distributed executor passes a barrier so that deletion waits for every process's new file.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        rank: int,
+        world: int,
+        every: int,
+        sync: Callable[[], None] | None = None,
+    ):
+        self.root = Path(run_dir) / CHECKPOINT_DIR
+        self.rank, self.world, self.every = int(rank), int(world), int(every)
+        self.sync = sync
+        self.saved: list[int] = []
+
+    def due(self, t: int) -> bool:
+        return self.every > 0 and t > 0 and t % self.every == 0
+
+    def save(self, t: int, payload: dict[str, Any]) -> None:
+        d = self.root / f"iter{t:09d}"
+        d.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save({**payload, "t": int(t), "world": self.world, "rank": self.rank}, buf)
+        atomic_write_bytes(d / f"rank{self.rank}.pt", buf.getvalue())
+        if self.rank == 0:
+            marker = d / f"world{self.world}"
+            if not marker.exists():
+                atomic_write_bytes(marker, b"")
+        if self.sync is not None:
+            self.sync()
+        # every process has its file for t now: older files of this process are no longer needed
+        for t_old, d_old in _iter_dirs(self.root):
+            if t_old < t:
+                try:
+                    os.unlink(d_old / f"rank{self.rank}.pt")
+                except FileNotFoundError:
+                    pass
+                if self.rank == 0:
+                    # the marker goes last, with the folder, once no rank file is left in it
+                    if not any(d_old.glob("rank*.pt")):
+                        shutil.rmtree(d_old, ignore_errors=True)
+        self.saved.append(int(t))

@@ -1,0 +1,128 @@
+"""``report.md`` and PNG plots for a folder of runs (a suite's output folder or any folder of run folders).
+
+Plots: the metric on a log scale against component gradients per node, communication rounds, wall time and
+modeled time (:mod:`proxgt.costmodel`), seed mean with a min-max band. Table: per series, the iterations,
+samples per node, rounds, bytes, wall time and modeled time at which the seed-mean metric first reaches the
+target.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from proxgt._io import atomic_write_text
+from proxgt._validation import ProxGTValueError
+from proxgt.reporting import plot_curves
+from proxgt.reporting.runs import find_runs, group_series, series_table, table_markdown, write_table
+
+__all__ = ["write_report", "PLOT_AXES"]
+
+PLOT_AXES = ("ifo_per_node", "comm_rounds", "wall_s", "modeled_s")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))
+
+
+def write_report(
+    root: str | Path,
+    *,
+    out: str | Path | None = None,
+    target: float | None = None,
+    metric: str | None = None,
+    cost: Any = None,
+    group_by: str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write ``report.md``, ``table.csv``/``table.md`` and one PNG per group into ``out`` (default ``root``).
+
+    Unset options come from ``root/suite.json`` when present (what ``proxgt compare`` writes), else: metric
+    grad_mapping_sq, no default target (required), the default cost model with ``sample_s`` measured on the
+    first run's problem. ``cost`` is a CostModel, or a dict of CostModel fields overriding the suite's
+    (``sample_s = "measure"`` times gradients on this machine).
+    """
+    from proxgt.costmodel import CostModel, measure_sample_time
+    from proxgt.metrics import BASE_COLUMNS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ProxGTValueError(f"report folder not found: {root}")
+    info: dict[str, Any] = {}
+    if (root / "suite.json").is_file():
+        info = json.loads((root / "suite.json").read_text())
+        names = set(info.get("cells", []))
+        records = [r for r in find_runs(root / "runs") if r.path.name in names] if (root / "runs").is_dir() else []
+    else:
+        records = find_runs(root)
+    if not records:
+        raise ProxGTValueError(f"no run folders (with metrics.csv) under {root}")
+    metric = metric or info.get("metric", "grad_mapping_sq")
+    columns = next((list(r.rows[0]) for r in records if r.rows), list(BASE_COLUMNS))
+    if metric not in columns:
+        raise ProxGTValueError(f"metric {metric!r} is not a logged column; columns: {', '.join(columns)}")
+    target = target if target is not None else info.get("target")
+    if target is None:
+        raise ProxGTValueError("no target: pass --target (or run the folder as a suite, whose suite.json has one)")
+    group_by = group_by if group_by is not None else info.get("group_by")
+    if not isinstance(cost, CostModel):
+        c = {**(info.get("cost") or {}), **(cost or {})}
+        first = {k: v for k, v in records[0].config.items() if k not in ("meta", "out")}
+        if c.get("sample_s") == "measure":
+            c["sample_s"] = measure_sample_time(first)
+        if "sample_s" not in c:
+            c["sample_s"] = info.get("measured_sample_s") or measure_sample_time(first)
+        cost = CostModel.from_dict(c)
+    out = Path(out) if out is not None else root
+    title = title or info.get("name") or root.name
+
+    series = group_series(records)
+    rows, curves = series_table(series, target=float(target), metric=metric, cost=cost)
+    write_table(rows, out / "table")
+    by_label = {c.label: c for c in curves}
+    groups: dict[str, list] = {}
+    pooled = []  # centralized references: drawn in every group's figure
+    for label, recs in series.items():
+        if label not in by_label:
+            continue
+        if group_by and recs[0].pooled_nodes > 1 and group_by in ("topology", "mixing", "rounds", "weights"):
+            pooled.append(by_label[label])
+            continue
+        key = str(recs[0].config.get(group_by, "")) if group_by else ""
+        groups.setdefault(key, []).append(by_label[label])
+    if pooled:
+        groups = {k: v + pooled for k, v in groups.items()} if groups else {"pooled": pooled}
+    pngs = []
+    for key, cs in groups.items():
+        name = f"report-{_slug(key)}.png" if key else "report.png"
+        suffix = f" ({group_by} = {key})" if key else ""
+        plot_curves(cs, out / name, axes=PLOT_AXES, metric_label=metric, target=float(target),
+                    title=f"{title}{suffix}: mean and range over seeds", ncols=2)
+        pngs.append(name)
+
+    total = len(records)
+    finished = sum(r.status in ("ok", "diverged") for r in records)
+    lines = [
+        f"# Report: {title}",
+        "",
+        *( [info["description"], ""] if info.get("description") else [] ),
+        f"Runs: {finished} finished of {total} under `{root}`. Target: seed-mean `{metric}` <= {float(target):g}; "
+        "each cost below is read at the first logged iteration where the seed mean reaches it "
+        "(\"not reached\" otherwise).",
+        "",
+        f"Cost model: latency {cost.latency_s:g} s per gossip round, bandwidth {cost.bandwidth_Bps:.4g} bytes/s "
+        f"per node, {cost.sample_s:.3g} s per component gradient; modeled_s = samples * sample_s + rounds * "
+        "latency + bytes / bandwidth (per node).",
+        "",
+        "Centralized references (`central-*`, topology `pooled`) run on the pooled data of `nodes` nodes; their "
+        "samples_per_node is their total work divided by that n.",
+        "",
+        table_markdown(rows),
+    ]
+    for name in pngs:
+        lines += [f"![{name}]({name})", ""]
+    md = "\n".join(lines).rstrip() + "\n"
+    atomic_write_text(out / "report.md", md)
+    return out / "report.md"

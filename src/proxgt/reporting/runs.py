@@ -1,0 +1,198 @@
+"""Read run folders back and aggregate them into series (one series = one setting over several seeds).
+
+A run folder is what :func:`proxgt.executors.simulation.run_simulation` writes (config.toml, metrics.csv,
+summary.json); a suite cell adds ``cell.json`` naming its series. Reading never re-runs anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from proxgt._io import atomic_write_text, read_metrics_csv
+from proxgt.reporting import Curve, cost_to_target, mean_curve
+
+__all__ = [
+    "RunRecord",
+    "COMPLETE_STATUSES",
+    "load_run",
+    "find_runs",
+    "group_series",
+    "series_table",
+    "TABLE_COLUMNS",
+    "table_markdown",
+    "table_csv",
+    "write_table",
+]
+
+COMPLETE_STATUSES = ("ok", "diverged")
+COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s")
+# Settings that never name a series (they differ between seeds or are bookkeeping).
+_NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device"}
+
+
+@dataclass
+class RunRecord:
+    """One run folder: its resolved config, logged rows, summary (None while running) and suite cell info."""
+
+    path: Path
+    config: dict[str, Any]
+    rows: list[dict[str, float]]
+    summary: dict[str, Any] | None
+    cell: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        return "running" if self.summary is None else str(self.summary.get("status", "unknown"))
+
+    @property
+    def pooled_nodes(self) -> int:
+        """n for a centralized reference run on the pooled data of n nodes (1 otherwise)."""
+        return int((self.config.get("extra") or {}).get("pooled_nodes", 1))
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a run folder. Rows of a pooled centralized run report the per-node share of its work
+    (``ifo_per_node`` divided by ``extra.pooled_nodes``)."""
+    p = Path(path)
+    config: dict[str, Any] = {}
+    if (p / "config.toml").is_file():
+        with (p / "config.toml").open("rb") as fh:
+            config = tomllib.load(fh)
+    rows: list[dict[str, float]] = []
+    if (p / "metrics.csv").is_file():
+        _, rows = read_metrics_csv(p / "metrics.csv")
+    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
+    cell = json.loads((p / "cell.json").read_text()) if (p / "cell.json").is_file() else None
+    rec = RunRecord(p, config, rows, summary, cell)
+    if rec.pooled_nodes > 1:
+        for r in rec.rows:
+            r["ifo_per_node"] = r["ifo_per_node"] / rec.pooled_nodes
+    return rec
+
+
+def find_runs(root: str | Path) -> list[RunRecord]:
+    """Every run folder (a folder holding metrics.csv) under ``root``, in suite order where known."""
+    root = Path(root)
+    recs = [load_run(m.parent) for m in sorted(root.rglob("metrics.csv"))]
+    return sorted(recs, key=lambda r: (r.cell.get("index", 0) if r.cell else 0, str(r.path)))
+
+
+def _series_label(rec: RunRecord, varying: Sequence[str]) -> str:
+    if rec.cell and rec.cell.get("series"):
+        return str(rec.cell["series"])
+    parts = [f"{k}={rec.config.get(k)}" for k in varying]
+    return ", ".join(parts) if parts else str(rec.config.get("algorithm", rec.path.name))
+
+
+def group_series(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Runs grouped by series: the suite's series name, else the settings (other than the seed) that differ."""
+    keys = sorted({k for r in records for k in r.config if k not in _NOT_SERIES and not isinstance(r.config[k], dict)})
+    varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in records}) > 1]
+    # resolved step/rounds follow from the other settings; name them only when nothing else differs
+    primary = [k for k in varying if k not in ("step", "rounds", "batch", "big_batch", "period")] or varying
+    out: dict[str, list[RunRecord]] = {}
+    for r in records:
+        out.setdefault(_series_label(r, primary), []).append(r)
+    return out
+
+
+def _finite(v: float) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+TABLE_COLUMNS = (
+    "series", "algorithm", "topology", "nodes", "mixing", "K", "seeds", "diverged", "iters_to_target",
+    "samples_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s", "final",
+)
+
+
+def series_table(
+    series: dict[str, list[RunRecord]],
+    *,
+    target: float,
+    metric: str = "grad_mapping_sq",
+    cost: Any = None,
+) -> tuple[list[dict[str, Any]], list[Curve]]:
+    """One table row (cost to reach ``target`` by the seed-mean ``metric``) and one curve per series.
+
+    Finished runs only; diverged seeds are counted and left out of the mean (a diverged run has no finite
+    tail to average). ``cost`` (a :class:`proxgt.costmodel.CostModel`) adds the ``modeled_s`` axis.
+    """
+    rows, curves = [], []
+    for label, recs in series.items():
+        done = [r for r in recs if r.status in COMPLETE_STATUSES and r.rows]
+        good = [r for r in done if r.status == "ok"]
+        cfg = recs[0].config
+        pooled = recs[0].pooled_nodes
+        row: dict[str, Any] = {
+            "series": label,
+            "algorithm": cfg.get("algorithm", ""),
+            "topology": cfg.get("topology", "") if pooled == 1 else "pooled",
+            "nodes": cfg.get("nodes", "") if pooled == 1 else pooled,
+            "mixing": cfg.get("mixing", "") if pooled == 1 else "-",
+            "K": cfg.get("rounds", "") if pooled == 1 else 0,
+            "seeds": len(good),
+            "diverged": len(done) - len(good),
+        }
+        if good:
+            runs = [cost.with_modeled(r.rows) if cost is not None else r.rows for r in good]
+            c = mean_curve(runs, metric, label=label, axes=COST_AXES)
+            curves.append(c)
+            for col, axis in (("iters_to_target", "iter"), ("samples_per_node", "ifo_per_node"),
+                              ("comm_rounds", "comm_rounds"), ("bytes_per_node", "bytes_per_node"),
+                              ("wall_s", "wall_s"), ("modeled_s", "modeled_s")):
+                row[col] = cost_to_target(c, target, axis) if axis in c.x else math.nan
+            row["final"] = float(c.mean[-1])
+        else:
+            for col in TABLE_COLUMNS[8:]:
+                row[col] = math.nan
+        rows.append(row)
+    return rows, curves
+
+
+def _fmt(v: Any, col: str) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "not reached" if col not in ("final",) else "nan"
+        if col == "final":
+            return f"{v:.3g}"
+        if col in ("wall_s", "modeled_s"):
+            return f"{v:.3g}"
+        if col == "bytes_per_node":
+            return f"{v:.3g}"
+        return f"{v:,.0f}"
+    return str(v)
+
+
+def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, ""), c) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if isinstance(r.get(c), float) and not _finite(r.get(c)) else r.get(c, "") for c in columns])
+    return buf.getvalue()
+
+
+def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` atomically; return their paths."""
+    stem = Path(out_stem)
+    csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    atomic_write_text(csv_path, table_csv(rows))
+    atomic_write_text(md_path, table_markdown(rows))
+    return csv_path, md_path

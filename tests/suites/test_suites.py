@@ -1,0 +1,108 @@
+"""Suites: grid expansion, overrides, pooled centralized cells, validation, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proxgt._validation import ProxGTValueError
+from proxgt.cli import main
+from proxgt.suites import cell_is_done, load_suite, pooled_config, run_suite
+
+SUITE = """
+[suite]
+name = "tiny"
+out = "out"
+target = 1e-2
+[suite.cost]
+sample_s = 1e-6
+[base]
+data = "breast_cancer"
+nodes = 3
+iters = 12
+log_every = 4
+[grid]
+seed = [0, 1]
+algorithm = ["proxgt-sa", "prox-dsgd", "central-prox-sgd"]
+[[cell]]
+match = { algorithm = "prox-dsgd" }
+set = { batch = 8 }
+"""
+
+
+def _write(tmp_path: Path, text: str = SUITE) -> Path:
+    p = tmp_path / "suite.toml"
+    p.write_text(text)
+    return p
+
+
+def test_grid_overrides_and_pooled_cells(tmp_path):
+    s = load_suite(_write(tmp_path))
+    assert s.out == tmp_path / "out"
+    assert [c.name for c in s.cells] == [
+        "proxgt-sa__seed0", "proxgt-sa__seed1", "prox-dsgd__seed0", "prox-dsgd__seed1",
+        "central-prox-sgd__seed0", "central-prox-sgd__seed1",
+    ]
+    assert s.cells[2].config["batch"] == 8 and "batch" not in s.cells[0].config
+    central = s.cells[4].config
+    assert central["nodes"] == 1 and central["batch"] == 3 * 32 and central["extra"]["pooled_nodes"] == 3
+    assert s.cells[0].series == "algorithm=proxgt-sa"
+
+
+def test_pooled_config_leaves_decentralized_cells_alone():
+    cfg = {"algorithm": "proxgt-sa", "nodes": 8}
+    assert pooled_config(cfg) is cfg
+    assert pooled_config({"algorithm": "central-proxsarah", "nodes": 4, "batch": 2})["batch"] == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (SUITE.replace('name = "tiny"', 'name = "a b"'), "suite.name"),
+        (SUITE.replace("target = 1e-2", "target = -1"), "suite.target"),
+        (SUITE.replace("seed = [0, 1]", "seed = []"), "grid.seed must be a non-empty list"),
+        (SUITE.replace("nodes = 3", "nodez = 3"), "unknown setting 'nodez' in \\[base\\]"),
+        (SUITE.replace('"prox-dsgd" }', '"sppdm" }'), "cell #1 matches no grid cell"),
+        (SUITE.replace('"central-prox-sgd"]', '"nope"]'), "unknown algorithm 'nope'"),
+        (SUITE + "\n[extra]\n", "unknown table \\[extra\\]"),
+        ("[suite\n", "invalid TOML"),
+    ],
+)
+def test_validation_one_line(tmp_path, text, match):
+    with pytest.raises(ProxGTValueError, match=match) as info:
+        load_suite(_write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_run_then_resume_runs_nothing(tmp_path, capsys):
+    path = _write(tmp_path)
+    s = load_suite(path)
+    res = run_suite(s)
+    assert len(res.ran) == 6 and not res.failed
+    assert all(cell_is_done(s.folder(c), c) for c in s.cells)
+    # second invocation (through the CLI): nothing is rerun, the table is rewritten
+    assert main(["compare", "-c", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ran 0 cells" in out and "skipped 6" in out
+    table = (s.out / "table.csv").read_text().splitlines()
+    assert len(table) == 1 + 3 and table[1].startswith("algorithm=proxgt-sa,proxgt-sa,ring,3")
+    # a changed setting reruns exactly the affected cells
+    s2 = load_suite(_write(tmp_path, SUITE.replace("set = { batch = 8 }", "set = { batch = 4 }")))
+    res2 = run_suite(s2)
+    assert sorted(res2.ran) == ["prox-dsgd__seed0", "prox-dsgd__seed1"]
+    # an interrupted cell (no summary.json) is rerun
+    (s.folder(s.cells[0]) / "summary.json").unlink()
+    assert run_suite(s2).ran == ["proxgt-sa__seed0"]
+    info = json.loads((s.out / "suite.json").read_text())
+    assert info["target"] == 1e-2 and len(info["cells"]) == 6
+
+
+def test_parallel_jobs(tmp_path):
+    text = SUITE.replace('algorithm = ["proxgt-sa", "prox-dsgd", "central-prox-sgd"]', 'algorithm = ["proxgt-sa"]')
+    s = load_suite(_write(tmp_path, text.replace("[[cell]]\nmatch = { algorithm = \"prox-dsgd\" }\n"
+                                                  "set = { batch = 8 }\n", "")))
+    res = run_suite(s, jobs=2)
+    assert sorted(res.ran) == ["seed0", "seed1"] and not res.failed
+    assert all((s.folder(c) / "summary.json").is_file() for c in s.cells)
