@@ -68,6 +68,7 @@ class RunConfig:
     reg_bias: bool = False
     activation: str = "relu"
     nn_grad: str = "auto"
+    metrics_samples: int | None = None
     # --- checkpointing and distributed execution (proxgt.executors)
     checkpoint_every: int = 0
     timeout_s: float = 120.0

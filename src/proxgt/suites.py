@@ -338,7 +338,10 @@ def run_suite(
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+            # fork where available (Linux): workers start at once with torch and proxgt already imported,
+            # the way torch's DataLoader starts its workers; spawn elsewhere
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context(method),
                                      initializer=_init_worker) as pool:
                 futures = [pool.submit(_run_cell, c.to_json(), str(suite.folder(c))) for c in todo]
                 for f in as_completed(futures):

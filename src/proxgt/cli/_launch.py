@@ -1,8 +1,9 @@
 """``proxgt launch --nprocs N <run flags>``: one process per node (or block of nodes) on this machine.
 
-The launcher hosts the rendezvous store on 127.0.0.1 (a free port), starts N ``python -m proxgt.worker``
-processes with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT,
-TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1) and waits. When a worker fails, the others detect it within
+The launcher hosts the rendezvous store on 127.0.0.1 (a free port) and starts N worker processes (on Linux
+forked from the launcher once its imports are done, so that they start in well under a second; elsewhere
+``python -m proxgt.worker``) with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT,
+TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1), then waits. When a worker fails, the others detect it within
 ``--timeout`` seconds and exit naming the failed rank; the launcher waits that long (plus a grace period),
 kills any worker still running, and exits non-zero naming the first failed rank. For several machines use
 torchrun with ``-m proxgt.worker`` (see :mod:`proxgt.worker`).
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,24 +47,97 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _can_fork() -> bool:
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _forked_worker(env: dict[str, str], argv: list[str]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    import torch
+
+    torch.set_num_threads(max(1, int(env.get("OMP_NUM_THREADS", "1") or 1)))
+    from proxgt.worker import main
+
+    os._exit(main(argv))
+
+
+class _Forked:
+    """A forked worker with the part of the ``subprocess.Popen`` interface the launcher uses."""
+
+    def __init__(self, env: dict[str, str], argv: list[str]):
+        self._p = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(env, argv))
+        self._p.start()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._p.exitcode
+
+    def poll(self) -> int | None:
+        self._p.join(0)
+        return self._p.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._p.join(timeout)
+        if self._p.exitcode is None:
+            raise subprocess.TimeoutExpired("proxgt.worker", timeout or 0)
+        return self._p.exitcode
+
+    def kill(self) -> None:
+        self._p.kill()
+
+    def terminate(self) -> None:
+        self._p.terminate()
+
+
+def _published_failure(store: Any) -> str:
+    """The failure the workers agreed on (see proxgt.executors.distributed.FaultMonitor), or ''."""
+    key = "proxgt/0/failed"
+    try:
+        return store.get(key).decode() if store.check([key]) else ""
+    except Exception:
+        return ""
+
+
 def _describe(code: int) -> str:
     return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
 
-def launch(nprocs: int, argv: list[str], *, timeout_s: float, env: dict[str, str] | None = None) -> int:
-    """Start ``nprocs`` workers with ``argv`` and wait; returns the launcher's exit code."""
+def launch(
+    nprocs: int,
+    argv: list[str],
+    *,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> int:
+    """Start ``nprocs`` workers ``command + argv`` (default ``python -m proxgt.worker``) and wait; returns the
+    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr)."""
     import torch.distributed as dist
 
-    store = dist.TCPStore("127.0.0.1", 0, nprocs, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
     base = dict(os.environ if env is None else env)
     base.setdefault("OMP_NUM_THREADS", "1")
-    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port), WORLD_SIZE=str(nprocs),
-                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True")
-    procs: list[subprocess.Popen] = []
-    for r in range(nprocs):
-        e = dict(base, RANK=str(r), LOCAL_RANK=str(r))
-        procs.append(subprocess.Popen([sys.executable, "-m", "proxgt.worker", *argv], env=e))
+    port = _free_port()
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nprocs),
+                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="0")
+    envs = [dict(base, RANK=str(r), LOCAL_RANK=str(r)) for r in range(nprocs)]
+    if command is None and _can_fork():
+        # fork after the imports: the workers start without paying for `import torch` again
+        import proxgt.worker  # noqa: F401  (imported here so that the children inherit it)
+
+        procs: list[Any] = [_Forked(e, argv) for e in envs]
+    else:
+        cmd = command if command is not None else [sys.executable, "-m", "proxgt.worker"]
+        procs = [subprocess.Popen([*cmd, *argv], env=e) for e in envs]
+    # the store comes after the fork, so that no worker inherits its server thread or socket
+    store = dist.TCPStore("127.0.0.1", port, nprocs, is_master=True, wait_for_workers=False,
+                          timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
     codes: list[int | None] = [None] * nprocs
     ended: list[float] = [0.0] * nprocs
     first_fail: tuple[int, int] | None = None
@@ -95,14 +171,13 @@ def launch(nprocs: int, argv: list[str], *, timeout_s: float, env: dict[str, str
                 p.kill()
         sys.stderr.write("proxgt: interrupted\n")
         return 130
-    finally:
-        del store
     if first_fail is None:
         return 0
+    culprit = _published_failure(store)
     r0, c0 = first_fail
     others = [f"rank {r} {_describe(c)} {ended[r] - ended[r0]:.1f} s later" for r, c in enumerate(codes)
               if r != r0 and c != 0 and r not in killed]
-    msg = f"proxgt: error: launch failed: rank {r0} {_describe(c0)} first"
+    msg = f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}rank {r0} {_describe(c0)} first"
     if others:
         msg += "; then " + ", ".join(others)
     if killed:

@@ -77,6 +77,8 @@ RUN_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--activation", "activation", str, "relu | tanh, for --problem mlp and lenet"),
     ("--reg-bias", "reg_bias", _bool, "true | false: also regularize network biases (default false)"),
     ("--nn-grad", "nn_grad", str, "auto | grouped | vmap: how network gradients are batched over nodes"),
+    ("--metrics-samples", "metrics_samples", int, "networks: training metrics on a fixed subsample of this many "
+     "samples per node (default: all)"),
 ]
 
 # Settings a resumed run may change; every other setting comes from the checkpoint.

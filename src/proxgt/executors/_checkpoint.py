@@ -8,9 +8,9 @@ Layout inside the run folder::
 
 Each file is written with write-then-rename (:func:`proxgt._io.atomic_write_bytes`), so it is either absent or
 complete. A checkpoint *t* is usable when all ``world`` files of ``iter<t>`` exist; resuming picks the largest
-usable *t*. A process deletes its own older files only after every process has written *t* (the distributed
-executor synchronises there), so at any moment of a kill at least one usable checkpoint remains once the
-first one is complete.
+usable *t*. After writing, a process deletes only its own files older than the newest *complete* checkpoint,
+so no barrier is needed and, at any moment of a kill, at least one usable checkpoint remains once the first
+one is complete.
 
 A file holds: the algorithm state (local rows, on the CPU), the oracle state (per-node generators and IFO
 counts), the communication counter, the executor's own counters, every metrics row logged so far, the wall
@@ -125,8 +125,8 @@ class Checkpointer:
         run_dir: the run folder (checkpoints go to ``run_dir/checkpoint``).
         rank, world: this process and the number of processes.
         every: interval in iterations (0 disables).
-        sync: called after this process's file is written and before older files are deleted; the
-            distributed executor passes a barrier so that deletion waits for every process's new file.
+        sync: optional callable run after this process's file is written (e.g. a barrier); not needed for
+            safety, since only files older than the newest complete checkpoint are deleted.
     """
 
     def __init__(
@@ -157,9 +157,11 @@ class Checkpointer:
                 atomic_write_bytes(marker, b"")
         if self.sync is not None:
             self.sync()
-        # every process has its file for t now: older files of this process are no longer needed
+        # files older than the newest complete checkpoint can never be used again
+        complete = latest_checkpoint(self.root.parent)
+        t_keep = complete[0] if complete is not None else -1
         for t_old, d_old in _iter_dirs(self.root):
-            if t_old < t:
+            if t_old < t_keep:
                 try:
                     os.unlink(d_old / f"rank{self.rank}.pt")
                 except FileNotFoundError:

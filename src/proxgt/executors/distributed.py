@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 import threading
 import time
@@ -59,7 +60,11 @@ __all__ = [
     "init_process_group_from_env",
 ]
 
-_KEY = "proxgt/"
+def _key_prefix() -> str:
+    """Store keys of this attempt (torchrun restarts a failed job as a new attempt on the same store)."""
+    return f"proxgt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+
+
 FAULT_ENV = "PROXGT_FAULT_INJECT"  # test-only hook: "die:RANK:ITER" or "hang:RANK:ITER"
 
 
@@ -98,6 +103,7 @@ class FaultMonitor:
     def __init__(self, store: dist.Store | None, rank: int, world: int, timeout_s: float,
                  watch_store: dist.Store | None = None):
         self.store, self.rank, self.world = store, int(rank), int(world)
+        self.prefix = _key_prefix()
         self.timeout_s = float(timeout_s)
         self.grace_s = min(2.0, max(0.5, self.timeout_s / 10.0))
         self.op = 0
@@ -111,14 +117,14 @@ class FaultMonitor:
     def _set(self, key: str, value: str) -> None:
         try:
             if self.store is not None:
-                self.store.set(_KEY + key, value)
+                self.store.set(self.prefix + key, value)
         except Exception:  # the store host may be gone: fall back to local knowledge
             pass
 
     def _get(self, store: dist.Store | None, key: str) -> str | None:
         try:
-            if store is not None and store.check([_KEY + key]):
-                return store.get(_KEY + key).decode()
+            if store is not None and store.check([self.prefix + key]):
+                return store.get(self.prefix + key).decode()
         except Exception:
             pass
         return None
@@ -133,7 +139,7 @@ class FaultMonitor:
     def _publish(self, msg: str) -> None:
         try:
             if self.store is not None:
-                self.store.compare_set(_KEY + "failed", "", msg)
+                self.store.compare_set(self.prefix + "failed", "", msg)
         except Exception:
             pass
 
@@ -182,14 +188,16 @@ class FaultMonitor:
     def _watch(self) -> None:
         while not self._stop.wait(0.25):
             try:
-                if not self._watch_store.check([_KEY + "failed"]):
+                if not self._watch_store.check([self.prefix + "failed"]):
                     continue
-                msg = self._watch_store.get(_KEY + "failed").decode()
+                msg = self._watch_store.get(self.prefix + "failed").decode()
             except Exception:  # store gone (e.g. its host finished): nothing left to watch
                 return
             # give the main thread the chance to raise (and report) the same failure itself
             if self._stop.wait(self.grace_s + 1.0):
                 return
+            if msg.startswith(f"rank {self.rank} "):
+                msg = f"the other ranks report this process: {msg}"
             sys.stderr.write(f"proxgt: error: rank {self.rank}: {msg}\n")
             sys.stderr.flush()
             os._exit(1)
@@ -288,6 +296,7 @@ class DistributedCommunicator:
                 work.wait(self.timeout)
             except Exception as exc:  # RuntimeError from gloo/nccl: timeout or connection lost
                 detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                detail = re.sub(r"^\[[^\]]*\]\s*", "", detail).split(". This is typically")[0]  # gloo's prefix
                 if "Timed out" in detail or "timed out" in detail.lower():
                     reason = f"no answer within {self.timeout.total_seconds():g} s during {what}"
                 else:
@@ -336,21 +345,27 @@ class DistributedCommunicator:
         self.gossip_s += t2 - t0
         return out
 
+    def _collective_device(self) -> torch.device:
+        """Where collective buffers live: the current GPU for nccl, the CPU otherwise."""
+        if dist.get_backend(self.group) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
     def sum_over_nodes(self, T: torch.Tensor) -> torch.Tensor:
         """Sum over every node of the network (all_reduce; logging only, not counted in the iteration)."""
-        local = T.sum(dim=0).contiguous()
+        local = T.sum(dim=0).to(self._collective_device()).contiguous()
         self.monitor.op += 1
         work = dist.all_reduce(local, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
         self._wait([work], [None], f"metrics all_reduce (op {self.monitor.op})")
         self.logging_bytes += local.numel() * local.element_size()
-        return local
+        return local.to(T.device)
 
     def gather_rows(self, X: torch.Tensor) -> torch.Tensor | None:
         """All n rows in global order on rank 0 (None elsewhere); for the final output only."""
         kmax = max(len(b) for b in self.blocks)
         pad = X.new_zeros((kmax,) + tuple(X.shape[1:]))
         pad[: X.shape[0]] = X
-        pad = pad.cpu() if dist.get_backend(self.group) == "gloo" else pad
+        pad = pad.to(self._collective_device())
         bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
         self.monitor.op += 1
         work = dist.gather(pad, bufs, dst=0, group=self.group, async_op=True)
@@ -358,23 +373,17 @@ class DistributedCommunicator:
         if self.rank != 0:
             return None
         rows = [bufs[r][: len(self.blocks[r])] for r in range(self.world)]
-        return torch.cat(rows, dim=0)
-
-    def barrier(self) -> None:
-        """Synchronise all ranks (checkpoint commits only), with the timeout."""
-        flag = torch.zeros(1)
-        self.monitor.op += 1
-        work = dist.all_reduce(flag, group=self.group, async_op=True)
-        self._wait([work], [None], f"checkpoint barrier (op {self.monitor.op})")
+        return torch.cat(rows, dim=0).to(X.device)
 
     def all_stats(self, values: Sequence[float]) -> np.ndarray:
         """Small per-rank statistics gathered on every rank: array (world, len(values))."""
         v = torch.zeros((self.world, len(values)), dtype=torch.float64)
         v[self.rank] = torch.tensor(list(values), dtype=torch.float64)
+        v = v.to(self._collective_device())
         self.monitor.op += 1
         work = dist.all_reduce(v, group=self.group, async_op=True)
         self._wait([work], [None], "the final statistics")
-        return v.numpy()
+        return v.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- process group
@@ -385,7 +394,7 @@ def init_process_group_from_env(
 
     The store is created here so that the fault monitor can use it: a client of the launcher's store when
     ``TORCHELASTIC_USE_AGENT_STORE=True`` (torchrun, ``proxgt launch``), else hosted by rank 0. Returns
-    (rank, world, store, a second store client for the watchdog thread or None).
+    (rank, world, store, a second store client for the watchdog thread, or None).
     """
     try:
         rank = int(os.environ["RANK"])
@@ -400,12 +409,10 @@ def init_process_group_from_env(
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(host, port, world, is_master=(rank == 0 and not agent), timeout=timeout,
                           wait_for_workers=False)
-    watch = None
-    if agent:
-        try:
-            watch = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
-        except Exception:
-            watch = None
+    try:  # a second connection for the watchdog thread
+        watch = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
+    except Exception:
+        watch = None
     dist.init_process_group(backend, store=dist.PrefixStore("pg", store), rank=rank, world_size=world,
                             timeout=timeout)
     return rank, world, store, watch
@@ -510,7 +517,7 @@ def _run(cfg: RunConfig, rank: int, world: int, monitor: FaultMonitor, resume: s
                 folder.start_metrics(columns)
             folder.add_row(row)
 
-    ckpt = Checkpointer(cfg.out, rank, world, cfg.checkpoint_every, sync=comm.barrier)
+    ckpt = Checkpointer(cfg.out, rank, world, cfg.checkpoint_every)
     fault = _fault_hook(rank)
 
     def on_state(st: Any, orc: Any, wall: float) -> None:

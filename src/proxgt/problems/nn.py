@@ -216,12 +216,14 @@ class TorchModelProblem:
         grad_mode: ``"auto"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
         default_step: the step a run uses when ``step = "auto"`` (no smoothness constant is known).
+        metrics_samples: if set, the logged training metrics (gradient mapping, objective, train accuracy)
+            use a fixed seeded subsample of this many samples per node (see :mod:`proxgt.metrics`).
 
     Attributes:
         dim: d, the number of parameters.
         reg_mask: bool (d,), the coordinates h acts on (weights; biases too if ``reg_bias``).
         density_mask: bool (d,), the weights (``density`` is the share of non-zero weights).
-        chunk_size, default_step, grad_mode (the resolved mode), param_shapes (name -> shape).
+        chunk_size, default_step, metrics_samples, grad_mode (the resolved mode), param_shapes (name -> shape).
     """
 
     task = "classification"
@@ -235,6 +237,7 @@ class TorchModelProblem:
         grad_mode: str = "auto",
         chunk_size: int | None = 2048,
         default_step: float = NN_DEFAULT_STEP,
+        metrics_samples: int | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ProxGTValueError(
@@ -249,6 +252,12 @@ class TorchModelProblem:
                                        or chunk_size < 1):
             raise ProxGTValueError(
                 f"The 'chunk_size' parameter of TorchModelProblem must be None or an int >= 1. Got {chunk_size!r}."
+            )
+        if metrics_samples is not None and (isinstance(metrics_samples, bool) or not isinstance(metrics_samples, int)
+                                            or metrics_samples < 1):
+            raise ProxGTValueError(
+                f"The 'metrics_samples' parameter of TorchModelProblem must be None or an int >= 1. "
+                f"Got {metrics_samples!r} instead."
             )
         if any(True for _ in model.buffers()):
             raise ProxGTValueError(
@@ -270,6 +279,7 @@ class TorchModelProblem:
         self.reg_bias = bool(reg_bias)
         self.chunk_size = chunk_size
         self.default_step = float(default_step)
+        self.metrics_samples = metrics_samples
         self.param_names = [n for n, _ in named]
         self.param_shapes = {n: tuple(p.shape) for n, p in named}
         self._numels = [p.numel() for _, p in named]
@@ -454,7 +464,10 @@ def _common(cfg, train, problem: str) -> dict:
         )
     if not isinstance(cfg.reg_bias, bool):
         raise ProxGTValueError(f"The 'reg_bias' setting must be true or false. Got {cfg.reg_bias!r} instead.")
-    return {"grad_mode": mode, "reg_bias": cfg.reg_bias}
+    ms = getattr(cfg, "metrics_samples", None)
+    if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
+        raise ProxGTValueError(f"The 'metrics_samples' setting must be an int >= 1. Got {ms!r} instead.")
+    return {"grad_mode": mode, "reg_bias": cfg.reg_bias, "metrics_samples": ms}
 
 
 def _build_mlp(cfg, train) -> TorchModelProblem:

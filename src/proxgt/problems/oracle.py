@@ -124,6 +124,27 @@ class GradientOracle:
             correct += hit.sum(dim=1).to(torch.float64)
         return correct, self.counts.to(torch.float64)
 
+    def subsample(self, size: int, seed: int) -> GradientOracle:
+        """An oracle over a fixed subset of at most ``size`` samples of each node's shard, for metrics only.
+
+        Node i keeps the first ``min(size, m_i)`` entries of a permutation of its samples drawn from a generator
+        seeded by ``(seed, global node id)``, so every executor evaluates the same subsets. The new oracle has its
+        own (zero) IFO count and sample streams; do not use it for the iteration.
+        """
+        size = int(size)
+        keep = [min(size, int(m)) for m in self.counts.tolist()]
+        width = max(keep)
+        X = self.X.new_zeros((self.k, width, *self.X.shape[2:]))
+        y = self.y.new_zeros((self.k, width))
+        for r, (node, m, s) in enumerate(zip(self.node_ids, self.counts.tolist(), keep, strict=True)):
+            g = torch.Generator().manual_seed(node_generator_seed(seed, node) ^ 0x3E7A1)
+            idx = torch.randperm(int(m), generator=g)[:s].sort().values.to(self.device)
+            X[r, :s] = self.X[r, idx]
+            y[r, :s] = self.y[r, idx]
+        view = _Shards(X, y, torch.tensor(keep, dtype=torch.int64), self.node_ids)
+        return GradientOracle(self.problem, view, seed, chunk_size=self.chunk_size, dtype=self.dtype,
+                              device=self.device)
+
     # ----------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
         return {"ifo": self.ifo.copy(), "generators": [g.get_state() for g in self.generators]}
@@ -132,3 +153,10 @@ class GradientOracle:
         self.ifo = np.asarray(state["ifo"], dtype=np.int64).copy()
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s)
+
+
+class _Shards:
+    """The four fields :class:`GradientOracle` reads from a ``NodeData`` (already on the oracle's device)."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, node_ids: tuple[int, ...]):
+        self.X, self.y, self.counts, self.node_ids = X, y, counts, node_ids

@@ -117,7 +117,11 @@ def write_report(
         "latency + bytes / bandwidth (per node).",
         "",
         "Centralized references (`central-*`, topology `pooled`) run on the pooled data of `nodes` nodes; their "
-        "samples_per_node is their total work divided by that n.",
+        "samples_per_node is their total work divided by that n, and their modeled_s is that share times "
+        "sample_s (n machines splitting the pooled work with free communication: an ideal yardstick).",
+        "",
+        "`final` is the seed-mean metric at the last logged iteration: a noisy method can dip below the target "
+        "once (and count as reaching it) yet end far above it.",
         "",
         table_markdown(rows),
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "group_series",
     "series_table",
     "TABLE_COLUMNS",
+    "table_columns",
     "table_markdown",
     "table_csv",
     "write_table",
@@ -152,6 +153,10 @@ def series_table(
                               ("wall_s", "wall_s"), ("modeled_s", "modeled_s")):
                 row[col] = cost_to_target(c, target, axis) if axis in c.x else math.nan
             row["final"] = float(c.mean[-1])
+            for col in OPTIONAL_FINALS:
+                vals = [r[-1][col] for r in runs if col in r[-1]]
+                if vals:
+                    row[f"final_{col}"] = sum(vals) / len(vals)
         else:
             for col in TABLE_COLUMNS[8:]:
                 row[col] = math.nan
@@ -159,11 +164,20 @@ def series_table(
     return rows, curves
 
 
+OPTIONAL_FINALS = ("test_accuracy", "density")
+
+
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """TABLE_COLUMNS plus the optional final columns (test accuracy, density) some row has."""
+    extra = [f"final_{c}" for c in OPTIONAL_FINALS if any(f"final_{c}" in r for r in rows)]
+    return [*TABLE_COLUMNS, *extra]
+
+
 def _fmt(v: Any, col: str) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
-            return "not reached" if col not in ("final",) else "nan"
-        if col == "final":
+            return "nan" if col.startswith("final") else "not reached"
+        if col.startswith("final"):
             return f"{v:.3g}"
         if col in ("wall_s", "modeled_s"):
             return f"{v:.3g}"
@@ -173,14 +187,16 @@ def _fmt(v: Any, col: str) -> str:
     return str(v)
 
 
-def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    columns = table_columns(rows) if columns is None else columns
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c, ""), c) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    columns = table_columns(rows) if columns is None else columns
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
