@@ -203,16 +203,21 @@ def available_problems() -> list[str]:
     return list(PROBLEM_BUILDERS)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML run file into a flat mapping (a ``[run]`` table, if present, is used as the root)."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or invalid TOML is a one-line ProxGTValueError."""
     p = Path(path)
     if not p.is_file():
-        raise ProxGTValueError(f"config file not found: {p}")
+        raise ProxGTValueError(f"{what} not found: {p}")
     try:
         with p.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ProxGTValueError(f"{p}: invalid TOML: {exc}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML run file into a flat mapping (a ``[run]`` table, if present, is used as the root)."""
+    data = read_toml(path)
     if "run" in data and isinstance(data["run"], dict):
         data = data["run"]
     return data

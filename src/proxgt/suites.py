@@ -49,11 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from proxgt._io import atomic_write_text
 from proxgt._validation import DivergenceError, ProxGTValueError
-from proxgt.config import RunConfig
+from proxgt.config import RunConfig, read_toml
 
 __all__ = ["Cell", "Suite", "SuiteResult", "load_suite", "run_suite", "cell_is_done", "suite_table", "pooled_config"]
 
@@ -143,13 +141,7 @@ def load_suite(path: str | Path, *, out: str | Path | None = None) -> Suite:
     """Read and validate a suite file; every cell's settings are validated up front (one-line errors)."""
     p = Path(path)
     src = str(p)
-    if not p.is_file():
-        raise ProxGTValueError(f"suite file not found: {p}")
-    try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(src, f"invalid TOML: {exc}") from None
+    data = read_toml(p, "suite file")
     for k in data:
         if k not in _TOP_KEYS:
             raise _err(src, f"unknown table [{k}]; a suite has [suite], [base], [grid] and [[cell]]")

@@ -7,8 +7,10 @@ Also the one label rule every loader shares (:func:`make_dataset`) and the one p
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -239,3 +241,13 @@ def _encode_labels(y: np.ndarray) -> tuple[torch.Tensor, int]:
         if classes.size <= MAX_CLASSES:
             return torch.from_numpy(codes.reshape(-1).astype(np.int64)), int(classes.size)
     return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), 0
+
+
+def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a user's data file; a missing path or a folder is a one-line ProxGTValueError."""
+    p = Path(path)
+    if not p.exists():
+        raise ProxGTValueError(f"{path}: file does not exist")
+    if not p.is_file():
+        raise ProxGTValueError(f"{path}: not a regular file")
+    return p.read_bytes()

@@ -13,7 +13,7 @@ import torch
 
 from proxgt._validation import ProxGTValueError
 
-from ._dataset import Dataset
+from ._dataset import Dataset, read_file_bytes
 
 __all__ = [
     "load_idx",
@@ -47,12 +47,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
-    p = Path(path)
-    if not p.exists():
-        raise ProxGTValueError(f"{path}: file does not exist")
-    if not p.is_file():
-        raise ProxGTValueError(f"{path}: not a regular file")
-    raw = p.read_bytes()
+    raw = read_file_bytes(path)
     if raw[:2] == _GZIP_MAGIC:
         try:
             return gzip.decompress(raw)

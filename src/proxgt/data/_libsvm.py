@@ -11,18 +11,13 @@ import numpy as np
 
 from proxgt._validation import ProxGTValueError
 
-from ._dataset import Dataset, make_dataset
+from ._dataset import Dataset, make_dataset, read_file_bytes
 
 __all__ = ["load_libsvm"]
 
 
 def _read_text(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise ProxGTValueError(f"{path}: file does not exist")
-    if not p.is_file():
-        raise ProxGTValueError(f"{path}: not a regular file")
-    raw = p.read_bytes()
+    raw = read_file_bytes(path)
     if not raw.strip():
         raise ProxGTValueError(f"{path}: empty file (expected LIBSVM lines 'label idx:val idx:val ...')")
     try:

@@ -532,10 +532,9 @@ def _run(cfg: RunConfig, rank: int, world: int, monitor: FaultMonitor, resume: s
                 "node_ids": list(comm.node_ids),
             })
 
-    work = len(comm.node_ids) * int(b.problem.dim) * (1 if b.chunk_size is None else 64)
     t_start = time.perf_counter()
     try:
-        with compute_settings(cfg.threads, work):
+        with compute_settings(cfg.threads):
             state, rows, metrics = train(b, comm, on_row=on_row, progress=progress and rank == 0, state=state,
                                          oracle=oracle, start_wall=start_wall, on_state=on_state)
     except DivergenceError as exc:

@@ -90,9 +90,8 @@ def run_simulation(
                 "rows": list(rows_all), "columns": list(columns), "wall": wall, "cfg": b.cfg.to_dict(),
             })
 
-    work = b.cfg.nodes * int(b.problem.dim) * (1 if b.chunk_size is None else 64)
     try:
-        with compute_settings(b.cfg.threads, work):
+        with compute_settings(b.cfg.threads):
             state, _, metrics = train(b, comm, on_row=on_row, progress=progress, state=state, oracle=oracle,
                                       start_wall=start_wall, on_state=on_state)
     except DivergenceError as exc:
