@@ -407,18 +407,5 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 # Modules that register more problems and algorithms on import (neural networks, baselines). Imported last so
 # that they can use the registries above.
-PLUGIN_MODULES = ("proxgt.problems.nn", "proxgt.algorithms.baselines")
-
-
-def _load_plugins() -> None:
-    import importlib
-
-    for name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a plugin package not written yet; anything else is a real error
-            if exc.name != name:
-                raise
-
-
-_load_plugins()
+import proxgt.algorithms.baselines  # noqa: E402, F401
+import proxgt.problems.nn  # noqa: E402, F401

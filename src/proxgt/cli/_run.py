@@ -41,7 +41,8 @@ def _bool(text: str) -> bool:
 
 # flag -> (config field, type, help)
 RUN_FLAGS: list[tuple[str, str, Any, str]] = [
-    ("--algorithm", "algorithm", str, "proxgt-sa | proxgt-sr-o | proxgt-sr-e (and registered baselines)"),
+    ("--algorithm", "algorithm", str, "proxgt-sa | proxgt-sr-o | proxgt-sr-e | prox-dsgd | prox-dsgt | deepstorm | "
+     "deepstorm-diminishing | prox-dasa-gt | sppdm | central-prox-sgd | central-proxsarah"),
     ("--problem", "problem", str, "logistic | softmax | least_squares | mlp | lenet"),
     ("--data", "data", str, "a9a-synthetic | breast_cancer | digits | iris | wine | fashion-mnist | PATH"),
     ("--data-dir", "data_dir", str, "folder holding a named data set's files"),
