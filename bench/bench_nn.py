@@ -120,13 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     iters = math.ceil(m / args.batch)
     if args.quick:
         iters = max(2, iters // 10)
-    work = cfg.nodes * int(b.problem.dim) * 64
     print(f"Fashion-MNIST {len(b.train)} train samples, {cfg.nodes} nodes ({m} per node), {args.model} "
           f"d={b.problem.dim}, grad mode {b.problem.grad_mode}, batch {args.batch}/node = {8 * args.batch} total, "
           f"{iters} steps ({'a tenth of ' if args.quick else ''}one pass), K={b.rounds} Chebyshev rounds, "
           f"step {b.step}")
     dec, cen = [], []
-    with compute_settings(cfg.threads, work) as cs:
+    with compute_settings(cfg.threads) as cs:
         print(f"threads: {cs.threads}")
         _centralized(b, 3, 8 * args.batch, 0)  # warm-up
         for r in range(reps):
