@@ -118,6 +118,27 @@ def checkpoint_config(run_dir: str | Path) -> tuple[RunConfig, int]:
     return RunConfig.from_dict(payload["cfg"], source="checkpoint"), int(payload["world"])
 
 
+def resolve_run_config(
+    cfg: RunConfig | dict[str, Any] | None,
+    resume: str | Path | None,
+    overrides: dict[str, Any] | None,
+    who: str,
+) -> RunConfig:
+    """The config an executor runs: the checkpoint's when resuming (only ``timeout_s`` and
+    ``checkpoint_every`` may be overridden), else the given one; execution settings validated."""
+    if resume is not None:
+        cfg, _ = checkpoint_config(resume)
+        cfg.out = str(resume)
+    elif isinstance(cfg, dict):
+        cfg = RunConfig.from_dict(cfg)
+    if cfg is None:
+        raise ProxGTValueError(f"{who} needs a config or resume=DIR")
+    if overrides:
+        cfg = cfg.merged({k: v for k, v in overrides.items() if k in ("timeout_s", "checkpoint_every")})
+    check_execution_settings(cfg)
+    return cfg
+
+
 class Checkpointer:
     """Writes this process's checkpoint file every ``every`` iterations.
 

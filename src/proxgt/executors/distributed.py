@@ -42,9 +42,8 @@ from proxgt._validation import DivergenceError, ProxGTValueError
 from proxgt.config import RunConfig
 from proxgt.executors._checkpoint import (
     Checkpointer,
-    check_execution_settings,
-    checkpoint_config,
     load_checkpoint,
+    resolve_run_config,
     state_to,
 )
 from proxgt.mixing import CommCounter
@@ -448,16 +447,7 @@ def run_distributed(
     ``overrides`` may change ``timeout_s``/``checkpoint_every``). Raises DistributedFailure naming the failed
     rank when another process fails or stops answering within ``timeout_s``.
     """
-    if resume is not None:
-        cfg, _ = checkpoint_config(resume)
-        cfg.out = str(resume)
-    elif isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
-    if cfg is None:
-        raise ProxGTValueError("run_distributed needs a config or resume=DIR")
-    if overrides:
-        cfg = cfg.merged({k: v for k, v in overrides.items() if k in ("timeout_s", "checkpoint_every")})
-    check_execution_settings(cfg)
+    cfg = resolve_run_config(cfg, resume, overrides, "run_distributed")
     if backend is None:
         backend = "gloo" if cfg.device == "cpu" else "nccl"
     rank, world, store, watch = init_process_group_from_env(backend, cfg.timeout_s)

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._io import RunFolder
-from proxgt._validation import DivergenceError, ProxGTValueError
+from proxgt._validation import DivergenceError
 from proxgt.config import RunConfig
-from proxgt.executors._checkpoint import Checkpointer, check_execution_settings, load_checkpoint, state_to
+from proxgt.executors._checkpoint import Checkpointer, load_checkpoint, resolve_run_config, state_to
 from proxgt.mixing import SimulatedCommunicator
 from proxgt.runner import Build, History, build, compute_settings, make_oracle, summarize, to_numpy, train
 
@@ -38,18 +38,9 @@ def run_simulation(
     checkpoint (``cfg`` is then ignored: the settings come from the checkpoint; ``overrides`` may change
     ``checkpoint_every``/``timeout_s``) and ends with the metrics an uninterrupted run would have written.
     """
-    ck = None
-    if resume is not None:
-        ck = load_checkpoint(resume, 0, 1)
-        cfg = RunConfig.from_dict(ck["cfg"], source="checkpoint")
-        cfg.out = out = str(resume)
-    elif isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
-    if cfg is None:
-        raise ProxGTValueError("run_simulation needs a config or resume=DIR")
-    if overrides:
-        cfg = cfg.merged({k: v for k, v in overrides.items() if k in ("timeout_s", "checkpoint_every")})
-    check_execution_settings(cfg)
+    cfg = resolve_run_config(cfg, resume, overrides, "run_simulation")
+    ck = load_checkpoint(resume, 0, 1) if resume is not None else None
+    out = cfg.out if resume is not None else out
     b = build(cfg)
     out = out if out is not None else cfg.out
     folder = RunFolder(out) if out else None
