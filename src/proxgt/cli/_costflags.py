@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from proxgt.cli._run import number_or
+
 __all__ = ["add_cost_flags", "cost_from_args"]
 
 
-def _sample_time(text: str) -> float | str:
-    if text == "measure":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds per sample or 'measure', got {text!r}") from None
+_sample_time = number_or("measure", float, "seconds per sample")
 
 
 def add_cost_flags(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:

@@ -9,25 +9,25 @@ from typing import Any
 from proxgt._validation import ProxGTValueError
 from proxgt.config import RunConfig, load_config_file
 
-__all__ = ["register", "add_run_flags", "config_from_args", "resume_overrides"]
+__all__ = ["register", "add_run_flags", "config_from_args", "resume_overrides", "number_or"]
 
 
-def _int_or_auto(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+def number_or(word: str, cast: type = float, what: str = "a number") -> Any:
+    """An argparse type accepting ``word`` or a number converted by ``cast`` (e.g. ``--step auto``)."""
+
+    def parse(text: str) -> Any:
+        if text == word:
+            return text
+        try:
+            return cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or {word!r}, got {text!r}") from None
+
+    return parse
 
 
-def _float_or_auto(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+_int_or_auto = number_or("auto", int, "an integer")
+_float_or_auto = number_or("auto", float, "a number")
 
 
 def _bool(text: str) -> bool:

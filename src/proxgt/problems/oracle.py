@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from proxgt.data import NodeData
 from proxgt.problems import Problem
 
 __all__ = ["GradientOracle", "node_generator_seed"]
@@ -50,6 +51,7 @@ class GradientOracle:
         self.X = data.X.to(device=self.device, dtype=dtype)
         self.y = data.y.to(device=self.device)
         self.counts = data.counts.to(torch.int64).cpu()
+        self.n_classes = int(data.n_classes)
         self.m_max = int(data.X.shape[1])
         self.chunk_size = chunk_size
         # Minibatches are gathered from a flat (k * m_max, ...) view with index_select: about 10x faster on the
@@ -146,7 +148,7 @@ class GradientOracle:
             idx = torch.randperm(int(m), generator=g)[:s].sort().values.to(self.device)
             X[r, :s] = self.X[r, idx]
             y[r, :s] = self.y[r, idx]
-        view = _Shards(X, y, torch.tensor(keep, dtype=torch.int64), self.node_ids)
+        view = NodeData(X, y, torch.tensor(keep, dtype=torch.int64), self.n_classes, self.node_ids)
         return GradientOracle(self.problem, view, seed, chunk_size=self.chunk_size, dtype=self.dtype,
                               device=self.device)
 
@@ -159,9 +161,3 @@ class GradientOracle:
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s)
 
-
-class _Shards:
-    """The four fields :class:`GradientOracle` reads from a ``NodeData`` (already on the oracle's device)."""
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, node_ids: tuple[int, ...]):
-        self.X, self.y, self.counts, self.node_ids = X, y, counts, node_ids
