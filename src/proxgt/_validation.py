@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from proxgt.errors import DivergenceError, ProxGTValueError
+
 __all__ = [
     "ProxGTValueError",
     "DivergenceError",
@@ -18,13 +20,6 @@ __all__ = [
     "check_choice",
 ]
 
-
-class ProxGTValueError(ValueError):
-    """Bad user input: the message is one line and says what was expected and what was given."""
-
-
-class DivergenceError(RuntimeError):
-    """Iterates became NaN or Inf; the message names the node, the iteration and a likely fix."""
 
 
 def _fmt(owner: str, name: str, expected: str, got: Any) -> str:

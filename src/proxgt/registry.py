@@ -1,0 +1,193 @@
+"""Name -> implementation tables for everything a run is built from (a leaf: no other proxgt module is
+imported here, so listing names costs no heavy import and cannot create an import cycle).
+
+An entry points at its implementation by ``"module:attribute"`` and is imported on first use, so
+``proxgt --help`` lists every algorithm without importing torch. Optional keyword arguments are bound to the
+target (``functools.partial``), which lets one builder serve several names::
+
+    ALGORITHMS.register("proxgt-sa", "proxgt.algorithms.proxgt:build", estimator="sa")
+
+Adding a baseline, an estimator, a regularizer, a topology family, a problem or a data set is one new file plus
+one registration line below (or a ``register`` call in user code, with an object instead of a string).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from proxgt.errors import UnknownNameError
+
+__all__ = [
+    "Registry",
+    "Entry",
+    "ALGORITHMS",
+    "ESTIMATORS",
+    "PROBLEMS",
+    "REGULARIZERS",
+    "TOPOLOGIES",
+    "DATASETS",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: where it lives, what is bound to it, and a one-line summary for help texts."""
+
+    name: str
+    target: Any  # "module:attribute" or the object itself
+    summary: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """An ordered table ``name -> implementation`` with lazy imports, aliases and one-line errors.
+
+    >>> r = Registry("colour")
+    >>> r.register("red", "builtins:str", summary="the red one")
+    >>> r.names()
+    ['red']
+    >>> r.get("red")(5)
+    '5'
+    """
+
+    def __init__(self, kind: str, setting: str | None = None):
+        self.kind = kind
+        self.setting = setting or kind  # the setting users choose it with, for messages
+        self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
+        self._loaded: dict[str, T] = {}
+
+    # ------------------------------------------------------------------ registering
+    def register(self, name: str, target: Any, *, summary: str = "", aliases: tuple[str, ...] = (),
+                 replace: bool = False, **kwargs: Any) -> None:
+        """Add ``name``; ``target`` is an object or a ``"module:attribute"`` string imported on first use."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a {self.kind} name must be a non-empty str, got {name!r}")
+        if name in self._entries and not replace:
+            raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to override it)")
+        self._entries[name] = Entry(name, target, summary, dict(kwargs))
+        self._loaded.pop(name, None)
+        for alias in aliases:
+            self._aliases[alias] = name
+
+    # ------------------------------------------------------------------ looking up
+    def canonical(self, name: Any) -> str:
+        """The registered name for ``name`` or one of its aliases; unknown names raise UnknownNameError."""
+        if isinstance(name, str):
+            if name in self._entries:
+                return name
+            if name in self._aliases:
+                return self._aliases[name]
+            key = name.strip().lower().replace("_", "-")
+            for cand in (key, key.replace("-", "_")):
+                if cand in self._entries:
+                    return cand
+                if cand in self._aliases:
+                    return self._aliases[cand]
+        raise UnknownNameError(f"unknown {self.setting} {name!r}; choose one of: {', '.join(self.names())}")
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self.canonical(name)
+        except UnknownNameError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def names(self) -> list[str]:
+        """Registered names in registration order (aliases excluded)."""
+        return list(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        return self._entries[self.canonical(name)]
+
+    def summary(self, name: str) -> str:
+        return self.entry(name).summary
+
+    def get(self, name: str) -> T:
+        """The implementation registered as ``name`` (imported on first use)."""
+        key = self.canonical(name)
+        if key not in self._loaded:
+            entry = self._entries[key]
+            obj = _resolve(entry.target) if isinstance(entry.target, str) else entry.target
+            if entry.kwargs:
+                obj = functools.partial(obj, **entry.kwargs)
+            self._loaded[key] = obj
+        return self._loaded[key]
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- the tables
+#: builder(ctx: proxgt.run.build.AlgorithmContext) -> algorithm object with init/update
+ALGORITHMS: Registry[Callable[..., Any]] = Registry("algorithm")
+#: estimator class with ``from_settings(n_nodes=, local_size=, batch=, big_batch=, period=)``
+ESTIMATORS: Registry[Any] = Registry("estimator")
+#: builder(settings, train: Dataset) -> Problem
+PROBLEMS: Registry[Callable[..., Any]] = Registry("problem")
+#: regularizer class with ``from_settings(strength, **params)`` and ``PARAMS``/``REQUIRED`` tuples
+REGULARIZERS: Registry[Any] = Registry("regularizer", "reg")
+#: graph builder(n, *, seed, p, radius, edge_file) -> networkx.Graph
+TOPOLOGIES: Registry[Callable[..., Any]] = Registry("topology")
+#: loader(*, seed, data_dir) -> (train, test or None)
+DATASETS: Registry[Callable[..., Any]] = Registry("data set", "data")
+
+
+# ---------------------------------------------------------------------------------------------- built-ins
+# One line per name. The targets are imported only when a run asks for them.
+
+# --- algorithms
+ALGORITHMS.register("proxgt-sa", "proxgt.algorithms.proxgt:build", estimator="sa",
+                    summary="ProxGT with minibatch gradients (streaming data)")
+ALGORITHMS.register("proxgt-sr-o", "proxgt.algorithms.proxgt:build", estimator="sr-o",
+                    summary="ProxGT with SARAH, big-batch refresh (streaming data)")
+ALGORITHMS.register("proxgt-sr-e", "proxgt.algorithms.proxgt:build", estimator="sr-e",
+                    summary="ProxGT with SARAH, full local gradient refresh (finite data)")
+ALGORITHMS.register("prox-dsgd", "proxgt.algorithms.baselines.dsgd:build", summary="Prox-DSGD / DSPG")
+ALGORITHMS.register("prox-dsgt", "proxgt.algorithms.baselines.dsgt:build", summary="Prox-DSGT")
+ALGORITHMS.register("deepstorm", "proxgt.algorithms.baselines.deepstorm:build_constant",
+                    summary="DEEPSTORM v2, constant step")
+ALGORITHMS.register("deepstorm-diminishing", "proxgt.algorithms.baselines.deepstorm:build_diminishing",
+                    summary="DEEPSTORM v2, diminishing step")
+ALGORITHMS.register("prox-dasa-gt", "proxgt.algorithms.baselines.dasa:build", summary="Prox-DASA-GT")
+ALGORITHMS.register("sppdm", "proxgt.algorithms.baselines.sppdm:build", summary="SPPDM")
+ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd",
+                    summary="centralized prox-SGD on pooled data (nodes = 1)")
+ALGORITHMS.register("central-proxsarah", "proxgt.algorithms.baselines.central:build_sarah",
+                    summary="centralized ProxSARAH on pooled data (nodes = 1)")
+
+# --- estimators
+ESTIMATORS.register("sa", "proxgt.estimators.minibatch:Minibatch", summary="minibatch of b fresh samples")
+ESTIMATORS.register("sr-o", "proxgt.estimators.sarah:SarahOnline", summary="SARAH, big batch B every q")
+ESTIMATORS.register("sr-e", "proxgt.estimators.sarah:SarahFinite", summary="SARAH, full local gradient every q")
+
+# --- problems
+PROBLEMS.register("logistic", "proxgt.problems.linear:build_logistic",
+                  summary="binary logistic regression with a non-convex penalty")
+PROBLEMS.register("softmax", "proxgt.problems.linear:build_softmax", summary="multinomial logistic regression")
+PROBLEMS.register("least_squares", "proxgt.problems.linear:build_least_squares", summary="least squares")
+PROBLEMS.register("mlp", "proxgt.problems.nn:build_mlp", summary="784-256-10 ReLU network (--hidden)")
+PROBLEMS.register("lenet", "proxgt.problems.nn:build_lenet", summary="LeNet-5 convolutional network")
+
+# --- regularizers
+
+# --- topologies
+
+# --- data sets
