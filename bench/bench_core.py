@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from proxgt.config import RunConfig
 from proxgt.mixing import Mixer, SimulatedCommunicator
 from proxgt.problems.oracle import GradientOracle
-from proxgt.runner import build
+from proxgt.settings import RunConfig
+from proxgt.training import build_run
 
 
 def _median_time(fn, reps: int, inner: int) -> float:
@@ -68,7 +68,7 @@ def bench_iteration(reps: int) -> None:
     for n in (8, 32):
         cfg = RunConfig(algorithm="proxgt-sa", nodes=n, topology="ring", mixing="chebyshev", iters=1,
                         test_fraction=0.0, batch=32)
-        b = build(cfg)
+        b = build_run(cfg)
         comm = SimulatedCommunicator(b.topology.W, b.topology.degrees)
         oracle = GradientOracle(b.problem, b.node_data, 0)
         mix = Mixer(comm, "chebyshev", b.rounds, lam=b.topology.lam)

@@ -34,7 +34,7 @@ def _worker(argv: list[str]) -> int:
     import torch
     import torch.distributed as dist
 
-    from proxgt.cli._run import config_from_args
+    from proxgt.cli.flags import config_from_args
     from proxgt.executors.distributed import DistributedCommunicator, partition_nodes, run_distributed
     from proxgt.topology import make_topology
     from proxgt.worker import build_worker_parser
@@ -43,7 +43,7 @@ def _worker(argv: list[str]) -> int:
     p.add_argument("--report", required=True)
     args = p.parse_args(argv)
     cfg = config_from_args(args)
-    hist = run_distributed(cfg)
+    hist = run_distributed(cfg, overwrite=True)
     rank, world = dist.get_rank(), dist.get_world_size()
     info = hist.summary["distributed"]
     topo = make_topology(cfg.topology, cfg.nodes, weights=cfg.weights, seed=cfg.seed)

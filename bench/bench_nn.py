@@ -19,6 +19,7 @@ process's maximum resident set size (``resource.getrusage``), target < 4 GB.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import resource
 import statistics
@@ -27,17 +28,17 @@ import time
 
 import torch
 
-from proxgt.config import RunConfig
 from proxgt.executors.simulation import simulated_communicator
 from proxgt.problems.nn import TorchModelProblem
-from proxgt.runner import build, compute_settings, train
+from proxgt.settings import RunConfig
+from proxgt.training import build_run, compute_settings, train
 
 
 def _decentralized(b, iters: int) -> float:
-    b.cfg.iters = iters
-    b.cfg.log_every = iters
+    b = dataclasses.replace(b, resolved=b.resolved.replace(iters=iters), settings=b.settings.replace(log_every=iters))
     comm = simulated_communicator(b)
-    _, rows, _ = train(b, comm)
+    rows: list[dict] = []
+    train(b, comm, b.make_oracle(comm.node_ids), on_row=rows.append)
     return rows[-1]["wall_s"] - rows[0]["wall_s"]  # rows[0].wall_s is the init (first gradient) only
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     topology="ring", algorithm="proxgt-sa", batch=args.batch, reg="l1", reg_strength=1e-4,
                     nn_grad=args.nn_grad, rounds=args.rounds if args.rounds == "auto" else int(args.rounds),
                     threads=args.threads if args.threads == "auto" else int(args.threads))
-    b = build(cfg)
+    b = build_run(cfg)
     m = int(b.node_data.counts.min())
     iters = math.ceil(m / args.batch)
     if args.quick:

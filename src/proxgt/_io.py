@@ -1,4 +1,4 @@
-"""Run-folder outputs, all written atomically (write to a temporary file, then rename).
+"""Files written atomically (write to a temporary file, then rename).
 
 A reader, or a run killed at any moment, never sees a half-written file: each file is either its previous
 complete version or its new complete version.
@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tomli_w
-
-__all__ = ["atomic_write_bytes", "atomic_write_text", "RunFolder", "read_metrics_csv"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "metrics_csv_text", "json_safe", "read_metrics_csv"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -26,6 +22,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 files; give the file the mode an ordinary open() would (0644 under umask 022)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -35,6 +33,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -51,56 +55,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    if isinstance(obj, np.generic):
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # a numpy scalar (numpy not imported here)
         return obj.item()
     return obj
 
 
-class RunFolder:
-    """The output folder of one run: config.toml, metrics.csv, final.npz, summary.json."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            from proxgt._validation import ProxGTValueError
-
-            raise ProxGTValueError(f"output path exists and is not a folder: {self.path}")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._columns: list[str] = []
-        self._rows: list[dict[str, Any]] = []
-
-    def write_config(self, resolved: dict[str, Any]) -> None:
-        clean = {k: v for k, v in resolved.items() if v is not None}
-        atomic_write_text(self.path / "config.toml", tomli_w.dumps(_json_safe(clean)))
-
-    def start_metrics(self, columns: list[str], rows: list[dict[str, Any]] | None = None) -> None:
-        self._columns = list(columns)
-        self._rows = list(rows or [])
-
-    def add_row(self, row: dict[str, Any]) -> None:
-        """Append a metrics row and rewrite metrics.csv atomically (rows are few: one per log step)."""
-        self._rows.append(row)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self._columns)
-        for r in self._rows:
-            w.writerow([_fmt(r.get(c, "")) for c in self._columns])
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
-
-    def write_final(self, x: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, x=x, x_bar=x.mean(axis=0))
-        atomic_write_bytes(self.path / "final.npz", buf.getvalue())
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
+def metrics_csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """metrics.csv as text: a header and one line per row (floats written so that they read back exactly)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt(r.get(c, "")) for c in columns])
+    return buf.getvalue()
 
 
 def read_metrics_csv(path: str | Path) -> tuple[list[str], list[dict[str, float]]]:

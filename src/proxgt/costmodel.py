@@ -28,8 +28,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 from proxgt._validation import ProxGTValueError, check_nonneg_float, check_positive_float
 
 __all__ = [
@@ -97,15 +95,16 @@ def measure_sample_time(cfg: Any, *, batch: int = 256, repeats: int = 20) -> flo
     Builds the run (data, problem), then times ``repeats`` minibatch gradients of ``batch`` samples at x0 on
     node 0 (after a warm-up call) and returns the median time divided by ``batch``.
     """
-    from proxgt.config import RunConfig
     from proxgt.problems.oracle import GradientOracle
-    from proxgt.runner import build
+    from proxgt.training import build_run
 
-    if isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
-    b = build(cfg)
-    oracle = GradientOracle(b.problem, b.node_data.shard([0]), cfg.seed, chunk_size=b.chunk_size, dtype=b.dtype)
-    X = b.x0.to(b.dtype).unsqueeze(0)
+    spec = build_run(cfg)
+    # minibatches even for a batch = full run: this measures the cost of one component gradient
+    oracle = GradientOracle(spec.problem, spec.node_data.shard([0]), spec.settings.seed,
+                            chunk_size=spec.problem.chunk_size, dtype=spec.dtype)
+    X = spec.initial_rows([0])
+    import torch
+
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -206,11 +205,10 @@ def plan_rounds(
     """
     from proxgt.executors.simulation import run_simulation
     from proxgt.mixing import contraction
-    from proxgt.runner import build
+    from proxgt.training import build_run
 
-    cfg = cfg.merged({"out": None})
-    cfg.out = None
-    topo_eigs = build(cfg).topology.eigenvalues
+    cfg = cfg.replace(out=None)
+    topo_eigs = build_run(cfg).topology.eigenvalues
     options = [(kind, k) for kind in mixings for k in (ks or candidate_rounds(topo_eigs, kind))]
     bar = None
     if progress:

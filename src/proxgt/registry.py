@@ -106,6 +106,10 @@ class Registry(Generic[T]):
         """Registered names in registration order (aliases excluded)."""
         return list(self._entries)
 
+    def aliases(self) -> dict[str, str]:
+        """``alias -> registered name``."""
+        return dict(self._aliases)
+
     def entry(self, name: str) -> Entry:
         return self._entries[self.canonical(name)]
 
@@ -187,7 +191,48 @@ PROBLEMS.register("mlp", "proxgt.problems.nn:build_mlp", summary="784-256-10 ReL
 PROBLEMS.register("lenet", "proxgt.problems.nn:build_lenet", summary="LeNet-5 convolutional network")
 
 # --- regularizers
+REGULARIZERS.register("none", "proxgt.prox._penalties:NoReg", summary="no regularizer (h = 0)")
+REGULARIZERS.register("l1", "proxgt.prox._penalties:L1", summary="lasso penalty lam*||x||_1 (mask)")
+REGULARIZERS.register("l2sq", "proxgt.prox._penalties:L2Squared", aliases=("l2",),
+                      summary="ridge penalty (lam/2)*||x||^2 (mask)")
+REGULARIZERS.register("elastic_net", "proxgt.prox._penalties:ElasticNet", aliases=("elasticnet",),
+                      summary="elastic net, scikit-learn's form (l1_ratio, mask)")
+REGULARIZERS.register("group_lasso", "proxgt.prox._penalties:GroupLasso",
+                      summary="group lasso lam*sum_g w_g ||x_g|| (groups or group_size, weights)")
+REGULARIZERS.register("nonneg", "proxgt.prox._constraints:NonNegative", aliases=("nonnegative",),
+                      summary="constraint x >= 0")
+REGULARIZERS.register("box", "proxgt.prox._constraints:Box", summary="constraint lower <= x <= upper")
+REGULARIZERS.register("l2_ball", "proxgt.prox._constraints:L2Ball", summary="constraint ||x||_2 <= radius")
+REGULARIZERS.register("l1_ball", "proxgt.prox._constraints:L1Ball", summary="constraint ||x||_1 <= radius")
 
 # --- topologies
+TOPOLOGIES.register("ring", "proxgt.topology.families:ring", aliases=("cycle",), summary="cycle, degree 2")
+TOPOLOGIES.register("path", "proxgt.topology.families:path", summary="path, the worst-connected tree")
+TOPOLOGIES.register("star", "proxgt.topology.families:star", summary="node 0 linked to every other node")
+TOPOLOGIES.register("complete", "proxgt.topology.families:complete", aliases=("full",),
+                    summary="every pair linked (exact averaging in one round)")
+TOPOLOGIES.register("grid", "proxgt.topology.families:grid", summary="2-D grid, as square as nodes allows")
+TOPOLOGIES.register("torus", "proxgt.topology.families:torus", summary="2-D grid with wrap-around")
+TOPOLOGIES.register("hypercube", "proxgt.topology.families:hypercube", summary="hypercube (nodes a power of 2)")
+TOPOLOGIES.register("exponential", "proxgt.topology.families:exponential", aliases=("exp",),
+                    summary="node i linked to i +- 2^k")
+TOPOLOGIES.register("erdos_renyi", "proxgt.topology.families:erdos_renyi", aliases=("er", "gnp", "erdos"),
+                    summary="G(n, p) random graph (--topology-p)")
+TOPOLOGIES.register("random_geometric", "proxgt.topology.families:random_geometric", aliases=("rgg", "geometric"),
+                    summary="random geometric graph in the unit square (--topology-radius)")
+TOPOLOGIES.register("file", "proxgt.topology.families:file", aliases=("edge_list", "edgelist"),
+                    summary="edge list (--edge-file) or the support of the mixing matrix (--weights-file)")
 
 # --- data sets
+DATASETS.register("a9a-synthetic", "proxgt.data._builtin:load_a9a_synthetic", aliases=("synthetic",),
+                  summary="seeded a9a-shaped data, 32561 x 123, 2 classes (no files needed)")
+DATASETS.register("breast_cancer", "proxgt.data._builtin:load_sklearn_set", which="breast_cancer",
+                  summary="scikit-learn breast cancer, 569 x 30, 2 classes, standardized")
+DATASETS.register("digits", "proxgt.data._builtin:load_sklearn_set", which="digits",
+                  summary="scikit-learn digits, 1797 x 64, 10 classes, pixels in [0, 1]")
+DATASETS.register("iris", "proxgt.data._builtin:load_sklearn_set", which="iris",
+                  summary="scikit-learn iris, 150 x 4, 3 classes")
+DATASETS.register("wine", "proxgt.data._builtin:load_sklearn_set", which="wine",
+                  summary="scikit-learn wine, 178 x 13, 3 classes, standardized")
+DATASETS.register("fashion-mnist", "proxgt.data._builtin:load_fashion_mnist_set", aliases=("fashion_mnist",),
+                  summary="Fashion-MNIST IDX files (--data-dir), 60000 train + 10000 test, 10 classes")

@@ -51,7 +51,7 @@ from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt._validation import DivergenceError, ProxGTValueError
-from proxgt.config import RunConfig, read_toml
+from proxgt.settings import RunConfig, read_toml
 
 __all__ = ["Cell", "Suite", "SuiteResult", "load_suite", "run_suite", "cell_is_done", "suite_table", "pooled_config"]
 
@@ -266,7 +266,8 @@ def _run_cell(cell_json: dict[str, Any], folder: str) -> tuple[str, str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run_simulation(RunConfig.from_dict(cell_json["config"]), out=path)
+            # the suite owns its cell folders: a cell not finished with these settings is rerun from scratch
+            run_simulation(RunConfig.from_dict(cell_json["config"]), out=path, overwrite=True)
     except DivergenceError as exc:
         return cell_json["name"], "diverged", str(exc)
     except ProxGTValueError as exc:

@@ -17,18 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_worker_parser"]
 
 
 def build_worker_parser() -> argparse.ArgumentParser:
-    from proxgt.cli._run import add_run_flags
+    from proxgt.cli._run import add_folder_flags
+    from proxgt.cli.flags import add_setting_flags
 
     p = argparse.ArgumentParser(prog="python -m proxgt.worker",
                                 description="One process of a distributed proxgt run (see 'proxgt launch').")
-    add_run_flags(p)
-    p.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR from its newest checkpoint")
+    add_setting_flags(p)
+    add_folder_flags(p)
     p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="torch.distributed backend (auto: gloo on CPU, nccl on CUDA)")
     return p
@@ -41,23 +42,27 @@ def _exit(code: int) -> int:
     os._exit(code)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], None] | None = None) -> int:
+    """Run one worker; ``fault_hook(rank, t)`` runs after every iteration (tests inject failures with it)."""
     rank = os.environ.get("RANK", "?")
     args = build_worker_parser().parse_args(argv)
     import torch.distributed as dist
 
-    from proxgt._validation import DivergenceError, ProxGTValueError
-    from proxgt.cli._run import config_from_args, resume_overrides
+    from proxgt.cli._run import summary_line
+    from proxgt.cli.flags import config_from_args, resume_overrides
+    from proxgt.errors import DivergenceError, ProxGTValueError
     from proxgt.executors.distributed import DistributedFailure, run_distributed
+    from proxgt.settings import RESUMABLE
 
     backend = None if args.backend == "auto" else args.backend
     progress = sys.stderr.isatty() and not args.no_progress
     try:
         if args.resume:
             hist = run_distributed(None, resume=args.resume, backend=backend, progress=progress,
-                                   overrides=resume_overrides(args))
+                                   overrides=resume_overrides(args, RESUMABLE), fault_hook=fault_hook)
         else:
-            hist = run_distributed(config_from_args(args), backend=backend, progress=progress)
+            hist = run_distributed(config_from_args(args), backend=backend, progress=progress,
+                                   overwrite=args.overwrite, fault_hook=fault_hook)
     except ProxGTValueError as exc:
         sys.stderr.write(f"proxgt: error: rank {rank}: {exc}\n")
         return _exit(2)
@@ -77,12 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"proxgt: error: rank {rank} failed: {type(exc).__name__}: {exc}\n")
         return _exit(1)
     if str(rank) == "0" and hist is not None:
-        last = hist.rows[-1]
-        parts = [f"{k}={last[k]:.4g}" for k in ("grad_mapping_sq", "consensus", "objective") if k in last]
         info = hist.summary.get("distributed", {})
-        print(f"{hist.config.get('algorithm')}: {int(last['iter'])} iterations on {info.get('world_size')} "
-              f"processes, ifo/node={last['ifo_per_node']:.0f}, rounds={int(last['comm_rounds'])}; "
-              + ", ".join(parts))
+        print(summary_line(hist).replace(" iterations,", f" iterations on {info.get('world_size')} processes,", 1))
         print(f"wrote {hist.config.get('out')}/{{config.toml,metrics.csv,final.npz,summary.json}}")
     try:
         dist.destroy_process_group()

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from proxgt._validation import ProxGTValueError
-from proxgt.algorithms.baselines import BASELINES, Schedule
-from proxgt.config import RunConfig
+from proxgt.algorithms.baselines import Schedule
 from proxgt.executors.simulation import run_simulation
 from proxgt.mixing import Mixer, SimulatedCommunicator, mixing_matrix
 from proxgt.problems.oracle import GradientOracle
-from proxgt.runner import build
+from proxgt.registry import ALGORITHMS
+from proxgt.settings import RunConfig
+from proxgt.training import build_run
 
+BASELINES = [name for name in ALGORITHMS.names() if not name.startswith("proxgt-")]
 LAM = 0.02  # l1 strength large enough that the prox matters
 STEPS = 6
 
@@ -25,7 +27,7 @@ def _setup(algorithm: str, nodes: int = 4, **kw):
         reg="l1", reg_strength=LAM, dtype="float64", mixing="chebyshev", rounds=2 if nodes > 1 else 1, iters=STEPS,
         **kw,
     )
-    b = build(cfg)
+    b = build_run(cfg)
     ids = list(range(nodes))
 
     def oracle():
@@ -194,13 +196,13 @@ def test_tracking_invariant_deepstorm_and_dasa():
 
 def test_central_needs_one_node_and_bad_extra_is_one_line():
     with pytest.raises(ProxGTValueError, match="nodes = 1"):
-        build(RunConfig(algorithm="central-prox-sgd", data="breast_cancer", nodes=4))
+        build_run(RunConfig(algorithm="central-prox-sgd", data="breast_cancer", nodes=4))
     with pytest.raises(ProxGTValueError, match="unknown setting extra.deepstorm.gamma"):
-        build(RunConfig(algorithm="deepstorm", data="breast_cancer", nodes=4, extra={"deepstorm": {"gamma": 1}}))
+        build_run(RunConfig(algorithm="deepstorm", data="breast_cancer", nodes=4, extra={"deepstorm": {"gamma": 1}}))
     with pytest.raises(ProxGTValueError, match="beta"):
-        build(RunConfig(algorithm="deepstorm", data="breast_cancer", nodes=4, extra={"deepstorm": {"beta": 0.0}}))
+        build_run(RunConfig(algorithm="deepstorm", data="breast_cancer", nodes=4, extra={"deepstorm": {"beta": 0.0}}))
     with pytest.raises(ProxGTValueError, match="must be a float"):
-        build(RunConfig(algorithm="sppdm", data="breast_cancer", nodes=4, extra={"sppdm": {"beta": "x"}}))
+        build_run(RunConfig(algorithm="sppdm", data="breast_cancer", nodes=4, extra={"sppdm": {"beta": "x"}}))
 
 
 def test_schedule():

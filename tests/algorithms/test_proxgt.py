@@ -10,13 +10,13 @@ import torch
 
 import proxgt
 from proxgt.algorithms import ProxGT
-from proxgt.config import RunConfig
 from proxgt.data import load_dataset, split_nodes
 from proxgt.estimators import Minibatch, SarahFinite, SarahOnline, make_estimator
 from proxgt.mixing import Mixer, SimulatedCommunicator
 from proxgt.problems import LogisticRegression
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import make_regularizer
+from proxgt.settings import RunConfig
 from proxgt.topology import make_topology
 
 SMALL = {"data": "breast_cancer", "nodes": 4, "topology": "ring", "test_fraction": 0.0, "dtype": "float64"}
@@ -151,7 +151,7 @@ def test_single_node_is_centralized_prox_gradient():
 
 def test_resolved_config_round_trips(tmp_path):
     h = proxgt.run({**SMALL, "iters": 5, "log_every": 5}, out=tmp_path / "r")
-    from proxgt.config import load_config_file
+    from proxgt.settings import load_config_file
 
     d = load_config_file(tmp_path / "r" / "config.toml")
     assert d["meta"]["version"] == proxgt.__version__

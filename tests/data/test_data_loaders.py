@@ -418,7 +418,7 @@ def test_load_dataset_builtins() -> None:
     assert torch.equal(again.X, train.X)
     iris, none = load_dataset("iris")
     assert none is None and iris.X.shape == (150, 4)
-    assert set(BUILTIN_DATASETS) >= {"a9a-synthetic", "synthetic", "breast_cancer", "digits", "iris", "wine"}
+    assert set(BUILTIN_DATASETS) >= {"a9a-synthetic", "breast_cancer", "digits", "iris", "wine", "fashion-mnist"}
 
 
 def test_load_dataset_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,9 +15,9 @@ import torch
 from proxgt._io import read_metrics_csv
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.executors._checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
+from proxgt.executors.checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
 from proxgt.executors.simulation import run_simulation
-from proxgt.runner import ALGORITHM_BUILDERS
+from proxgt.registry import ALGORITHMS
 
 CFG = {"nodes": 4, "topology": "ring", "algorithm": "proxgt-sr-e", "batch": 4, "iters": 3000, "log_every": 100,
        "seed": 1, "test_fraction": 0.0, "checkpoint_every": 40}
@@ -114,7 +114,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHM_BUILDERS))
+@pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_every_algorithm_resumes_exactly(algorithm, data_file, tmp_path, monkeypatch):
     """Stop right after the checkpoint at 20, resume, and match the uninterrupted run (all but wall_s)."""
     nodes = 1 if algorithm.startswith("central") else 4  # the centralized references run on pooled data

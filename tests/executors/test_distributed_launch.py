@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from proxgt._io import read_metrics_csv
-from proxgt.executors._checkpoint import latest_checkpoint
+from proxgt.executors.checkpoint import latest_checkpoint
 from proxgt.executors.distributed import partition_nodes
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology

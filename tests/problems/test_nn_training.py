@@ -11,9 +11,10 @@ import torch
 
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.config import RunConfig
 from proxgt.executors.simulation import run_simulation
-from proxgt.runner import PROBLEM_BUILDERS, build
+from proxgt.registry import PROBLEMS
+from proxgt.settings import RunConfig
+from proxgt.training import build_run
 
 
 def _cfg(**kw) -> RunConfig:
@@ -24,19 +25,18 @@ def _cfg(**kw) -> RunConfig:
 
 
 def test_problems_are_registered():
-    assert {"mlp", "lenet"} <= set(PROBLEM_BUILDERS)
+    assert {"mlp", "lenet"} <= set(PROBLEMS.names())
 
 
 def test_build_uses_masks_and_records_settings():
-    b = build(_cfg(reg_bias=False))
+    b = build_run(_cfg(reg_bias=False))
     p = b.problem
     assert p.dim == 64 * 32 + 32 + 32 * 10 + 10
-    assert torch.equal(b.density_mask, p.density_mask) and b.chunk_size == p.chunk_size
     assert torch.equal(b.regularizer.mask, p.reg_mask) and int(p.reg_mask.sum()) == 64 * 32 + 32 * 10
-    assert bool(build(_cfg(reg_bias=True)).regularizer.mask.all())
+    assert bool(build_run(_cfg(reg_bias=True)).regularizer.mask.all())
     resolved = b.resolved_config()
     assert resolved["hidden"] == 32 and resolved["nn_grad"] == "auto" and resolved["meta"]["dim"] == p.dim
-    assert torch.equal(b.x0, build(_cfg()).x0)  # same seed, same x0
+    assert torch.equal(b.x0, build_run(_cfg()).x0)  # same seed, same x0
 
 
 def test_short_training_run_improves_test_accuracy():
@@ -67,10 +67,10 @@ def test_sr_o_with_vmap_also_trains():
 )
 def test_builder_validation(kw, message):
     if message is None:
-        assert build(_cfg(**kw)).problem.dim > 0
+        assert build_run(_cfg(**kw)).problem.dim > 0
         return
     with pytest.raises(ProxGTValueError, match=message):
-        build(_cfg(**kw))
+        build_run(_cfg(**kw))
 
 
 def _tiny_npz(path: Path, flat: bool) -> Path:
@@ -117,7 +117,7 @@ def test_cli_bad_reg_bias_value_is_usage_error(capsys):
 def test_metrics_on_a_fixed_subsample():
     from proxgt.problems.oracle import GradientOracle
 
-    b = build(_cfg(metrics_samples=20))
+    b = build_run(_cfg(metrics_samples=20))
     assert b.problem.metrics_samples == 20
     orc = GradientOracle(b.problem, b.node_data, seed=0)
     sub, again = orc.subsample(20, seed=0), orc.subsample(20, seed=0)
@@ -134,4 +134,4 @@ def test_metrics_on_a_fixed_subsample():
     assert full.rows[-1]["grad_mapping_sq"] != part.rows[-1]["grad_mapping_sq"]
     assert torch.equal(full.x, part.x)
     with pytest.raises(ProxGTValueError, match="metrics_samples"):
-        build(_cfg(metrics_samples=0))
+        build_run(_cfg(metrics_samples=0))

@@ -10,9 +10,9 @@ import pytest
 
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.config import RunConfig
 from proxgt.costmodel import Candidate, CostModel, candidate_from_runs, plan_rounds, recommend
 from proxgt.reporting.report import write_report
+from proxgt.settings import RunConfig
 from proxgt.suites import load_suite, run_suite
 
 SUITE = """

@@ -754,38 +754,36 @@ def test_make_topology_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ProxGTValueError) as info:
         make_topology("smallworld", 8)
     msg = str(info.value)
-    assert (
-        "The 'name' parameter of make_topology must be one of" in msg and "Got 'smallworld' instead." in msg
-    )
-    assert all(repr(n) in msg for n in TOPOLOGY_NAMES)
+    assert "unknown topology 'smallworld' (--topology); choose one of:" in msg
+    assert all(n in msg for n in TOPOLOGY_NAMES)
     with pytest.raises(
-        ProxGTValueError, match="'weights' parameter of make_topology must be one of 'metropolis'"
+        ProxGTValueError, match=r"unknown weights 'uniform' \(--weights\); choose one of: metropolis"
     ):
         make_topology("ring", 8, weights="uniform")
-    with pytest.raises(ProxGTValueError, match="'name' parameter of make_topology must be a str"):
+    with pytest.raises(ProxGTValueError, match=r"topology \(--topology\) must be the name of a family"):
         make_topology(3, 8)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("n", [0, -2, None, 2.5])
 def test_make_topology_rejects_bad_n(n: object) -> None:
-    with pytest.raises(ProxGTValueError, match="'n' parameter of make_topology must be an int >= 1"):
+    with pytest.raises(ProxGTValueError, match=r"nodes = .* \(--nodes\) must be an int >= 1"):
         make_topology("ring", n)  # type: ignore[arg-type]
 
 
 def test_make_topology_refuses_parameters_of_other_families() -> None:
     with pytest.raises(
-        ProxGTValueError, match="'p' parameter of make_topology is only used with name='erdos_renyi'"
+        ProxGTValueError, match=r"topology_p = 0.3 \(--topology-p\) is only used with topology = 'erdos_renyi'"
     ):
         make_topology("ring", 8, p=0.3)
     with pytest.raises(
-        ProxGTValueError, match="'radius' parameter .* only used with name='random_geometric'"
+        ProxGTValueError, match="topology_radius .* only used with topology = 'random_geometric'"
     ):
         make_topology("er", 8, radius=0.3)
-    with pytest.raises(ProxGTValueError, match="'edge_file' parameter .* only used with name='file'"):
+    with pytest.raises(ProxGTValueError, match="edge_file .* only used with topology = 'file'"):
         make_topology("ring", 8, edge_file="g.txt")
-    with pytest.raises(ProxGTValueError, match="weights='user' needs a matrix"):
+    with pytest.raises(ProxGTValueError, match=r"weights = 'user' \(--weights\) needs a mixing matrix"):
         make_topology("ring", 4, weights="user")
-    with pytest.raises(ProxGTValueError, match="a matrix needs weights='user'"):
+    with pytest.raises(ProxGTValueError, match="a mixing matrix needs weights = 'user'"):
         make_topology("ring", 4, matrix=ring4())
 
 
@@ -833,9 +831,9 @@ def test_make_topology_from_edge_file(tmp_path) -> None:
         topo = make_topology("file", n, edge_file=path)
         assert topo.name == "file" and topo.n == 5 and topo.degrees == [2] * 5
         assert topo.lam == pytest.approx(make_topology("ring", 5).lam)
-    with pytest.raises(ProxGTValueError, match="n=6 but edge-list file '.*ring5.txt' has 5 nodes"):
+    with pytest.raises(ProxGTValueError, match="nodes = 6 .* but the edge-list file '.*ring5.txt' has 5 nodes"):
         make_topology("file", 6, edge_file=path)
-    with pytest.raises(ProxGTValueError, match="name='file' needs edge_file"):
+    with pytest.raises(ProxGTValueError, match=r"topology = 'file' needs an edge list \(edge_file"):
         make_topology("file", None)
     with pytest.raises(ProxGTValueError, match="does not exist"):
         make_topology("file", None, edge_file=tmp_path / "nope.txt")

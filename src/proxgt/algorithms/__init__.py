@@ -7,27 +7,10 @@ the node-stacked iterates, plus the iteration counter ``t``)::
     state = alg.update(state, oracle, mix)
 
 ``oracle`` gives the local nodes' gradients and counts them; ``mix`` is the K-round mixing operator of the
-executor. Algorithms never know whether the nodes are simulated in one process or spread over many.
+executor. Algorithms never know whether the nodes are simulated in one process or spread over many. The
+names runs choose from are registered in :data:`proxgt.registry.ALGORITHMS`.
 """
-
-from __future__ import annotations
-
-from typing import Any, Protocol, runtime_checkable
-
-import torch
 
 from proxgt.algorithms.proxgt import ORDERS, ProxGT, ProxGTState
 
-__all__ = ["Algorithm", "ProxGT", "ProxGTState", "ORDERS"]
-
-
-@runtime_checkable
-class Algorithm(Protocol):
-    name: str
-    step: float
-
-    def init(self, x0: torch.Tensor, oracle: Any, mix: Any) -> Any: ...
-
-    def update(self, state: Any, oracle: Any, mix: Any) -> Any: ...
-
-    def describe(self) -> dict: ...
+__all__ = ["ProxGT", "ProxGTState", "ORDERS"]

@@ -17,7 +17,7 @@ tracking for decentralized nonconvex composite optimization" (the algorithm this
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,7 +26,7 @@ from proxgt.algorithms._parts import Mix, prox_step, track
 from proxgt.estimators import Estimator
 from proxgt.problems.oracle import GradientOracle
 
-__all__ = ["ProxGT", "ProxGTState", "ORDERS"]
+__all__ = ["ProxGT", "ProxGTState", "ORDERS", "build"]
 
 ORDERS = ("prox-mix", "mix-prox")
 
@@ -82,5 +82,14 @@ class ProxGT:
         Y_new = track(state.y, V_new, state.v, mix)
         return ProxGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "step": self.step, "order": self.order, **self.estimator.describe()}
+
+
+def build(ctx: Any, *, estimator: str) -> ProxGT:
+    """ProxGT with the registered ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``, ...), its sizes from the run
+    settings or the spec's defaults (what :data:`proxgt.registry.ALGORITHMS` binds to ``proxgt-<estimator>``)."""
+    from proxgt.estimators import make_estimator
+
+    cfg = ctx.cfg
+    est = make_estimator(estimator, n_nodes=ctx.n_nodes, local_size=ctx.local_size, batch=cfg.batch,
+                         big_batch=cfg.big_batch, period=cfg.period)
+    return ProxGT(est, ctx.regularizer, step=ctx.step, order=cfg.order, name=f"proxgt-{estimator}")

@@ -1,5 +1,5 @@
 """Allow `python -m proxgt.cli`."""
 
-from proxgt.cli import main
+from proxgt.cli.main import main
 
 raise SystemExit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from proxgt.cli._run import number_or
+from proxgt.cli.flags import number_or
 
 __all__ = ["add_cost_flags", "cost_from_args"]
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from proxgt._io import atomic_write_text
-from proxgt.config import RunConfig
+from proxgt.settings import RunConfig
 
 __all__ = ["register", "run_demo"]
 
@@ -58,7 +58,7 @@ def run_demo(
         )
         if bar is not None:
             bar.set_postfix_str(f"{alg} {mix} seed {seed}")
-        h = run_simulation(cfg)
+        h = run_simulation(cfg, overwrite=True)  # the demo owns its folder: a rerun replaces its runs
         histories.setdefault((alg, mix), []).append(h.rows)
         rounds_used[(alg, mix)] = int(h.config["rounds"])
         if bar is not None:

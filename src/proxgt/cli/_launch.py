@@ -21,25 +21,21 @@ import sys
 import time
 from typing import Any
 
-from proxgt._validation import ProxGTValueError
-from proxgt.cli._run import RUN_FLAGS, add_run_flags, config_from_args, resume_overrides
+from proxgt.cli._run import add_folder_flags, raise_conflict
+from proxgt.cli.flags import add_setting_flags, config_from_args, resume_overrides, setting_argv
+from proxgt.errors import ProxGTValueError
+from proxgt.settings import RESUMABLE
 
 __all__ = ["register", "launch", "worker_argv"]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The worker command-line flags equivalent to the parsed ``launch`` flags."""
-    argv: list[str] = []
-    if getattr(args, "config", None):
-        argv += ["--config", str(args.config)]
-    for flag, dest, _, _ in RUN_FLAGS:
-        v = getattr(args, dest, None)
-        if v is not None:
-            argv += [flag, str(v)]
-    for flag, dest in (("--out", "out"), ("--resume", "resume")):
-        v = getattr(args, dest, None)
-        if v:
-            argv += [flag, str(v)]
+    argv = setting_argv(args)
+    if getattr(args, "resume", None):
+        argv += ["--resume", str(args.resume)]
+    if getattr(args, "overwrite", False):
+        argv.append("--overwrite")
     if getattr(args, "backend", "auto") != "auto":
         argv += ["--backend", args.backend]
     if getattr(args, "no_progress", False):
@@ -57,7 +53,7 @@ def _can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def _forked_worker(env: dict[str, str], argv: list[str]) -> None:
+def _forked_worker(env: dict[str, str], argv: list[str], fault_hook: Any = None) -> None:
     os.environ.clear()
     os.environ.update(env)
     import torch
@@ -65,14 +61,14 @@ def _forked_worker(env: dict[str, str], argv: list[str]) -> None:
     torch.set_num_threads(max(1, int(env.get("OMP_NUM_THREADS", "1") or 1)))
     from proxgt.worker import main
 
-    os._exit(main(argv))
+    os._exit(main(argv, fault_hook=fault_hook))
 
 
 class _Forked:
     """A forked worker with the part of the ``subprocess.Popen`` interface the launcher uses."""
 
-    def __init__(self, env: dict[str, str], argv: list[str]):
-        self._p = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(env, argv))
+    def __init__(self, env: dict[str, str], argv: list[str], fault_hook: Any = None):
+        self._p = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(env, argv, fault_hook))
         self._p.start()
 
     @property
@@ -116,9 +112,13 @@ def launch(
     timeout_s: float,
     env: dict[str, str] | None = None,
     command: list[str] | None = None,
+    fault_hook: Any = None,
 ) -> int:
     """Start ``nprocs`` workers ``command + argv`` (default ``python -m proxgt.worker``) and wait; returns the
-    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr)."""
+    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr).
+
+    ``fault_hook(rank, t)`` runs in every worker after every iteration (forked workers only; tests use it to
+    kill or hang a worker)."""
     import torch.distributed as dist
 
     base = dict(os.environ if env is None else env)
@@ -131,8 +131,10 @@ def launch(
         # fork after the imports: the workers start without paying for `import torch` again
         import proxgt.worker  # noqa: F401  (imported here so that the children inherit it)
 
-        procs: list[Any] = [_Forked(e, argv) for e in envs]
+        procs: list[Any] = [_Forked(e, argv, fault_hook) for e in envs]
     else:
+        if fault_hook is not None:
+            raise ValueError("fault_hook needs forked workers (Linux, no command)")
         cmd = command if command is not None else [sys.executable, "-m", "proxgt.worker"]
         procs = [subprocess.Popen([*cmd, *argv], env=e) for e in envs]
     # the store comes after the fork, so that no worker inherits its server thread or socket
@@ -192,28 +194,32 @@ def launch(
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from proxgt.executors._checkpoint import check_execution_settings, checkpoint_config
+    from proxgt.executors.driver import resume_settings
+    from proxgt.training import RunFolder
 
     if args.nprocs < 1:
         raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
     if args.resume:
-        cfg, world = checkpoint_config(args.resume)
+        if args.overwrite:
+            raise_conflict("--resume", "--overwrite")
+        cfg, world, _ = resume_settings(args.resume, resume_overrides(args, RESUMABLE))
         if world != args.nprocs:
             raise ProxGTValueError(
                 f"the checkpoint in {args.resume} was written by {world} process(es); use --nprocs {world}"
             )
-        cfg = cfg.merged(resume_overrides(args))
     else:
         cfg = config_from_args(args)
         if not cfg.out:
-            cfg.out = f"runs/{cfg.algorithm}-seed{cfg.seed}"
+            cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
             args.out = cfg.out
-    cfg.validate()
-    check_execution_settings(cfg)
+    cfg = cfg.validate()
     if args.nprocs > cfg.nodes:
         raise ProxGTValueError(
             f"--nprocs {args.nprocs} exceeds --nodes {cfg.nodes}: every process needs at least one node"
         )
+    # refuse a folder in use, or holding another run, here (exit 2) before any worker starts; with --resume or
+    # --overwrite the folder's contents are rank 0's to keep or replace
+    RunFolder(cfg.out, resume=bool(args.resume or args.overwrite)).close()
     return launch(args.nprocs, worker_argv(args), timeout_s=cfg.timeout_s)
 
 
@@ -223,9 +229,8 @@ def register(sub: Any) -> None:
         help="run one configuration with N processes on this machine (torch.distributed, one block of nodes each)",
     )
     p.add_argument("--nprocs", type=int, required=True, help="number of worker processes (<= --nodes)")
-    add_run_flags(p)
-    p.add_argument("--resume", metavar="DIR", default=None,
-                   help="continue the run in folder DIR from its newest checkpoint (same --nprocs)")
+    add_setting_flags(p)
+    add_folder_flags(p)
     p.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="torch.distributed backend (auto: gloo on CPU, nccl on CUDA)")
     p.set_defaults(handler=_handle)

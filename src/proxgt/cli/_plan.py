@@ -32,7 +32,7 @@ def _int_list(text: str) -> list[int]:
 def _handle(args: argparse.Namespace) -> int:
     from proxgt._validation import ProxGTValueError, check_positive_float, check_positive_int
     from proxgt.cli._costflags import cost_from_args
-    from proxgt.cli._run import config_from_args
+    from proxgt.cli.flags import config_from_args
     from proxgt.costmodel import plan_rounds
     from proxgt.mixing import MIXING_KINDS
 
@@ -64,10 +64,10 @@ def _handle(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from proxgt.cli._costflags import add_cost_flags
-    from proxgt.cli._run import add_run_flags
+    from proxgt.cli.flags import add_setting_flags
 
     p = sub.add_parser("plan", help="recommend gossip rounds K and mixing kind minimizing modeled time to a target")
-    add_run_flags(p, with_out=False)
+    add_setting_flags(p, with_out=False)
     p.add_argument("--target", type=float, required=True, help="metric value to reach")
     p.add_argument("--metric", default="grad_mapping_sq", help="metrics column (default grad_mapping_sq)")
     p.add_argument("--ks", type=_int_list, default=None,

@@ -23,8 +23,8 @@ from ._idx import (
     load_mnist_idx,
 )
 from ._libsvm import load_libsvm
+from ._load import BUILTIN_DATASETS, load_dataset
 from ._npz import load_npz
-from ._registry import BUILTIN_DATASETS, load_dataset
 from ._sklearn import SKLEARN_NAMES, load_sklearn
 from ._split import SPLIT_SCHEMES, split_nodes, train_test_split
 from ._synthetic import A9A_GROUP_SIZES, synthetic_a9a

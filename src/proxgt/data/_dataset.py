@@ -17,11 +17,21 @@ import torch
 
 from proxgt._validation import ProxGTValueError
 
-__all__ = ["Dataset", "NodeData", "MAX_CLASSES", "make_dataset", "make_rng", "check_seed"]
+__all__ = ["Dataset", "NodeData", "MAX_CLASSES", "make_dataset", "make_rng", "check_seed", "count"]
 
 #: Integer labels with at most this many distinct values are read as class labels, anything else as
 #: regression targets.
 MAX_CLASSES = 1000
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` with the right number, for messages: ``count(1, "label") == "1 label"``,
+    ``count(3, "label") == "3 labels"``; ``plural`` for irregular nouns.
+
+    >>> count(1, "sample"), count(0, "sample"), count(2, "dimension")
+    ('1 sample', '0 samples', '2 dimensions')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {plural if plural is not None else noun + 's'}"
 
 
 def check_seed(seed: object, owner: str = "") -> int:
@@ -140,7 +150,9 @@ class NodeData:
         if n and (int(self.counts.min()) < 0 or int(self.counts.max()) > m_max):
             raise ProxGTValueError(f"NodeData: counts must lie in 0..m_max={m_max}")
         if len(self.node_ids) != n:
-            raise ProxGTValueError(f"NodeData: {len(self.node_ids)} node_ids given for {n} nodes")
+            raise ProxGTValueError(
+                f"NodeData: {count(len(self.node_ids), 'node id')} given for {count(n, 'node')}"
+            )
 
     @property
     def n_nodes(self) -> int:
@@ -224,7 +236,9 @@ def make_dataset(X: np.ndarray, y: np.ndarray, name: str, where: str) -> Dataset
     if y.ndim != 1:
         raise ProxGTValueError(f"{where}: y must be one-dimensional (N,); got shape {y.shape}")
     if y.shape[0] != X.shape[0]:
-        raise ProxGTValueError(f"{where}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
+        raise ProxGTValueError(
+            f"{where}: X has {count(X.shape[0], 'row')} but y has {count(y.shape[0], 'label')}"
+        )
     Xf = np.ascontiguousarray(X, dtype=np.float32)
     if not np.isfinite(Xf).all():
         raise ProxGTValueError(f"{where}: X contains NaN or Inf")

@@ -13,7 +13,7 @@ import torch
 
 from proxgt._validation import ProxGTValueError
 
-from ._dataset import Dataset, read_file_bytes
+from ._dataset import Dataset, count, read_file_bytes
 
 __all__ = [
     "load_idx",
@@ -60,7 +60,7 @@ def _parse_header(raw: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], in
     """Return (dtype, shape, header length) of an IDX byte string."""
     if len(raw) < 4:
         raise ProxGTValueError(
-            f"{where}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number"
+            f"{where}: truncated IDX file: {count(len(raw), 'byte')}, shorter than the 4-byte magic number"
         )
     if raw[0] != 0 or raw[1] != 0:
         raise ProxGTValueError(
@@ -76,7 +76,8 @@ def _parse_header(raw: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], in
     head = 4 + 4 * ndim
     if len(raw) < head:
         raise ProxGTValueError(
-            f"{where}: truncated IDX file: header needs {head} bytes for {ndim} dimensions, found {len(raw)}"
+            f"{where}: truncated IDX file: header needs {head} bytes for {count(ndim, 'dimension')}, "
+            f"found {len(raw)}"
         )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     return _IDX_DTYPES[code], shape, head
@@ -105,12 +106,12 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     found = len(raw) - head
     if found < expected:
         raise ProxGTValueError(
-            f"{where}: truncated IDX file: expected {expected} bytes of data, found {found}"
+            f"{where}: truncated IDX file: expected {count(expected, 'byte')} of data, found {found}"
         )
     if found > expected:
         raise ProxGTValueError(
-            f"{where}: IDX file has {found - expected} bytes after the {expected} bytes of data its header "
-            f"announces (shape {shape})"
+            f"{where}: IDX file has {count(found - expected, 'byte')} after the {count(expected, 'byte')} "
+            f"of data its header announces (shape {shape})"
         )
     arr = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=head).reshape(shape)
     return arr.astype(dtype.newbyteorder("="))
@@ -143,7 +144,7 @@ def _load_image_folder(
         raise ProxGTValueError(f"{images_path}: expected images of shape (N, H, W); got {images.shape}")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ProxGTValueError(
-            f"{labels_path}: expected {images.shape[0]} labels to match {images_path.name}; "
+            f"{labels_path}: expected {count(images.shape[0], 'label')} to match {images_path.name}; "
             f"got shape {labels.shape}"
         )
     if labels.size and labels.min() < 0:

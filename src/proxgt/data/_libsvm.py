@@ -13,7 +13,64 @@ from proxgt._validation import ProxGTValueError
 
 from ._dataset import Dataset, make_dataset, read_file_bytes
 
-__all__ = ["load_libsvm"]
+__all__ = ["load_libsvm", "MAX_DENSE_BYTES"]
+
+#: The loader keeps features dense (float32): it refuses a file whose ``N x p`` matrix would take more than
+#: this many bytes (or more than the memory available right now), before allocating anything.
+MAX_DENSE_BYTES = 8 * 2**30
+
+# indices beyond this cannot be held in int64 arithmetic (N * p); any such index is refused outright
+_INDEX_LIMIT = 2**62
+
+
+def _size(n_bytes: int) -> str:
+    """``373 GiB``, ``8 GiB``, ``1.5 MiB``, ``1000 bytes``."""
+    if n_bytes < 1024:
+        return f"{n_bytes} bytes"
+    unit, scale = next(u for u in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if n_bytes >= u[1])
+    v = n_bytes / scale
+    return f"{v:,.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available for new allocations (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _dense_limit() -> tuple[int, str]:
+    """(largest dense matrix in bytes the loader makes, how to say it)."""
+    avail = _available_memory()
+    if avail is not None and avail < MAX_DENSE_BYTES:
+        return avail, f"more than the {_size(avail)} of memory available"
+    return MAX_DENSE_BYTES, f"more than {_size(MAX_DENSE_BYTES)}"
+
+
+def _too_wide(
+    what: str, n_rows: int, p: int, advice: str = "check the index, or renumber the features 1..p"
+) -> str | None:
+    """The end of the message refusing an ``n_rows x p`` dense matrix, or None if it fits."""
+    need = 4 * n_rows * p
+    limit, limit_text = _dense_limit()
+    if need <= limit:
+        return None
+    return (
+        f"{what} would make a dense {n_rows} x {p} matrix ({_size(need)}); the loader keeps features dense "
+        f"(float32) and refuses {limit_text}; {advice}"
+    )
+
+
+def _count_rows(text: str) -> int:
+    return sum(1 for raw in text.split("\n") if (raw[: raw.find("#")] if "#" in raw else raw).split())
 
 
 def _read_text(path: str | os.PathLike[str]) -> str:
@@ -52,7 +109,7 @@ def _parse_fast(text: str) -> _Parsed | None:
         y = np.array(list(map(float, labels)), dtype=np.float64)
         cols = np.array(list(map(int, pieces[0::2])), dtype=np.int64)
         vals = np.array(list(map(float, pieces[1::2])), dtype=np.float64)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an index beyond int64
         return None
     rows = np.repeat(np.arange(len(labels), dtype=np.int64), np.asarray(counts, dtype=np.int64))
     return y, line_of_row, rows, cols, vals
@@ -90,6 +147,13 @@ def _parse_checked(text: str, where: str) -> _Parsed:
                 if i == "qid" and sep:
                     continue
                 raise ProxGTValueError(f"{where} line {lineno}: cannot parse {tok!r}") from None
+            if idx < 1:
+                raise ProxGTValueError(
+                    f"{where} line {lineno}: feature index {idx} < 1 (LIBSVM indices are 1-based)"
+                )
+            if idx > _INDEX_LIMIT:
+                msg = _too_wide(f"feature index {idx}", _count_rows(text), idx)
+                raise ProxGTValueError(f"{where} line {lineno}: {msg}")
             rows.append(r)
             cols.append(idx)
             vals.append(val)
@@ -121,8 +185,10 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
 
     Raises:
         ProxGTValueError: missing or empty file, a malformed line
-            (``"data.txt line 17: cannot parse 'x:y'"``), an index < 1 or > ``n_features``, a non-finite
-            label or value.
+            (``"data.txt line 17: cannot parse 'x:y'"``), an index < 1 or > ``n_features``, an index given
+            twice on one line, a non-finite label or value, or a width that would make the dense float32
+            matrix larger than :data:`MAX_DENSE_BYTES` (8 GiB) or than the memory available (checked before
+            allocating).
 
     Example:
         >>> ds = load_libsvm("a9a.txt")          # doctest: +SKIP
@@ -169,6 +235,28 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
             raise ProxGTValueError(
                 f"{where} line {line_of_row[r_arr[k]]}: feature index {c_arr[k]} exceeds n_features={p}"
             )
-    X = np.zeros((labels.size, p), dtype=np.float32)
+    n_rows = int(labels.size)
+    if n_features is None:
+        msg = _too_wide(f"feature index {p}", n_rows, p)
+        if msg is not None:
+            k = int(np.argmax(c_arr))
+            raise ProxGTValueError(f"{where} line {line_of_row[r_arr[k]]}: {msg}")
+    else:
+        msg = _too_wide(f"n_features={p}", n_rows, p, "pass a smaller n_features")
+        if msg is not None:
+            raise ProxGTValueError(f"{where}: {msg}")
+    if c_arr.size > 1:
+        order = np.lexsort((c_arr, r_arr))
+        rs, cs = r_arr[order], c_arr[order]
+        same = (rs[1:] == rs[:-1]) & (cs[1:] == cs[:-1])
+        if same.any():
+            k = int(np.argmax(same))
+            row, col = int(rs[k]), int(cs[k])
+            times = int(np.count_nonzero((r_arr == row) & (c_arr == col)))
+            raise ProxGTValueError(
+                f"{where} line {line_of_row[row]}: feature index {col} appears "
+                f"{'twice' if times == 2 else f'{times} times'}; each index may appear once per line"
+            )
+    X = np.zeros((n_rows, p), dtype=np.float32)
     X[r_arr, c_arr - 1] = v_arr
     return make_dataset(X, labels, Path(path).stem, where)

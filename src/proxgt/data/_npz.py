@@ -46,7 +46,8 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
         missing = [k for k in ("X", "y") if k not in keys]
         if missing:
             raise ProxGTValueError(
-                f"{where}: missing array {', '.join(repr(k) for k in missing)} "
+                f"{where}: missing {'array' if len(missing) == 1 else 'arrays'} "
+                f"{', '.join(repr(k) for k in missing)} "
                 f"(found: {', '.join(keys) if keys else 'no arrays'}); save with np.savez(path, X=..., y=...)"
             )
         try:

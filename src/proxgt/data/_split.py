@@ -9,7 +9,7 @@ import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_float, check_positive_int
 
-from ._dataset import Dataset, NodeData, make_rng
+from ._dataset import Dataset, NodeData, count, make_rng
 
 __all__ = ["train_test_split", "split_nodes", "SPLIT_SCHEMES"]
 
@@ -147,7 +147,8 @@ def split_nodes(
     n = len(ds)
     if n_nodes > n:
         raise ProxGTValueError(
-            f"cannot split {n} samples over {n_nodes} nodes: each node needs at least one sample"
+            f"cannot split {count(n, 'sample')} over {count(n_nodes, 'node')}: each node needs at least one "
+            f"sample"
         )
     if scheme in ("dirichlet", "shards") and ds.n_classes == 0:
         raise ProxGTValueError(
@@ -169,7 +170,7 @@ def split_nodes(
         )
         if n_nodes * per_node > n:
             raise ProxGTValueError(
-                f"cannot cut {n} samples into {n_nodes * per_node} shards "
+                f"cannot cut {count(n, 'sample')} into {count(n_nodes * per_node, 'shard')} "
                 f"(n_nodes={n_nodes} x classes_per_node={per_node}): each shard needs at least one sample"
             )
         parts = _shards(y, n_nodes, per_node, rng)

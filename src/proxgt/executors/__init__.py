@@ -1,4 +1,5 @@
-"""Executors run the same algorithm objects: in one process (simulation) or one process per node."""
+"""Executors run the same algorithm objects: in one process (simulation) or one process per node
+(distributed); :mod:`proxgt.executors.driver` is what they share."""
 
 from proxgt.executors.simulation import run_simulation
 

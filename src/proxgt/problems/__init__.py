@@ -5,17 +5,21 @@ A problem knows how to compute, for node-stacked parameters ``X`` (k x d) and pe
 every row in one batched tensor program. Sampling, counting and data placement live in
 :class:`proxgt.problems.oracle.GradientOracle`; the problem is pure math.
 
-Shipped here: binary logistic regression with the non-convex penalty ``rho * sum_k x_k^2 / (1 + x_k^2)``,
-multinomial (softmax) regression and least squares. Neural networks live in :mod:`proxgt.problems.nn`.
+Modules: ``base`` (the :class:`Problem` protocol and its capability attributes), ``linear`` (binary logistic
+regression with the non-convex penalty ``rho * sum_k x_k^2 / (1 + x_k^2)``, multinomial (softmax) regression,
+least squares, and their builders), ``nn`` (neural networks), ``oracle`` (sampling and IFO counts).
 """
 
-from __future__ import annotations
-
-from typing import Protocol, runtime_checkable
-
-import torch
-
-from proxgt._validation import ProxGTValueError, check_nonneg_float
+from .base import Problem
+from .linear import (
+    LeastSquares,
+    LogisticRegression,
+    SoftmaxRegression,
+    build_least_squares,
+    build_logistic,
+    build_softmax,
+    lambda_max_gram,
+)
 
 __all__ = [
     "Problem",
@@ -23,193 +27,7 @@ __all__ = [
     "SoftmaxRegression",
     "LeastSquares",
     "lambda_max_gram",
+    "build_logistic",
+    "build_softmax",
+    "build_least_squares",
 ]
-
-
-@runtime_checkable
-class Problem(Protocol):
-    """A smooth loss, batched over nodes.
-
-    Attributes:
-        dim: length d of the flat parameter vector.
-        task: ``"classification"`` or ``"regression"`` (decides which accuracy metrics apply).
-    """
-
-    dim: int
-    task: str
-
-    def loss_grad(
-        self,
-        X: torch.Tensor,
-        feats: torch.Tensor,
-        labels: torch.Tensor,
-        weights: torch.Tensor,
-        *,
-        with_penalty: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (loss (k,), grad (k, d)) of ``sum_j weights[i, j] l(X[i]; feats[i, j], labels[i, j]) + r(X[i])``
-        (the smooth penalty r only when ``with_penalty``, so chunked full passes add it once)."""
-        ...
-
-    def predict(self, X: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """Predictions (k, b): class ids for classification, values for regression."""
-        ...
-
-    def init_params(self, generator: torch.Generator) -> torch.Tensor:
-        """The initial point x0 (d,) shared by every node."""
-        ...
-
-    def smoothness(self) -> float | None:
-        """An upper bound on the Lipschitz constant L of grad f if cheaply known, else None."""
-        ...
-
-
-def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
-    """Largest eigenvalue of A^T A / N by power iteration (A is N x p). Exact enough for a step size."""
-    A = A.reshape(A.shape[0], -1).to(torch.float64)
-    N, p = A.shape
-    if N == 0 or p == 0:
-        return 0.0
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(p, dtype=torch.float64, generator=g)
-    v /= v.norm()
-    est = 0.0
-    for _ in range(iters):
-        w = A.T @ (A @ v) / N
-        est_new = float(v @ w)
-        nrm = float(w.norm())
-        if nrm == 0.0:
-            return 0.0
-        v = w / nrm
-        if abs(est_new - est) <= 1e-8 * max(1.0, est_new):
-            est = est_new
-            break
-        est = est_new
-    return float(est) * 1.0001  # power iteration approaches from below
-
-
-def _flat(feats: torch.Tensor) -> torch.Tensor:
-    return feats.reshape(feats.shape[0], feats.shape[1], -1)
-
-
-class LogisticRegression:
-    """Binary logistic loss with the non-convex penalty of the decentralized-optimization literature.
-
-    ``l(x; a, y) = log(1 + exp(-y a^T x))`` with y in {-1, +1} (class id 1 -> +1, 0 -> -1), and
-    ``r(x) = rho * sum_k x_k^2 / (1 + x_k^2)`` (non-convex, 2 rho-smooth). No intercept: add a constant
-    feature if you need one. ``L_f <= lambda_max(A^T A) / (4 N) + 2 rho``.
-    """
-
-    task = "classification"
-
-    def __init__(self, n_features: int, rho: float = 1e-3, gram_lambda_max: float | None = None):
-        self.dim = int(n_features)
-        self.rho = check_nonneg_float(rho, "rho", "LogisticRegression")
-        self._gram = gram_lambda_max
-
-    def _penalty(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.rho == 0.0:
-            return X.new_zeros(X.shape[0]), torch.zeros_like(X)
-        sq = X * X
-        val = self.rho * (sq / (1.0 + sq)).sum(dim=1)
-        grad = (2.0 * self.rho) * X / (1.0 + sq).square()
-        return val, grad
-
-    def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
-        z = torch.bmm(A, X.unsqueeze(2)).squeeze(2)  # (k, b)
-        s = labels.to(X.dtype) * 2.0 - 1.0
-        margin = s * z
-        loss = (weights * torch.nn.functional.softplus(-margin)).sum(dim=1)
-        coef = weights * (-s) * torch.sigmoid(-margin)  # d loss / d z, weighted
-        grad = torch.bmm(coef.unsqueeze(1), A).squeeze(1)
-        if not with_penalty:
-            return loss, grad
-        pval, pgrad = self._penalty(X)
-        return loss + pval, grad + pgrad
-
-    def predict(self, X, feats):
-        z = torch.bmm(_flat(feats), X.unsqueeze(2)).squeeze(2)
-        return (z > 0).to(torch.int64)
-
-    def init_params(self, generator):
-        return torch.zeros(self.dim)
-
-    def smoothness(self):
-        if self._gram is None:
-            return None
-        return self._gram / 4.0 + 2.0 * self.rho
-
-
-class SoftmaxRegression:
-    """Multinomial logistic regression, parameters a p x C matrix flattened row-major (feature-major).
-
-    ``l(x; a, y) = -log softmax(a^T X)_y``, optional ``(mu/2)||x||^2`` smooth term. The Hessian is bounded by
-    ``(1/2) A^T A / N`` (Kronecker the identity), so ``L_f <= lambda_max(A^T A) / (2 N) + mu``.
-    """
-
-    task = "classification"
-
-    def __init__(self, n_features: int, n_classes: int, mu: float = 0.0, gram_lambda_max: float | None = None):
-        if n_classes < 2:
-            raise ProxGTValueError(f"softmax regression needs at least 2 classes; the data has {n_classes}")
-        self.n_features, self.n_classes = int(n_features), int(n_classes)
-        self.dim = self.n_features * self.n_classes
-        self.mu = check_nonneg_float(mu, "mu", "SoftmaxRegression")
-        self._gram = gram_lambda_max
-
-    def _logits(self, X, feats):
-        W = X.reshape(X.shape[0], self.n_features, self.n_classes)
-        return torch.bmm(_flat(feats), W)  # (k, b, C)
-
-    def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
-        logits = self._logits(X, feats)
-        logp = torch.log_softmax(logits, dim=2)
-        nll = -logp.gather(2, labels.unsqueeze(2)).squeeze(2)
-        loss = (weights * nll).sum(dim=1)
-        delta = logp.exp()
-        delta.scatter_add_(2, labels.unsqueeze(2), -torch.ones_like(nll).unsqueeze(2))
-        delta.mul_(weights.unsqueeze(2))
-        grad = torch.bmm(A.transpose(1, 2), delta).reshape(X.shape[0], -1)
-        if self.mu and with_penalty:
-            loss = loss + 0.5 * self.mu * (X * X).sum(dim=1)
-            grad = grad + self.mu * X
-        return loss, grad
-
-    def predict(self, X, feats):
-        return self._logits(X, feats).argmax(dim=2)
-
-    def init_params(self, generator):
-        return torch.zeros(self.dim)
-
-    def smoothness(self):
-        if self._gram is None:
-            return None
-        return self._gram / 2.0 + self.mu
-
-
-class LeastSquares:
-    """``l(x; a, y) = (a^T x - y)^2 / 2``; ``L_f = lambda_max(A^T A) / N``."""
-
-    task = "regression"
-
-    def __init__(self, n_features: int, gram_lambda_max: float | None = None):
-        self.dim = int(n_features)
-        self._gram = gram_lambda_max
-
-    def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
-        r = torch.bmm(A, X.unsqueeze(2)).squeeze(2) - labels.to(X.dtype)
-        loss = 0.5 * (weights * r * r).sum(dim=1)
-        grad = torch.bmm((weights * r).unsqueeze(1), A).squeeze(1)
-        return loss, grad
-
-    def predict(self, X, feats):
-        return torch.bmm(_flat(feats), X.unsqueeze(2)).squeeze(2)
-
-    def init_params(self, generator):
-        return torch.zeros(self.dim)
-
-    def smoothness(self):
-        return self._gram

@@ -24,7 +24,8 @@ developed on: see ``bench/bench_nn.py --modes``) and ``"vmap"`` otherwise.
 
 Shipped models, written here because torchvision does not import beside the CPU torch wheel: :class:`MLP`
 (784-256-10 with ReLU by default) and :class:`LeNet5` (LeCun et al., 1998: conv 6@5x5 pad 2, pool,
-conv 16@5x5, pool, fc 120, 84, classes). Registered as the runner's problems ``"mlp"`` and ``"lenet"``.
+conv 16@5x5, pool, fc 120, 84, classes). Registered in :data:`proxgt.registry.PROBLEMS` as ``"mlp"`` and
+``"lenet"`` (builders :func:`build_mlp` and :func:`build_lenet`).
 
 Example:
     >>> import torch
@@ -59,6 +60,8 @@ __all__ = [
     "NN_CHUNK_SIZE",
     "grouped_supported",
     "image_shape",
+    "build_mlp",
+    "build_lenet",
 ]
 
 #: Ways :class:`TorchModelProblem` computes per-node gradients.
@@ -227,6 +230,12 @@ class TorchModelProblem:
     """
 
     task = "classification"
+    # capabilities (proxgt.problems.base.Problem), set per instance in __init__
+    default_step: float | None
+    reg_mask: torch.Tensor | None
+    density_mask: torch.Tensor | None
+    chunk_size: int | None
+    metrics_samples: int | None
 
     def __init__(
         self,
@@ -447,55 +456,51 @@ def _weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights * ce).sum(dim=1)
 
 
-# ---------------------------------------------------------------------------------------------- runner builders
-def _common(cfg, train, problem: str) -> dict:
+# ---------------------------------------------------------------------------------------------- builders
+# Registered in proxgt.registry.PROBLEMS as "mlp" and "lenet": builder(settings, train) -> Problem, where
+# ``settings`` is the run's settings object and ``train`` the training Dataset.
+def _common(settings, train, problem: str) -> dict:
     if train.n_classes < 2:
         raise ProxGTValueError(
             f"problem {problem!r} is a classifier and needs at least 2 classes; the data has "
             f"{train.n_classes or 'real-valued'} labels"
         )
-    mode = getattr(cfg, "nn_grad", "auto")
+    mode = settings.nn_grad
     if mode not in GRAD_MODES:
         raise ProxGTValueError(f"The 'nn_grad' setting must be one of {', '.join(GRAD_MODES)}. Got {mode!r} instead.")
-    act = getattr(cfg, "activation", "relu")
+    act = settings.activation
     if act not in ACTIVATIONS:
         raise ProxGTValueError(
             f"The 'activation' setting must be one of {', '.join(ACTIVATIONS)}. Got {act!r} instead."
         )
-    if not isinstance(cfg.reg_bias, bool):
-        raise ProxGTValueError(f"The 'reg_bias' setting must be true or false. Got {cfg.reg_bias!r} instead.")
-    ms = getattr(cfg, "metrics_samples", None)
+    if not isinstance(settings.reg_bias, bool):
+        raise ProxGTValueError(
+            f"The 'reg_bias' setting must be true or false. Got {settings.reg_bias!r} instead."
+        )
+    ms = settings.metrics_samples
     if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
         raise ProxGTValueError(f"The 'metrics_samples' setting must be an int >= 1. Got {ms!r} instead.")
-    return {"grad_mode": mode, "reg_bias": cfg.reg_bias, "metrics_samples": ms}
+    return {"grad_mode": mode, "reg_bias": settings.reg_bias, "metrics_samples": ms}
 
 
-def _build_mlp(cfg, train) -> TorchModelProblem:
-    kw = _common(cfg, train, "mlp")
-    hidden = cfg.hidden
+def build_mlp(settings, train) -> TorchModelProblem:
+    """The MLP ``features -> settings.hidden -> classes`` with ``settings.activation``."""
+    kw = _common(settings, train, "mlp")
+    hidden = settings.hidden
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ProxGTValueError(f"The 'hidden' setting must be an int >= 1. Got {hidden!r} instead.")
-    model = MLP(train.n_features, train.n_classes, hidden, getattr(cfg, "activation", "relu"))
+    model = MLP(train.n_features, train.n_classes, hidden, settings.activation)
     return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], **kw)
 
 
-def _build_lenet(cfg, train) -> TorchModelProblem:
-    kw = _common(cfg, train, "lenet")
+def build_lenet(settings, train) -> TorchModelProblem:
+    """LeNet-5 on the data's images (C x H x W, H x W, or flat squares) with ``settings.activation``."""
+    kw = _common(settings, train, "lenet")
     shape = image_shape(train.feature_shape)
     if shape is None or min(shape[1:]) < 12:
         raise ProxGTValueError(
             f"problem 'lenet' needs images of at least 12 x 12 pixels (C x H x W, H x W, or a flat square); "
             f"the data's samples have shape {train.feature_shape} (use --problem mlp)"
         )
-    model = LeNet5(shape, train.n_classes, getattr(cfg, "activation", "relu"))
+    model = LeNet5(shape, train.n_classes, settings.activation)
     return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"], **kw)
-
-
-def _register() -> None:
-    from proxgt.runner import register_problem
-
-    register_problem("mlp", _build_mlp)
-    register_problem("lenet", _build_lenet)
-
-
-_register()

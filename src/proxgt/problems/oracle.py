@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from proxgt.data import NodeData
-from proxgt.problems import Problem
+from proxgt.problems.base import Problem
 
 __all__ = ["GradientOracle", "node_generator_seed"]
 
@@ -31,6 +31,8 @@ class GradientOracle:
         chunk_size: evaluate full-data gradients over at most this many samples per node at a time (bounds
             memory for neural networks); None means all at once.
         dtype, device: where the numbers live.
+        full_batch: deterministic mode (``batch = full``): every minibatch is the node's whole shard, so every
+            stochastic gradient an algorithm asks for is the exact local gradient (counted m_i per node).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class GradientOracle:
         chunk_size: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        full_batch: bool = False,
     ):
         self.problem = problem
+        self.full_batch = bool(full_batch)
         self.node_ids = tuple(int(i) for i in data.node_ids)
         self.k = len(self.node_ids)
         self.device = torch.device(device)
@@ -66,8 +70,11 @@ class GradientOracle:
         self._full_weights = mask.to(dtype) / counts.unsqueeze(1)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, size: int) -> torch.Tensor:
-        """Indices (k, size) of fresh samples, drawn with replacement from each node's own shard."""
+    def sample(self, size: int) -> torch.Tensor | None:
+        """Indices (k, size) of fresh samples, drawn with replacement from each node's own shard; in
+        ``full_batch`` mode ``None``, which the gradient methods read as "the whole shard"."""
+        if self.full_batch:
+            return None
         idx = torch.empty((self.k, size), dtype=torch.int64)
         for r, (g, m) in enumerate(zip(self.generators, self.counts.tolist(), strict=True)):
             torch.randint(m, (size,), generator=g, out=idx[r])
@@ -81,17 +88,22 @@ class GradientOracle:
         return feats, labels, weights
 
     # ----------------------------------------------------------------- counted gradients
-    def grad(self, X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Minibatch gradient of each node at its own row of X on the samples ``idx``. Costs b per node."""
+    def grad(self, X: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        """Minibatch gradient of each node at its own row of X on the samples ``idx`` (None: the whole shard).
+        Costs b per node (m_i for the whole shard)."""
+        if idx is None:
+            return self.full_grad(X)
         feats, labels, weights = self._batch(idx)
         self.ifo += idx.shape[1]
         return self.problem.loss_grad(X, feats, labels, weights)[1]
 
     def grad_pair(
-        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor
+        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients at two points on the *same* samples (the SARAH difference), in one batched call.
-        Costs 2b per node."""
+        Costs 2b per node (2 m_i for the whole shard, ``idx`` None)."""
+        if idx is None:
+            return self.full_grad(X_new), self.full_grad(X_old)
         feats, labels, weights = self._batch(idx)
         both = torch.cat([X_new, X_old], dim=0)
         grads = self.problem.loss_grad(
@@ -150,7 +162,7 @@ class GradientOracle:
             y[r, :s] = self.y[r, idx]
         view = NodeData(X, y, torch.tensor(keep, dtype=torch.int64), self.n_classes, self.node_ids)
         return GradientOracle(self.problem, view, seed, chunk_size=self.chunk_size, dtype=self.dtype,
-                              device=self.device)
+                              device=self.device, full_batch=self.full_batch)
 
     # ----------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:

@@ -30,6 +30,11 @@ class Regularizer(Protocol):
         prox(X, step): row-wise ``argmin_u h(u) + ||u - x_i||^2 / (2 step)``; never modifies ``X``.
         describe(): plain-Python dict of parameters; ``make_regularizer(**reg.describe())`` rebuilds ``reg``
             (except for ``mask`` tensors, which are summarised rather than stored).
+
+    A class registered in :data:`proxgt.registry.REGULARIZERS` (so that ``make_regularizer`` and the ``reg``
+    run setting can build it by name) also declares the class attributes ``PARAMS`` (the keyword parameters
+    it accepts) and ``REQUIRED`` (those that must be given), and the classmethod
+    ``from_settings(strength, **params)`` that builds it (constraints ignore ``strength``).
     """
 
     @property

@@ -39,6 +39,13 @@ class NonNegative(RegularizerBase):
     """
 
     name: ClassVar[str] = "nonneg"
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> NonNegative:
+        """``NonNegative()``; a constraint has no strength, so ``strength`` is ignored."""
+        return cls()
 
     def value(self, X: Tensor) -> Tensor:
         X = check_X(X, "NonNegative", "value")
@@ -95,6 +102,13 @@ class Box(RegularizerBase):
     lower: float | Tensor
     upper: float | Tensor
     name: ClassVar[str] = "box"
+    PARAMS: ClassVar[tuple[str, ...]] = ("lower", "upper")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("lower", "upper")
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> Box:
+        """``Box(lower, upper)``; ``strength`` is ignored."""
+        return cls(params["lower"], params["upper"])
 
     def __post_init__(self) -> None:
         lo, up = _check_bound(self.lower, "lower"), _check_bound(self.upper, "upper")
@@ -170,6 +184,13 @@ class L2Ball(RegularizerBase):
 
     radius: float
     name: ClassVar[str] = "l2_ball"
+    PARAMS: ClassVar[tuple[str, ...]] = ("radius",)
+    REQUIRED: ClassVar[tuple[str, ...]] = ("radius",)
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> L2Ball:
+        """``L2Ball(radius)``; ``strength`` is ignored."""
+        return cls(params["radius"])
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius", check_radius(self.radius, "L2Ball"))
@@ -209,6 +230,13 @@ class L1Ball(RegularizerBase):
 
     radius: float
     name: ClassVar[str] = "l1_ball"
+    PARAMS: ClassVar[tuple[str, ...]] = ("radius",)
+    REQUIRED: ClassVar[tuple[str, ...]] = ("radius",)
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> L1Ball:
+        """``L1Ball(radius)``; ``strength`` is ignored."""
+        return cls(params["radius"])
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radius", check_radius(self.radius, "L1Ball"))

@@ -1,43 +1,34 @@
-"""``make_regularizer``: build a regularizer from a name, a strength and keyword parameters (CLI / config)."""
+"""``make_regularizer``: build a regularizer from a name, a strength and keyword parameters (CLI / config).
+
+The names live in :data:`proxgt.registry.REGULARIZERS`; each registered class says which keyword parameters
+it accepts (``PARAMS``) and needs (``REQUIRED``) and builds itself with ``from_settings(strength, **params)``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from proxgt._validation import ProxGTValueError
+from proxgt.errors import ProxGTValueError, UnknownNameError
+from proxgt.registry import REGULARIZERS
 
 from ._base import Regularizer
-from ._constraints import Box, L1Ball, L2Ball, NonNegative
-from ._penalties import L1, ElasticNet, GroupLasso, L2Squared, NoReg
 
 __all__ = ["REGULARIZER_NAMES", "REGULARIZER_ALIASES", "make_regularizer"]
 
-REGULARIZER_NAMES: tuple[str, ...] = (
-    "none",
-    "l1",
-    "l2sq",
-    "elastic_net",
-    "group_lasso",
-    "nonneg",
-    "box",
-    "l2_ball",
-    "l1_ball",
-)
+#: The built-in regularizer names, in registration order (``proxgt.registry.REGULARIZERS.names()`` is the live
+#: list, with names registered later).
+REGULARIZER_NAMES: tuple[str, ...] = tuple(REGULARIZERS.names())
 
-REGULARIZER_ALIASES: dict[str, str] = {"l2": "l2sq", "elasticnet": "elastic_net", "nonnegative": "nonneg"}
+#: alias -> registered name of the built-in aliases (``l2`` -> ``l2sq``, ...).
+REGULARIZER_ALIASES: dict[str, str] = dict(REGULARIZERS.aliases())
 
-# name -> (allowed keyword parameters, required keyword parameters)
-_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "none": ((), ()),
-    "l1": (("mask",), ()),
-    "l2sq": (("mask",), ()),
-    "elastic_net": (("l1_ratio", "mask"), ()),
-    "group_lasso": (("groups", "group_size", "weights"), ()),
-    "nonneg": ((), ()),
-    "box": (("lower", "upper"), ("lower", "upper")),
-    "l2_ball": (("radius",), ("radius",)),
-    "l1_ball": (("radius",), ("radius",)),
-}
+
+def _unknown(name: object) -> UnknownNameError:
+    aliases = ", ".join(REGULARIZERS.aliases())
+    return UnknownNameError(
+        f"unknown regularizer {name!r}; choose one of: {', '.join(REGULARIZERS.names())}"
+        + (f" (aliases: {aliases})" if aliases else "")
+    )
 
 
 def make_regularizer(name: str, strength: float = 0.0, **params: Any) -> Regularizer:
@@ -45,11 +36,12 @@ def make_regularizer(name: str, strength: float = 0.0, **params: Any) -> Regular
 
     Args:
         name: one of ``REGULARIZER_NAMES`` ("none", "l1", "l2sq", "elastic_net", "group_lasso", "nonneg",
-            "box", "l2_ball", "l1_ball") or an alias ("l2", "elasticnet", "nonnegative"); case-insensitive,
-            "-" read as "_".
+            "box", "l2_ball", "l1_ball"), an alias ("l2", "elasticnet", "nonnegative") or a name registered
+            in :data:`proxgt.registry.REGULARIZERS`; case-insensitive, "-" read as "_".
         strength: lam of a penalty (>= 0). Ignored by "none" and by the constraints (nonneg, box, balls).
         **params: ``mask`` (l1, l2sq, elastic_net), ``l1_ratio`` (elastic_net), ``groups`` / ``group_size`` /
-            ``weights`` (group_lasso), ``lower`` and ``upper`` (box), ``radius`` (balls).
+            ``weights`` (group_lasso), ``lower`` and ``upper`` (box), ``radius`` (balls): the class's
+            ``PARAMS``, of which ``REQUIRED`` must be given (not None).
 
     ``make_regularizer(**reg.describe())`` rebuilds ``reg`` (masks excepted: describe only summarises them).
 
@@ -59,19 +51,13 @@ def make_regularizer(name: str, strength: float = 0.0, **params: Any) -> Regular
         >>> make_regularizer("group_lasso", 0.1, group_size=4).describe()
         {'name': 'group_lasso', 'strength': 0.1, 'group_size': 4}
     """
-    if not isinstance(name, str):
-        raise ProxGTValueError(
-            f"The 'name' parameter of make_regularizer must be one of {', '.join(REGULARIZER_NAMES)}. "
-            f"Got {name!r} instead."
-        )
-    key = name.strip().lower().replace("-", "_")
-    key = REGULARIZER_ALIASES.get(key, key)
-    if key not in _PARAMS:
-        raise ProxGTValueError(
-            f"The 'name' parameter of make_regularizer must be one of {', '.join(REGULARIZER_NAMES)} "
-            f"(aliases: {', '.join(REGULARIZER_ALIASES)}). Got {name!r} instead."
-        )
-    allowed, required = _PARAMS[key]
+    try:
+        key = REGULARIZERS.canonical(name)  # case-insensitive, "-" and "_" alike
+    except UnknownNameError:
+        raise _unknown(name) from None
+    cls = REGULARIZERS.get(key)
+    allowed = tuple(getattr(cls, "PARAMS", ()))
+    required = tuple(getattr(cls, "REQUIRED", ()))
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ProxGTValueError(
@@ -83,25 +69,4 @@ def make_regularizer(name: str, strength: float = 0.0, **params: Any) -> Regular
         raise ProxGTValueError(
             f"Regularizer {key!r} needs the parameter(s) {', '.join(repr(m) for m in missing)}."
         )
-    if key == "none":
-        return NoReg()
-    if key == "l1":
-        return L1(strength, mask=params.get("mask"))
-    if key == "l2sq":
-        return L2Squared(strength, mask=params.get("mask"))
-    if key == "elastic_net":
-        return ElasticNet(strength, l1_ratio=params.get("l1_ratio", 0.5), mask=params.get("mask"))
-    if key == "group_lasso":
-        return GroupLasso(
-            strength,
-            groups=params.get("groups"),
-            weights=params.get("weights"),
-            group_size=params.get("group_size"),
-        )
-    if key == "nonneg":
-        return NonNegative()
-    if key == "box":
-        return Box(params["lower"], params["upper"])
-    if key == "l2_ball":
-        return L2Ball(params["radius"])
-    return L1Ball(params["radius"])
+    return cls.from_settings(strength, **params)

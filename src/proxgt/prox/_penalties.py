@@ -46,6 +46,13 @@ class NoReg(RegularizerBase):
     """
 
     name: ClassVar[str] = "none"
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> NoReg:
+        """``NoReg()``; ``strength`` is ignored."""
+        return cls()
 
     def value(self, X: Tensor) -> Tensor:
         X = check_X(X, "NoReg", "value")
@@ -83,6 +90,12 @@ class L1(RegularizerBase):
     lam: float
     mask: Tensor | None = None
     name: ClassVar[str] = "l1"
+    PARAMS: ClassVar[tuple[str, ...]] = ("mask",)
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> L1:
+        return cls(strength, mask=params.get("mask"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", check_strength(self.lam, "L1"))
@@ -131,6 +144,12 @@ class L2Squared(RegularizerBase):
     lam: float
     mask: Tensor | None = None
     name: ClassVar[str] = "l2sq"
+    PARAMS: ClassVar[tuple[str, ...]] = ("mask",)
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> L2Squared:
+        return cls(strength, mask=params.get("mask"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", check_strength(self.lam, "L2Squared"))
@@ -178,6 +197,12 @@ class ElasticNet(RegularizerBase):
     l1_ratio: float = 0.5
     mask: Tensor | None = None
     name: ClassVar[str] = "elastic_net"
+    PARAMS: ClassVar[tuple[str, ...]] = ("l1_ratio", "mask")
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> ElasticNet:
+        return cls(strength, l1_ratio=params.get("l1_ratio", 0.5), mask=params.get("mask"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", check_strength(self.lam, "ElasticNet"))
@@ -310,6 +335,17 @@ class GroupLasso(RegularizerBase):
     weights: Any = None
     group_size: int | None = None
     name: ClassVar[str] = "group_lasso"
+    PARAMS: ClassVar[tuple[str, ...]] = ("groups", "group_size", "weights")
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> GroupLasso:
+        return cls(
+            strength,
+            groups=params.get("groups"),
+            weights=params.get("weights"),
+            group_size=params.get("group_size"),
+        )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", check_strength(self.lam, "GroupLasso"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt._validation import ProxGTValueError
-from proxgt.reporting import plot_curves
+from proxgt.reporting.curves import plot_curves
 from proxgt.reporting.runs import find_runs, group_series, series_table, table_markdown, write_table
 
 __all__ = ["write_report", "PLOT_AXES"]

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from proxgt._io import atomic_write_text, read_metrics_csv
-from proxgt.reporting import Curve, cost_to_target, mean_curve
+from proxgt.reporting.curves import Curve, cost_to_target, mean_curve
+from proxgt.settings import load_config_file
 
 __all__ = [
     "RunRecord",
@@ -66,8 +65,7 @@ def load_run(path: str | Path) -> RunRecord:
     p = Path(path)
     config: dict[str, Any] = {}
     if (p / "config.toml").is_file():
-        with (p / "config.toml").open("rb") as fh:
-            config = tomllib.load(fh)
+        config = load_config_file(p / "config.toml")  # flat settings (config.toml is written by sections)
     rows: list[dict[str, float]] = []
     if (p / "metrics.csv").is_file():
         _, rows = read_metrics_csv(p / "metrics.csv")

@@ -228,17 +228,23 @@ def erdos_renyi_graph(n: int, p: float, seed: SeedLike = None) -> nx.Graph:
     """
     n = _check_n(n, "erdos_renyi_graph")
     p = _check_probability(p, "erdos_renyi_graph")
-    rng = _normalize_seed(seed, "erdos_renyi_graph")
-    iu, ju = np.triu_indices(n, k=1)
-    keep = rng.random(iu.size) < p
-    G = _new_graph(n, "erdos_renyi", zip(iu[keep].tolist(), ju[keep].tolist(), strict=True))
-    G.graph.update(p=p, seed=seed if not isinstance(seed, np.random.Generator) else "generator")
+    G = _sample_erdos_renyi(n, p, seed, "erdos_renyi_graph")
     suggested = min(1.0, 2.0 * math.log(n) / n)
     _require_connected(
         G,
         f"erdos_renyi_graph(n={n}, p={p:g}, seed={seed!r})",
         f"use a larger p (2*log(n)/n = {suggested:.3g} is usually enough) or another seed",
     )
+    return G
+
+
+def _sample_erdos_renyi(n: int, p: float, seed: SeedLike, owner: str) -> nx.Graph:
+    """One G(n, p) sample for validated n and p, connected or not."""
+    rng = _normalize_seed(seed, owner)
+    iu, ju = np.triu_indices(n, k=1)
+    keep = rng.random(iu.size) < p
+    G = _new_graph(n, "erdos_renyi", zip(iu[keep].tolist(), ju[keep].tolist(), strict=True))
+    G.graph.update(p=p, seed=seed if not isinstance(seed, np.random.Generator) else "generator")
     return G
 
 
@@ -263,12 +269,26 @@ def random_geometric_graph(n: int, radius: float | None = None, seed: SeedLike =
     n = _check_n(n, "random_geometric_graph")
     if radius is None:
         radius = default_radius(n)
-    if isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not (0 < radius < math.inf):
+    if not _is_positive_real(radius):
         raise _param_error(
             "random_geometric_graph", "radius", "a finite float > 0 (or None for the default)", radius
         )
-    radius = float(radius)
-    rng = _normalize_seed(seed, "random_geometric_graph")
+    G = _sample_random_geometric(n, float(radius), seed, "random_geometric_graph")
+    _require_connected(
+        G,
+        f"random_geometric_graph(n={n}, radius={float(radius):.4g}, seed={seed!r})",
+        "use a larger radius or another seed",
+    )
+    return G
+
+
+def _is_positive_real(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, numbers.Real) and 0 < x < math.inf
+
+
+def _sample_random_geometric(n: int, radius: float, seed: SeedLike, owner: str) -> nx.Graph:
+    """One random geometric sample for validated n and radius, connected or not."""
+    rng = _normalize_seed(seed, owner)
     pos = rng.random((n, 2))
     iu, ju = np.triu_indices(n, k=1)
     dist = np.linalg.norm(pos[iu] - pos[ju], axis=1)
@@ -277,11 +297,6 @@ def random_geometric_graph(n: int, radius: float | None = None, seed: SeedLike =
     for i in range(n):
         G.nodes[i]["pos"] = (float(pos[i, 0]), float(pos[i, 1]))
     G.graph.update(radius=radius, seed=seed if not isinstance(seed, np.random.Generator) else "generator")
-    _require_connected(
-        G,
-        f"random_geometric_graph(n={n}, radius={radius:.4g}, seed={seed!r})",
-        "use a larger radius or another seed",
-    )
     return G
 
 

@@ -9,6 +9,8 @@ lambda = ||W - J||_2 < 1 with J = 11^T / n, so repeated mixing drives every node
 from __future__ import annotations
 
 import numbers
+import os
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -20,12 +22,25 @@ from proxgt._validation import ProxGTValueError
 from proxgt.topology._graphs import _param_error
 
 __all__ = [
+    "WEIGHT_RULES",
     "metropolis_weights",
     "max_degree_weights",
     "lazy_weights",
     "validate_mixing_matrix",
     "mixing_lambda",
 ]
+
+#: Weight rules of ``make_topology(weights=...)`` (the run's ``weights`` setting); "user" is a given matrix.
+WEIGHT_RULES: tuple[str, ...] = ("metropolis", "max_degree", "lazy_metropolis", "user")
+_WEIGHT_ALIASES: dict[str, str] = {
+    "metropolis_hastings": "metropolis",
+    "mh": "metropolis",
+    "maxdegree": "max_degree",
+    "max_deg": "max_degree",
+    "lazy": "lazy_metropolis",
+    "lazy_mh": "lazy_metropolis",
+    "matrix": "user",
+}
 
 #: ``lambda`` must stay below ``1 - LAMBDA_TOL``: a smaller gap means mixing makes no measurable progress.
 LAMBDA_TOL = 1e-12
@@ -249,3 +264,51 @@ def mixing_lambda(W: Any) -> float:
     X = _as_matrix(W, "mixing_lambda")
     n = X.shape[0]
     return float(np.abs(np.linalg.eigvalsh(0.5 * (X + X.T) - 1.0 / n)).max())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Weight rules by name (the run's ``weights`` setting) and user matrices (its ``weights_file`` setting)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _canonical_weights(weights: Any) -> str:
+    """The weight rule named by ``weights`` (case-insensitive, ``-`` or ``_``, aliases such as ``"mh"``)."""
+    rules = ", ".join(WEIGHT_RULES)
+    if not isinstance(weights, str):
+        raise ProxGTValueError(f"weights (--weights) must be the name of a weight rule, one of: {rules}; "
+                               f"got {weights!r}")
+    key = weights.strip().lower().replace("-", "_").replace(" ", "_")
+    key = _WEIGHT_ALIASES.get(key, key)
+    if key not in WEIGHT_RULES:
+        raise ProxGTValueError(f"unknown weights {weights!r} (--weights); choose one of: {rules}")
+    return key
+
+
+def _weights_for(G: nx.Graph, rule: str, matrix: Any) -> torch.Tensor:
+    """W on ``G`` by a canonical weight rule; ``"user"`` validates ``matrix`` against ``G``."""
+    if rule == "metropolis":
+        return metropolis_weights(G)
+    if rule == "max_degree":
+        return max_degree_weights(G)
+    if rule == "lazy_metropolis":
+        return lazy_weights(metropolis_weights(G))
+    return validate_mixing_matrix(matrix, G)
+
+
+def _load_matrix(matrix: Any) -> Any:
+    """A matrix given directly, or read from a ``.npy`` file or a text file (whitespace/comma separated)."""
+    if not isinstance(matrix, str | os.PathLike):
+        return matrix
+    path = Path(matrix)
+    if not path.is_file():
+        raise ProxGTValueError(f"mixing-matrix file '{matrix}' does not exist (weights_file, --weights-file).")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        text = path.read_text(encoding="utf-8")
+        return np.loadtxt(path, dtype=np.float64, delimiter="," if "," in text else None, ndmin=2)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProxGTValueError(
+            f"could not read mixing matrix from '{matrix}' (weights_file, --weights-file): {reason}"
+        ) from exc

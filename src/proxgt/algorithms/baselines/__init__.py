@@ -1,6 +1,6 @@
 """Baselines on the same interface as ProxGT (``init``/``update`` over a NamedTuple state with ``x`` and ``t``).
 
-Importing this package registers, with :func:`proxgt.runner.register_algorithm`:
+Registered in :data:`proxgt.registry.ALGORITHMS` as:
 
 =========================  ==========================================================================
 ``prox-dsgd``              Prox-DSGD / DSPG (no tracking), constant or diminishing step
@@ -20,7 +20,6 @@ multi-round variants. Method-specific settings live under ``[extra.<name>]`` (se
 
 from __future__ import annotations
 
-from proxgt.algorithms.baselines import central, dasa, deepstorm, dsgd, dsgt, sppdm
 from proxgt.algorithms.baselines._common import Schedule
 from proxgt.algorithms.baselines.central import CentralProxSARAH, CentralProxSGD
 from proxgt.algorithms.baselines.dasa import ProxDASAGT
@@ -28,10 +27,8 @@ from proxgt.algorithms.baselines.deepstorm import DeepStorm
 from proxgt.algorithms.baselines.dsgd import ProxDSGD
 from proxgt.algorithms.baselines.dsgt import ProxDSGT
 from proxgt.algorithms.baselines.sppdm import SPPDM
-from proxgt.runner import register_algorithm
 
 __all__ = [
-    "BASELINES",
     "Schedule",
     "ProxDSGD",
     "ProxDSGT",
@@ -41,17 +38,3 @@ __all__ = [
     "CentralProxSGD",
     "CentralProxSARAH",
 ]
-
-BASELINES = {
-    "prox-dsgd": dsgd.build,
-    "prox-dsgt": dsgt.build,
-    "deepstorm": deepstorm.build_constant,
-    "deepstorm-diminishing": deepstorm.build_diminishing,
-    "prox-dasa-gt": dasa.build,
-    "sppdm": sppdm.build,
-    "central-prox-sgd": central.build_sgd,
-    "central-proxsarah": central.build_sarah,
-}
-
-for _name, _builder in BASELINES.items():
-    register_algorithm(_name, _builder)

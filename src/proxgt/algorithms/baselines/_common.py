@@ -1,5 +1,5 @@
 """Helpers the baselines share: step schedules, per-algorithm hyper-parameters from ``cfg.extra``, batch
-defaults, and registration with the runner.
+and batch defaults.
 
 Hyper-parameters beyond the run's common settings (step, batch, big_batch, period) live in a sub-table of
 ``extra`` named after the algorithm, e.g. in TOML::

@@ -56,8 +56,6 @@ class CentralProxSGD:
         X_new = prox_step(self.regularizer, state.x, state.v, self.step)
         return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "step": self.step, **self.estimator.describe()}
 
 
 @dataclass(frozen=True)
@@ -81,8 +79,6 @@ class CentralProxSARAH:
         X_new = torch.lerp(state.x, xhat, self.gamma)
         return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "step": self.step, "gamma": self.gamma, **self.estimator.describe()}
 
 
 def _check_pooled(ctx, name: str) -> None:

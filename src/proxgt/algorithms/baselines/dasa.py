@@ -77,11 +77,6 @@ class ProxDASAGT:
         U_new = track(state.u, R_new, state.r, mix)
         return ProxDASAGTState(x=X_new, r=R_new, u=U_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "step": self.step, "alpha": self.alpha, "schedule": self.schedule,
-            **self.estimator.describe(),
-        }
 
 
 def build(ctx) -> ProxDASAGT:

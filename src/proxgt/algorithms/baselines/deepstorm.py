@@ -79,11 +79,6 @@ class DeepStorm:
         Y_new = track(state.y, D_new, state.d, mix)
         return DeepStormState(x=X_new, d=D_new, y=Y_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "step": self.step, "schedule": self.schedule.kind, "beta": self.beta,
-            "batch": self.batch, "big_batch": self.init_batch,
-        }
 
 
 def _builder(default_schedule: str, name: str):

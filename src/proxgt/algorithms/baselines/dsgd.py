@@ -57,8 +57,6 @@ class ProxDSGD:
         G_new = self.estimator.update(oracle, X_new, state.x, state.g, state.t + 1)
         return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "step": self.step, "schedule": self.schedule.kind, **self.estimator.describe()}
 
 
 def build(ctx) -> ProxDSGD:

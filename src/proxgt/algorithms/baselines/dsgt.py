@@ -54,8 +54,6 @@ class ProxDSGT:
         Y_new = mix(state.y) + V_new - state.v
         return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "step": self.step, **self.estimator.describe()}
 
 
 def build(ctx) -> ProxDSGT:

@@ -85,11 +85,6 @@ class SPPDM:
         G_new = torch.lerp(state.g, g, self.beta)
         return SPPDMState(x=X_new, mx=MX_new, lam=lam_new, z=z_new, g=G_new, t=state.t + 1)
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name, "step": self.step, "penalty": self.penalty, "dual": self.dual,
-            "smoothing": self.smoothing, "omega": self.omega, "beta": self.beta, **self.estimator.describe(),
-        }
 
 
 def build(ctx) -> SPPDM:

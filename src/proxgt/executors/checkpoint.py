@@ -24,32 +24,20 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from proxgt._io import atomic_write_bytes
-from proxgt._validation import ProxGTValueError
-from proxgt.config import RunConfig
+from proxgt.errors import ProxGTValueError
+from proxgt.settings import RunConfig
+from proxgt.training.folder import CHECKPOINT_DIR
 
-__all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "state_to", "check_execution_settings"]
+__all__ = ["Checkpointer", "latest_checkpoint", "load_checkpoint", "checkpoint_settings", "state_to",
+           "remove_partial_checkpoints"]
 
-CHECKPOINT_DIR = "checkpoint"
 _ITER_RE = re.compile(r"^iter(\d{9})$")
-
-
-def check_execution_settings(cfg: RunConfig) -> None:
-    """Validate the checkpoint/timeout settings (one-line ProxGTValueError)."""
-    v = cfg.checkpoint_every
-    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < 0:
-        raise ProxGTValueError(f"The 'checkpoint_every' setting must be an int >= 0. Got {v!r} instead.")
-    cfg.checkpoint_every = int(v)
-    t = cfg.timeout_s
-    if isinstance(t, bool) or not isinstance(t, int | float) or not (t > 0) or t == float("inf"):
-        raise ProxGTValueError(f"The 'timeout_s' setting must be a finite number > 0. Got {t!r} instead.")
-    cfg.timeout_s = float(t)
 
 
 def state_to(state: Any, device: str | torch.device) -> Any:
@@ -109,34 +97,10 @@ def load_checkpoint(run_dir: str | Path, rank: int = 0, world: int | None = None
     return payload
 
 
-def checkpoint_config(run_dir: str | Path) -> tuple[RunConfig, int]:
-    """The run config stored in the newest complete checkpoint and the world size that wrote it."""
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        load_checkpoint(run_dir)  # raises the message
+def checkpoint_settings(run_dir: str | Path) -> tuple[RunConfig, int, int]:
+    """The run settings stored in the newest complete checkpoint, its world size and its iteration."""
     payload = load_checkpoint(run_dir, 0)
-    return RunConfig.from_dict(payload["cfg"], source="checkpoint"), int(payload["world"])
-
-
-def resolve_run_config(
-    cfg: RunConfig | dict[str, Any] | None,
-    resume: str | Path | None,
-    overrides: dict[str, Any] | None,
-    who: str,
-) -> RunConfig:
-    """The config an executor runs: the checkpoint's when resuming (only ``timeout_s`` and
-    ``checkpoint_every`` may be overridden), else the given one; execution settings validated."""
-    if resume is not None:
-        cfg, _ = checkpoint_config(resume)
-        cfg.out = str(resume)
-    elif isinstance(cfg, dict):
-        cfg = RunConfig.from_dict(cfg)
-    if cfg is None:
-        raise ProxGTValueError(f"{who} needs a config or resume=DIR")
-    if overrides:
-        cfg = cfg.merged({k: v for k, v in overrides.items() if k in ("timeout_s", "checkpoint_every")})
-    check_execution_settings(cfg)
-    return cfg
+    return RunConfig.from_dict(payload["cfg"], source="checkpoint"), int(payload["world"]), int(payload["t"])
 
 
 class Checkpointer:
@@ -146,8 +110,8 @@ class Checkpointer:
         run_dir: the run folder (checkpoints go to ``run_dir/checkpoint``).
         rank, world: this process and the number of processes.
         every: interval in iterations (0 disables).
-        sync: optional callable run after this process's file is written (e.g. a barrier); not needed for
-            safety, since only files older than the newest complete checkpoint are deleted.
+
+    Only files older than the newest complete checkpoint are deleted, so no barrier is needed.
     """
 
     def __init__(
@@ -156,11 +120,9 @@ class Checkpointer:
         rank: int,
         world: int,
         every: int,
-        sync: Callable[[], None] | None = None,
     ):
         self.root = Path(run_dir) / CHECKPOINT_DIR
         self.rank, self.world, self.every = int(rank), int(world), int(every)
-        self.sync = sync
         self.saved: list[int] = []
 
     def due(self, t: int) -> bool:
@@ -176,8 +138,6 @@ class Checkpointer:
             marker = d / f"world{self.world}"
             if not marker.exists():
                 atomic_write_bytes(marker, b"")
-        if self.sync is not None:
-            self.sync()
         # files older than the newest complete checkpoint can never be used again
         complete = latest_checkpoint(self.root.parent)
         t_keep = complete[0] if complete is not None else -1
@@ -192,3 +152,12 @@ class Checkpointer:
                     if not any(d_old.glob("rank*.pt")):
                         shutil.rmtree(d_old, ignore_errors=True)
         self.saved.append(int(t))
+
+
+def remove_partial_checkpoints(run_dir: str | Path) -> None:
+    """Remove every checkpoint folder but the newest complete one (call when every process has finished:
+    a finished run then leaves no incomplete checkpoint behind)."""
+    complete = latest_checkpoint(run_dir)
+    for t, d in _iter_dirs(Path(run_dir) / CHECKPOINT_DIR):
+        if complete is None or t != complete[0]:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""``load_dataset``: one string names a built-in data set or a file."""
+"""``load_dataset``: one string names a built-in data set (looked up in :data:`proxgt.registry.DATASETS`) or a
+file."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ import os
 from pathlib import Path
 
 from proxgt._validation import ProxGTValueError
+from proxgt.registry import DATASETS
 
 from ._dataset import Dataset, check_seed
-from ._idx import load_fashion_mnist
 from ._libsvm import load_libsvm
 from ._npz import load_npz
-from ._sklearn import SKLEARN_NAMES, load_sklearn
-from ._synthetic import synthetic_a9a
 
 __all__ = ["load_dataset", "BUILTIN_DATASETS"]
 
-#: Names :func:`load_dataset` knows without a file.
-BUILTIN_DATASETS: tuple[str, ...] = ("a9a-synthetic", "synthetic", *SKLEARN_NAMES, "fashion-mnist")
+#: Names :func:`load_dataset` knows without a file (the built-ins registered in
+#: :data:`proxgt.registry.DATASETS`; aliases such as ``"synthetic"`` are not listed, ``DATASETS.names()`` is the
+#: live list with names registered later).
+BUILTIN_DATASETS: tuple[str, ...] = tuple(DATASETS.names())
 
 
 def _resolve(spec: str, data_dir: str | None) -> Path | None:
@@ -31,21 +32,41 @@ def _resolve(spec: str, data_dir: str | None) -> Path | None:
     return None
 
 
+def _load_registered(spec: str, seed: int, data_dir: str | None) -> tuple[Dataset, Dataset | None]:
+    name = DATASETS.canonical(spec)
+    out = DATASETS.get(name)(seed=seed, data_dir=data_dir)
+    if (
+        not isinstance(out, tuple)
+        or len(out) != 2
+        or not isinstance(out[0], Dataset)
+        or not (out[1] is None or isinstance(out[1], Dataset))
+    ):
+        got = type(out).__name__ if not isinstance(out, tuple) else f"({', '.join(type(o).__name__ for o in out)})"
+        raise ProxGTValueError(
+            f"the loader registered for data set {name!r} must return (train Dataset, test Dataset or None); "
+            f"it returned {got}"
+        )
+    return out
+
+
 def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tuple[Dataset, Dataset | None]:
     """Load ``spec`` and return ``(train, test)``; ``test`` is ``None`` where the source has no test part.
 
     ``spec`` is one of
 
-    - ``"a9a-synthetic"`` (alias ``"synthetic"``): :func:`synthetic_a9a` with ``seed``;
-    - ``"breast_cancer"``, ``"digits"``, ``"iris"``, ``"wine"``: :func:`load_sklearn`;
-    - ``"fashion-mnist"``: :func:`load_fashion_mnist` from ``data_dir`` (or its default places), with the
-      10000 ``t10k`` images as the test set;
+    - a name registered in :data:`proxgt.registry.DATASETS` (case-insensitive, ``-`` and ``_`` alike), whose
+      loader is called as ``load(seed=seed, data_dir=data_dir)``. Built in:
+
+      - ``"a9a-synthetic"`` (alias ``"synthetic"``): :func:`synthetic_a9a` with ``seed``;
+      - ``"breast_cancer"``, ``"digits"``, ``"iris"``, ``"wine"``: :func:`load_sklearn`;
+      - ``"fashion-mnist"`` (alias ``"fashion_mnist"``): :func:`load_fashion_mnist` from ``data_dir`` (or its
+        default places), with the 10000 ``t10k`` images as the test set;
     - a file path (also looked up under ``data_dir`` when relative): ``.npz`` via :func:`load_npz`, anything
       else (``.svm``, ``.libsvm``, ``.txt``, ``.svmlight``, ...) via :func:`load_libsvm`. A sibling test file
       (``a9a.t``) is not picked up: the test part is ``None``. IDX files are not read here; use
       ``"fashion-mnist"`` with ``data_dir`` or :func:`load_mnist_idx`.
 
-    Built-in names take precedence over files of the same name.
+    Registered names take precedence over files of the same name.
 
     Example:
         >>> train, test = load_dataset("synthetic", seed=1)
@@ -56,18 +77,14 @@ def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tu
         raise ProxGTValueError(f"The 'spec' parameter of load_dataset must be a str. Got {spec!r} instead.")
     spec = os.fspath(spec)
     seed = check_seed(seed, "load_dataset")
-    if spec in ("a9a-synthetic", "synthetic"):
-        return synthetic_a9a(seed=seed), None
-    if spec in SKLEARN_NAMES:
-        return load_sklearn(spec), None
-    if spec in ("fashion-mnist", "fashion_mnist"):
-        return load_fashion_mnist(data_dir, train=True), load_fashion_mnist(data_dir, train=False)
+    if spec in DATASETS:
+        return _load_registered(spec, seed, data_dir)
 
     path = _resolve(spec, data_dir)
     if path is None:
         looked = f"'{spec}'" + (f" (nor under data_dir '{data_dir}')" if data_dir is not None else "")
         raise ProxGTValueError(
-            f"unknown dataset {spec!r}: not a built-in name ({', '.join(BUILTIN_DATASETS)}) "
+            f"unknown dataset {spec!r}: not a built-in name ({', '.join(DATASETS.names())}) "
             f"and file {looked} does not exist"
         )
     if not path.is_file():
@@ -78,7 +95,7 @@ def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tu
         head = fh.read(2)
     if head == b"\x1f\x8b" or head == b"\x00\x00":
         raise ProxGTValueError(
-            f"{path}: looks like a gzip or IDX file; load_dataset reads .npz and LIBSVM text files "
+            f"{path}: looks like a gzip or IDX file; a data file must be .npz or LIBSVM text "
             f"(for MNIST-format folders use 'fashion-mnist' with data_dir, or load_mnist_idx)"
         )
     return load_libsvm(path), None

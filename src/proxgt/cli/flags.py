@@ -1,0 +1,113 @@
+"""Command-line flags generated from the settings table (:mod:`proxgt.settings.table`): one flag per setting,
+grouped by section, with what it accepts and its default in ``--help``. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from proxgt.errors import ProxGTValueError
+from proxgt.settings import SECTIONS, SETTINGS, RunConfig, Setting, load_config_file
+from proxgt.settings.constraints import Bool, Choice, Either, Float, Int, Registered
+
+__all__ = ["add_setting_flags", "config_from_args", "resume_overrides", "setting_argv", "number_or"]
+
+
+def number_or(word: str, cast: type = float, what: str = "a number") -> Any:
+    """An argparse type accepting ``word`` or a number converted by ``cast`` (e.g. ``--sample-time measure``)."""
+
+    def parse(text: str) -> Any:
+        if text == word:
+            return text
+        try:
+            return cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or {word!r}, got {text!r}") from None
+
+    return parse
+
+
+def _arg_type(s: Setting) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return s.constraint.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+
+    parse.__name__ = s.name  # argparse names the type in some messages
+    return parse
+
+
+def _metavar(s: Setting) -> str:
+    c = s.constraint
+    if s.metavar:
+        return s.metavar
+    if isinstance(c, Either):
+        return f"{_metavar_of(c.other)}|{c.word}"
+    return _metavar_of(c)
+
+
+def _metavar_of(c: Any) -> str:
+    if isinstance(c, Int):
+        return "N"
+    if isinstance(c, Float):
+        return "X"
+    if isinstance(c, Bool):
+        return "true|false"
+    return "NAME"
+
+
+def _help(s: Setting) -> str:
+    text = s.help
+    if isinstance(s.constraint, Registered | Choice | Bool):
+        text += f" ({s.constraint.describe()})"
+    if s.default is not None:
+        text += f" [default: {s.default}]"
+    return text.replace("%", "%%")
+
+
+def add_setting_flags(p: argparse.ArgumentParser, *, with_out: bool = True) -> None:
+    """``-c/--config FILE`` plus one flag per setting, in one argument group per section."""
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML file with settings (flags override it)")
+    for section, what in SECTIONS.items():
+        group = p.add_argument_group(f"[{section}] settings", what)
+        for s in SETTINGS:
+            if s.section != section or (s.name == "out" and not with_out):
+                continue
+            group.add_argument(s.cli_flag, dest=s.name, type=_arg_type(s), default=None,
+                               metavar=_metavar(s), help=_help(s))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The config file (if any) with the flags given on top."""
+    base: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
+    cfg = RunConfig.from_dict(base, source=args.config or "config")
+    return cfg.merged({s.name: getattr(args, s.name, None) for s in SETTINGS})
+
+
+def resume_overrides(args: argparse.Namespace, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """With ``--resume DIR``: the ``allowed`` settings given as flags; any other setting is a one-line error."""
+    given = [s.cli_flag for s in SETTINGS if getattr(args, s.name, None) is not None and s.name not in allowed]
+    if getattr(args, "config", None):
+        given.insert(0, "--config")
+    if given:
+        flags = " and ".join(s.cli_flag for s in SETTINGS if s.name in allowed)
+        raise ProxGTValueError(
+            f"--resume continues a run with the settings of its checkpoint; drop {', '.join(given)} "
+            f"(only {flags} may change)"
+        )
+    return {name: getattr(args, name) for name in allowed if getattr(args, name, None) is not None}
+
+
+def setting_argv(args: argparse.Namespace) -> list[str]:
+    """The flags that reproduce the settings given in ``args`` (for starting worker processes)."""
+    argv: list[str] = []
+    if getattr(args, "config", None):
+        argv += ["--config", str(args.config)]
+    for s in SETTINGS:
+        v = getattr(args, s.name, None)
+        if v is not None:
+            argv += [s.cli_flag, str(v).lower() if isinstance(v, bool) else str(v)]
+    return argv

@@ -1,0 +1,39 @@
+"""The plain minibatch estimator of ProxGT-SA: ``v_i = (1/b) sum_r grad F_i(x_i; xi_r)`` on fresh samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxgt._validation import check_positive_int
+
+__all__ = ["Minibatch"]
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """Plain minibatch estimator (ProxGT-SA). ``batch``: samples per node per iteration (b IFO calls)."""
+
+    batch: int = 32
+    name: str = "sa"
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.batch, "batch", "Minibatch")
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        n_nodes: int,
+        local_size: int,
+        batch: int | None = None,
+        big_batch: int | None = None,
+        period: int | None = None,
+    ) -> Minibatch:
+        """Spec section 5b: b = 32 unless ``batch`` is given (the other settings are not used)."""
+        return cls(batch=32 if batch is None else batch)
+
+    def init(self, oracle, X0):
+        return oracle.grad(X0, oracle.sample(self.batch))
+
+    def update(self, oracle, X_new, X_old, V_old, t):
+        return oracle.grad(X_new, oracle.sample(self.batch))

@@ -1,0 +1,231 @@
+"""Gossip over torch.distributed point-to-point messages between graph neighbours (no collective inside an
+iteration), and the partition of nodes into per-process blocks."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from proxgt.errors import ProxGTValueError
+from proxgt.executors.failures import FaultMonitor
+from proxgt.mixing import CommCounter
+from proxgt.topology import Topology
+
+__all__ = ["DistributedCommunicator", "partition_nodes"]
+
+
+def partition_nodes(n_nodes: int, world: int) -> list[tuple[int, ...]]:
+    """Contiguous blocks of node ids, one per rank, sizes differing by at most one (larger blocks first).
+
+    >>> partition_nodes(5, 2)
+    [(0, 1, 2), (3, 4)]
+    """
+    if world < 1 or n_nodes < world:
+        raise ProxGTValueError(
+            f"cannot host {n_nodes} node(s) on {world} process(es): every process needs at least one node "
+            "(use --nprocs <= --nodes)"
+        )
+    base, extra = divmod(n_nodes, world)
+    blocks, start = [], 0
+    for r in range(world):
+        size = base + (1 if r < extra else 0)
+        blocks.append(tuple(range(start, start + size)))
+        start += size
+    return blocks
+
+
+class DistributedCommunicator:
+    """Gossip over torch.distributed point-to-point messages between graph neighbours.
+
+    Rank ``rank`` hosts the nodes ``blocks[rank]``. For each neighbouring rank q the plan holds the local rows
+    q needs and the rows of q this rank needs (sorted by global id on both sides); neighbours hosted by the
+    same rank need no message. A round posts every send and receive at once (``batch_isend_irecv``), waits
+    for each with the timeout, then computes ``W_loc @ [local rows; received rows]`` with the local weights.
+
+    Counting: ``counter`` is the degree-based accounting of the whole network (identical on every rank and to
+    the simulation); ``bytes_sent``/``messages_sent`` measure what this rank actually sent in gossip rounds.
+    With one node per rank these are equal to the accounting of that node; with blocks they are smaller
+    (intra-rank edges cost nothing and a row goes once to a rank however many of its nodes need it).
+    ``logging_bytes`` measures the metrics' all_reduce traffic (not part of the iteration).
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        blocks: Sequence[Sequence[int]],
+        rank: int,
+        *,
+        timeout_s: float = 120.0,
+        monitor: FaultMonitor | None = None,
+        group: Any = None,
+    ):
+        self.rank = int(rank)
+        self.world = len(blocks)
+        self.blocks = [tuple(int(i) for i in b) for b in blocks]
+        self.n_nodes = int(topology.n)
+        self.node_ids = self.blocks[self.rank]
+        self.counter = CommCounter(np.asarray(topology.degrees))
+        self.timeout = datetime.timedelta(seconds=float(timeout_s))
+        self.monitor = monitor or FaultMonitor(None, rank, self.world, timeout_s)
+        self.group = group
+        owner = np.empty(self.n_nodes, dtype=np.int64)
+        for r, blk in enumerate(self.blocks):
+            owner[list(blk)] = r
+        local = set(self.node_ids)
+        recv: dict[int, set[int]] = {}
+        send: dict[int, set[int]] = {}
+        for i in self.node_ids:
+            for j in topology.neighbors(i):
+                if j in local:
+                    continue
+                q = int(owner[j])
+                recv.setdefault(q, set()).add(int(j))  # i needs x_j from q
+                send.setdefault(q, set()).add(int(i))  # j needs x_i (the graph is undirected)
+        self.peers = sorted(set(recv) | set(send))
+        pos = {g: a for a, g in enumerate(self.node_ids)}
+        self._send_idx = {q: torch.tensor([pos[i] for i in sorted(send.get(q, ()))], dtype=torch.int64)
+                          for q in self.peers}
+        self._recv_ids = {q: sorted(recv.get(q, ())) for q in self.peers}
+        cols = list(self.node_ids) + [j for q in self.peers for j in self._recv_ids[q]]
+        W = torch.as_tensor(topology.W, dtype=torch.float64)
+        self._W_local = W[list(self.node_ids)][:, cols].contiguous()
+        self._cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        self.bytes_sent = 0
+        self.messages_sent = 0
+        self.logging_bytes = 0
+        self.exchange_s = 0.0  # time from posting the messages to having them all (gossip only)
+        self.gossip_s = 0.0  # whole gossip calls (exchange + local weighted sum)
+
+    # ------------------------------------------------------------ accounting state (checkpoints)
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "counter": self.counter.state_dict(),
+            "bytes_sent": self.bytes_sent,
+            "messages_sent": self.messages_sent,
+            "logging_bytes": self.logging_bytes,
+            "op": self.monitor.op,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counter.load_state_dict(state["counter"])
+        self.bytes_sent = int(state["bytes_sent"])
+        self.messages_sent = int(state["messages_sent"])
+        self.logging_bytes = int(state["logging_bytes"])
+        self.monitor.op = int(state.get("op", 0))
+
+    def _matrix(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.dtype, like.device)
+        W = self._cache.get(key)
+        if W is None:
+            W = self._cache[key] = self._W_local.to(dtype=like.dtype, device=like.device)
+        return W
+
+    def _wait(self, works: list[Any], peers: list[int | None], what: str) -> None:
+        for work, peer in zip(works, peers, strict=True):
+            try:
+                work.wait(self.timeout)
+            except Exception as exc:  # RuntimeError from gloo/nccl: timeout or connection lost
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                detail = re.sub(r"^\[[^\]]*\]\s*", "", detail).split(". This is typically")[0]  # gloo's prefix
+                if "Timed out" in detail or "timed out" in detail.lower():
+                    reason = f"no answer within {self.timeout.total_seconds():g} s during {what}"
+                else:
+                    reason = f"connection lost during {what}: {detail[:160]}"
+                raise self.monitor.fail(peer, reason) from None
+
+    # ------------------------------------------------------------ the protocol
+    def exchange(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Send the needed local rows of ``flat`` (k, w) to each neighbouring rank and receive theirs."""
+        ops, peers, recvs = [], [], []
+        sent = 0
+        for q in self.peers:
+            buf = flat.index_select(0, self._send_idx[q].to(flat.device))
+            ops.append(dist.P2POp(dist.isend, buf, q, self.group))
+            peers.append(q)
+            sent += buf.numel() * buf.element_size()
+        for q in self.peers:
+            r = flat.new_empty((len(self._recv_ids[q]), flat.shape[1]))
+            recvs.append(r)
+            ops.append(dist.P2POp(dist.irecv, r, q, self.group))
+            peers.append(q)
+        self.monitor.op += 1
+        if ops:
+            works = dist.batch_isend_irecv(ops)
+            # receives first: a missing peer is seen on what we need from it
+            n = len(self.peers)
+            order = list(range(n, 2 * n)) + list(range(n))
+            self._wait([works[i] for i in order], [peers[i] for i in order], f"gossip op {self.monitor.op}")
+        self.bytes_sent += sent
+        self.messages_sent += len(self.peers)
+        return recvs
+
+    def gossip(self, Z: torch.Tensor) -> torch.Tensor:
+        """One round: the local rows of ``W @ Z_global``. ``Z`` holds the local rows and is not modified."""
+        t0 = time.perf_counter()
+        k = Z.shape[0]
+        flat = Z.reshape(k, -1) if Z.ndim > 1 else Z.reshape(k, 1)
+        flat = flat.contiguous()
+        recvs = self.exchange(flat)
+        t1 = time.perf_counter()
+        buf = torch.cat([flat, *recvs], dim=0) if recvs else flat
+        out = (self._matrix(flat) @ buf).reshape(Z.shape)
+        self.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
+        t2 = time.perf_counter()
+        self.exchange_s += t1 - t0
+        self.gossip_s += t2 - t0
+        return out
+
+    def _collective_device(self) -> torch.device:
+        """Where collective buffers live: the current GPU for nccl, the CPU otherwise."""
+        if dist.get_backend(self.group) == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def sum_over_nodes(self, T: torch.Tensor) -> torch.Tensor:
+        """Sum over every node of the network (all_reduce; logging only, not counted in the iteration)."""
+        local = T.sum(dim=0).to(self._collective_device()).contiguous()
+        self.monitor.op += 1
+        work = dist.all_reduce(local, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
+        self._wait([work], [None], f"metrics all_reduce (op {self.monitor.op})")
+        self.logging_bytes += local.numel() * local.element_size()
+        return local.to(T.device)
+
+    def barrier(self) -> None:
+        """Wait for every process (set-up only, never inside an iteration)."""
+        self.monitor.op += 1
+        work = dist.barrier(group=self.group, async_op=True)
+        self._wait([work], [None], "the start-up barrier")
+
+    def gather_rows(self, X: torch.Tensor) -> torch.Tensor | None:
+        """All n rows in global order on rank 0 (None elsewhere); for the final output only."""
+        kmax = max(len(b) for b in self.blocks)
+        pad = X.new_zeros((kmax,) + tuple(X.shape[1:]))
+        pad[: X.shape[0]] = X
+        pad = pad.to(self._collective_device())
+        bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
+        self.monitor.op += 1
+        work = dist.gather(pad, bufs, dst=0, group=self.group, async_op=True)
+        self._wait([work], [None], "the final gather")
+        if self.rank != 0:
+            return None
+        rows = [bufs[r][: len(self.blocks[r])] for r in range(self.world)]
+        return torch.cat(rows, dim=0).to(X.device)
+
+    def all_stats(self, values: Sequence[float]) -> np.ndarray:
+        """Small per-rank statistics gathered on every rank: array (world, len(values))."""
+        v = torch.zeros((self.world, len(values)), dtype=torch.float64)
+        v[self.rank] = torch.tensor(list(values), dtype=torch.float64)
+        v = v.to(self._collective_device())
+        self.monitor.op += 1
+        work = dist.all_reduce(v, group=self.group, async_op=True)
+        self._wait([work], [None], "the final statistics")
+        return v.cpu().numpy()
+
+

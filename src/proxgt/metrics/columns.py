@@ -1,0 +1,18 @@
+"""The metric columns every run logs (torch-free, so reports can name them without importing torch)."""
+
+from __future__ import annotations
+
+__all__ = ["BASE_COLUMNS"]
+
+#: Columns of every metrics row, in order; classification and test-set columns follow (see ``evaluator``).
+BASE_COLUMNS = (
+    "iter",
+    "ifo_per_node",
+    "comm_rounds",
+    "bytes_per_node",
+    "wall_s",
+    "grad_mapping_sq",
+    "consensus",
+    "total_opt",
+    "objective",
+)

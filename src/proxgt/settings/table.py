@@ -1,0 +1,163 @@
+"""The one table of run settings: name, section, default, constraint and help of each.
+
+The table drives everything a user sees of a setting: validation (:meth:`RunConfig.validate`), the flat CLI
+flags with their defaults in ``--help`` (:mod:`proxgt.cli.flags`), the TOML tables (a setting's section is its
+table: ``[graph] nodes = 8``) and the README's settings reference (:func:`reference_markdown`). A new feature
+adds rows here; nothing else lists settings by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proxgt.settings.constraints import (
+    Bool,
+    Choice,
+    Constraint,
+    Either,
+    Float,
+    Int,
+    PathValue,
+    Registered,
+    Str,
+)
+
+__all__ = ["Setting", "SETTINGS", "SECTIONS", "BY_NAME", "PATH_SETTINGS", "RESUMABLE", "reference_markdown"]
+
+#: section -> what it holds (also the TOML table names, in this order)
+SECTIONS: dict[str, str] = {
+    "data": "where the samples come from and how they are split over nodes",
+    "graph": "the communication network and its mixing matrix",
+    "mixing": "multi-round gossip",
+    "algorithm": "the method, its step and its gradient estimator",
+    "problem": "the loss, the model and the regularizer",
+    "run": "length, logging, seeds, precision and hardware",
+    "distributed": "the torch.distributed executor",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting. ``default=None`` means "unset" (the run derives a value, or the feature is off)."""
+
+    name: str
+    section: str
+    default: Any
+    constraint: Constraint
+    help: str
+    flag: str | None = None  # default: --name with '-' for '_'
+    metavar: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """The normalized value, or a one-line ProxGTValueError; None passes where the default is None."""
+        if value is None and self.default is None:
+            return None
+        return self.constraint.check(value, self.name)
+
+
+_REG_PARAM = "regularizer parameter"
+
+SETTINGS: tuple[Setting, ...] = (
+    # ------------------------------------------------------------------ data
+    Setting("data", "data", "a9a-synthetic", Registered("DATASETS", or_path=True),
+            "a built-in data set or a .npz / LIBSVM file", metavar="NAME|PATH"),
+    Setting("data_dir", "data", None, PathValue(folder=True), "folder holding a named data set's files",
+            metavar="DIR"),
+    Setting("test_fraction", "data", 0.2, Float(0.0, 1.0), "held-out share when the data has no test split"),
+    Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards")),
+            "how samples are dealt to nodes (sorted, dirichlet and shards skew labels)"),
+    Setting("alpha", "data", 0.5, Float(0.0, low_open=True), "Dirichlet concentration for split = dirichlet"),
+    # ------------------------------------------------------------------ graph
+    Setting("nodes", "graph", 16, Int(1), "number of nodes n"),
+    Setting("topology", "graph", "ring", Registered("TOPOLOGIES"), "graph family"),
+    Setting("topology_p", "graph", None, Float(0.0, 1.0, low_open=True, high_open=False),
+            "edge probability for topology = erdos_renyi"),
+    Setting("topology_radius", "graph", None, Float(0.0, low_open=True), "radius for topology = random_geometric"),
+    Setting("edge_file", "graph", None, PathValue(), "edge list for topology = file", metavar="PATH"),
+    Setting("weights", "graph", "metropolis", Choice(("metropolis", "max_degree", "lazy_metropolis", "user")),
+            "rule for the mixing matrix W (user: read it from weights_file)"),
+    Setting("weights_file", "graph", None, PathValue(),
+            "a mixing matrix W (.npy, .csv or .txt), validated against the graph; implies weights = user",
+            metavar="PATH"),
+    # ------------------------------------------------------------------ mixing
+    Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
+            "multi-round gossip M_K"),
+    Setting("rounds", "mixing", "auto", Either("auto", Int(1)),
+            "gossip rounds K per mixing, or auto (smallest K with ||M_K - J|| <= mix_target)"),
+    Setting("mix_target", "mixing", 0.2, Float(0.0, 1.0, low_open=True), "target ||M_K - J|| for rounds = auto"),
+    # ------------------------------------------------------------------ algorithm
+    Setting("algorithm", "algorithm", "proxgt-sa", Registered("ALGORITHMS"), "the method"),
+    Setting("order", "algorithm", "prox-mix", Choice(("prox-mix", "mix-prox")), "ProxGT: prox before or after mixing"),
+    Setting("step", "algorithm", "auto", Either("auto", Float(0.0, low_open=True)),
+            "step a, or auto (1/L where L is known, else the problem's default)"),
+    Setting("batch", "algorithm", None, Either("full", Int(1)),
+            "minibatch b per node, or full: every stochastic gradient is the exact local gradient "
+            "(deterministic mode) [default: the estimator's]"),
+    Setting("big_batch", "algorithm", None, Int(1), "large batch B of the SR-O refresh [default: min(m, 256)]"),
+    Setting("period", "algorithm", None, Int(1), "refresh period q of SR-O and SR-E [default: from b and m]"),
+    # ------------------------------------------------------------------ problem
+    Setting("problem", "problem", "logistic", Registered("PROBLEMS"), "the smooth loss f"),
+    Setting("rho", "problem", 1e-3, Float(0.0), "weight of the logistic problem's non-convex penalty"),
+    Setting("reg", "problem", "l1", Registered("REGULARIZERS"), "the non-smooth regularizer or constraint h"),
+    Setting("reg_strength", "problem", 1e-4, Float(0.0), "strength of a penalty (l1, l2sq, elastic_net, group_lasso)"),
+    Setting("l1_ratio", "problem", None, Float(0.0, 1.0, high_open=False),
+            f"{_REG_PARAM} of elastic_net: share of l1 [default 0.5]"),
+    Setting("reg_radius", "problem", None, Float(0.0, low_open=True), f"{_REG_PARAM} of l2_ball and l1_ball: radius"),
+    Setting("box_lower", "problem", None, Float(), f"{_REG_PARAM} of box: lower bound"),
+    Setting("box_upper", "problem", None, Float(), f"{_REG_PARAM} of box: upper bound"),
+    Setting("group_size", "problem", None, Int(1), f"{_REG_PARAM} of group_lasso: consecutive groups of this size"),
+    Setting("groups", "problem", None, PathValue(),
+            f"{_REG_PARAM} of group_lasso: a file with one group id per feature (whitespace or comma separated)",
+            metavar="PATH"),
+    Setting("reg_bias", "problem", False, Bool(), "networks: also regularize biases"),
+    Setting("hidden", "problem", 256, Int(1), "hidden width of problem = mlp"),
+    Setting("activation", "problem", "relu", Choice(("relu", "tanh")), "activation of mlp and lenet"),
+    Setting("nn_grad", "problem", "auto", Choice(("auto", "grouped", "vmap")),
+            "how network gradients are batched over nodes"),
+    Setting("init", "problem", None, PathValue(),
+            "an .npz whose x is the initial point: one (d,) for every node or one row per node (n, d)",
+            metavar="PATH"),
+    # ------------------------------------------------------------------ run
+    Setting("iters", "run", 500, Int(1), "iterations T"),
+    Setting("epochs", "run", None, Float(0.0, low_open=True),
+            "passes over the local data instead of iters: T = ceil(epochs * m / b)"),
+    Setting("log_every", "run", 10, Int(1), "log metrics every this many iterations"),
+    Setting("metrics_samples", "run", None, Int(1),
+            "networks: training metrics on a fixed subsample of this many samples per node [default: all]"),
+    Setting("seed", "run", 0, Int(0), "random seed (data split, graph, sampling, initialization)"),
+    Setting("out", "run", None, Str(), "output folder [default: runs/<algorithm>-seed<seed>]", metavar="DIR"),
+    Setting("dtype", "run", "float32", Choice(("float32", "float64")), "floating-point precision"),
+    Setting("device", "run", "cpu", Str(), "cpu or cuda[:i]"),
+    Setting("threads", "run", "auto", Either("auto", Int(1)), "intra-op threads (auto: 1)"),
+    Setting("checkpoint_every", "run", 0, Int(0), "write a checkpoint every N iterations (0: never; see --resume)"),
+    # ------------------------------------------------------------------ distributed
+    Setting("timeout_s", "distributed", 120.0, Float(0.0, low_open=True),
+            "seconds a distributed process waits for a peer before failing", flag="--timeout"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+#: settings a resumed run may change; every other one comes from its checkpoint
+RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s")
+#: settings that hold a path, recorded absolute in a run's config.toml
+PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, PathValue))
+
+
+def reference_markdown() -> str:
+    """The README's settings reference, generated from the table (one Markdown table per section)."""
+    lines = []
+    for section, what in SECTIONS.items():
+        lines += [f"**`[{section}]`**: {what}", "", "| setting | flag | default | accepts | meaning |",
+                  "|---|---|---|---|---|"]
+        for s in SETTINGS:
+            if s.section != section:
+                continue
+            default = "-" if s.default is None else f"`{s.default}`"
+            accepts = s.constraint.describe().replace("|", "\\|")
+            lines.append(f"| `{s.name}` | `{s.cli_flag}` | {default} | {accepts} | {s.help.replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)

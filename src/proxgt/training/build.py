@@ -1,0 +1,266 @@
+"""Settings -> the objects of a run: data, split, graph, problem, regularizer, algorithm, step and rounds.
+
+Building is global and deterministic (everything follows from the settings and the seed), so every process of
+a distributed run builds the same run and keeps its own rows. Values the user left to the library (``auto``
+step and rounds, estimator sizes, iterations from epochs, ``weights = user`` from a weights file) are resolved
+here and recorded in :attr:`RunSpec.resolved`; the settings the user gave are never changed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from proxgt import __version__
+from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
+from proxgt.errors import ProxGTValueError
+from proxgt.mixing import rounds_for_target
+from proxgt.problems.base import Problem
+from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer, make_regularizer
+from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS
+from proxgt.settings import RunConfig
+from proxgt.topology import Topology, make_topology
+
+__all__ = ["AlgorithmContext", "RunSpec", "build_run"]
+
+# Run setting -> keyword parameter of the regularizers that take it (see proxgt.prox).
+REG_PARAM_SETTINGS: dict[str, str] = {
+    "l1_ratio": "l1_ratio",
+    "reg_radius": "radius",
+    "box_lower": "lower",
+    "box_upper": "upper",
+    "group_size": "group_size",
+    "groups": "groups",
+}
+
+
+@dataclass(frozen=True)
+class AlgorithmContext:
+    """What an algorithm builder may use: resolved numbers, never an executor.
+
+    ``cfg.batch`` is an int or None here (with ``batch = full`` the oracle returns exact local gradients
+    whatever batch an estimator asks for, so builders see None and keep their defaults).
+    """
+
+    cfg: RunConfig
+    n_nodes: int
+    local_size: int
+    regularizer: Regularizer
+    step: float
+
+
+@dataclass
+class RunSpec:
+    """A fully resolved run, before any executor touches it."""
+
+    settings: RunConfig  # validated, as the user gave them
+    resolved: RunConfig  # every derived value filled in
+    train: Dataset | None
+    test: Dataset | None
+    node_data: NodeData
+    topology: Topology
+    problem: Problem
+    regularizer: Regularizer
+    algorithm: Any
+    x0: torch.Tensor  # (d,) shared by every node, or (n, d)
+    smoothness: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> float:
+        return float(self.resolved.step)
+
+    @property
+    def rounds(self) -> int:
+        return int(self.resolved.rounds)
+
+    @property
+    def iters(self) -> int:
+        return int(self.resolved.iters)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.settings.dtype == "float64" else torch.float32
+
+    @property
+    def full_batch(self) -> bool:
+        return self.settings.batch == "full"
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The resolved settings, flat, plus a ``meta`` table (what :class:`~proxgt.training.History` carries)."""
+        d = {k: v for k, v in self.resolved.to_dict().items() if v is not None}
+        d["meta"] = dict(self.meta)
+        return d
+
+    def initial_rows(self, node_ids: list[int] | tuple[int, ...]) -> torch.Tensor:
+        """x0 for the rows ``node_ids``, on the run's device and dtype."""
+        x0 = self.x0.to(device=torch.device(self.settings.device), dtype=self.dtype)
+        if x0.ndim == 1:
+            return x0.unsqueeze(0).repeat(len(node_ids), 1)
+        return x0[list(node_ids)].clone()
+
+    def make_oracle(self, node_ids: list[int] | tuple[int, ...]) -> GradientOracle:
+        """The gradient oracle of the nodes ``node_ids``."""
+        return GradientOracle(
+            self.problem,
+            self.node_data.shard(list(node_ids)),
+            self.settings.seed,
+            chunk_size=self.problem.chunk_size,
+            dtype=self.dtype,
+            device=torch.device(self.settings.device),
+            full_batch=self.full_batch,
+        )
+
+    def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:
+        """Drop every training sample the nodes ``node_ids`` do not own (a distributed process keeps its shard)."""
+        self.node_data = self.node_data.shard(list(node_ids))
+        self.train = None
+
+
+def _regularizer(cfg: RunConfig, problem: Problem) -> Regularizer:
+    cls = REGULARIZERS.get(cfg.reg)
+    name = REGULARIZERS.canonical(cfg.reg)
+    params: dict[str, Any] = {}
+    for setting, param in REG_PARAM_SETTINGS.items():
+        value = getattr(cfg, setting)
+        if value is None:
+            continue
+        if param not in cls.PARAMS:
+            users = [n for n in REGULARIZERS.names() if param in REGULARIZERS.get(n).PARAMS]
+            raise ProxGTValueError(
+                f"{setting} (--{setting.replace('_', '-')}) is a parameter of {' and '.join(users)}, "
+                f"not of reg = {name!r}"
+            )
+        params[param] = _read_groups(value) if setting == "groups" else value
+    if problem.reg_mask is not None and "mask" in cls.PARAMS:
+        params["mask"] = problem.reg_mask  # e.g. leave neural-net biases unpenalized
+    missing = [s for s, p in REG_PARAM_SETTINGS.items() if p in cls.REQUIRED and p not in params]
+    if missing:
+        flags = " and ".join(f"{m} (--{m.replace('_', '-')})" for m in missing)
+        raise ProxGTValueError(f"reg = {name!r} needs {flags}")
+    return make_regularizer(name, cfg.reg_strength, **params)
+
+
+def _read_groups(path: str) -> list[int]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        ids = [int(tok) for tok in text.replace(",", " ").split()]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProxGTValueError(f"groups file {path}: expected integer group ids, one per feature ({exc})") from None
+    if not ids:
+        raise ProxGTValueError(f"groups file {path} is empty; it needs one group id per feature")
+    return ids
+
+
+def _initial_point(cfg: RunConfig, problem: Problem) -> torch.Tensor:
+    if cfg.init is None:
+        return problem.init_params(torch.Generator().manual_seed(cfg.seed))
+    try:
+        with np.load(cfg.init, allow_pickle=False) as z:
+            if "x" not in z:
+                have = ", ".join(z.files) or "none"
+                raise ProxGTValueError(f"init file {cfg.init} has no array 'x' (it has: {have})")
+            x = np.asarray(z["x"])
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ProxGTValueError):
+            raise
+        raise ProxGTValueError(f"init file {cfg.init}: not a readable .npz ({str(exc).splitlines()[0]})") from None
+    d = int(problem.dim)
+    if x.shape not in ((d,), (cfg.nodes, d)) or not np.issubdtype(x.dtype, np.number):
+        raise ProxGTValueError(
+            f"init file {cfg.init}: x has shape {x.shape}; expected ({d},) for every node or ({cfg.nodes}, {d}) "
+            "for one row per node"
+        )
+    if not np.isfinite(x).all():
+        raise ProxGTValueError(f"init file {cfg.init}: x has NaN or Inf entries")
+    return torch.from_numpy(x.astype(np.float64))
+
+
+def _check_batch_fits(cfg: RunConfig, node_data: NodeData, algorithm: Any) -> None:
+    """A minibatch larger than a node's local data: say what happens instead of silently resampling."""
+    est = getattr(algorithm, "estimator", None)
+    batch = getattr(est, "batch", None) if est is not None else None
+    smallest = int(node_data.counts.min())
+    if batch is not None and cfg.batch != "full" and batch > smallest:
+        warnings.warn(
+            f"batch {batch} is larger than the smallest node's local data ({smallest} samples): minibatches are "
+            f"drawn with replacement, so they repeat samples; use batch = full for exact local gradients",
+            stacklevel=3,
+        )
+
+
+def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
+    """Validate ``cfg`` and resolve everything that does not depend on the executor.
+
+    Raises ProxGTValueError (one line) on bad input.
+    """
+    if isinstance(cfg, dict):
+        cfg = RunConfig.from_dict(cfg)
+    cfg = cfg.validate()
+    train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
+    if test is None and cfg.test_fraction > 0 and len(train) >= 10:
+        train, test = train_test_split(train, cfg.test_fraction, seed=cfg.seed)
+    if cfg.nodes > len(train):
+        raise ProxGTValueError(
+            f"cannot split {len(train)} training samples over {cfg.nodes} nodes: each node needs at least one sample"
+        )
+    node_data = split_nodes(train, cfg.nodes, cfg.split, alpha=cfg.alpha, seed=cfg.seed)
+    weights = "user" if cfg.weights_file is not None else cfg.weights
+    topology = make_topology(
+        cfg.topology, cfg.nodes, weights=weights, seed=cfg.seed, p=cfg.topology_p, radius=cfg.topology_radius,
+        edge_file=cfg.edge_file, matrix=cfg.weights_file,
+    )
+    problem: Problem = PROBLEMS.get(cfg.problem)(cfg, train)
+    regularizer = _regularizer(cfg, problem)
+    L = problem.smoothness()
+    if cfg.step == "auto":
+        step = 1.0 / L if L else float(problem.default_step or 0.1)
+    else:
+        step = float(cfg.step)
+        if L and step > 2.0 / L:
+            warnings.warn(
+                f"step {step:g} exceeds 2/L = {2.0 / L:.4g} (L = {L:.4g} bounds the smoothness of f); "
+                "the run may diverge",
+                stacklevel=2,
+            )
+    rounds = rounds_for_target(topology.eigenvalues, cfg.mixing, cfg.mix_target) if cfg.rounds == "auto" \
+        else int(cfg.rounds)
+    local_size = int(round(node_data.total / node_data.n_nodes))
+    ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
+    algorithm = ALGORITHMS.get(cfg.algorithm)(
+        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step)
+    )
+    _check_batch_fits(cfg, node_data, algorithm)
+    x0 = _initial_point(cfg, problem)
+
+    derived: dict[str, Any] = {"step": step, "rounds": rounds, "weights": weights}
+    est = getattr(algorithm, "estimator", None)
+    if est is not None and cfg.batch != "full":
+        for key in ("batch", "big_batch", "period"):
+            if getattr(est, key, None) is not None:
+                derived[key] = int(getattr(est, key))
+    if cfg.epochs is not None:
+        per_iter = getattr(est, "batch", None) or (32 if cfg.batch in (None, "full") else cfg.batch)
+        per_iter = local_size if cfg.batch == "full" else per_iter
+        derived["iters"] = max(1, math.ceil(cfg.epochs * local_size / per_iter))
+    resolved = cfg.replace(**derived).with_absolute_paths()
+    meta = {
+        "version": __version__,
+        "lambda": topology.lam,
+        "spectral_gap": topology.spectral_gap,
+        "n_features": train.n_features,
+        "dim": int(problem.dim),
+        "train_samples": len(train),
+        "test_samples": 0 if test is None else len(test),
+        "local_sizes": [int(c) for c in node_data.counts.tolist()],
+        **({"smoothness_L": L} if L is not None else {}),
+    }
+    return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
+                   problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta)

@@ -1,0 +1,150 @@
+"""The run folder: config.toml, metrics.csv, final.npz and summary.json, each written atomically.
+
+A folder is safe to use:
+
+* a lock (``.lock``, held with ``flock`` for the run's life) refuses a second run in a folder in use;
+* a folder that already holds a run (any of its files, or checkpoints) is not reused unless the caller says
+  ``overwrite`` (its old files and checkpoints are then removed first, so a stale checkpoint is never picked
+  up) or ``resume``;
+* files get the mode an ordinary ``open`` would give them (0644 under a 022 umask).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from proxgt._io import atomic_write_bytes, atomic_write_text, json_safe, metrics_csv_text
+from proxgt.errors import ProxGTValueError
+
+try:  # POSIX; elsewhere the folder is used without a lock
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["RunFolder", "RUN_FILES", "CHECKPOINT_DIR"]
+
+RUN_FILES = ("config.toml", "metrics.csv", "final.npz", "summary.json")
+CHECKPOINT_DIR = "checkpoint"
+LOCK_FILE = ".lock"
+
+
+def _describe_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a run folder, or None."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"cannot create output folder {path}: {parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"cannot create output folder {path}: {parent} is not writable"
+            return None
+    return None
+
+
+class RunFolder:
+    """The output folder of one run, locked while the run lasts.
+
+    Args:
+        path: the folder (created if needed).
+        overwrite: replace a run already in the folder (its files and checkpoints are removed).
+        resume: the run in the folder is being continued: keep its files and checkpoints.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False):
+        self.path = Path(path)
+        problem = _describe_problem(self.path)
+        if problem:
+            raise ProxGTValueError(problem)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProxGTValueError(f"cannot create output folder {self.path}: {exc.strerror or exc}") from None
+        self._lock_fh: Any = None
+        self._lock()
+        try:
+            if not resume:
+                self._claim(overwrite)
+        except BaseException:
+            self.close()
+            raise
+        self._columns: list[str] = []
+        self._rows: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ lock and policy
+    def _lock(self) -> None:
+        if fcntl is None:
+            return
+        try:
+            fh = open(self.path / LOCK_FILE, "a")  # noqa: SIM115 - held open for the run's life
+        except OSError as exc:
+            raise ProxGTValueError(f"cannot write in output folder {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise ProxGTValueError(
+                f"output folder {self.path} is in use by another run; wait for it to end or choose another --out"
+            ) from None
+        self._lock_fh = fh
+
+    def _claim(self, overwrite: bool) -> None:
+        present = [name for name in (*RUN_FILES, CHECKPOINT_DIR) if (self.path / name).exists()]
+        if not present:
+            return
+        if not overwrite:
+            what = "a finished run" if (self.path / "summary.json").exists() else "an unfinished run"
+            raise ProxGTValueError(
+                f"output folder {self.path} already holds {what} ({', '.join(present)}); pass --overwrite to "
+                "replace it, --resume to continue it, or choose another --out"
+            )
+        for name in present:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def close(self) -> None:
+        """Release the lock (the lock file stays; it is empty)."""
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ files
+    def write_config(self, sections: dict[str, Any]) -> None:
+        import tomli_w
+
+        atomic_write_text(self.path / "config.toml", tomli_w.dumps(json_safe(sections)))
+
+    def start_metrics(self, columns: list[str], rows: list[dict[str, Any]] | None = None) -> None:
+        self._columns = list(columns)
+        self._rows = list(rows or [])
+        if self._rows:
+            atomic_write_text(self.path / "metrics.csv", metrics_csv_text(self._columns, self._rows))
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Append a metrics row and rewrite metrics.csv atomically (rows are few: one per log step)."""
+        if not self._columns:
+            self._columns = list(row)
+        self._rows.append(row)
+        atomic_write_text(self.path / "metrics.csv", metrics_csv_text(self._columns, self._rows))
+
+    def write_final(self, x: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, x=x, x_bar=x.mean(axis=0))
+        atomic_write_bytes(self.path / "final.npz", buf.getvalue())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")

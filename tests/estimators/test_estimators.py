@@ -1,0 +1,140 @@
+"""Estimators through the registry: spec defaults of from_settings, make_estimator, user registrations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from proxgt._validation import ProxGTValueError
+from proxgt.estimators import (
+    ESTIMATOR_NAMES,
+    Estimator,
+    Minibatch,
+    SarahFinite,
+    SarahOnline,
+    make_estimator,
+)
+from proxgt.registry import ESTIMATORS
+
+
+@pytest.fixture
+def restore_estimators():
+    """Undo registrations a test makes in the global ESTIMATORS table."""
+    saved = (dict(ESTIMATORS._entries), dict(ESTIMATORS._aliases), dict(ESTIMATORS._loaded))
+    yield ESTIMATORS
+    ESTIMATORS._entries, ESTIMATORS._aliases, ESTIMATORS._loaded = saved
+
+
+def test_names_come_from_the_registry():
+    assert ESTIMATOR_NAMES == ("sa", "sr-o", "sr-e")
+    assert ESTIMATORS.get("sa") is Minibatch
+    assert ESTIMATORS.get("sr-o") is SarahOnline
+    assert ESTIMATORS.get("sr-e") is SarahFinite
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (4, 10), (8, 100), (16, 300), (3, 5000), (32, 60000)])
+def test_from_settings_defaults_follow_the_spec(n, m):
+    assert Minibatch.from_settings(n_nodes=n, local_size=m) == Minibatch(batch=32)
+
+    B = min(m, 256)
+    b = max(1, math.ceil(math.sqrt(B)) // 2)
+    assert SarahOnline.from_settings(n_nodes=n, local_size=m) == SarahOnline(
+        batch=b, big_batch=B, period=math.ceil(B / b)
+    )
+
+    b = max(math.ceil(math.sqrt(m / n)), 1)
+    assert SarahFinite.from_settings(n_nodes=n, local_size=m) == SarahFinite(batch=b, period=math.ceil(m / b))
+
+
+def test_from_settings_known_values():
+    # m = 100: B = 100, b = ceil(10) // 2 = 5, q = 20; SR-E with n = 4: b = ceil(sqrt(25)) = 5, q = 20
+    assert SarahOnline.from_settings(n_nodes=4, local_size=100) == SarahOnline(batch=5, big_batch=100, period=20)
+    assert SarahFinite.from_settings(n_nodes=4, local_size=100) == SarahFinite(batch=5, period=20)
+    # m = 1000: B = 256, b = 16 // 2 = 8, q = 32
+    assert SarahOnline.from_settings(n_nodes=1, local_size=1000) == SarahOnline(batch=8, big_batch=256, period=32)
+
+
+def test_from_settings_given_values_win_and_unused_ones_are_ignored():
+    assert Minibatch.from_settings(n_nodes=4, local_size=10, batch=7, big_batch=99, period=3) == Minibatch(7)
+    assert SarahOnline.from_settings(n_nodes=4, local_size=100, big_batch=64) == SarahOnline(
+        batch=4, big_batch=64, period=16
+    )
+    assert SarahOnline.from_settings(n_nodes=4, local_size=100, batch=2, big_batch=10, period=3) == SarahOnline(
+        batch=2, big_batch=10, period=3
+    )
+    assert SarahFinite.from_settings(n_nodes=4, local_size=100, batch=10, big_batch=7) == SarahFinite(
+        batch=10, period=10
+    )
+
+
+def test_make_estimator_uses_from_settings():
+    for name, cls in (("sa", Minibatch), ("sr-o", SarahOnline), ("sr-e", SarahFinite)):
+        est = make_estimator(name, n_nodes=8, local_size=500, batch=None, big_batch=None, period=None)
+        assert est == cls.from_settings(n_nodes=8, local_size=500)
+        assert isinstance(est, Estimator) and est.name == name
+    assert make_estimator("SR-O", n_nodes=2, local_size=50).name == "sr-o"  # registry normalizes case
+
+
+def test_make_estimator_unknown_name_is_one_line_value_error():
+    with pytest.raises(ProxGTValueError) as info:
+        make_estimator("adam", n_nodes=4, local_size=10)
+    msg = str(info.value)
+    assert "\n" not in msg and "'adam'" in msg and all(n in msg for n in ESTIMATOR_NAMES)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ProxGTValueError, match="'batch' parameter of Minibatch"):
+        make_estimator("sa", n_nodes=4, local_size=10, batch=0)
+    with pytest.raises(ProxGTValueError, match="'period' parameter of SarahFinite"):
+        make_estimator("sr-e", n_nodes=4, local_size=10, period=-1)
+
+
+@dataclass(frozen=True)
+class _Doubling:
+    """A user estimator: twice the minibatch gradient (enough to tell it apart)."""
+
+    batch: int
+    name: str = "mine"
+
+    @classmethod
+    def from_settings(cls, *, n_nodes, local_size, batch=None, big_batch=None, period=None):
+        return cls(batch=batch if batch is not None else local_size // n_nodes)
+
+    def init(self, oracle, X0):
+        return 2 * oracle.grad(X0, oracle.sample(self.batch))
+
+    def update(self, oracle, X_new, X_old, V_old, t):
+        return 2 * oracle.grad(X_new, oracle.sample(self.batch))
+
+
+def test_registered_estimator_is_built_by_make_estimator(restore_estimators):
+    restore_estimators.register("mine", _Doubling, summary="twice the minibatch gradient")
+    est = make_estimator("mine", n_nodes=4, local_size=40)
+    assert est == _Doubling(batch=10) and isinstance(est, Estimator)
+    assert make_estimator("mine", n_nodes=4, local_size=40, batch=3) == _Doubling(batch=3)
+
+
+def test_registered_estimator_drives_proxgt(restore_estimators):
+    from proxgt.algorithms import ProxGT
+    from proxgt.data import Dataset, split_nodes
+    from proxgt.mixing import Mixer, SimulatedCommunicator
+    from proxgt.problems import LeastSquares
+    from proxgt.problems.oracle import GradientOracle
+    from proxgt.prox import make_regularizer
+    from proxgt.topology import make_topology
+
+    restore_estimators.register("mine", _Doubling)
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(40, 3, generator=g), torch.randn(40, generator=g), 0, "toy")
+    shards = split_nodes(data, 4, "iid", seed=0)
+    topo = make_topology("ring", 4)
+    mix = Mixer(SimulatedCommunicator(topo.W, topo.degrees), "plain", 1, lam=topo.lam)
+    X0 = torch.ones(4, 3)
+
+    alg = ProxGT(make_estimator("mine", n_nodes=4, local_size=10, batch=5), make_regularizer("l1", 0.0), step=0.1)
+    state = alg.init(X0, GradientOracle(LeastSquares(3), shards, seed=0), mix)
+    reference = Minibatch(5).init(GradientOracle(LeastSquares(3), shards, seed=0), X0)  # same sample stream
+    torch.testing.assert_close(state.v, 2 * reference)
