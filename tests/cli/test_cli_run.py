@@ -127,3 +127,25 @@ def test_entry_point_has_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("proxgt: error:")
+
+
+def test_empty_config_file_is_called_empty_not_missing(tmp_path, capsys):
+    (tmp_path / "empty.toml").write_text("")
+    for path, message in (("/dev/null", "config file /dev/null is empty"),
+                          (str(tmp_path / "empty.toml"), "is empty"),
+                          (str(tmp_path / "none.toml"), "config file not found"),
+                          (str(tmp_path), "is a folder, not a file")):
+        code, _, err = _run(["run", "-c", path], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_too_many_nodes_fail_fast_with_the_reason(capsys):
+    code, _, err = _run(["run", "--nodes", "100000", "--no-progress"], capsys)
+    assert code == 2 and "nodes = 100000" in err and "74.5 GiB" in err and err.count("\n") == 1
+
+
+def test_unknown_setting_suggests_the_close_one(tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text("[graph]\nnodse = 4\n")
+    code, _, err = _run(["run", "-c", str(cfg)], capsys)
+    assert code == 2 and "unknown setting 'graph.nodse'" in err and err.count("\n") == 1

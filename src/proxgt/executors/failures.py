@@ -84,6 +84,8 @@ class FaultMonitor:
         """Record a suspicion against ``peer`` (None: unknown, e.g. a collective), resolve the culprit after a
         grace period, publish it, and return the exception to raise."""
         self._set(f"suspect/{self.rank}", f"{self.op} {-2 if peer is None else peer} {reason}")
+        if os.environ.get("PROXGT_DEBUG_FAIL"):
+            sys.stderr.write(f"DEBUG {time.time():.3f} rank {self.rank} suspects {peer} at op {self.op}: {reason}\n")
         time.sleep(self.grace_s)
         published = self._get(self.store, "failed")
         if published:

@@ -22,7 +22,7 @@ __all__ = ["RunConfig", "read_toml", "load_config_file", "flatten"]
 
 
 def _unknown(key: str, source: str) -> ProxGTValueError:
-    close = difflib.get_close_matches(key.replace("-", "_"), list(BY_NAME), n=1)
+    close = difflib.get_close_matches(key.rpartition(".")[2].replace("-", "_"), list(BY_NAME), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ProxGTValueError(
         f"unknown setting '{key}' in {source}{hint}; known settings: {', '.join(sorted(BY_NAME))}"

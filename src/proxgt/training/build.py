@@ -204,6 +204,12 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
     if isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
     cfg = cfg.validate()
+    # the graph first: it needs no data, and too many nodes or a disconnected graph should fail at once
+    weights = "user" if cfg.weights_file is not None else cfg.weights
+    topology = make_topology(
+        cfg.topology, cfg.nodes, weights=weights, seed=cfg.seed, p=cfg.topology_p, radius=cfg.topology_radius,
+        edge_file=cfg.edge_file, matrix=cfg.weights_file,
+    )
     train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
     if test is None and cfg.test_fraction > 0 and len(train) >= 10:
         train, test = train_test_split(train, cfg.test_fraction, seed=cfg.seed)
@@ -212,11 +218,6 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
             f"cannot split {len(train)} training samples over {cfg.nodes} nodes: each node needs at least one sample"
         )
     node_data = split_nodes(train, cfg.nodes, cfg.split, alpha=cfg.alpha, seed=cfg.seed)
-    weights = "user" if cfg.weights_file is not None else cfg.weights
-    topology = make_topology(
-        cfg.topology, cfg.nodes, weights=weights, seed=cfg.seed, p=cfg.topology_p, radius=cfg.topology_radius,
-        edge_file=cfg.edge_file, matrix=cfg.weights_file,
-    )
     problem: Problem = PROBLEMS.get(cfg.problem)(cfg, train)
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()

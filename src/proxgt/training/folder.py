@@ -40,7 +40,7 @@ def _describe_problem(path: Path) -> str | None:
     for parent in [path, *path.parents]:
         if parent.exists():
             if not parent.is_dir():
-                return f"cannot create output folder {path}: {parent} is a file, not a folder"
+                return f"cannot create output folder {path}: {parent} is not a folder"
             if not os.access(parent, os.W_OK | os.X_OK):
                 return f"cannot create output folder {path}: {parent} is not writable"
             return None
