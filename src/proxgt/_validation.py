@@ -18,34 +18,39 @@ __all__ = [
     "check_positive_float",
     "check_nonneg_float",
     "check_choice",
+    "param_error",
 ]
 
 
 
-def _fmt(owner: str, name: str, expected: str, got: Any) -> str:
+def param_error(owner: str, name: str, expected: str, got: Any, hint: str = "") -> ProxGTValueError:
+    """The library's one message template for a Python argument:
+    ``The 'n' parameter of ring_graph must be an int >= 1. Got 0 instead.`` (run settings use the same template
+    with "setting", see :mod:`proxgt.settings.constraints`)."""
     where = f" of {owner}" if owner else ""
-    return f"The '{name}' parameter{where} must be {expected}. Got {got!r} instead."
+    extra = f" {hint}" if hint else ""
+    return ProxGTValueError(f"The '{name}' parameter{where} must be {expected}. Got {got!r} instead.{extra}")
 
 
 def check_positive_int(value: Any, name: str, owner: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 1:
-        raise ProxGTValueError(_fmt(owner, name, "an int >= 1", value))
+        raise param_error(owner, name, "an int >= 1", value)
     return int(value)
 
 
 def check_positive_float(value: Any, name: str, owner: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ProxGTValueError(_fmt(owner, name, "a finite float > 0", value))
+        raise param_error(owner, name, "a finite float > 0", value)
     return float(value)
 
 
 def check_nonneg_float(value: Any, name: str, owner: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ProxGTValueError(_fmt(owner, name, "a finite float >= 0", value))
+        raise param_error(owner, name, "a finite float >= 0", value)
     return float(value)
 
 
 def check_choice(value: Any, name: str, choices: list[str] | tuple[str, ...], owner: str = "") -> str:
     if value not in choices:
-        raise ProxGTValueError(_fmt(owner, name, "one of " + ", ".join(repr(c) for c in choices), value))
+        raise param_error(owner, name, "one of " + ", ".join(repr(c) for c in choices), value)
     return value

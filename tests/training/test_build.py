@@ -12,10 +12,10 @@ import torch
 
 import proxgt
 from proxgt.errors import ProxGTValueError
+from proxgt.executors.simulation import simulated_communicator
 from proxgt.prox import Box, GroupLasso, L1Ball, L2Ball
 from proxgt.registry import ALGORITHMS
 from proxgt.settings import RunConfig
-from proxgt.executors.simulation import simulated_communicator
 from proxgt.training import build_run, train
 
 SMALL = {"data": "breast_cancer", "nodes": 4, "topology": "ring", "iters": 20, "log_every": 10}

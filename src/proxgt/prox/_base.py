@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, param_error
 
 # --------------------------------------------------------------------------------------------------
 # Protocol
@@ -53,7 +53,8 @@ class Regularizer(Protocol):
 
 
 def _msg(owner: str, name: str, expected: str, got: Any) -> str:
-    return f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead."
+    """The text of :func:`proxgt._validation.param_error` (for messages built before raising)."""
+    return str(param_error(owner, name, expected, got))
 
 
 def _is_real(value: Any) -> bool:
@@ -63,25 +64,25 @@ def _is_real(value: Any) -> bool:
 def check_strength(value: Any, owner: str, name: str = "strength") -> float:
     """A finite float >= 0 (the strength ``lam`` of a penalty)."""
     if not _is_real(value) or math.isnan(float(value)) or float(value) < 0:
-        raise ProxGTValueError(_msg(owner, name, "a float >= 0", value))
+        raise param_error(owner, name, "a float >= 0", value)
     if math.isinf(float(value)):
-        raise ProxGTValueError(_msg(owner, name, "a finite float >= 0", value))
+        raise param_error(owner, name, "a finite float >= 0", value)
     return float(value)
 
 
 def check_radius(value: Any, owner: str, name: str = "radius") -> float:
     """A finite float > 0 (the radius of a ball)."""
     if not _is_real(value) or math.isnan(float(value)) or float(value) <= 0:
-        raise ProxGTValueError(_msg(owner, name, "a float > 0", value))
+        raise param_error(owner, name, "a float > 0", value)
     if math.isinf(float(value)):
-        raise ProxGTValueError(_msg(owner, name, "a finite float > 0", value))
+        raise param_error(owner, name, "a finite float > 0", value)
     return float(value)
 
 
 def check_step(step: Any, owner: str) -> float:
     """The prox step: a finite float > 0 (a python or numpy number, not a tensor)."""
     if not _is_real(step) or not math.isfinite(float(step)) or float(step) <= 0:
-        raise ProxGTValueError(_msg(f"{owner}.prox", "step", "a finite float > 0", step))
+        raise param_error(f"{owner}.prox", "step", "a finite float > 0", step)
     return float(step)
 
 
@@ -104,11 +105,9 @@ def check_mask(mask: Any, owner: str) -> Tensor | None:
         t = torch.as_tensor(mask)
     except (TypeError, ValueError, RuntimeError):
         got = type(mask).__name__
-        raise ProxGTValueError(_msg(owner, "mask", "None or a 1-D bool tensor", got)) from None
+        raise param_error(owner, "mask", "None or a 1-D bool tensor", got) from None
     if t.dtype != torch.bool or t.dim() != 1:
-        raise ProxGTValueError(
-            _msg(owner, "mask", "None or a 1-D bool tensor", f"dtype {t.dtype}, shape {tuple(t.shape)}")
-        )
+        raise param_error(owner, "mask", "None or a 1-D bool tensor", f"dtype {t.dtype}, shape {tuple(t.shape)}")
     return t.detach().to("cpu").clone()
 
 

@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from proxgt._validation import ProxGTValueError
+from proxgt._validation import param_error as _param_error
 
 __all__ = [
     "ring_graph",
@@ -47,13 +48,6 @@ SeedLike = int | np.random.Generator | None
 # ----------------------------------------------------------------------------------------------------
 # Validation helpers (shared with the other topology modules)
 # ----------------------------------------------------------------------------------------------------
-
-
-def _param_error(owner: str, name: str, expected: str, got: Any, hint: str = "") -> ProxGTValueError:
-    """The library's one message template: "The 'n' parameter of ring_graph must be ... Got 0 instead."."""
-    where = f" of {owner}" if owner else ""
-    extra = f" {hint}" if hint else ""
-    return ProxGTValueError(f"The '{name}' parameter{where} must be {expected}. Got {got!r} instead.{extra}")
 
 
 def _check_n(n: Any, owner: str) -> int:

@@ -19,7 +19,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from proxgt._validation import ProxGTValueError
-from proxgt.topology._graphs import _param_error
+from proxgt._validation import param_error as _param_error
 
 __all__ = [
     "WEIGHT_RULES",

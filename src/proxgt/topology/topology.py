@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from proxgt._validation import ProxGTValueError
-from proxgt.topology._graphs import _param_error, graph_from_networkx
+from proxgt._validation import param_error as _param_error
+from proxgt.topology._graphs import graph_from_networkx
 from proxgt.topology._weights import (
     _canonical_weights,
     _check_mixing_matrix,
