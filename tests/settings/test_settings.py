@@ -93,3 +93,17 @@ def test_readme_settings_reference_is_the_generated_one():
         "README's settings reference is out of date: regenerate it with "
         "python -c 'from proxgt.settings import reference_markdown; print(reference_markdown())'"
     )
+
+
+def test_method_settings_from_the_command_line(tmp_path):
+    p = argparse.ArgumentParser()
+    add_setting_flags(p)
+    file = tmp_path / "x.toml"
+    file.write_text("[extra.deepstorm]\nbeta = 0.3\nt0 = 5.0\n")
+    args = p.parse_args(["-c", str(file), "--extra", "deepstorm.beta=0.1", "--extra", "prox-dsgd.schedule=diminishing",
+                         "--extra", 'sppdm.dual="0.5"'])
+    cfg = config_from_args(args)
+    assert cfg.extra == {"deepstorm": {"beta": 0.1, "t0": 5.0}, "prox-dsgd": {"schedule": "diminishing"},
+                         "sppdm": {"dual": "0.5"}}
+    with pytest.raises(ProxGTValueError, match="--extra expects METHOD.KEY=VALUE"):
+        config_from_args(p.parse_args(["--extra", "beta=0.1"]))

@@ -11,7 +11,7 @@ from proxgt.errors import ProxGTValueError
 from proxgt.settings import SECTIONS, SETTINGS, RunConfig, Setting, load_config_file
 from proxgt.settings.constraints import Bool, Choice, Either, Float, Int, Registered
 
-__all__ = ["add_setting_flags", "config_from_args", "resume_overrides", "setting_argv", "number_or"]
+__all__ = ["add_setting_flags", "config_from_args", "parse_extra", "resume_overrides", "setting_argv", "number_or"]
 
 
 def number_or(word: str, cast: type = float, what: str = "a number") -> Any:
@@ -77,19 +77,49 @@ def add_setting_flags(p: argparse.ArgumentParser, *, with_out: bool = True) -> N
                 continue
             group.add_argument(s.cli_flag, dest=s.name, type=_arg_type(s), default=None,
                                metavar=_metavar(s), help=_help(s))
+    p.add_argument("--extra", action="append", default=None, metavar="METHOD.KEY=VALUE",
+                   help="a method-specific setting, e.g. deepstorm.beta=0.1 (TOML: [extra.deepstorm] beta = 0.1); "
+                        "repeatable; VALUE is read as TOML (numbers, true/false, \"strings\" or bare words)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_extra(items: list[str] | None) -> dict[str, Any]:
+    """``["deepstorm.beta=0.1", ...]`` -> ``{"deepstorm": {"beta": 0.1}}`` (values read as TOML)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        method, dot, name = key.strip().rpartition(".")
+        if not eq or not dot or not method or not name:
+            raise ProxGTValueError(f"--extra expects METHOD.KEY=VALUE, e.g. deepstorm.beta=0.1. Got {item!r} instead.")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word, e.g. schedule=diminishing
+        out.setdefault(method, {})[name] = value
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The config file (if any) with the flags given on top."""
     base: dict[str, Any] = load_config_file(args.config) if getattr(args, "config", None) else {}
     cfg = RunConfig.from_dict(base, source=args.config or "config")
-    return cfg.merged({s.name: getattr(args, s.name, None) for s in SETTINGS})
+    cfg = cfg.merged({s.name: getattr(args, s.name, None) for s in SETTINGS})
+    extra = parse_extra(getattr(args, "extra", None))
+    if extra:
+        merged = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.extra.items()}
+        for method, values in extra.items():
+            merged.setdefault(method, {}).update(values)
+        cfg = cfg.replace(extra=merged)
+    return cfg
 
 
 def resume_overrides(args: argparse.Namespace, allowed: tuple[str, ...]) -> dict[str, Any]:
     """With ``--resume DIR``: the ``allowed`` settings given as flags; any other setting is a one-line error."""
     given = [s.cli_flag for s in SETTINGS if getattr(args, s.name, None) is not None and s.name not in allowed]
+    if getattr(args, "extra", None):
+        given.append("--extra")
     if getattr(args, "config", None):
         given.insert(0, "--config")
     if given:
@@ -110,4 +140,6 @@ def setting_argv(args: argparse.Namespace) -> list[str]:
         v = getattr(args, s.name, None)
         if v is not None:
             argv += [s.cli_flag, str(v).lower() if isinstance(v, bool) else str(v)]
+    for item in getattr(args, "extra", None) or []:
+        argv += ["--extra", item]
     return argv
