@@ -81,7 +81,7 @@ def run_demo(
             }
         )
     lines = [
-        f"ProxGT demo: {nodes}-node {topology}, {data}, {seeds} seeds, {iters} iterations; "
+        f"ProxGT demo: {nodes}-node {topology}, {data}, {seeds} seed{'s' if seeds != 1 else ''}, {iters} iterations; "
         f"target: seed-mean grad_mapping_sq <= {target:g}",
         "",
         "| algorithm | mixing | K | samples/node to target | comm rounds to target | final grad_mapping_sq |",
@@ -99,7 +99,8 @@ def run_demo(
         out / "demo.png",
         axes=("ifo_per_node", "comm_rounds"),
         target=target,
-        title=f"ProxGT on a {nodes}-node {topology} ({data}, mean and range over {seeds} seeds)",
+        title=f"ProxGT on a {nodes}-node {topology} ({data}, "
+        + (f"mean and range over {seeds} seeds)" if seeds > 1 else "one seed)"),
     )
     return md, table
 
