@@ -107,3 +107,17 @@ def test_method_settings_from_the_command_line(tmp_path):
                          "sppdm": {"dual": "0.5"}}
     with pytest.raises(ProxGTValueError, match="--extra expects METHOD.KEY=VALUE"):
         config_from_args(p.parse_args(["--extra", "beta=0.1"]))
+
+
+def test_choice_lists_match_the_library():
+    """The table lists some choices itself (to keep --help free of torch); they must be the library's."""
+    from proxgt.algorithms import ORDERS
+    from proxgt.data import SPLIT_SCHEMES
+    from proxgt.mixing import MIXING_KINDS
+    from proxgt.problems.nn import ACTIVATIONS, GRAD_MODES
+    from proxgt.settings import BY_NAME
+    from proxgt.topology import WEIGHT_RULES
+
+    for name, library in (("split", SPLIT_SCHEMES), ("mixing", MIXING_KINDS), ("order", ORDERS),
+                          ("weights", WEIGHT_RULES), ("activation", ACTIVATIONS), ("nn_grad", GRAD_MODES)):
+        assert tuple(BY_NAME[name].constraint.choices()) == tuple(library), name
