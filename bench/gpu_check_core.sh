@@ -29,8 +29,12 @@ $py -m proxgt.cli run --problem mlp --hidden 64 --data digits --nodes 8 --iters 
     --no-progress --overwrite --out "$out/mlp-cuda"
 echo "== checkpoint and resume on cuda"
 $py -m proxgt.cli run "${common[@]}" --device cuda --iters 40 --checkpoint-every 20 --out "$out/ck" >/dev/null
-rm "$out/ck/summary.json"
+rm -f "$out/ck/summary.json"
 $py -m proxgt.cli run --resume "$out/ck" --no-progress
 $py -m proxgt.cli run "${common[@]}" --device cuda --iters 40 --out "$out/ck-ref" >/dev/null
-cmp <(cut -d, -f1-4,6- "$out/ck/metrics.csv") <(cut -d, -f1-4,6- "$out/ck-ref/metrics.csv") \
-  && echo "resumed metrics.csv equals the uninterrupted run's (wall_s aside)"
+if [ -s "$out/ck/metrics.csv" ] && [ -s "$out/ck-ref/metrics.csv" ] \
+   && cmp <(cut -d, -f1-4,6- "$out/ck/metrics.csv") <(cut -d, -f1-4,6- "$out/ck-ref/metrics.csv"); then
+  echo "resumed metrics.csv equals the uninterrupted run's (wall_s aside)"
+else
+  echo "FAILED: resumed metrics.csv differs from the uninterrupted run's, or a run failed"
+fi

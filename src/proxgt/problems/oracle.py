@@ -141,7 +141,7 @@ class GradientOracle:
             pred = self.problem.predict(X, self.X[:, sl])
             hit = (pred == self.y[:, sl]) & (self._full_weights[:, sl] > 0)
             correct += hit.sum(dim=1).to(torch.float64)
-        return correct, self.counts.to(torch.float64)
+        return correct, self.counts.to(device=self.device, dtype=torch.float64)
 
     def subsample(self, size: int, seed: int) -> GradientOracle:
         """An oracle over a fixed subset of at most ``size`` samples of each node's shard, for metrics only.
