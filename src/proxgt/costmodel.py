@@ -126,7 +126,10 @@ def measure_sample_time(cfg: Any, *, batch: int = 256, repeats: int = 20) -> flo
 class Candidate:
     """One (mixing kind, K) option of a plan, with what its pilot runs needed to reach the target.
 
-    Costs are per node and read where the seed-mean metric first reaches the target (nan if never)."""
+    Costs are per node and read at the first logged point from which the seed-mean metric stays at or below the
+    target to the end of the pilot (:func:`proxgt.reporting.sustained_cost`; ``inf`` if it ends above it).
+    ``first_dip_samples`` and ``first_dip_rounds`` (secondary) are read where the seed mean is first at or below
+    the target, ``final_median`` is the median of the seed mean over the last 20% of the logged points."""
 
     mixing: str
     rounds: int
@@ -136,6 +139,9 @@ class Candidate:
     comm_rounds: float
     bytes_per_node: float
     modeled_s: float
+    first_dip_samples: float = math.nan
+    first_dip_rounds: float = math.nan
+    final_median: float = math.nan
 
     @property
     def reached(self) -> bool:
@@ -152,15 +158,27 @@ def candidate_from_runs(
     metric: str,
     cost: CostModel,
 ) -> Candidate:
-    """Summarize pilot runs (rows of each seed) of one option: costs where the seed mean reaches ``target``."""
-    from proxgt.reporting import cost_to_target, mean_curve
+    """Summarize pilot runs (rows of each seed) of one option: costs where the seed mean gets to ``target`` and
+    stays at or below it (``inf`` if it ends above it), plus the first-dip costs and the tail-median final value.
+
+    >>> rows = [{"iter": t, "ifo_per_node": 10 * t, "comm_rounds": t, "bytes_per_node": 0.0,
+    ...          "grad_mapping_sq": v} for t, v in enumerate([1.0, 0.01, 0.5, 0.01, 0.01])]
+    >>> c = candidate_from_runs("plain", 1, 0.5, [rows], target=0.1, metric="grad_mapping_sq",
+    ...                         cost=CostModel(latency_s=0.0, sample_s=1.0))
+    >>> c.samples_per_node, c.first_dip_samples, c.modeled_s  # dips at t = 1, stays from t = 3
+    (30.0, 10.0, 30.0)
+    """
+    from proxgt.reporting import final_median, first_dip_cost, mean_curve, sustained_cost
 
     c = mean_curve([cost.with_modeled(r) for r in runs], metric,
                    axes=("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "modeled_s"))
     return Candidate(
         mixing, int(rounds), float(contraction_),
-        *(cost_to_target(c, target, a) for a in ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node",
+        *(sustained_cost(c, target, a) for a in ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node",
                                                   "modeled_s")),
+        first_dip_samples=first_dip_cost(c, target, "ifo_per_node"),
+        first_dip_rounds=first_dip_cost(c, target, "comm_rounds"),
+        final_median=final_median(c),
     )
 
 
@@ -200,8 +218,9 @@ def plan_rounds(
 
     How samples-to-target per K are estimated: by running the user's own problem (same data, split, graph,
     algorithm and iterations as ``cfg``) with ``seeds`` seeds for every candidate, and reading the samples,
-    rounds and bytes per node at which the seed-mean metric first reaches ``target``. Pilot runs are as long
-    as ``cfg.iters``; on a large problem, run the plan on a subsample or a shorter horizon.
+    rounds and bytes per node at the first logged point from which the seed-mean metric stays at or below
+    ``target`` to the end of the pilot (a pilot that only dips below it has not reached it). Pilot runs are as
+    long as ``cfg.iters``; on a large problem, run the plan on a subsample or a shorter horizon.
     """
     from proxgt.executors.simulation import run_simulation
     from proxgt.mixing import contraction

@@ -236,3 +236,5 @@ DATASETS.register("wine", "proxgt.data._builtin:load_sklearn_set", which="wine",
                   summary="scikit-learn wine, 178 x 13, 3 classes, standardized")
 DATASETS.register("fashion-mnist", "proxgt.data._builtin:load_fashion_mnist_set", aliases=("fashion_mnist",),
                   summary="Fashion-MNIST IDX files (--data-dir), 60000 train + 10000 test, 10 classes")
+DATASETS.register("a9a", "proxgt.data._adult:load_a9a",
+                  summary="LIBSVM's a9a built from UCI Adult: 32561 x 123 train, 16281 test")

@@ -29,7 +29,9 @@ Suite file (TOML)::
     set = { batch = 8 }
 
 Layout of the output folder: ``runs/<cell>/`` (config.toml, metrics.csv, final.npz, summary.json, cell.json),
-``suite.json`` (the resolved suite), ``table.csv`` and ``table.md``. A cell whose folder holds a finished
+``suite.json`` (the resolved suite), ``table.csv`` and ``table.md`` (per series, the costs at which the seed-mean
+metric gets to the target and stays there, the first dip below it, and the median of the seed mean over the last
+20% of the logged points: :func:`proxgt.reporting.runs.series_table`). A cell whose folder holds a finished
 summary.json (status ok or diverged) and the same settings in cell.json is not rerun.
 
 A cell with a ``central-*`` algorithm and ``nodes = n > 1`` runs on the pooled data: ``nodes = 1``, batch
@@ -53,7 +55,10 @@ from proxgt._io import atomic_write_text
 from proxgt._validation import DivergenceError, ProxGTValueError
 from proxgt.settings import RunConfig, read_toml
 
-__all__ = ["Cell", "Suite", "SuiteResult", "load_suite", "run_suite", "cell_is_done", "suite_table", "pooled_config"]
+__all__ = [
+    "Cell", "Suite", "SuiteResult", "load_suite", "run_suite", "cell_is_done", "suite_table", "suite_table_caption",
+    "pooled_config",
+]
 
 _SUITE_KEYS = {"name", "out", "target", "metric", "jobs", "group_by", "cost", "description"}
 _TOP_KEYS = {"suite", "base", "grid", "cell"}
@@ -379,14 +384,27 @@ def suite_cost_model(suite: Suite):
 
 
 def suite_table(suite: Suite) -> list[dict[str, Any]]:
-    """The aggregate table of the suite's finished cells; written to ``table.csv``/``table.md``."""
+    """The aggregate table of the suite's finished cells; written to ``table.csv``/``table.md`` (the markdown
+    headed by :func:`suite_table_caption`).
+
+    Costs ``*_to_target`` are read where the seed-mean metric gets to the suite's target and stays at or below
+    it to the end (``inf``: not reached), ``first_dip_*`` where it first gets there, and ``final_median`` is
+    the median of the seed mean over the last 20% of the logged points.
+    """
     from proxgt.reporting.runs import group_series, load_run, series_table, write_table
 
     recs = [load_run(suite.folder(c)) for c in suite.cells if (suite.folder(c) / "metrics.csv").is_file()]
     rows, _ = series_table(group_series(recs), target=suite.target, metric=suite.metric,
                            cost=suite_cost_model(suite))
-    write_table(rows, suite.out / "table")
+    write_table(rows, suite.out / "table", caption=suite_table_caption(suite))
     return rows
+
+
+def suite_table_caption(suite: Suite) -> str:
+    """The one-sentence header of the suite's table: the target and how "to target" and "final" are read."""
+    from proxgt.reporting.runs import table_caption
+
+    return table_caption(suite.metric, suite.target)
 
 
 def default_jobs() -> int:

@@ -9,7 +9,8 @@ Several machines (each runs the same command; the rendezvous of torchrun connect
 The worker reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment (torchrun sets them),
 hosts the block of nodes of its rank, and rank 0 writes the run folder. Exit codes: 0 ok, 1 another rank (or
 this one) failed, 2 bad input, 3 divergence. Error lines name this process's rank and, for a failure
-elsewhere, the failed rank.
+elsewhere, the failed rank. A worker started by ``proxgt launch`` (``PROXGT_LAUNCHER_PID`` set) ends with
+exit code 1 and one line as soon as the launcher is gone, however it ended (even kill -9).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_worker_parser"]
@@ -42,9 +44,93 @@ def _exit(code: int) -> int:
     os._exit(code)
 
 
+_watched: tuple[int, int] | None = None  # (launcher pid, parent pid) while watch_launcher watches
+
+
+def _launcher_lost(wait_s: float) -> bool:
+    """Whether the watched launcher is gone, waiting up to ``wait_s`` for the kernel to say so: a process's
+    sockets close before its children are re-parented, so an error from the store (the launcher hosts it)
+    can come first."""
+    if _watched is None:
+        return False
+    import time
+
+    end = time.monotonic() + wait_s
+    while os.getppid() == _watched[1]:
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _launcher_gone(rank: str, launcher: int) -> None:
+    sys.stderr.write(f"proxgt: error: rank {rank}: the launcher (pid {launcher}) is gone; stopping\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def watch_launcher(rank: str, poll_s: float = 0.1) -> None:
+    """End this process (exit code 1, one line) once the ``proxgt launch`` process that started it is gone.
+
+    The launcher passes its pid in ``PROXGT_LAUNCHER_PID``; when it ends, however (kill -9 included), its
+    children are re-parented, which a daemon thread sees within ``poll_s`` (a worker started through a wrapper
+    command watches the wrapper). ``os._exit`` skips every teardown (torch.distributed's can block or abort
+    once the store, hosted by the launcher, is gone). Nothing is watched without the variable (torchrun, or
+    workers started by hand)."""
+    value = os.environ.get("PROXGT_LAUNCHER_PID", "")
+    if not value.isdigit():
+        return
+    global _watched
+    launcher, parent = int(value), os.getppid()
+    _watched = (launcher, parent)
+    if parent != launcher:
+        try:
+            os.kill(launcher, 0)
+        except ProcessLookupError:  # gone before this process got here
+            _launcher_gone(rank, launcher)
+        except OSError:
+            pass
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        _launcher_gone(rank, launcher)
+
+    threading.Thread(target=watch, name="proxgt-launcher-watch", daemon=True).start()
+
+
+def quiet_cpp_warnings() -> None:
+    """Raise the C++ log level of torch to ERROR, as ``TORCH_CPP_LOG_LEVEL=ERROR`` would (unless that is set).
+
+    When the launcher is gone, the store clients of torch.distributed (rendezvous, gloo's set-up, the fault
+    monitor) log a warning with a C++ stack trace before the error reaches Python; the line this process prints
+    instead says all there is. A forked worker has torch loaded already, so the variable would come too late:
+    the level itself (``FLAGS_caffe2_log_level`` of libc10) is set."""
+    if "TORCH_CPP_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"  # for processes this one starts
+    try:
+        import ctypes
+        import glob
+
+        import torch
+
+        for path in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "*c10.*")):
+            level = ctypes.c_int.in_dll(ctypes.CDLL(path), "FLAGS_caffe2_log_level")
+            level.value = max(level.value, 2)
+            break
+    except Exception:  # another build of torch: keep its warnings
+        pass
+
+
 def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], None] | None = None) -> int:
     """Run one worker; ``fault_hook(rank, t)`` runs after every iteration (tests inject failures with it)."""
     rank = os.environ.get("RANK", "?")
+    watch_launcher(rank)
+    if _watched is not None:
+        quiet_cpp_warnings()
     args = build_worker_parser().parse_args(argv)
     import torch.distributed as dist
 
@@ -76,6 +162,8 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
         sys.stderr.write(f"proxgt: rank {rank} interrupted\n")
         return _exit(130)
     except Exception as exc:  # anything else: the others were told (report_self); say it here too
+        if _launcher_lost(1.0):  # e.g. the store (hosted by the launcher) went away with it: not this rank's fault
+            _launcher_gone(rank, _watched[0])  # type: ignore[index]
         import traceback
 
         traceback.print_exc()

@@ -1,29 +1,46 @@
-"""Multi-process tests of the torch.distributed executor (gloo, 4 single-threaded processes).
+"""Multi-process tests of the torch.distributed executor (gloo, at most 4 single-threaded processes).
 
 One uninterrupted 4-process run (module fixture) is compared with the simulation of the same config and seed
 (iterates, counters, measured bytes), then a run whose rank 2 dies is checked to fail everywhere, naming
 rank 2, and to resume from its checkpoint to exactly the uninterrupted run's metrics.
+
+Faults are injected with the ``fault_hook(rank, t)`` of :func:`proxgt.cli._launch.launch`, called in-process:
+the forked workers inherit the hook. The launcher itself is killed in a subprocess.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import proxgt.executors.failures as failures
 from proxgt._io import read_metrics_csv
+from proxgt.cli import main
+from proxgt.cli._launch import launch
 from proxgt.executors.checkpoint import latest_checkpoint
 from proxgt.executors.distributed import partition_nodes
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
+
 NPROCS = 4
-# 6 nodes on 4 processes: blocks [0, 1], [2, 3], [4], [5] (two ranks host a block, two host one node)
+# 6 nodes on 4 processes: blocks [0, 1], [2, 3], [4], [5] (two ranks host a block, two host one node); the
+# ranks form the ring 0 - 1 - 2 - 3 - 0, so rank 0 is no neighbour of rank 2
 CFG = {
     "nodes": 6, "topology": "ring", "algorithm": "proxgt-sr-o", "batch": 8,
     "iters": 30, "log_every": 5, "seed": 3, "mixing": "chebyshev",
@@ -32,18 +49,83 @@ FLAGS = ["--nodes", "6", "--topology", "ring", "--algorithm", "proxgt-sr-o",
          "--batch", "8", "--iters", "30", "--log-every", "5", "--seed", "3", "--mixing", "chebyshev",
          "--no-progress"]
 TIMEOUT_S = 10
+CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
-    env.pop("PROXGT_FAULT_INJECT", None)
-    env.update(extra)
-    return env
+@contextlib.contextmanager
+def _captured() -> Iterator[dict[str, str]]:
+    """Capture fds 1 and 2 and sys.stdout/stderr, which forked workers inherit, into ``out['out']``/``['err']``."""
+    got: dict[str, str] = {}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
+    old = sys.stdout, sys.stderr
+    try:
+        for fd, f in files.items():
+            os.dup2(f.fileno(), fd)
+        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), write_through=True)
+        yield got
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.close()
+        sys.stdout, sys.stderr = old
+        for fd in (1, 2):
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+        for key, fd in (("out", 1), ("err", 2)):
+            files[fd].seek(0)
+            got[key] = files[fd].read().decode(errors="replace")
+            files[fd].close()
 
 
-def _launch(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "proxgt.cli", "launch", "--nprocs", str(NPROCS), *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+@contextlib.contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Interrupt a launch that runs too long (the launcher then stops its workers): nothing can hang the suite."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _launch(argv: list[str], hook: Callable[[int, int], None] | None = None, *, timeout_s: float = TIMEOUT_S,
+            nprocs: int = NPROCS) -> tuple[int, str]:
+    """``proxgt launch`` of the worker flags ``argv`` in this process (workers forked with ``hook``):
+    (exit code, everything written to stdout and stderr, the workers' included)."""
+    with _captured() as got, _deadline(120):
+        code = launch(nprocs, argv, timeout_s=timeout_s, fault_hook=hook)
+    return code, got["out"] + got["err"]
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    """``proxgt <argv>`` in this process (``launch`` forks its workers): (exit code, stdout, stderr)."""
+    with _captured() as got, _deadline(120):
+        code = main(argv)
+    return code, got["out"], got["err"]
+
+
+def _die(rank: int, t: int, code: int = 17) -> Callable[[int, int], None]:
+    def hook(r: int, it: int) -> None:
+        if (r, it) == (rank, t):
+            os._exit(code)
+
+    return hook
+
+
+def _hang(rank: int, t: int) -> Callable[[int, int], None]:
+    def hook(r: int, it: int) -> None:
+        if (r, it) == (rank, t):
+            time.sleep(600)  # far longer than the timeout: the other ranks' verdict ends this process
+
+    return hook
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +141,11 @@ def data_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, data_file):
+    """The uninterrupted run, with a checkpoint every 7 iterations (at 7, 14, 21 and 28)."""
     out = tmp_path_factory.mktemp("dist") / "full"
-    res = _launch([*FLAGS, "--data", data_file, "--out", str(out), "--timeout", str(TIMEOUT_S)], _env())
-    assert res.returncode == 0, res.stderr[-3000:]
+    code, _, err = _cli(["launch", "--nprocs", str(NPROCS), *FLAGS, "--data", data_file, "--out", str(out),
+                         "--timeout", str(TIMEOUT_S), "--checkpoint-every", "7"])
+    assert code == 0, err[-3000:]
     return out
 
 
@@ -115,35 +199,96 @@ def test_measured_bytes_equal_the_accounting(full_run):
     assert last["bytes_per_node"] == pytest.approx(np.mean(topo.degrees) * d * 4 * rounds)
 
 
+def test_a_finished_run_leaves_only_complete_checkpoints(full_run):
+    folders = sorted((full_run / "checkpoint").glob("iter*"))
+    assert folders, "no checkpoint left"
+    for d in folders:
+        names = {p.name for p in d.iterdir()}
+        assert names == {f"rank{r}.pt" for r in range(NPROCS)} | {f"world{NPROCS}"}, (d.name, sorted(names))
+    assert latest_checkpoint(full_run)[0] == 28
+
+
+def test_launch_refuses_a_folder_holding_a_finished_run_unless_overwrite(full_run, data_file, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()}
+    argv = ["launch", "--nprocs", "2", *FLAGS, "--data", data_file, "--iters", "10", "--timeout", str(TIMEOUT_S)]
+    code, out, err = _cli([*argv, "--out", str(full_run)])
+    assert code == 2
+    assert err.startswith(f"proxgt: error: output folder {full_run} already holds a finished run") and \
+        err.count("\n") == 1, err
+    assert "--overwrite" in err and out == ""
+    assert {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()} == before  # untouched, no worker started
+    copy = tmp_path / "copy"
+    shutil.copytree(full_run, copy)
+    code, out, err = _cli([*argv, "--out", str(copy), "--overwrite"])
+    assert code == 0, err[-3000:]
+    assert json.loads((copy / "summary.json").read_text())["distributed"]["world_size"] == 2
+    assert [r["iter"] for r in _metrics(copy)[1]] == [0, 5, 10]
+    assert not (copy / "checkpoint").exists()  # the replaced run's checkpoints went with it
+
+
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory, data_file):
     """The same run with a checkpoint every 10 iterations, whose rank 2 dies (os._exit(17)) at iteration 25."""
     out = tmp_path_factory.mktemp("dist") / "faulty"
     args = [*FLAGS, "--data", data_file, "--out", str(out), "--timeout", str(TIMEOUT_S), "--checkpoint-every", "10"]
-    res = _launch(args, _env(PROXGT_FAULT_INJECT="die:2:25"))
-    return out, res
+    code, err = _launch(args, _die(2, 25))
+    return out, code, err
 
 
-def test_dead_rank_makes_every_rank_exit_naming_it(faulty_run):
-    out, res = faulty_run
-    assert res.returncode == 1, res.stderr[-3000:]
-    err = res.stderr
-    assert "rank 2 exited with code 17 first" in err, err[-3000:]
-    for r in (0, 1, 3):  # rank 0 is no neighbour of rank 2 (node 4): it learns the culprit through the store
-        assert re.search(rf"proxgt: error: rank {r}: rank 2 failed", err), err[-3000:]
+def _assert_all_name_the_dead_rank(code: int, err: str) -> None:
+    assert code == 1, err[-3000:]
+    assert "launch failed: rank 2 exited with code 17 first" in err, err[-3000:]
+    for r in (0, 1, 3):  # rank 0 is no neighbour of rank 2: it learns the culprit through the store
+        assert re.search(rf"^proxgt: error: rank {r}: rank 2 failed", err, re.M), err[-3000:]
         m = re.search(rf"rank {r} exited with code 1 ([0-9.]+) s later", err)
         assert m, err[-3000:]
         assert float(m.group(1)) < TIMEOUT_S  # every other rank stopped on its own, within the timeout
     assert "killed rank" not in err
+    assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+    assert len(err.strip().splitlines()) == NPROCS  # one line per surviving rank, one from the launcher
+
+
+def test_dead_rank_makes_every_rank_exit_naming_it(faulty_run):
+    out, code, err = faulty_run
+    _assert_all_name_the_dead_rank(code, err)
     assert not (out / "summary.json").exists()
     assert (out / "metrics.csv").exists()
 
 
+@pytest.mark.parametrize("late", [1, 3])
+def test_a_neighbour_that_posts_after_the_death_still_names_the_dead_rank(data_file, tmp_path, monkeypatch, late):
+    """Rank ``late`` reaches its next gossip round only after rank 2 died, so posting its message to rank 2
+    fails at once (gloo raises when posting on a connection known lost); and the ranks only wait for each
+    other's suspicions, as under torchrun: the launcher's own verdict (what it saw exit) is left out."""
+    publish = failures.publish_failure
+
+    def workers_only(store, msg, prefix=None):
+        return False if "its process" in msg else publish(store, msg, prefix)
+
+    monkeypatch.setattr(failures, "publish_failure", workers_only)  # the forked workers inherit it too
+    die = _die(2, 25)
+
+    def hook(r: int, t: int) -> None:
+        die(r, t)
+        if (r, t) == (late, 25):
+            time.sleep(0.5)
+
+    code, err = _launch([*FLAGS, "--data", data_file, "--out", str(tmp_path / "late"), "--timeout", str(TIMEOUT_S)],
+                        hook)
+    assert code == 1, err[-3000:]
+    assert "launch failed: rank 2 failed or stopped answering (connection lost during gossip" in err, err[-3000:]
+    assert "rank 2 exited with code 17 first" in err
+    for r in (0, 1, 3):
+        assert re.search(rf"^proxgt: error: rank {r}: rank 2 failed or stopped answering", err, re.M), err[-3000:]
+    assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+
+
 def test_resumed_distributed_run_ends_with_the_uninterrupted_metrics(full_run, faulty_run):
-    out, _ = faulty_run
+    out, _, _ = faulty_run
     assert latest_checkpoint(out)[0] == 20
-    res = _launch(["--resume", str(out)], _env())  # iterations 21..25 were lost; the checkpoint at 20 is used
-    assert res.returncode == 0, res.stderr[-3000:]
+    # iterations 21..25 were lost; the checkpoint at 20 is used
+    code, _, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(out), "--no-progress"])
+    assert code == 0, err[-3000:]
     cols_a, rows_a = _metrics(full_run)
     cols_b, rows_b = _metrics(out)
     assert cols_a == cols_b and len(rows_a) == len(rows_b)
@@ -155,12 +300,77 @@ def test_resumed_distributed_run_ends_with_the_uninterrupted_metrics(full_run, f
 def test_hung_rank_is_named_after_the_timeout(data_file, tmp_path):
     timeout = 3
     args = [*FLAGS, "--data", data_file, "--out", str(tmp_path / "hung"), "--timeout", str(timeout)]
-    res = _launch(args, _env(PROXGT_FAULT_INJECT="hang:2:5"))
-    assert res.returncode == 1, res.stderr[-3000:]
-    err = res.stderr
+    code, err = _launch(args, _hang(2, 5), timeout_s=timeout)
+    assert code == 1, err[-3000:]
     # the launcher reports what the workers agreed on, whichever worker exited first
     assert "launch failed: rank 2 failed or stopped answering (no answer within 3 s" in err, err[-3000:]
     for r in (0, 1, 3):
-        assert re.search(rf"proxgt: error: rank {r}: rank 2 failed or stopped answering", err), err[-3000:]
+        assert re.search(rf"^proxgt: error: rank {r}: rank 2 failed or stopped answering", err, re.M), err[-3000:]
     assert "proxgt: error: rank 2: the other ranks report this process" in err  # its watchdog ended it
     assert "killed rank" not in err
+    assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- launcher death
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may never be reaped in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_end_quietly_when_the_launcher_is_killed(data_file, tmp_path, sig):
+    nprocs = 2
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "proxgt.cli", "launch", "--nprocs", str(nprocs), "--data", data_file,
+           "--nodes", "2", "--iters", "100000", "--log-every", "100000", "--out", str(out), "--timeout", "10",
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "config.toml").exists() or len(workers) < nprocs:  # the workers are training
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.05)
+            workers = _children(proc.pid)
+        proc.send_signal(sig)
+        killed = time.monotonic()
+        # the workers hold the pipes: end of file means that every process is gone
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in workers:  # never leave one behind, whatever failed
+            if _running(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+    assert not [pid for pid in workers if _running(pid)]
+    assert took < 30
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
+    assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+    lines = err.strip().splitlines()
+    assert all(line.startswith("proxgt: ") for line in lines), err[-3000:]
+    if sig == signal.SIGKILL:  # at most one line per worker
+        for r in range(nprocs):
+            assert sum(line.startswith(f"proxgt: error: rank {r}: ") for line in lines) <= 1, err
+        assert all("the launcher (pid" in line and "is gone" in line for line in lines), err
+    else:  # the launcher stopped its workers (SIGTERM, quietly) and said so
+        assert lines == ["proxgt: terminated (SIGTERM); the workers were stopped"], err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import torch.distributed as dist
 
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.executors.distributed import DistributedCommunicator, FaultMonitor, partition_nodes
+from proxgt.cli._launch import _first_failed
+from proxgt.executors.distributed import DistributedCommunicator, DistributedFailure, FaultMonitor, partition_nodes
+from proxgt.executors.failures import describe_exit, publish_failure, published_failure, resolve_culprit
 from proxgt.topology import make_topology
 
 
@@ -72,6 +75,77 @@ def test_culprit_is_the_peer_suspected_at_the_earliest_op():
     err = m0.fail(1, "no answer within 5 s")
     assert str(err).startswith("rank 2 failed or stopped answering")
     assert str(m1.fail(2, "no answer")) == str(err)  # the published culprit is the same for everyone
+
+
+def test_a_suspicion_against_a_rank_that_lost_contact_itself_is_a_cascade():
+    """Rank 2 dies right after a collective, so ranks 0, 1 and 3 enter the same gossip op 188. Ranks 1 and 3
+    lose rank 2; rank 0 then sees rank 1 stop at that same op 188. Ordering by (op, rank) alone named rank 1;
+    rank 1 recorded a suspicion of its own at op 188, so it was alive and the suspicion of it is a cascade."""
+    store = dist.HashStore()
+    m0, m1, m3 = _monitor(store, 0), _monitor(store, 1), _monitor(store, 3)
+    m0.op = m1.op = m3.op = 188
+    m1._set("suspect/1", "188 2 connection lost")
+    m3._set("suspect/3", "188 2 connection lost")
+    assert str(m0.fail(1, "connection lost")) == "rank 2 failed or stopped answering (connection lost)"
+    assert str(m1.fail(2, "connection lost")).startswith("rank 2 failed")
+
+
+def test_culprit_rules():
+    # a rank that reported itself wins
+    assert resolve_culprit({1: (-1, 1, "ValueError: x"), 0: (5, 1, "lost")}, 4) == "rank 1 failed: ValueError: x"
+    # earliest op among the non-cascades; a suspect whose own record is later is not excused
+    assert resolve_culprit({1: (100, 2, "a"), 2: (101, 1, "b")}, 4).startswith("rank 2 failed or stopped")
+    # failures seen only in collectives name no peer: the one rank that recorded nothing is named ...
+    got = resolve_culprit({0: (188, 1, "lost"), 1: (187, -2, "x"), 3: (187, -2, "y")}, 4)
+    assert got.startswith("rank 2 failed or stopped answering (every other rank lost contact")
+    # ... once every other rank has recorded something; until then there is no verdict yet
+    assert resolve_culprit({1: (187, -2, "x"), 3: (187, -2, "y")}, 4) is None
+    assert resolve_culprit({}, 4) is None
+
+
+def test_a_published_verdict_ends_the_wait_at_once():
+    store = dist.HashStore()
+    m = FaultMonitor(store, 1, 4, timeout_s=30)  # grace 2 s
+    assert publish_failure(store, "rank 2 failed: its process exited with code 17", m.prefix)
+    assert not publish_failure(store, "rank 3 failed: another verdict", m.prefix)  # the first one stays
+    t0 = time.monotonic()
+    assert str(m.fail(2, "connection lost")) == "rank 2 failed: its process exited with code 17"
+    assert time.monotonic() - t0 < 1.0
+    assert published_failure(store, m.prefix) == "rank 2 failed: its process exited with code 17"
+
+
+def test_posting_to_a_lost_peer_names_it_and_still_posts_the_rest():
+    """gloo raises when a message is posted on a connection already known lost: that names the peer, and the
+    other messages of the round still go out (so the other neighbours do not stop at the same op)."""
+    store = dist.HashStore()
+    comm = DistributedCommunicator(make_topology("ring", 6), partition_nodes(6, 4), 1, monitor=_monitor(store, 1))
+    comm._coalesce = False
+    posted = []
+
+    def post(t, q, group):
+        if q == 2:
+            raise RuntimeError("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1234. "
+                               "This is typically caused by a remote worker crashing.")
+        posted.append(q)
+        return object()
+
+    comm.monitor.op = 7
+    t = torch.zeros(1, 2)
+    with pytest.raises(DistributedFailure) as info:
+        comm._post_p2p([(post, t, 0), (post, t, 2), (post, t, 0), (post, t, 2)], "gossip op 7")
+    assert posted == [0, 0]
+    assert str(info.value) == ("rank 2 failed or stopped answering (connection lost during gossip op 7: "
+                               "Connection closed by peer [127.0.0.1]:1234)")
+    assert store.get(comm.monitor.prefix + "suspect/1").decode().startswith("7 2 ")
+
+
+def test_the_launcher_names_the_worker_that_ended_first():
+    codes = [None, 1, -9, 1]
+    assert _first_failed([1, 2], codes, "") == 2  # the same poll: a signal beats the 'stopped by another' code
+    assert _first_failed([1, 3], codes, "rank 3 failed or stopped answering (x)") == 3  # what the workers agreed on
+    assert _first_failed([1, 3], codes, "") == 1
+    assert describe_exit(17) == "exited with code 17"
+    assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
 
 
 def test_a_rank_that_fails_on_its_own_is_named():

@@ -57,8 +57,8 @@ def test_report_files_and_table(suite_dir):
     assert len(rows) == 3
     row = rows[0]
     # modeled time at the target = samples * 1 ms + rounds * 0.5 s + bytes / 1e9, read at the same row
-    ifo, rounds, b = float(row["samples_per_node"]), float(row["comm_rounds"]), float(row["bytes_per_node"])
-    assert float(row["modeled_s"]) == pytest.approx(ifo * 1e-3 + rounds * 0.5 + b / 1e9)
+    ifo, rounds, b = float(row["samples_to_target"]), float(row["rounds_to_target"]), float(row["bytes_to_target"])
+    assert float(row["modeled_s_to_target"]) == pytest.approx(ifo * 1e-3 + rounds * 0.5 + b / 1e9)
 
 
 def test_report_cli_overrides_and_errors(suite_dir, tmp_path, capsys):
@@ -123,3 +123,22 @@ def test_plan_cli(capsys):
     assert "mixings" in capsys.readouterr().err
     assert main([*base, "--target", "1e-30", "--mixings", "plain"]) == 1  # unreachable target
     assert "no option reached the target" in capsys.readouterr().out
+
+
+def test_report_and_its_table_say_how_target_and_final_are_measured(suite_dir, tmp_path):
+    out = tmp_path / "captioned"
+    md = write_report(suite_dir.out, out=out).read_text()
+    caption = "Target: seed-mean `grad_mapping_sq` <= 0.05; \"to target\" costs are read at the first logged point"
+    assert caption in md and (out / "table.md").read_text().startswith(caption)
+    assert "medians of the seed-mean curve over the last 20% of the logged points" in md
+    header = next(line for line in md.splitlines() if line.startswith("| series |"))
+    assert "| samples_to_target |" in header and "| first_dip_samples |" in header and "| final_median |" in header
+
+
+def test_plan_cli_prints_sustained_and_first_dip_columns(capsys):
+    assert main(["plan", "--data", "breast_cancer", "--nodes", "4", "--topology", "complete", "--iters", "10",
+                 "--log-every", "2", "--ks", "1", "--sample-time", "1e-6", "--no-progress", "--target", "0.05",
+                 "--mixings", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "stays at or below the target to the end of the run" in out and "last 20%" in out
+    assert "| samples/node to target |" in out and "| first-dip samples/node |" in out and "| final median |" in out

@@ -88,6 +88,14 @@ def test_run_then_resume_runs_nothing(tmp_path, capsys):
     assert "ran 0 cells" in out and "skipped 6" in out
     table = (s.out / "table.csv").read_text().splitlines()
     assert len(table) == 1 + 3 and table[1].startswith("algorithm=proxgt-sa,proxgt-sa,ring,3")
+    header = table[0].split(",")
+    assert header.index("samples_to_target") < header.index("first_dip_samples") < header.index("final_median")
+    assert "samples_per_node" not in header and "final" not in header
+    # the table says how "to target" and "final" are measured, in the file and on the terminal
+    md = (s.out / "table.md").read_text()
+    caption = md.splitlines()[0]
+    assert caption.startswith("Target: seed-mean `grad_mapping_sq` <= 0.01;") and caption in out
+    assert "stays at or below the target to the end of the run" in caption and "last 20%" in caption
     # a changed setting reruns exactly the affected cells
     s2 = load_suite(_write(tmp_path, SUITE.replace("set = { batch = 8 }", "set = { batch = 4 }")))
     res2 = run_suite(s2)

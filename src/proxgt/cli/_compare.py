@@ -10,7 +10,7 @@ __all__ = ["register"]
 
 def _handle(args: argparse.Namespace) -> int:
     from proxgt.reporting.runs import table_markdown
-    from proxgt.suites import load_suite, run_suite, suite_table
+    from proxgt.suites import load_suite, run_suite, suite_table, suite_table_caption
 
     suite = load_suite(args.config, out=args.out)
     if args.dry_run:
@@ -20,6 +20,7 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     res = run_suite(suite, jobs=args.jobs, progress=sys.stderr.isatty() and not args.no_progress)
     rows = suite_table(suite)
+    print(suite_table_caption(suite) + "\n")
     print(table_markdown(rows))
     print(f"suite {suite.name}: ran {len(res.ran)} cells ({len(res.diverged)} diverged), skipped {len(res.skipped)} "
           f"already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def _can_fork() -> bool:
 
 
 def _forked_worker(env: dict[str, str], argv: list[str], fault_hook: Any = None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the launcher's handler: SIGTERM ends a worker quietly
     os.environ.clear()
     os.environ.update(env)
     import torch
@@ -92,17 +94,36 @@ class _Forked:
         self._p.terminate()
 
 
-def _published_failure(store: Any) -> str:
-    """The failure the workers agreed on (see proxgt.executors.distributed.FaultMonitor), or ''."""
-    key = "proxgt/0/failed"
-    try:
-        return store.get(key).decode() if store.check([key]) else ""
-    except Exception:
-        return ""
+class _Terminated(Exception):
+    """The launcher received SIGTERM."""
 
 
-def _describe(code: int) -> str:
-    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _first_failed(ranks: list[int], codes: list[int | None], verdict: str) -> int:
+    """Which of ``ranks``, seen ended with an error in the same poll, failed first: the one the workers' verdict
+    names, else one that did not exit with 1 (the code of a worker stopped by another's failure), else the
+    lowest."""
+    for r in ranks:
+        if verdict.startswith(f"rank {r} "):
+            return r
+    return min(ranks, key=lambda r: (codes[r] == 1, r))
+
+
+def _stop_workers(procs: list[Any]) -> None:
+    """SIGTERM to the running workers (its default action: a quiet exit); SIGKILL to those left after 5 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    end = time.monotonic() + 5.0
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def launch(
@@ -115,71 +136,105 @@ def launch(
     fault_hook: Any = None,
 ) -> int:
     """Start ``nprocs`` workers ``command + argv`` (default ``python -m proxgt.worker``) and wait; returns the
-    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr).
+    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr; 130 interrupted, 143 SIGTERM).
+
+    The workers get ``PROXGT_LAUNCHER_PID`` and end (exit code 1, one line) as soon as this process is gone,
+    however it ends; SIGTERM is forwarded to them. When a worker ends with an error before the workers agreed on
+    a failure, that worker failed on its own (a worker that sees another fail publishes the failure before it
+    exits): the launcher publishes it, so that every worker names it.
 
     ``fault_hook(rank, t)`` runs in every worker after every iteration (forked workers only; tests use it to
     kill or hang a worker)."""
+    import threading
+
     import torch.distributed as dist
 
     base = dict(os.environ if env is None else env)
     base.setdefault("OMP_NUM_THREADS", "1")
     port = _free_port()
     base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nprocs),
-                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="0")
+                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="0",
+                PROXGT_LAUNCHER_PID=str(os.getpid()))
     envs = [dict(base, RANK=str(r), LOCAL_RANK=str(r)) for r in range(nprocs)]
-    if command is None and _can_fork():
-        # fork after the imports: the workers start without paying for `import torch` again
-        import proxgt.worker  # noqa: F401  (imported here so that the children inherit it)
+    old_term = None
+    procs: list[Any] = []
+    try:
+        if command is None and _can_fork():
+            # fork after the imports: the workers start without paying for them again
+            import proxgt.executors.distributed  # noqa: F401  (imported here so that the children inherit it)
+            import proxgt.worker  # noqa: F401
 
-        procs: list[Any] = [_Forked(e, argv, fault_hook) for e in envs]
-    else:
-        if fault_hook is not None:
-            raise ValueError("fault_hook needs forked workers (Linux, no command)")
-        cmd = command if command is not None else [sys.executable, "-m", "proxgt.worker"]
-        procs = [subprocess.Popen([*cmd, *argv], env=e) for e in envs]
-    # the store comes after the fork, so that no worker inherits its server thread or socket
-    store = dist.TCPStore("127.0.0.1", port, nprocs, is_master=True, wait_for_workers=False,
-                          timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
+            for e in envs:
+                procs.append(_Forked(e, argv, fault_hook))
+        else:
+            if fault_hook is not None:
+                raise ValueError("fault_hook needs forked workers (Linux, no command)")
+            cmd = command if command is not None else [sys.executable, "-m", "proxgt.worker"]
+            for e in envs:
+                procs.append(subprocess.Popen([*cmd, *argv], env=e))
+        if threading.current_thread() is threading.main_thread():  # after the fork: the workers keep the default
+            old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        # the store comes after the fork, so that no worker inherits its server thread or socket
+        store = dist.TCPStore("127.0.0.1", port, nprocs, is_master=True, wait_for_workers=False,
+                              timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
+        return _supervise(procs, store, timeout_s)
+    except KeyboardInterrupt:
+        _stop_workers(procs)
+        sys.stderr.write("proxgt: interrupted\n")
+        return 130
+    except _Terminated:
+        _stop_workers(procs)
+        sys.stderr.write("proxgt: terminated (SIGTERM); the workers were stopped\n")
+        return 143
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _supervise(procs: list[Any], store: Any, timeout_s: float) -> int:
+    """Wait for the workers; the launcher's exit code and its one-line report of a failure."""
+    from proxgt.executors.failures import describe_exit, publish_failure, published_failure
+
+    prefix = "proxgt/0/"  # the workers' key_prefix(): their TORCHELASTIC_RESTART_COUNT is 0
+    nprocs = len(procs)
     codes: list[int | None] = [None] * nprocs
     ended: list[float] = [0.0] * nprocs
     first_fail: tuple[int, int] | None = None
+    named_by_launcher = False
     deadline: float | None = None
     killed: list[int] = []
-    try:
-        while any(c is None for c in codes):
+    while any(c is None for c in codes):
+        now = time.monotonic()
+        failed_now = []
+        for r, p in enumerate(procs):
+            if codes[r] is None and p.poll() is not None:
+                codes[r] = p.returncode
+                ended[r] = now
+                if p.returncode != 0:
+                    failed_now.append(r)
+        if failed_now and first_fail is None:
+            r0 = _first_failed(failed_now, codes, published_failure(store, prefix))
+            first_fail = (r0, int(codes[r0]))  # type: ignore[arg-type]
+            deadline = now + timeout_s + 10.0
+            # nothing published yet: this worker failed on its own; tell the others, who may be waiting for a
+            # verdict (their suspicions would name it too, but this is what was seen, not inferred)
+            named_by_launcher = publish_failure(store, f"rank {r0} failed: its process {describe_exit(codes[r0])}",
+                                                prefix)
+        if deadline is not None and time.monotonic() > deadline:
             for r, p in enumerate(procs):
-                if codes[r] is None and p.poll() is not None:
+                if codes[r] is None:
+                    p.kill()
+                    p.wait()
                     codes[r] = p.returncode
-                    ended[r] = time.monotonic()
-                    if p.returncode != 0 and first_fail is None:
-                        first_fail = (r, p.returncode)
-                        deadline = time.monotonic() + timeout_s + 10.0
-            if deadline is not None and time.monotonic() > deadline:
-                for r, p in enumerate(procs):
-                    if codes[r] is None:
-                        p.kill()
-                        p.wait()
-                        codes[r] = p.returncode
-                        killed.append(r)
-            time.sleep(0.05)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        sys.stderr.write("proxgt: interrupted\n")
-        return 130
+                    killed.append(r)
+        time.sleep(0.05)
     if first_fail is None:
         return 0
-    culprit = _published_failure(store)
+    culprit = "" if named_by_launcher else published_failure(store, prefix)
     r0, c0 = first_fail
-    others = [f"rank {r} {_describe(c)} {ended[r] - ended[r0]:.1f} s later" for r, c in enumerate(codes)
+    others = [f"rank {r} {describe_exit(c)} {ended[r] - ended[r0]:.1f} s later" for r, c in enumerate(codes)
               if r != r0 and c != 0 and r not in killed]
-    msg = f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}rank {r0} {_describe(c0)} first"
+    msg = f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}rank {r0} {describe_exit(c0)} first"
     if others:
         msg += "; then " + ", ".join(others)
     if killed:

@@ -3,7 +3,10 @@
 Takes the same flags as ``proxgt run`` (the problem, data, graph and algorithm of the planned pilot) plus a
 cost model (latency, bandwidth, per-sample time, given or measured here) and a target. Samples-to-target for
 each K are estimated by short pilot runs of that very configuration (see
-:func:`proxgt.costmodel.plan_rounds`), so keep ``--iters`` to what the target needs.
+:func:`proxgt.costmodel.plan_rounds`), so keep ``--iters`` to what the target needs. A pilot reaches the target
+at the first logged point from which its seed-mean metric stays at or below it to the end (a dip that does not
+last does not count; it is shown as a secondary column), and its final value is the median of the seed mean over
+the last 20% of the logged points.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.cli.flags import config_from_args
     from proxgt.costmodel import plan_rounds
     from proxgt.mixing import MIXING_KINDS
+    from proxgt.reporting.runs import table_caption
 
     cfg = config_from_args(args)
     check_positive_float(args.target, "target", "plan")
@@ -48,13 +52,17 @@ def _handle(args: argparse.Namespace) -> int:
                               seeds=args.pilot_seeds, progress=sys.stderr.isatty() and not args.no_progress)
     print(f"plan: {cfg.algorithm} on a {cfg.nodes}-node {cfg.topology}, target {args.metric} <= {args.target:g}; "
           f"cost: {cost.latency_s:g} s/round, {cost.bandwidth_Bps:.3g} B/s, {cost.sample_s:.3g} s/sample")
-    print("| mixing | K | ||M_K-J|| | iterations | samples/node | rounds | bytes/node | modeled time (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(table_caption(args.metric, args.target))
+    print("| mixing | K | ||M_K-J|| | iters to target | samples/node to target | rounds to target | "
+          "bytes/node to target | modeled s to target | first-dip samples/node | first-dip rounds | final median |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cands:
         print(f"| {c.mixing} | {c.rounds} | {c.contraction:.3g} | {_fmt(c.iters)} | {_fmt(c.samples_per_node)} | "
-              f"{_fmt(c.comm_rounds)} | {_fmt(c.bytes_per_node, '.3g')} | {_fmt(c.modeled_s, '.4g')} |")
+              f"{_fmt(c.comm_rounds)} | {_fmt(c.bytes_per_node, '.3g')} | {_fmt(c.modeled_s, '.4g')} | "
+              f"{_fmt(c.first_dip_samples)} | {_fmt(c.first_dip_rounds)} | {c.final_median:.3g} |")
     if best is None:
-        print(f"no option reached the target within {cfg.iters} iterations: raise --iters or loosen --target")
+        print(f"no option reached the target (and stayed at or below it) within {cfg.iters} iterations: raise "
+              "--iters or loosen --target")
         return 1
     print(f"recommended: --mixing {best.mixing} --rounds {best.rounds}: per node {best.samples_per_node:,.0f} "
           f"samples, {best.comm_rounds:,.0f} rounds, {best.bytes_per_node:.3g} bytes, modeled {best.modeled_s:.4g} s "

@@ -57,6 +57,8 @@ def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tu
     - a name registered in :data:`proxgt.registry.DATASETS` (case-insensitive, ``-`` and ``_`` alike), whose
       loader is called as ``load(seed=seed, data_dir=data_dir)``. Built in:
 
+      - ``"a9a"``: LIBSVM's a9a built from the UCI Adult files shipped with the package, with its published
+        train/test split (:func:`proxgt.data._adult.load_a9a`);
       - ``"a9a-synthetic"`` (alias ``"synthetic"``): :func:`synthetic_a9a` with ``seed``;
       - ``"breast_cancer"``, ``"digits"``, ``"iris"``, ``"wine"``: :func:`load_sklearn`;
       - ``"fashion-mnist"`` (alias ``"fashion_mnist"``): :func:`load_fashion_mnist` from ``data_dir`` (or its

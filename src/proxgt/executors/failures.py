@@ -1,29 +1,105 @@
 """Detecting and naming a failed process of a distributed run.
 
-A process that sees a peer fail (connection lost) or stop answering (timeout) records a *suspicion*
-(communication op index, peer) in the rendezvous store, waits a short grace period for the others' suspicions,
-then names the culprit: the peer suspected at the earliest op (a crashed or hung process stops the op count of
-its neighbours first; the failures that cascade from their exit are seen at later ops). A process that fails on
-its own (an exception) reports itself. The first resolved culprit is published in the store; a watchdog thread
-in every process polls it and ends the process (exit code 1) with a message naming the failed rank, so no
-process hangs.
+A process that sees a peer fail (connection lost, also when posting a message) or stop answering (timeout)
+records a *suspicion* (communication op index, peer) in the rendezvous store, then waits a short grace period
+for a verdict or for the others' suspicions. The culprit is named, in order of evidence:
+
+1. a verdict already published: by the first process to resolve, or by ``proxgt launch``, which sees the
+   worker processes exit and publishes the first one that ended with an error before any verdict existed
+   (a worker that detects another's failure always publishes before it exits, so that one failed on its own);
+2. a process that failed on its own (an exception) and reported itself;
+3. the peer suspected at the earliest op, *ignoring suspicions of a peer that itself recorded a suspicion at
+   the same or an earlier op*: that peer was alive and had lost contact with someone else first, so the
+   suspicion against it is a cascade (its neighbours see it stop or exit because it detected the real failure;
+   the op index alone cannot tell them apart when both are at the same op, e.g. right after a collective);
+4. the only process that recorded nothing while every other one did (a failure seen only inside collectives,
+   which name no peer); until then the verdict waits, at most ``timeout_s``, since every process still alive
+   detects something within that time.
+
+The first verdict is published in the store; a watchdog thread in every process polls it and ends the process
+(exit code 1) with a message naming the failed rank, so no process hangs.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["DistributedFailure", "FaultMonitor", "key_prefix"]
+__all__ = [
+    "DistributedFailure",
+    "FaultMonitor",
+    "describe_exit",
+    "key_prefix",
+    "publish_failure",
+    "published_failure",
+    "resolve_culprit",
+]
+
+_FAILED = "failed"
 
 
 def key_prefix() -> str:
     """Store keys of this attempt (torchrun restarts a failed job as a new attempt on the same store)."""
     return f"proxgt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+
+
+def published_failure(store: Any, prefix: str | None = None) -> str:
+    """The failure the run agreed on (the first verdict published), or '' (also when the store is gone)."""
+    key = (key_prefix() if prefix is None else prefix) + _FAILED
+    try:
+        return store.get(key).decode() if store is not None and store.check([key]) else ""
+    except Exception:
+        return ""
+
+
+def publish_failure(store: Any, msg: str, prefix: str | None = None) -> bool:
+    """Publish ``msg`` as the run's verdict unless one exists; True when ``msg`` is (now) the verdict."""
+    key = (key_prefix() if prefix is None else prefix) + _FAILED
+    try:
+        return store.compare_set(key, "", msg).decode() == msg
+    except Exception:
+        return False
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 17' or 'was killed by signal 9 (SIGKILL)' for a process exit status (Popen style)."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = f" ({signal.Signals(-code).name})"
+    except ValueError:
+        name = ""
+    return f"was killed by signal {-code}{name}"
+
+
+def resolve_culprit(records: dict[int, tuple[int, int, str]], world: int) -> str | None:
+    """The verdict from the suspicions ``rank -> (op, peer, reason)`` (op -1: the rank reported itself; peer
+    -2: unknown, a collective), or None while they name nobody (see the module docstring, steps 2 to 4)."""
+    selves = sorted((r, why) for r, (op, _, why) in records.items() if op == -1)
+    if selves:
+        return f"rank {selves[0][0]} failed: {selves[0][1]}"
+    candidates = []
+    for op, peer, why in records.values():
+        if peer < 0:
+            continue
+        own = records.get(peer)
+        if own is not None and own[0] <= op:
+            continue  # the peer was alive and had lost contact itself, no later than this: a cascade
+        candidates.append((op, peer, why))
+    if candidates:
+        _, peer, why = min(candidates)
+        return f"rank {peer} failed or stopped answering ({why})"
+    silent = [r for r in range(world) if r not in records]
+    if len(silent) == 1 and records:
+        why = next(iter(records.values()))[2]
+        return f"rank {silent[0]} failed or stopped answering (every other rank lost contact: {why})"
+    return None
 
 
 class DistributedFailure(RuntimeError):
@@ -37,6 +113,8 @@ class FaultMonitor:
     earliest one (the root cause) wins over the ones that cascade from it.
     """
 
+    poll_s = 0.05
+
     def __init__(self, store: dist.Store | None, rank: int, world: int, timeout_s: float,
                  watch_store: dist.Store | None = None):
         self.store, self.rank, self.world = store, int(rank), int(world)
@@ -47,8 +125,6 @@ class FaultMonitor:
         self._watch_store = watch_store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._exiting = False
 
     # ------------------------------------------------------------ store helpers (never raise)
     def _set(self, key: str, value: str) -> None:
@@ -58,58 +134,51 @@ class FaultMonitor:
         except Exception:  # the store host may be gone: fall back to local knowledge
             pass
 
-    def _get(self, store: dist.Store | None, key: str) -> str | None:
+    def _records(self) -> dict[int, tuple[int, int, str]] | None:
+        """Every rank's recorded suspicion, or None when the store cannot be read."""
+        if self.store is None:
+            return None
+        out = {}
         try:
-            if store is not None and store.check([self.prefix + key]):
-                return store.get(self.prefix + key).decode()
+            for r in range(self.world):
+                key = f"{self.prefix}suspect/{r}"
+                if self.store.check([key]):
+                    op_s, peer_s, why = (self.store.get(key).decode().split(" ", 2) + [""])[:3]
+                    out[r] = (int(op_s), int(peer_s), why)
         except Exception:
-            pass
-        return None
+            return None
+        return out
 
     # ------------------------------------------------------------ reporting
     def report_self(self, reason: str) -> None:
         """This process failed on its own (an exception): the others will name this rank."""
-        msg = f"rank {self.rank} failed: {reason}"
         self._set(f"suspect/{self.rank}", f"-1 {self.rank} {reason}")
-        self._publish(msg)
-
-    def _publish(self, msg: str) -> None:
-        try:
-            if self.store is not None:
-                self.store.compare_set(self.prefix + "failed", "", msg)
-        except Exception:
-            pass
+        publish_failure(self.store, f"rank {self.rank} failed: {reason}", self.prefix)
 
     def fail(self, peer: int | None, reason: str) -> DistributedFailure:
-        """Record a suspicion against ``peer`` (None: unknown, e.g. a collective), resolve the culprit after a
-        grace period, publish it, and return the exception to raise."""
+        """Record a suspicion against ``peer`` (None: unknown, e.g. a collective), wait for a verdict (at least
+        the grace period, for the others' suspicions), publish it, and return the exception to raise."""
         self._set(f"suspect/{self.rank}", f"{self.op} {-2 if peer is None else peer} {reason}")
-        if os.environ.get("PROXGT_DEBUG_FAIL"):
-            sys.stderr.write(f"DEBUG {time.time():.3f} rank {self.rank} suspects {peer} at op {self.op}: {reason}\n")
-        time.sleep(self.grace_s)
-        published = self._get(self.store, "failed")
-        if published:
-            return DistributedFailure(published)
-        best: tuple[int, int, str] | None = None
-        for r in range(self.world):
-            val = self._get(self.store, f"suspect/{r}")
-            if val is None:
-                continue
-            op_s, peer_s, why = (val.split(" ", 2) + [""])[:3]
-            op, who = int(op_s), int(peer_s)
-            if who == -2:
-                continue
-            if best is None or (op, who) < (best[0], best[1]):
-                best = (op, who, why)
-        if best is None:
+        start = time.monotonic()
+        msg = None
+        while True:
+            published = published_failure(self.store, self.prefix)
+            if published:
+                return DistributedFailure(published)
+            waited = time.monotonic() - start
+            if waited >= self.grace_s:
+                records = self._records()
+                if records is None:
+                    break
+                msg = resolve_culprit(records, self.world)
+                if msg is not None or waited >= self.grace_s + self.timeout_s:
+                    break
+            time.sleep(self.poll_s)
+        if msg is None:
             who = "an unknown rank" if peer is None else f"rank {peer}"
             msg = f"{who} failed or stopped answering ({reason})"
-        elif best[0] == -1:
-            msg = f"rank {best[1]} failed: {best[2]}"
-        else:
-            msg = f"rank {best[1]} failed or stopped answering ({best[2]})"
-        self._publish(msg)
-        return DistributedFailure(self._get(self.store, "failed") or msg)
+        publish_failure(self.store, msg, self.prefix)
+        return DistributedFailure(published_failure(self.store, self.prefix) or msg)
 
     # ------------------------------------------------------------ watchdog
     def start(self) -> None:
@@ -125,11 +194,12 @@ class FaultMonitor:
             self._thread = None
 
     def _watch(self) -> None:
+        key = self.prefix + _FAILED
         while not self._stop.wait(0.25):
             try:
-                if not self._watch_store.check([self.prefix + "failed"]):
+                if not self._watch_store.check([key]):
                     continue
-                msg = self._watch_store.get(self.prefix + "failed").decode()
+                msg = self._watch_store.get(key).decode()
             except Exception:  # store gone (e.g. its host finished): nothing left to watch
                 return
             # give the main thread the chance to raise (and report) the same failure itself
@@ -140,5 +210,3 @@ class FaultMonitor:
             sys.stderr.write(f"proxgt: error: rank {self.rank}: {msg}\n")
             sys.stderr.flush()
             os._exit(1)
-
-

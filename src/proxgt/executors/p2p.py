@@ -75,6 +75,7 @@ class DistributedCommunicator:
         self.timeout = datetime.timedelta(seconds=float(timeout_s))
         self.monitor = monitor or FaultMonitor(None, rank, self.world, timeout_s)
         self.group = group
+        self._coalesce: bool | None = None  # NCCL posts a batch of point-to-point ops as one call
         owner = np.empty(self.n_nodes, dtype=np.int64)
         for r, blk in enumerate(self.blocks):
             owner[list(blk)] = r
@@ -127,41 +128,72 @@ class DistributedCommunicator:
             W = self._cache[key] = self._W_local.to(dtype=like.dtype, device=like.device)
         return W
 
+    def _reason(self, exc: Exception, what: str) -> str:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", detail).split(". This is typically")[0]  # gloo's prefix
+        if "Timed out" in detail or "timed out" in detail.lower():
+            return f"no answer within {self.timeout.total_seconds():g} s during {what}"
+        return f"connection lost during {what}: {detail[:160]}"
+
     def _wait(self, works: list[Any], peers: list[int | None], what: str) -> None:
         for work, peer in zip(works, peers, strict=True):
             try:
                 work.wait(self.timeout)
             except Exception as exc:  # RuntimeError from gloo/nccl: timeout or connection lost
-                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                detail = re.sub(r"^\[[^\]]*\]\s*", "", detail).split(". This is typically")[0]  # gloo's prefix
-                if "Timed out" in detail or "timed out" in detail.lower():
-                    reason = f"no answer within {self.timeout.total_seconds():g} s during {what}"
-                else:
-                    reason = f"connection lost during {what}: {detail[:160]}"
-                raise self.monitor.fail(peer, reason) from None
+                raise self.monitor.fail(peer, self._reason(exc, what)) from None
+
+    def _post(self, start: Any, what: str) -> Any:
+        """``start()`` posts a collective; failing already (a connection known lost) is a failure like a wait's."""
+        try:
+            return start()
+        except Exception as exc:
+            raise self.monitor.fail(None, self._reason(exc, what)) from None
+
+    def _post_p2p(self, ops: list[tuple[Any, torch.Tensor, int]], what: str) -> list[Any]:
+        """Post point-to-point ops ``(dist.isend or dist.irecv, tensor, peer)``; returns their works.
+
+        gloo posts one op at a time and raises at once for a peer whose connection is already known lost (it
+        died while this process was computing): that names the peer like a failed wait. Every other op is
+        still posted first, so that the other peers see this process reach the op (their suspicion then
+        carries a later op and the root cause keeps the earliest). NCCL coalesces the batch (one call)."""
+        if self._coalesce is None:
+            self._coalesce = dist.get_backend(self.group) == "nccl"
+        if self._coalesce:
+            return self._post(lambda: dist.batch_isend_irecv([dist.P2POp(fn, t, q, self.group) for fn, t, q in ops]),
+                              what)
+        works: list[Any] = []
+        failed: tuple[int, Exception] | None = None
+        for fn, t, q in ops:
+            try:
+                works.append(fn(t, q, self.group))
+            except Exception as exc:
+                failed = failed or (q, exc)
+        if failed is not None:
+            raise self.monitor.fail(failed[0], self._reason(failed[1], what)) from None
+        return works
 
     # ------------------------------------------------------------ the protocol
     def exchange(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Send the needed local rows of ``flat`` (k, w) to each neighbouring rank and receive theirs."""
-        ops, peers, recvs = [], [], []
+        ops: list[tuple[Any, torch.Tensor, int]] = []
+        recvs = []
         sent = 0
         for q in self.peers:
             buf = flat.index_select(0, self._send_idx[q].to(flat.device))
-            ops.append(dist.P2POp(dist.isend, buf, q, self.group))
-            peers.append(q)
+            ops.append((dist.isend, buf, q))
             sent += buf.numel() * buf.element_size()
         for q in self.peers:
             r = flat.new_empty((len(self._recv_ids[q]), flat.shape[1]))
             recvs.append(r)
-            ops.append(dist.P2POp(dist.irecv, r, q, self.group))
-            peers.append(q)
+            ops.append((dist.irecv, r, q))
         self.monitor.op += 1
         if ops:
-            works = dist.batch_isend_irecv(ops)
+            what = f"gossip op {self.monitor.op}"
+            works = self._post_p2p(ops, what)
             # receives first: a missing peer is seen on what we need from it
             n = len(self.peers)
             order = list(range(n, 2 * n)) + list(range(n))
-            self._wait([works[i] for i in order], [peers[i] for i in order], f"gossip op {self.monitor.op}")
+            self._wait([works[i] for i in order], [ops[i][2] for i in order], what)
         self.bytes_sent += sent
         self.messages_sent += len(self.peers)
         return recvs
@@ -192,15 +224,16 @@ class DistributedCommunicator:
         """Sum over every node of the network (all_reduce; logging only, not counted in the iteration)."""
         local = T.sum(dim=0).to(self._collective_device()).contiguous()
         self.monitor.op += 1
-        work = dist.all_reduce(local, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
-        self._wait([work], [None], f"metrics all_reduce (op {self.monitor.op})")
+        what = f"metrics all_reduce (op {self.monitor.op})"
+        work = self._post(lambda: dist.all_reduce(local, op=dist.ReduceOp.SUM, group=self.group, async_op=True), what)
+        self._wait([work], [None], what)
         self.logging_bytes += local.numel() * local.element_size()
         return local.to(T.device)
 
     def barrier(self) -> None:
         """Wait for every process (set-up only, never inside an iteration)."""
         self.monitor.op += 1
-        work = dist.barrier(group=self.group, async_op=True)
+        work = self._post(lambda: dist.barrier(group=self.group, async_op=True), "the start-up barrier")
         self._wait([work], [None], "the start-up barrier")
 
     def gather_rows(self, X: torch.Tensor) -> torch.Tensor | None:
@@ -211,7 +244,7 @@ class DistributedCommunicator:
         pad = pad.to(self._collective_device())
         bufs = [torch.empty_like(pad) for _ in range(self.world)] if self.rank == 0 else None
         self.monitor.op += 1
-        work = dist.gather(pad, bufs, dst=0, group=self.group, async_op=True)
+        work = self._post(lambda: dist.gather(pad, bufs, dst=0, group=self.group, async_op=True), "the final gather")
         self._wait([work], [None], "the final gather")
         if self.rank != 0:
             return None
@@ -224,7 +257,7 @@ class DistributedCommunicator:
         v[self.rank] = torch.tensor(list(values), dtype=torch.float64)
         v = v.to(self._collective_device())
         self.monitor.op += 1
-        work = dist.all_reduce(v, group=self.group, async_op=True)
+        work = self._post(lambda: dist.all_reduce(v, group=self.group, async_op=True), "the final statistics")
         self._wait([work], [None], "the final statistics")
         return v.cpu().numpy()
 

@@ -1,5 +1,16 @@
 """Curves of logged runs: a metric averaged over seeds (:class:`Curve`, :func:`mean_curve`), the cost at which
-it first reaches a target (:func:`cost_to_target`), and their plots (:func:`curves_figure`, :func:`plot_curves`).
+it reaches a target, its final value, and their plots (:func:`curves_figure`, :func:`plot_curves`).
+
+How "to target" and "final" are measured (the project's standard, used by every table):
+
+- **to target** (:func:`sustained_cost`, :func:`sustained_index`): the cost (iterations, samples, rounds,
+  bytes, time: whichever column) at the first logged point from which the seed-mean curve stays at or below
+  the target for the rest of the run; ``inf`` ("not reached") when the curve ends above it. A noisy method
+  whose mean dips below the target once and rises again has not reached it.
+- **first dip** (:func:`first_dip_cost`, :func:`first_dip_index`; secondary): the cost at the first logged
+  point where the seed mean is at or below the target, whatever comes after (``inf`` if never).
+- **final** (:func:`final_median`, :func:`tail_median`): the median of the seed-mean curve over the last 20%
+  of the logged points (at least one point), not the single noisy last point.
 
 Everything here reads plain rows (the content of ``metrics.csv``), so plots and tables can be made from run
 folders long after the runs, without re-running anything.
@@ -21,7 +32,35 @@ from proxgt._io import atomic_write_bytes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Curve", "mean_curve", "cost_to_target", "curves_figure", "plot_curves", "series_style"]
+__all__ = [
+    "Curve",
+    "mean_curve",
+    "sustained_index",
+    "first_dip_index",
+    "tail_median",
+    "sustained_cost",
+    "first_dip_cost",
+    "final_median",
+    "TAIL_FRACTION",
+    "TO_TARGET_RULE",
+    "FIRST_DIP_RULE",
+    "FINAL_RULE",
+    "cost_to_target",
+    "curves_figure",
+    "plot_curves",
+    "series_style",
+]
+
+#: Share of the logged points (the last ones) over which :func:`tail_median` takes the final value.
+TAIL_FRACTION = 0.2
+
+#: Clauses for table captions (joined into one sentence there): how "to target", "first dip" and "final" are read.
+TO_TARGET_RULE = (
+    "\"to target\" costs are read at the first logged point from which the seed mean stays at or below the "
+    "target to the end of the run (\"not reached\" if it ends above it)"
+)
+FIRST_DIP_RULE = "`first_dip_*` costs at the first logged point at or below the target, even if the curve rises again"
+FINAL_RULE = "\"final\" values are medians of the seed-mean curve over the last 20% of the logged points"
 
 
 @dataclass
@@ -58,10 +97,102 @@ def mean_curve(
     return Curve(label, x, vals.mean(axis=0), vals.min(axis=0), vals.max(axis=0), len(runs))
 
 
+def sustained_index(values: Sequence[float] | np.ndarray, target: float) -> int | None:
+    """Index of the first point from which ``values`` stay at or below ``target`` to the end (None if the
+    last value is above it, or there are no values). NaN counts as above the target.
+
+    >>> sustained_index([1.0, 0.1, 0.5, 0.1, 0.05], 0.2)  # dips at 1, rises at 2, settles from 3
+    3
+    >>> sustained_index([1.0, 0.1, 0.5], 0.2) is None  # dips, then ends above: not reached
+    True
+    >>> sustained_index([0.1, 0.1], 0.2)
+    0
+    """
+    v = np.asarray(values, dtype=np.float64)
+    above = np.nonzero(~(v <= target))[0]
+    if v.size == 0 or (above.size and above[-1] == v.size - 1):
+        return None
+    return int(above[-1]) + 1 if above.size else 0
+
+
+def first_dip_index(values: Sequence[float] | np.ndarray, target: float) -> int | None:
+    """Index of the first point where ``values`` is at or below ``target`` (None if never).
+
+    >>> first_dip_index([1.0, 0.1, 0.5], 0.2)
+    1
+    >>> first_dip_index([1.0, 0.5], 0.2) is None
+    True
+    """
+    hit = np.nonzero(np.asarray(values, dtype=np.float64) <= target)[0]
+    return int(hit[0]) if hit.size else None
+
+
+def tail_median(values: Sequence[float] | np.ndarray, fraction: float = TAIL_FRACTION) -> float:
+    """Median of the last ``fraction`` of ``values`` (rounded up, at least one point; nan if empty).
+
+    >>> tail_median([9.0, 9.0, 9.0, 9.0, 9.0, 1.0, 2.0, 3.0, 2.0, 50.0])  # last 2 of 10 points: 2 and 50
+    26.0
+    >>> tail_median([5.0, 4.0, 3.0])  # 20% of 3 points rounds up to one point
+    3.0
+    >>> tail_median([8.0, 1.0, 2.0, 3.0, 100.0], fraction=0.6)  # last 3 of 5 points
+    3.0
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}")
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return math.nan
+    k = max(1, math.ceil(round(v.size * fraction, 9)))
+    return float(np.median(v[-k:]))
+
+
+def _cost_at(curve: Curve, axis: str, index: int | None) -> float:
+    if axis not in curve.x:
+        raise KeyError(f"curve {curve.label!r} has no cost axis {axis!r}; axes: {', '.join(curve.x)}")
+    return float(curve.x[axis][index]) if index is not None else math.inf
+
+
+def sustained_cost(curve: Curve, target: float, axis: str) -> float:
+    """Cost ``axis`` (e.g. ``ifo_per_node``, ``comm_rounds``) at the first logged point from which the seed mean
+    stays at or below ``target`` for the rest of the run; ``inf`` if it ends above the target.
+
+    >>> m = np.array([1.0, 0.1, 0.5, 0.1, 0.05])  # seed mean: dips at iteration 1, settles from iteration 3
+    >>> c = Curve("c", {"iter": np.arange(5.0)}, m, m, m, n_seeds=1)
+    >>> sustained_cost(c, 0.2, "iter"), sustained_cost(c, 0.01, "iter")
+    (3.0, inf)
+    """
+    return _cost_at(curve, axis, sustained_index(curve.mean, target))
+
+
+def first_dip_cost(curve: Curve, target: float, axis: str) -> float:
+    """Cost ``axis`` at the first logged point where the seed mean is at or below ``target``, even if it rises
+    again afterwards (secondary to :func:`sustained_cost`); ``inf`` if never.
+
+    >>> m = np.array([1.0, 0.1, 0.5, 0.1, 0.05])
+    >>> c = Curve("c", {"iter": np.arange(5.0)}, m, m, m, n_seeds=1)
+    >>> first_dip_cost(c, 0.2, "iter"), first_dip_cost(c, 0.01, "iter")
+    (1.0, inf)
+    """
+    return _cost_at(curve, axis, first_dip_index(curve.mean, target))
+
+
+def final_median(curve: Curve, fraction: float = TAIL_FRACTION) -> float:
+    """The curve's final value: the median of its seed mean over the last ``fraction`` (20%) of the logged
+    points, at least one (see :func:`tail_median`).
+
+    >>> m = np.array([1.0, 0.5, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.12, 0.9])
+    >>> c = Curve("c", {}, m, m, m, n_seeds=1)
+    >>> final_median(c), float(c.mean[-1])  # median of the last 3 of 15 points, not the noisy last one
+    (0.12, 0.9)
+    """
+    return tail_median(curve.mean, fraction)
+
+
 def cost_to_target(curve: Curve, target: float, axis: str) -> float:
-    """Value of the cost ``axis`` at the first logging point where the mean curve is <= target (nan if never)."""
-    hit = np.nonzero(curve.mean <= target)[0]
-    return float(curve.x[axis][hit[0]]) if hit.size else math.nan
+    """Compatibility: the first-dip cost (:func:`first_dip_cost`) with ``nan`` instead of ``inf`` when the
+    curve never gets to the target. Tables use :func:`sustained_cost` instead."""
+    v = first_dip_cost(curve, target, axis)
+    return v if math.isfinite(v) else math.nan
 
 
 _AXIS_LABELS = {

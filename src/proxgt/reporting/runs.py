@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._io import atomic_write_text, read_metrics_csv
-from proxgt.reporting.curves import Curve, cost_to_target, mean_curve
+from proxgt.reporting.curves import (
+    FINAL_RULE,
+    FIRST_DIP_RULE,
+    TO_TARGET_RULE,
+    Curve,
+    final_median,
+    first_dip_cost,
+    mean_curve,
+    sustained_cost,
+)
 from proxgt.settings import load_config_file
 
 __all__ = [
@@ -27,6 +36,9 @@ __all__ = [
     "group_series",
     "series_table",
     "TABLE_COLUMNS",
+    "TO_TARGET_COLUMNS",
+    "FIRST_DIP_COLUMNS",
+    "table_caption",
     "table_columns",
     "table_markdown",
     "table_csv",
@@ -104,14 +116,29 @@ def group_series(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     return out
 
 
-def _finite(v: float) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
-
-
-TABLE_COLUMNS = (
-    "series", "algorithm", "topology", "nodes", "mixing", "K", "seeds", "diverged", "iters_to_target",
-    "samples_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s", "final",
+#: Primary cost columns (sustained: the seed mean gets to the target and stays) and the cost axis each reads.
+TO_TARGET_COLUMNS = (
+    ("iters_to_target", "iter"), ("samples_to_target", "ifo_per_node"), ("rounds_to_target", "comm_rounds"),
+    ("bytes_to_target", "bytes_per_node"), ("wall_s_to_target", "wall_s"), ("modeled_s_to_target", "modeled_s"),
 )
+#: Secondary cost columns: the first logged point where the seed mean is at or below the target.
+FIRST_DIP_COLUMNS = (
+    ("first_dip_samples", "ifo_per_node"), ("first_dip_rounds", "comm_rounds"), ("first_dip_modeled_s", "modeled_s"),
+)
+_SETTING_COLUMNS = ("series", "algorithm", "topology", "nodes", "mixing", "K", "seeds", "diverged")
+TABLE_COLUMNS = (
+    *_SETTING_COLUMNS, *(c for c, _ in TO_TARGET_COLUMNS), *(c for c, _ in FIRST_DIP_COLUMNS), "final_median",
+)
+
+
+def table_caption(metric: str, target: float) -> str:
+    """The one-sentence header of a series table: how its "to target", first-dip and final columns are read.
+
+    >>> table_caption("grad_mapping_sq", 1e-4).startswith("Target: seed-mean `grad_mapping_sq` <= 0.0001;")
+    True
+    """
+    return (f"Target: seed-mean `{metric}` <= {float(target):g}; {TO_TARGET_RULE}, {FIRST_DIP_RULE}, and "
+            f"{FINAL_RULE}.")
 
 
 def series_table(
@@ -121,7 +148,14 @@ def series_table(
     metric: str = "grad_mapping_sq",
     cost: Any = None,
 ) -> tuple[list[dict[str, Any]], list[Curve]]:
-    """One table row (cost to reach ``target`` by the seed-mean ``metric``) and one curve per series.
+    """One table row and one curve (the seed-mean ``metric``) per series.
+
+    The ``*_to_target`` columns are read where the seed mean gets to ``target`` and stays at or below it to the
+    end (:func:`~proxgt.reporting.curves.sustained_cost`; ``inf``, printed "not reached", otherwise); the
+    ``first_dip_*`` columns where it is first at or below it (:func:`~proxgt.reporting.curves.first_dip_cost`);
+    ``final_median`` and the optional ``final_*`` columns are medians of the seed-mean curves over the last 20%
+    of the logged points (:func:`~proxgt.reporting.curves.final_median`). A series without finished runs has
+    ``nan`` there.
 
     Finished runs only; diverged seeds are counted and left out of the mean (a diverged run has no finite
     tail to average). ``cost`` (a :class:`proxgt.costmodel.CostModel`) adds the ``modeled_s`` axis.
@@ -146,17 +180,16 @@ def series_table(
             runs = [cost.with_modeled(r.rows) if cost is not None else r.rows for r in good]
             c = mean_curve(runs, metric, label=label, axes=COST_AXES)
             curves.append(c)
-            for col, axis in (("iters_to_target", "iter"), ("samples_per_node", "ifo_per_node"),
-                              ("comm_rounds", "comm_rounds"), ("bytes_per_node", "bytes_per_node"),
-                              ("wall_s", "wall_s"), ("modeled_s", "modeled_s")):
-                row[col] = cost_to_target(c, target, axis) if axis in c.x else math.nan
-            row["final"] = float(c.mean[-1])
+            for col, axis in TO_TARGET_COLUMNS:
+                row[col] = sustained_cost(c, target, axis) if axis in c.x else math.nan
+            for col, axis in FIRST_DIP_COLUMNS:
+                row[col] = first_dip_cost(c, target, axis) if axis in c.x else math.nan
+            row["final_median"] = final_median(c)
             for col in OPTIONAL_FINALS:
-                vals = [r[-1][col] for r in runs if col in r[-1]]
-                if vals:
-                    row[f"final_{col}"] = sum(vals) / len(vals)
+                if all(r and col in r[0] for r in runs):
+                    row[f"final_{col}"] = final_median(mean_curve(runs, col, axes=()))
         else:
-            for col in TABLE_COLUMNS[8:]:
+            for col in TABLE_COLUMNS[len(_SETTING_COLUMNS):]:
                 row[col] = math.nan
         rows.append(row)
     return rows, curves
@@ -171,21 +204,24 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [*TABLE_COLUMNS, *extra]
 
 
+_SIG3_COLUMNS = ("bytes_to_target", "wall_s_to_target", "modeled_s_to_target", "first_dip_modeled_s")
+
+
 def _fmt(v: Any, col: str) -> str:
     if isinstance(v, float):
-        if not math.isfinite(v):
-            return "nan" if col.startswith("final") else "not reached"
-        if col.startswith("final"):
-            return f"{v:.3g}"
-        if col in ("wall_s", "modeled_s"):
-            return f"{v:.3g}"
-        if col == "bytes_per_node":
+        if math.isnan(v):
+            return "nan" if col.startswith("final") else "-"  # no finished run
+        if math.isinf(v) and not col.startswith("final"):
+            return "not reached"
+        if col.startswith("final") or col in _SIG3_COLUMNS:
             return f"{v:.3g}"
         return f"{v:,.0f}"
     return str(v)
 
 
 def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A markdown table of ``rows`` (default columns: :func:`table_columns`); a cost never reached reads
+    "not reached", one without finished runs "-"."""
     columns = table_columns(rows) if columns is None else columns
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
@@ -194,19 +230,21 @@ def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
 
 
 def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV of ``rows``: a cost never reached is written ``inf``, a value without finished runs left empty."""
     columns = table_columns(rows) if columns is None else columns
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if isinstance(r.get(c), float) and not _finite(r.get(c)) else r.get(c, "") for c in columns])
+        w.writerow(["" if isinstance(r.get(c), float) and math.isnan(r.get(c)) else r.get(c, "") for c in columns])
     return buf.getvalue()
 
 
-def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path) -> tuple[Path, Path]:
-    """Write ``<stem>.csv`` and ``<stem>.md`` atomically; return their paths."""
+def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path, *, caption: str = "") -> tuple[Path, Path]:
+    """Write ``<stem>.csv`` and ``<stem>.md`` atomically (the markdown headed by ``caption``, e.g.
+    :func:`table_caption`); return their paths."""
     stem = Path(out_stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     atomic_write_text(csv_path, table_csv(rows))
-    atomic_write_text(md_path, table_markdown(rows))
+    atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + table_markdown(rows))
     return csv_path, md_path
