@@ -160,3 +160,13 @@ def test_resolved_config_round_trips(tmp_path):
     assert cfg.step == pytest.approx(h.config["step"]) and cfg.rounds == h.config["rounds"]
     h2 = proxgt.run(cfg)
     assert [r["grad_mapping_sq"] for r in h2.rows] == [r["grad_mapping_sq"] for r in h.rows]
+
+
+def test_history_reaching_needs_the_curve_to_stay_below():
+    from proxgt.training import History
+
+    rows = [{"iter": i, "m": v} for i, v in enumerate([5.0, 0.5, 2.0, 0.8, 0.4, 0.9])]
+    h = History(columns=["iter", "m"], rows=rows, x=torch.zeros(1, 1), config={}, summary={})
+    assert h.first_reaching("m", 1.0)["iter"] == 1
+    assert h.reaching("m", 1.0)["iter"] == 3
+    assert h.reaching("m", 0.45) is None

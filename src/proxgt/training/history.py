@@ -34,12 +34,25 @@ class History:
         return [r[name] for r in self.rows]
 
     def first_reaching(self, metric: str, target: float) -> dict[str, float] | None:
-        """The first logged row with ``metric <= target``, or None."""
+        """The first logged row with ``metric <= target``, or None (a first dip: see :meth:`reaching`)."""
         for r in self.rows:
             v = r.get(metric)
             if v is not None and v <= target:
                 return r
         return None
+
+    def reaching(self, metric: str, target: float) -> dict[str, float] | None:
+        """The first logged row from which ``metric`` stays ``<= target`` to the end of the run, or None: the
+        robust "reached the target" of this library's tables (a noisy curve's first dip does not count)."""
+        found = None
+        for r in self.rows:
+            v = r.get(metric)
+            ok = v is not None and v <= target  # NaN counts as above
+            if ok and found is None:
+                found = r
+            elif not ok:
+                found = None
+        return found
 
 
 def summarize(rows: list[dict[str, float]], spec: Any, status: str = "ok", message: str = "") -> dict[str, Any]:
