@@ -352,8 +352,11 @@ def test_workers_end_quietly_when_the_launcher_is_killed(data_file, tmp_path, si
             workers = _children(proc.pid)
         proc.send_signal(sig)
         killed = time.monotonic()
-        # the workers hold the pipes: end of file means that every process is gone
+        # the workers hold the pipes: end of file means that every process closed its files; it then ends
         _, err = proc.communicate(timeout=30)
+        while [pid for pid in workers if _running(pid)] and time.monotonic() < killed + 30:
+            time.sleep(0.05)
+        left = [pid for pid in workers if _running(pid)]
         took = time.monotonic() - killed
     finally:
         if proc.poll() is None:
@@ -362,7 +365,7 @@ def test_workers_end_quietly_when_the_launcher_is_killed(data_file, tmp_path, si
             if _running(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-    assert not [pid for pid in workers if _running(pid)]
+    assert not left, f"workers {left} still running {took:.1f} s after the launcher got {sig.name}"
     assert took < 30
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
     assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]

@@ -3,10 +3,13 @@
 The launcher hosts the rendezvous store on 127.0.0.1 (a free port) and starts N worker processes (on Linux
 forked from the launcher once its imports are done, so that they start in well under a second; elsewhere
 ``python -m proxgt.worker``) with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT,
-TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1), then waits. When a worker fails, the others detect it within
-``--timeout`` seconds and exit naming the failed rank; the launcher waits that long (plus a grace period),
-kills any worker still running, and exits non-zero naming the first failed rank. For several machines use
-torchrun with ``-m proxgt.worker`` (see :mod:`proxgt.worker`).
+TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1, PROXGT_LAUNCHER_PID), then waits. When a worker fails, the
+others detect it within ``--timeout`` seconds and exit naming the failed rank; a worker that ends with an error
+before they agreed on one is named by the launcher itself (it saw that process exit first). The launcher waits
+``--timeout`` (plus a grace period) after the first failure, kills any worker still running, and exits non-zero
+naming the first failed rank. If the launcher itself ends (SIGTERM is forwarded to the workers; after kill -9
+they see it gone within a fraction of a second), every worker ends too, with one line at most. For several
+machines use torchrun with ``-m proxgt.worker`` (see :mod:`proxgt.worker`).
 """
 
 from __future__ import annotations
