@@ -170,7 +170,11 @@ ALGORITHMS.register("deepstorm", "proxgt.algorithms.baselines.deepstorm:build_co
                     summary="DEEPSTORM v2, constant step")
 ALGORITHMS.register("deepstorm-diminishing", "proxgt.algorithms.baselines.deepstorm:build_diminishing",
                     summary="DEEPSTORM v2, diminishing step")
+ALGORITHMS.register("deepstorm-v1", "proxgt.algorithms.baselines.deepstorm:build_v1",
+                    summary="DEEPSTORM v1 (hybrid estimator), diminishing step")
 ALGORITHMS.register("prox-dasa-gt", "proxgt.algorithms.baselines.dasa:build", summary="Prox-DASA-GT")
+ALGORITHMS.register("dproxsgt", "proxgt.algorithms.baselines.dproxsgt:build", summary="DProxSGT")
+ALGORITHMS.register("prox-dasa", "proxgt.algorithms.baselines.dasa:build_dasa", summary="Prox-DASA")
 ALGORITHMS.register("sppdm", "proxgt.algorithms.baselines.sppdm:build", summary="SPPDM")
 ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd",
                     summary="centralized prox-SGD on pooled data (nodes = 1)")

@@ -64,11 +64,14 @@ def ref_prox_dsgd(b, o, M, X, extra):
 
 
 def ref_prox_dsgt(b, o, M, X, extra):
+    # spec baselines.md section 2 (DSGT of the DEEPSTORM repo): Y_0 = M G_0; X <- M prox(M X - a Y);
+    # Y <- M Y + G_new - G_old
     a, bs = b.step, b.algorithm.estimator.batch
     V = o.grad(X, o.sample(bs))
-    Y = V.clone()
-    for _ in range(STEPS):
-        X = M @ _soft(X - a * Y, a)
+    Y = M @ V
+    for t in range(STEPS):
+        at = a / math.sqrt(t + 1) if extra.get("prox-dsgt", {}).get("schedule") == "diminishing" else a
+        X = M @ _soft(M @ X - at * Y, at)
         V_new = o.grad(X, o.sample(bs))
         Y = M @ Y + V_new - V
         V = V_new
@@ -76,49 +79,79 @@ def ref_prox_dsgt(b, o, M, X, extra):
 
 
 def ref_deepstorm(b, o, M, X, extra):
+    # spec section 1: D0 exact, Y0 = M D0; beta_t = 1 - a_t+1/a_t + beta0 a_t+1^2 (beta0 = 1, k0 = 5)
     alg = b.algorithm
-    D = o.grad(X, o.sample(alg.init_batch))
-    Y = D.clone()
+    D = o.full_grad(X)
+    Y = M @ D
+    constant = alg.name == "deepstorm"
+
+    def a_(t):
+        return b.step if constant else b.step * (5.0 / (t + 5.0)) ** (1 / 3)
+
     for t in range(STEPS):
-        if alg.name == "deepstorm":
-            at, beta = b.step, 0.1
-        else:
-            at = b.step * (1 + t / 100.0) ** (-1 / 3)
-            beta = min(1.0, 0.1 * (at / b.step) ** 2)
+        at = a_(t)
+        beta = min(1.0, 1.0 - a_(t + 1) / at + a_(t + 1) ** 2)
         X_new = _soft(M @ X - at * Y, at)
         g_new, g_old = o.grad_pair(X_new, X, o.sample(alg.batch))
-        D_new = g_new + (1 - beta) * (D - g_old)
+        if alg.name == "deepstorm-v1":
+            D_new = beta * o.grad(X_new, o.sample(alg.batch)) + (1 - beta) * (D + g_new - g_old)
+        else:
+            D_new = g_new + (1 - beta) * (D - g_old)
         Y = M @ (Y + D_new - D)
         X, D = X_new, D_new
     return X
 
 
 def ref_prox_dasa_gt(b, o, M, X, extra):
+    # spec section 6, paper form: z averages the tracked gradient (GT) or the raw one (prox-dasa); X and U
+    # are mixed together, then Z; gradients at the old point; Z0 = 0, U0 = V0 (GT only)
     g, n, bs = b.step, X.shape[0], b.algorithm.estimator.batch
-    V = o.grad(X, o.sample(bs))
-    R, U = V.clone(), V.clone()
+    gt = b.algorithm.name == "prox-dasa-gt"
+    V = o.grad(X, o.sample(bs)) if gt else None
+    U, Z = (V.clone() if gt else None), torch.zeros_like(X)
     for t in range(STEPS):
         a = min(math.sqrt(n / (t + 1)), 1.0)
-        Z = _soft(X - g * U, g)
-        X = M @ ((1 - a) * X + a * Z)
-        V = o.grad(X, o.sample(bs))
-        R_new = (1 - a) * R + a * V
-        U = M @ (U + R_new - R)
-        R = R_new
+        Y = _soft(X - g * Z, g)
+        V_new = o.grad(X, o.sample(bs))
+        X = M @ ((1 - a) * X + a * Y)
+        if gt:
+            U = M @ (U + V_new - V)
+            Z = M @ ((1 - a) * Z + a * U)
+        else:
+            Z = M @ ((1 - a) * Z + a * V_new)
+        V = V_new
+    return X
+
+
+def ref_dproxsgt(b, o, M, X, extra):
+    # spec section 3, paper form: V_-1 = Y_-1 = 0; tracker mixed, then used; gradient at the current point
+    a, bs = b.step, b.algorithm.estimator.batch
+    V, Y = torch.zeros_like(X), torch.zeros_like(X)
+    for _ in range(STEPS):
+        V_new = o.grad(X, o.sample(bs))
+        Y = M @ (Y + V_new - V)
+        X = M @ _soft(X - a * Y, a)
+        V = V_new
     return X
 
 
 def ref_sppdm(b, o, M, X, extra):
+    # spec baselines.md section 5 with L = I - M, Q = I + M (degree 1): phi = gamma + 2c + kappa = 1/a
     a, bs = b.step, b.algorithm.estimator.batch
-    c, rho, beta, omega = 1.0 / a, 0.5 / a, 0.5, 0.5
-    G = o.grad(X, o.sample(bs))
-    MX, Lam, Zs = M @ X, torch.zeros_like(X), X.clone()
-    for _ in range(STEPS):
-        X = _soft(X - a * (G + Lam + c * (X - MX)), a)
-        MX = M @ X
-        Lam = Lam + rho * (X - MX)
-        Zs = Zs + omega * (X - Zs)
-        G = (1 - beta) * G + beta * o.grad(X, o.sample(bs))
+    c, kappa, alpha, beta = 0.3 / a, 0.01 / a, 0.3 / a, 0.9
+    gamma = 1.0 / a - 2 * c - kappa
+    G = o.full_grad(X)
+    Lam, Z, X_prev, theta_old = torch.zeros_like(X), X.clone(), X.clone(), 1.0
+    X, X_prev = _soft(a * ((gamma + kappa) * X + c * (X + M @ X) - G), a), X  # the initial step
+    for _ in range(STEPS - 1):
+        theta = (1 + math.sqrt(1 + 4 * theta_old**2)) / 2
+        eta, theta_old = (theta_old - 1) / theta, theta
+        Lam = Lam + alpha * (X - M @ X)
+        S = X + eta * (X - X_prev)
+        G = o.grad(S, o.sample(bs))
+        X_new = _soft(a * (gamma * S + c * (X + M @ X) + kappa * Z - G - Lam), a)
+        Z = Z + beta * (X_new - Z)
+        X_prev, X = X, X_new
     return X
 
 
@@ -149,9 +182,13 @@ CASES = [
     ("prox-dsgd", ref_prox_dsgd, 4, {}),
     ("prox-dsgd", ref_prox_dsgd, 4, {"prox-dsgd": {"schedule": "diminishing"}}),
     ("prox-dsgt", ref_prox_dsgt, 4, {}),
+    ("prox-dsgt", ref_prox_dsgt, 4, {"prox-dsgt": {"schedule": "diminishing"}}),
     ("deepstorm", ref_deepstorm, 4, {}),
     ("deepstorm-diminishing", ref_deepstorm, 4, {}),
+    ("deepstorm-v1", ref_deepstorm, 4, {}),
     ("prox-dasa-gt", ref_prox_dasa_gt, 4, {}),
+    ("prox-dasa", ref_prox_dasa_gt, 4, {}),
+    ("dproxsgt", ref_dproxsgt, 4, {}),
     ("sppdm", ref_sppdm, 4, {}),
     ("central-prox-sgd", ref_central_prox_sgd, 1, {}),
     ("central-proxsarah", ref_central_proxsarah, 1, {}),
@@ -184,7 +221,7 @@ def test_converges_on_breast_cancer(name):
 
 
 def test_tracking_invariant_deepstorm_and_dasa():
-    for name, field_v, field_y in (("deepstorm", "d", "y"), ("prox-dasa-gt", "r", "u"), ("prox-dsgt", "v", "y")):
+    for name, field_v, field_y in (("deepstorm", "d", "y"), ("prox-dasa-gt", "v", "u"), ("prox-dsgt", "v", "y")):
         b, oracle, mixer, _, x0 = _setup(name, 4)
         o = oracle()
         st = b.algorithm.init(x0, o, mixer)
@@ -202,7 +239,7 @@ def test_central_needs_one_node_and_bad_extra_is_one_line():
     with pytest.raises(ProxGTValueError, match="beta"):
         build_run(RunConfig(algorithm="deepstorm", data="breast_cancer", nodes=4, extra={"deepstorm": {"beta": 0.0}}))
     with pytest.raises(ProxGTValueError, match="must be a float"):
-        build_run(RunConfig(algorithm="sppdm", data="breast_cancer", nodes=4, extra={"sppdm": {"beta": "x"}}))
+        build_run(RunConfig(algorithm="sppdm", data="breast_cancer", nodes=4, extra={"sppdm": {"omega": "x"}}))
 
 
 def test_schedule():

@@ -4,11 +4,14 @@ Registered in :data:`proxgt.registry.ALGORITHMS` as:
 
 =========================  ==========================================================================
 ``prox-dsgd``              Prox-DSGD / DSPG (no tracking), constant or diminishing step
-``prox-dsgt``              Prox-DSGT (tracker mixed before the gradient correction)
-``deepstorm``              DEEPSTORM v2, constant step and momentum
-``deepstorm-diminishing``  DEEPSTORM v2, a_t ~ t^(-1/3), beta_t ~ a_t^2
-``prox-dasa-gt``           Prox-DASA-GT (averaged primal step, tracked running-average gradient)
-``sppdm``                  SPPDM (proximal primal-dual with momentum; our reading is in its docstring)
+``prox-dsgt``              DSGT of the DEEPSTORM repository (gradient tracking, x mixed before and after)
+``dproxsgt``               DProxSGT (Yan et al. 2023)
+``deepstorm``              DEEPSTORM v2, constant step, beta = beta0 a^2
+``deepstorm-diminishing``  DEEPSTORM v2, a_t = a (k0/(t+k0))^(1/3), the published beta_t
+``deepstorm-v1``           DEEPSTORM v1 (hybrid estimator)
+``prox-dasa``              Prox-DASA (averaged primal step and gradient, no tracking)
+``prox-dasa-gt``           Prox-DASA-GT (the tracked gradient feeds the averaged gradient z)
+``sppdm``                  SPPDM (dual ascent, Nesterov extrapolation, z-anchor)
 ``central-prox-sgd``       prox-SGD on the pooled data (nodes = 1)
 ``central-proxsarah``      ProxSARAH / ProxSpiderBoost on the pooled data (nodes = 1)
 =========================  ==========================================================================
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 from proxgt.algorithms.baselines._common import Schedule
 from proxgt.algorithms.baselines.central import CentralProxSARAH, CentralProxSGD
-from proxgt.algorithms.baselines.dasa import ProxDASAGT
+from proxgt.algorithms.baselines.dasa import ProxDASA, ProxDASAGT
 from proxgt.algorithms.baselines.deepstorm import DeepStorm
+from proxgt.algorithms.baselines.dproxsgt import DProxSGT
 from proxgt.algorithms.baselines.dsgd import ProxDSGD
 from proxgt.algorithms.baselines.dsgt import ProxDSGT
 from proxgt.algorithms.baselines.sppdm import SPPDM
@@ -32,7 +36,9 @@ __all__ = [
     "Schedule",
     "ProxDSGD",
     "ProxDSGT",
+    "DProxSGT",
     "DeepStorm",
+    "ProxDASA",
     "ProxDASAGT",
     "SPPDM",
     "CentralProxSGD",

@@ -1,28 +1,51 @@
-"""Prox-DSGT / DProxSGT: proximal stochastic gradient tracking with the tracker mixed *before* the correction.
+"""Prox-DSGT: the proximal decentralized stochastic gradient tracking baseline of the DEEPSTORM repository.
 
-Update (spec section 6)::
+The method is the ``methods/dsgt.py`` baseline of G. Mancino-Ball, S. Miao, Y. Xu, J. Chen, "Proximal
+stochastic recursive momentum methods for nonconvex composite decentralized optimization", AAAI 2023
+(spec ``baselines.md`` section 2). It is *not* DProxSGT (Yan, Chen, Chen, Cui, Lu, Xu, ICML 2023), which
+mixes the tracker after adding the gradient difference and mixes X once per iteration (registered separately
+as ``dproxsgt``).
 
-    X_t+1 = M( prox_{a h}(X_t - a Y_t) )
-    V_t+1 = (1/b) sum_r grad F_i(x_i,t+1; xi_r)
-    Y_t+1 = M(Y_t) + V_t+1 - V_t                 ("combine then adapt" tracking)
+Update, node-stacked rows, mixing operator M (the published runs: one W, ``--rounds 1 --mixing plain``)::
 
-with Y_0 = V_0. The mean of Y equals the mean of V at every t (M preserves averages). ProxGT-SA differs only in
-the tracker, ``Y_t+1 = M(Y_t + V_t+1 - V_t)`` ("adapt then combine", which also mixes the new gradient
-difference); DProxSGT as published by Xiao et al. (2023) uses that form and a single W, i.e. it is
-``proxgt-sa --rounds 1 --mixing plain`` with a small batch. This baseline keeps the other form so both are
-available. The published methods use one W per step: ``--rounds 1 --mixing plain``; auto rounds give the
-multi-round variant. Settings: ``step``, ``batch`` (default 32; the method's theory allows O(1)).
+    G_0 = (1/b) sum_r grad F_i(x_i,0; xi_r),   Y_0 = M(G_0)
+    P_t    = prox_{a_t h}( M(X_t) - a_t Y_t )         (first X mixing, then the prox)
+    X_t+1  = M(P_t)                                   (second X mixing)
+    G_t+1  = (1/b) sum_r grad F_i(x_i,t+1; xi_r)      (fresh samples, at the twice-mixed point)
+    Y_t+1  = M(Y_t) + G_t+1 - G_t                     (mix first, then add the difference)
+
+M preserves node averages, so mean(Y_t) = mean(G_t) at every t. Between two prox steps X is multiplied by M^2.
+At a fixed point Y is consensual with mean(G), X is consensual (M contracts disagreement and the prox is
+non-expansive) and x = prox_{a h}(x - a mean_i grad f_i(x)): x is stationary for (1/n) sum_i f_i + h.
+
+Settings: ``step`` (lr), ``batch`` (default 32), ``[extra.prox-dsgt] schedule = "constant"`` (default, a_t = a)
+or ``"diminishing"`` (a_t = a / sqrt(t + 1), the DEEPSTORM paper's choice: a9a lr = 1.0, MNIST lr = 10, b = 64,
+ladder graph).
+
+Cost per node: b component gradients per iteration, 3 mixings (X, X, Y; one d-vector per neighbour per round
+each); initialisation: b gradients and 1 mixing.
+
+Where the authors' code differs (so its published curves differ from runs of this module):
+
+* Its gradients are of (1/N) x (batch-mean loss) while the threshold keeps a lambda, so it targets
+  F + N lambda r; here gradients are unscaled. To mimic it, use step lr/N with threshold lr lambda.
+* Its initial points differ across nodes (PyTorch default inits, not averaged); here x0 is shared unless the
+  user gives per-node points.
+* It reads its density statistic on P_t (the prox output) and its other metrics on X_t+1; here the run's
+  metrics are all on X_t+1.
+* Its communication-time record overwrites the time of one of the two X rounds; here all 3 rounds count.
+* It draws each minibatch as b distinct local samples; the oracle here draws with replacement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix, prox_step
-from proxgt.algorithms.baselines._common import sa_batch
+from proxgt.algorithms._parts import Mix
+from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
 
@@ -31,30 +54,39 @@ __all__ = ["ProxDSGT", "ProxDSGTState"]
 
 class ProxDSGTState(NamedTuple):
     x: torch.Tensor
-    v: torch.Tensor
+    v: torch.Tensor  # G_t, the minibatch gradient at X_t
     y: torch.Tensor
     t: int
 
 
 @dataclass(frozen=True)
 class ProxDSGT:
+    """DSGT of the DEEPSTORM repository with a minibatch estimator and a constant or 1/sqrt(t+1) step."""
+
     estimator: Minibatch
     regularizer: object
-    step: float
+    schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgt"
+
+    @property
+    def step(self) -> float:
+        return self.schedule.a0
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         X = x0.clone()
         V = self.estimator.init(oracle, X)
-        return ProxDSGTState(x=X, v=V, y=V.clone(), t=0)
+        return ProxDSGTState(x=X, v=V, y=mix(V), t=0)
 
     def update(self, state: ProxDSGTState, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
-        X_new = mix(prox_step(self.regularizer, state.x, state.y, self.step))
+        a = self.schedule(state.t)
+        P = self.regularizer.prox(torch.add(mix(state.x), state.y, alpha=-a), a)
+        X_new = mix(P)
         V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = mix(state.y) + V_new - state.v
         return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
-
 def build(ctx) -> ProxDSGT:
-    return ProxDSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)
+    p = params(ctx, "prox-dsgt", {"schedule": "constant"})
+    # a_t = a (1 + t)^(-1/2) = a / sqrt(t + 1) when diminishing
+    return ProxDSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, Schedule(p["schedule"], ctx.step, power=0.5, t0=1.0))
