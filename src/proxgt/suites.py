@@ -28,11 +28,18 @@ Suite file (TOML)::
     match = { algorithm = "proxgt-sr-o" }
     set = { batch = 8 }
 
+    [tune]                           # optional fair tuning (proxgt.tuning): pilots per series, best setting kept
+    iters = 80
+    [tune.grid]
+    "*" = { step = [0.1, 0.3, 1.0] }
+
 Layout of the output folder: ``runs/<cell>/`` (config.toml, metrics.csv, final.npz, summary.json, cell.json),
 ``suite.json`` (the resolved suite), ``table.csv`` and ``table.md`` (per series, the costs at which the seed-mean
 metric gets to the target and stays there, the first dip below it, and the median of the seed mean over the last
 20% of the logged points: :func:`proxgt.reporting.runs.series_table`). A cell whose folder holds a finished
-summary.json (status ok or diverged) and the same settings in cell.json is not rerun.
+summary.json (status ok or diverged) and the same settings in cell.json is not rerun. With a ``[tune]`` table,
+pilots run first under ``tune/<pilot>/`` (run folders, resumable the same way), ``tune/tuning.json`` records the
+choices, and each tuned cell runs with its series' chosen values (:mod:`proxgt.tuning`).
 
 A cell with a ``central-*`` algorithm and ``nodes = n > 1`` runs on the pooled data: ``nodes = 1``, batch
 sizes multiplied by n (SA default 32 -> 32 n), ``extra.pooled_nodes = n`` (reports show total work / n).
@@ -57,11 +64,11 @@ from proxgt.settings import RunConfig, read_toml
 
 __all__ = [
     "Cell", "Suite", "SuiteResult", "load_suite", "run_suite", "cell_is_done", "suite_table", "suite_table_caption",
-    "pooled_config",
+    "pooled_config", "run_tuning",
 ]
 
 _SUITE_KEYS = {"name", "out", "target", "metric", "jobs", "group_by", "cost", "description"}
-_TOP_KEYS = {"suite", "base", "grid", "cell"}
+_TOP_KEYS = {"suite", "base", "grid", "cell", "tune"}
 _SHORT = {"nodes": "n", "seed": "seed", "rounds": "K", "batch": "b"}
 _GRAPH_KEYS = {"topology", "topology_p", "topology_radius", "edge_file", "weights", "mixing", "rounds", "mix_target"}
 _PLAIN = {"algorithm", "topology", "mixing", "data", "problem", "split", "order", "weights"}
@@ -74,10 +81,15 @@ class Cell:
     series: str
     axes: dict[str, Any]
     config: dict[str, Any]
+    tuned: dict[str, Any] | None = None  # the values a [tune] table chose for this cell's series
+    untuned: dict[str, Any] | None = field(default=None, repr=False)  # the config before they were set
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "series": self.series, "axes": self.axes,
-                "config": self.config}
+        out = {"index": self.index, "name": self.name, "series": self.series, "axes": self.axes,
+               "config": self.config}
+        if self.tuned is not None:
+            out["tuned"] = self.tuned
+        return out
 
 
 @dataclass
@@ -92,9 +104,13 @@ class Suite:
     cells: list[Cell]
     source: str = ""
     description: str = ""
+    tune: Any = None  # proxgt.tuning.Tune or None
 
     def folder(self, cell: Cell) -> Path:
         return self.out / "runs" / cell.name
+
+    def pilot_folder(self, pilot: Cell) -> Path:
+        return self.out / "tune" / pilot.name
 
 
 @dataclass
@@ -103,6 +119,8 @@ class SuiteResult:
     skipped: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    pilots_ran: list[str] = field(default_factory=list)
+    pilots_skipped: list[str] = field(default_factory=list)
 
 
 def _err(src: str, msg: str) -> ProxGTValueError:
@@ -149,7 +167,7 @@ def load_suite(path: str | Path, *, out: str | Path | None = None) -> Suite:
     data = read_toml(p, "suite file")
     for k in data:
         if k not in _TOP_KEYS:
-            raise _err(src, f"unknown table [{k}]; a suite has [suite], [base], [grid] and [[cell]]")
+            raise _err(src, f"unknown table [{k}]; a suite has [suite], [base], [grid], [[cell]] and [tune]")
     meta = data.get("suite")
     if not isinstance(meta, dict):
         raise _err(src, "missing [suite] table (name, target)")
@@ -240,8 +258,14 @@ def load_suite(path: str | Path, *, out: str | Path | None = None) -> Suite:
     for i, n_used in enumerate(used):
         if n_used == 0:
             raise _err(src, f"cell #{i + 1} matches no grid cell ({overrides[i].get('match')})")
+    tune = None
+    if "tune" in data:
+        from proxgt.tuning import build_pilots, parse_tune
+
+        tune = parse_tune(data["tune"], src, [str(c.config.get("algorithm")) for c in cells], metric)
+        build_pilots(tune, cells, src)
     return Suite(name, out_dir, float(target), metric, jobs, group_by, dict(cost), cells, src,
-                 str(meta.get("description", "")))
+                 str(meta.get("description", "")), tune)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -288,6 +312,79 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _execute(
+    items: list[tuple[Cell, Path]], jobs: int, desc: str, progress: bool, done: Callable[[str, str, str], None],
+) -> None:
+    """Run ``(cell, folder)`` items, ``jobs`` at a time (separate processes when > 1); ``done`` per result."""
+    bar = None
+    if progress and items:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit="run")
+    try:
+        if jobs == 1 or len(items) <= 1:
+            for cell, folder in items:
+                name, status, msg = _run_cell(cell.to_json(), str(folder))
+                done(name, status, msg)
+                if bar is not None:
+                    bar.set_postfix_str(f"{name}: {status}", refresh=False)
+                    bar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # fork where available (Linux): workers start at once with torch and proxgt already imported,
+            # the way torch's DataLoader starts its workers; spawn elsewhere
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=mp.get_context(method),
+                                     initializer=_init_worker) as pool:
+                futures = [pool.submit(_run_cell, c.to_json(), str(f)) for c, f in items]
+                for fut in as_completed(futures):
+                    name, status, msg = fut.result()
+                    done(name, status, msg)
+                    if bar is not None:
+                        bar.set_postfix_str(f"{name}: {status}", refresh=False)
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_tuning(suite: Suite, *, jobs: int = 1, progress: bool = False, result: SuiteResult | None = None,
+               on_cell: Callable[[str, str], None] | None = None) -> dict[str, dict[str, Any] | None]:
+    """Run the suite's unfinished pilots, pick each tuned series' values and set them in its cells (config and
+    ``tuned``); returns {cell name: chosen values, None where no pilot finished}. Empty without ``[tune]``."""
+    if suite.tune is None:
+        return {}
+    from proxgt.tuning import apply_setting, resolve_tuning
+
+    result = result if result is not None else SuiteResult()
+    todo = []
+    for p in suite.tune.all_pilots():
+        if cell_is_done(suite.pilot_folder(p), p):
+            result.pilots_skipped.append(p.name)
+        else:
+            todo.append((p, suite.pilot_folder(p)))
+
+    def done(name: str, status: str, msg: str) -> None:
+        result.pilots_ran.append(name)
+        if status not in ("ok", "diverged"):
+            result.failed[f"tune/{name}"] = msg
+        if on_cell:
+            on_cell(f"tune/{name}", status)
+
+    _execute(todo, jobs, f"suite {suite.name} pilots", progress, done)
+    choices = resolve_tuning(suite)
+    for cell in suite.cells:
+        if cell.name in choices:
+            if cell.untuned is None:  # the choice is applied to the settings the suite file gives
+                cell.untuned = cell.config
+            chosen = choices[cell.name]
+            cell.tuned = chosen
+            cell.config = apply_setting(cell.untuned, chosen) if chosen is not None else cell.untuned
+    return choices
+
+
 def run_suite(
     suite: Suite,
     *,
@@ -295,24 +392,24 @@ def run_suite(
     progress: bool = False,
     on_cell: Callable[[str, str], None] | None = None,
 ) -> SuiteResult:
-    """Run every cell not already finished, ``jobs`` at a time (separate processes when > 1)."""
+    """Run every cell not already finished, ``jobs`` at a time (separate processes when > 1). With ``[tune]``,
+    the unfinished pilots run first and the tuned cells get their series' chosen values (:func:`run_tuning`);
+    a cell whose series has no finished pilot is not run (listed as failed)."""
     jobs = suite.jobs if jobs is None else int(jobs)
     if jobs < 1:
         raise ProxGTValueError(f"The 'jobs' parameter must be an int >= 1. Got {jobs!r} instead.")
     result = SuiteResult()
-    todo = []
-    for cell in suite.cells:
-        if cell_is_done(suite.folder(cell), cell):
-            result.skipped.append(cell.name)
-        else:
-            todo.append(cell)
     suite.out.mkdir(parents=True, exist_ok=True)
     _write_suite_json(suite)
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="run")
+    choices = run_tuning(suite, jobs=jobs, progress=progress, result=result, on_cell=on_cell)
+    todo = []
+    for cell in suite.cells:
+        if cell.name in choices and choices[cell.name] is None:
+            result.failed[cell.name] = "not run: every tuning pilot of its series diverged or failed"
+        elif cell_is_done(suite.folder(cell), cell):
+            result.skipped.append(cell.name)
+        else:
+            todo.append((cell, suite.folder(cell)))
 
     def done(name: str, status: str, msg: str) -> None:
         if status == "ok":
@@ -324,29 +421,8 @@ def run_suite(
             result.failed[name] = msg
         if on_cell:
             on_cell(name, status)
-        if bar is not None:
-            bar.set_postfix_str(f"{name}: {status}", refresh=False)
-            bar.update(1)
 
-    try:
-        if jobs == 1 or len(todo) <= 1:
-            for cell in todo:
-                done(*_run_cell(cell.to_json(), str(suite.folder(cell))))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            # fork where available (Linux): workers start at once with torch and proxgt already imported,
-            # the way torch's DataLoader starts its workers; spawn elsewhere
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context(method),
-                                     initializer=_init_worker) as pool:
-                futures = [pool.submit(_run_cell, c.to_json(), str(suite.folder(c))) for c in todo]
-                for f in as_completed(futures):
-                    done(*f.result())
-    finally:
-        if bar is not None:
-            bar.close()
+    _execute(todo, jobs, f"suite {suite.name}", progress, done)
     return result
 
 
@@ -356,6 +432,8 @@ def _write_suite_json(suite: Suite) -> None:
         "metric": suite.metric, "group_by": suite.group_by, "cost": suite.cost,
         "cells": [c.name for c in suite.cells], "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if suite.tune is not None:
+        info["tune"] = {**suite.tune.to_json(), "pilots": [p.name for p in suite.tune.all_pilots()]}
     old = suite.out / "suite.json"
     if old.is_file():  # keep a measured sample time between invocations
         try:
@@ -396,7 +474,14 @@ def suite_table(suite: Suite) -> list[dict[str, Any]]:
     recs = [load_run(suite.folder(c)) for c in suite.cells if (suite.folder(c) / "metrics.csv").is_file()]
     rows, _ = series_table(group_series(recs), target=suite.target, metric=suite.metric,
                            cost=suite_cost_model(suite))
-    write_table(rows, suite.out / "table", caption=suite_table_caption(suite))
+    _, md = write_table(rows, suite.out / "table", caption=suite_table_caption(suite))
+    if suite.tune is not None:
+        from proxgt.reporting.runs import tuning_markdown
+        from proxgt.tuning import read_tuning
+
+        tuning = read_tuning(suite.out)
+        if tuning is not None:
+            atomic_write_text(md, md.read_text() + "\n" + tuning_markdown(tuning))
     return rows
 
 

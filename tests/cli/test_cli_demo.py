@@ -146,10 +146,34 @@ def test_demo_says_when_a_claim_does_not_hold(tmp_path, monkeypatch, no_plots):
     assert "than SA: did not hold" in md
 
 
-def test_demo_default_target_is_the_documented_one():
-    from proxgt.cli._demo import DEFAULT_TARGET, run_demo
+def test_demo_default_target_and_data_are_the_documented_ones():
+    from proxgt.cli._demo import DEFAULT_DATA, DEFAULT_TARGET, run_demo
     from proxgt.cli.main import build_parser
+    from proxgt.registry import DATASETS
 
     args = build_parser().parse_args(["demo"])
-    assert args.target == DEFAULT_TARGET == run_demo.__kwdefaults__["target"] == 6e-4
+    assert args.target == DEFAULT_TARGET == run_demo.__kwdefaults__["target"] == 4e-4
+    assert args.data == DEFAULT_DATA == run_demo.__kwdefaults__["data"] == "a9a"  # the real a9a, not the stand-in
+    assert "a9a-synthetic" in DATASETS.names()
     assert (args.nodes, args.iters, args.seeds) == (16, 800, 3)
+
+
+def test_demo_data_option_reaches_every_run_and_the_table(tmp_path, monkeypatch, no_plots):
+    import proxgt.executors.simulation as simulation
+
+    seen = []
+    fake = _fake_runs({a: SETTLE_EARLY for a in ("proxgt-sa", "proxgt-sr-o", "proxgt-sr-e")},
+                      {"plain": 9, "chebyshev": 3})
+    monkeypatch.setattr(simulation, "run_simulation", lambda cfg, **kw: (seen.append(cfg.data), fake(cfg))[1])
+    out = tmp_path / "demo"
+    assert main(["demo", "--data", "a9a-synthetic", "--nodes", "4", "--iters", "10", "--seeds", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert seen == ["a9a-synthetic"] * 6
+    assert (out / "demo.md").read_text().startswith("ProxGT demo: 4-node ring, a9a-synthetic, 1 seed, ")
+
+
+def test_demo_data_must_be_a_registered_name(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--data", "no-such-set"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'no-such-set'" in capsys.readouterr().err

@@ -14,9 +14,14 @@ def _handle(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.config, out=args.out)
     if args.dry_run:
+        pilots = suite.tune.all_pilots() if suite.tune is not None else []
+        tuned = {name: list(s.grid) for s in (suite.tune.series if suite.tune is not None else []) for name in s.cells}
+        for p in pilots:
+            print(f"pilot tune/{p.name}: {p.config}")
         for c in suite.cells:
-            print(f"{c.name}: {c.config}")
-        print(f"{len(suite.cells)} cells -> {suite.out}")
+            note = f" (tuned: {', '.join(tuned[c.name])})" if c.name in tuned else ""
+            print(f"{c.name}: {c.config}{note}")
+        print(f"{len(suite.cells)} cells" + (f", {len(pilots)} tuning pilots" if pilots else "") + f" -> {suite.out}")
         return 0
     res = run_suite(suite, jobs=args.jobs, progress=sys.stderr.isatty() and not args.no_progress)
     rows = suite_table(suite)
@@ -24,6 +29,15 @@ def _handle(args: argparse.Namespace) -> int:
     print(table_markdown(rows))
     print(f"suite {suite.name}: ran {len(res.ran)} cells ({len(res.diverged)} diverged), skipped {len(res.skipped)} "
           f"already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")
+    if suite.tune is not None:
+        from proxgt.reporting.runs import tuning_markdown
+        from proxgt.tuning import read_tuning
+
+        tuning = read_tuning(suite.out)
+        if tuning is not None:
+            print(tuning_markdown(tuning))
+        print(f"tuning: ran {len(res.pilots_ran)} pilots, skipped {len(res.pilots_skipped)} already finished; "
+              f"choices in {suite.out}/tune/tuning.json")
     for name, msg in res.failed.items():
         sys.stderr.write(f"proxgt: cell {name} failed: {msg}\n")
     if args.report:
@@ -35,10 +49,10 @@ def _handle(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run a suite (grid of runs) from a TOML file; resumable, parallel")
-    p.add_argument("-c", "--config", required=True, help="suite TOML file ([suite], [base], [grid], [[cell]])")
+    p.add_argument("-c", "--config", required=True, help="suite TOML file ([suite], [base], [grid], [[cell]], [tune])")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: the suite's jobs, else 1)")
     p.add_argument("--out", default=None, help="output folder (default: the suite's out)")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the cells (and tuning pilots) and exit")
     p.add_argument("--report", action="store_true", help="also write report.md and plots (as 'proxgt report')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_handle)

@@ -5,7 +5,8 @@ modeled time (:mod:`proxgt.costmodel`), seed mean with a min-max band. Table
 (:func:`proxgt.reporting.runs.series_table`): per series, the iterations, samples per node, rounds, bytes, wall
 time and modeled time at the first logged point from which the seed-mean metric stays at or below the target
 (``*_to_target``; the first dip below it, ``first_dip_*``, as secondary columns), and the final value as the
-median of the seed-mean curve over the last 20% of the logged points (``final_median``).
+median of the seed-mean curve over the last 20% of the logged points (``final_median``). A tuned suite's report
+adds a "Tuning" section (:func:`proxgt.reporting.runs.tuning_markdown`: grid, pilot values, choice, pilot cost).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from proxgt.reporting.runs import (
     series_table,
     table_caption,
     table_markdown,
+    tuning_markdown,
     write_table,
 )
 
@@ -90,7 +92,12 @@ def write_report(
     series = group_series(records)
     rows, curves = series_table(series, target=float(target), metric=metric, cost=cost)
     caption = table_caption(metric, float(target))
-    write_table(rows, out / "table", caption=caption)
+    _, table_md = write_table(rows, out / "table", caption=caption)
+    from proxgt.tuning import read_tuning
+
+    tuning = read_tuning(root)  # a tuned suite: its pilots and choices, below the table
+    if tuning is not None:
+        atomic_write_text(table_md, table_md.read_text() + "\n" + tuning_markdown(tuning))
     by_label = {c.label: c for c in curves}
     groups: dict[str, list] = {}
     pooled = []  # centralized references: drawn in every group's figure
@@ -133,6 +140,8 @@ def write_report(
         "",
         table_markdown(rows),
     ]
+    if tuning is not None:
+        lines += [tuning_markdown(tuning)]
     for name in pngs:
         lines += [f"![{name}]({name})", ""]
     md = "\n".join(lines).rstrip() + "\n"

@@ -43,6 +43,7 @@ __all__ = [
     "table_markdown",
     "table_csv",
     "write_table",
+    "tuning_markdown",
 ]
 
 COMPLETE_STATUSES = ("ok", "diverged")
@@ -248,3 +249,44 @@ def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path, *, caption
     atomic_write_text(csv_path, table_csv(rows))
     atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + table_markdown(rows))
     return csv_path, md_path
+
+
+def _val(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def tuning_markdown(tuning: dict[str, Any]) -> str:
+    """The "Tuning" section of a tuned suite's table and report, from ``tune/tuning.json``
+    (:func:`proxgt.tuning.resolve_tuning`): per series the grid, each pilot's final value ("diverged" or
+    "failed" where it has none), the choice and the pilot cost, plus the total cost of all pilots."""
+    metric = tuning.get("metric", "grad_mapping_sq")
+    series = tuning.get("series", [])
+    better = "highest" if tuning.get("higher_is_better") else "lowest"
+    ifo = sum(float(s.get("ifo_per_node", 0.0)) for s in series)
+    wall = sum(float(s.get("wall_s", 0.0)) for s in series)
+    n_pilots = sum(len(p.get("pilots", [])) for p in series) * int(tuning.get("seeds", 1))
+    budget = next((s.get("pilot_iters") for s in series), None)
+    budget_text = f"{budget} iterations" if isinstance(budget, int) else str(budget)
+    lines = [
+        "## Tuning",
+        "",
+        f"Each series ran one pilot of {budget_text} per grid setting on its first {tuning.get('seeds', 1)} "
+        f"seed(s) and kept the setting with the {better} final `{metric}` (median of the seed mean over the last "
+        f"20% of the logged points; a diverged or failed pilot counts as worst). Pilot cost in all: {n_pilots} "
+        f"pilot runs, {ifo:,.0f} component gradients per node, {wall:.3g} s wall (the runs' `wall_s`).",
+        "",
+        "| series | grid | pilot final values | choice | pilot samples per node | pilot wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in series:
+        grid = "; ".join(f"{k}: {', '.join(_val(v) for v in vs)}" for k, vs in s.get("grid", {}).items())
+        results = "; ".join(
+            ", ".join(f"{k}={_val(v)}" for k, v in r["setting"].items()) + ": "
+            + (f"{r['value']:.3g}" if r.get("value") is not None else str(r.get("status", "diverged")))
+            for r in s.get("pilots", [])
+        )
+        choice = s.get("choice")
+        choice_text = ", ".join(f"{k}={_val(v)}" for k, v in choice.items()) if choice else "none (not run)"
+        lines.append(f"| {s.get('series', '')} | {grid} | {results} | {choice_text} | "
+                     f"{float(s.get('ifo_per_node', 0.0)):,.0f} | {float(s.get('wall_s', 0.0)):.3g} |")
+    return "\n".join(lines) + "\n"
