@@ -59,8 +59,9 @@ def _shipped():
 @pytest.mark.parametrize("problem", _shipped(), ids=lambda p: type(p).__name__)
 def test_shipped_problem_declares_every_capability(problem):
     assert isinstance(problem, Problem)
-    for name in CAPABILITIES:  # declared by the class or the instance, not supplied by a fallback
-        assert name in vars(type(problem)) or name in vars(problem), name
+    declared = [vars(k) for k in type(problem).__mro__ if k is not object] + [vars(problem)]
+    for name in (*CAPABILITIES, "default_step_for"):  # declared by the library's classes, not a getattr fallback
+        assert any(name in d for d in declared), name
     d = problem.dim
     assert problem.default_step is None or (isinstance(problem.default_step, float) and problem.default_step > 0)
     for mask in (problem.reg_mask, problem.density_mask):
@@ -98,6 +99,8 @@ def test_protocol_requires_the_capabilities():
     assert not isinstance(Bare(), Problem)
     for name in CAPABILITIES:
         setattr(Bare, name, None)
+    assert not isinstance(Bare(), Problem)  # default_step_for is part of the protocol too
+    Bare.default_step_for = lambda self, estimator: None
     assert isinstance(Bare(), Problem)
 
 

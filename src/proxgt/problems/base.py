@@ -67,3 +67,9 @@ class Problem(Protocol):
     def smoothness(self) -> float | None:
         """An upper bound on the Lipschitz constant L of grad f if cheaply known, else None."""
         ...
+
+    def default_step_for(self, estimator: str | None) -> float | None:
+        """The step for ``step = "auto"`` when ``smoothness()`` is None, for a run whose gradient estimator is
+        ``estimator`` (``"sa"``, ``"sr-o"``, ...; None for methods without a registered one); None: the run's
+        own fallback."""
+        ...

@@ -57,7 +57,21 @@ def _flat(feats: torch.Tensor) -> torch.Tensor:
     return feats.reshape(feats.shape[0], feats.shape[1], -1)
 
 
-class LogisticRegression:
+class _LinearCapabilities:
+    """What the linear problems declare on :class:`proxgt.problems.base.Problem`: L is known (so no default
+    step), every coordinate is regularized and counted, full passes run at once on all local data."""
+
+    default_step: float | None = None
+    reg_mask: torch.Tensor | None = None
+    density_mask: torch.Tensor | None = None
+    chunk_size: int | None = None
+    metrics_samples: int | None = None
+
+    def default_step_for(self, estimator: str | None) -> float | None:
+        return None
+
+
+class LogisticRegression(_LinearCapabilities):
     """Binary logistic loss with the non-convex penalty of the decentralized-optimization literature.
 
     ``l(x; a, y) = log(1 + exp(-y a^T x))`` with y in {-1, +1} (class id 1 -> +1, 0 -> -1), and
@@ -66,12 +80,6 @@ class LogisticRegression:
     """
 
     task = "classification"
-    # capabilities (proxgt.problems.base.Problem): L is known, every coordinate is regularized and counted
-    default_step: float | None = None
-    reg_mask: torch.Tensor | None = None
-    density_mask: torch.Tensor | None = None
-    chunk_size: int | None = None
-    metrics_samples: int | None = None
 
     def __init__(self, n_features: int, rho: float = 1e-3, gram_lambda_max: float | None = None):
         self.dim = int(n_features)
@@ -112,7 +120,7 @@ class LogisticRegression:
         return self._gram / 4.0 + 2.0 * self.rho
 
 
-class SoftmaxRegression:
+class SoftmaxRegression(_LinearCapabilities):
     """Multinomial logistic regression, parameters a p x C matrix flattened row-major (feature-major).
 
     ``l(x; a, y) = -log softmax(a^T X)_y``, optional ``(mu/2)||x||^2`` smooth term. The Hessian is bounded by
@@ -120,12 +128,6 @@ class SoftmaxRegression:
     """
 
     task = "classification"
-    # capabilities (proxgt.problems.base.Problem): L is known, every coordinate is regularized and counted
-    default_step: float | None = None
-    reg_mask: torch.Tensor | None = None
-    density_mask: torch.Tensor | None = None
-    chunk_size: int | None = None
-    metrics_samples: int | None = None
 
     def __init__(self, n_features: int, n_classes: int, mu: float = 0.0, gram_lambda_max: float | None = None):
         if n_classes < 2:
@@ -166,16 +168,10 @@ class SoftmaxRegression:
         return self._gram / 2.0 + self.mu
 
 
-class LeastSquares:
+class LeastSquares(_LinearCapabilities):
     """``l(x; a, y) = (a^T x - y)^2 / 2``; ``L_f = lambda_max(A^T A) / N``."""
 
     task = "regression"
-    # capabilities (proxgt.problems.base.Problem): L is known, every coordinate is regularized and counted
-    default_step: float | None = None
-    reg_mask: torch.Tensor | None = None
-    density_mask: torch.Tensor | None = None
-    chunk_size: int | None = None
-    metrics_samples: int | None = None
 
     def __init__(self, n_features: int, gram_lambda_max: float | None = None):
         self.dim = int(n_features)

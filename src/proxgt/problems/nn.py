@@ -57,6 +57,7 @@ __all__ = [
     "GRAD_MODES",
     "ACTIVATIONS",
     "NN_DEFAULT_STEP",
+    "NN_ESTIMATOR_STEPS",
     "NN_CHUNK_SIZE",
     "grouped_supported",
     "image_shape",
@@ -74,6 +75,24 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.T
 #: a neural network). Measured on Fashion-MNIST, 8 nodes, ring, shards split, ProxGT-SA with b = 32: see the
 #: README section "Sparse neural networks".
 NN_DEFAULT_STEP = 0.1
+
+#: Default steps by shipped model and gradient estimator, where they differ from :data:`NN_DEFAULT_STEP`. The
+#: SARAH-type estimators (ProxGT-SR-O, ProxGT-SR-E) diverge on the shipped networks at 0.1: their recursion
+#: accumulates q differences of small-batch gradients (SR-O: b = 8, q = 32 at B = 256; SR-E: b = 31, q = 242 on
+#: Fashion-MNIST with 8 nodes), and its error grows with the step. Measured on Fashion-MNIST, 8 nodes, ring,
+#: shards split, l1 1e-4, at the spec's b and q, objective on 500-1000 samples per node:
+#:
+#: * MLP, 400 iterations: past 1e8 at 0.1 (both), rising again at 0.05 (SR-O to 6.4, SR-E past 1e5), steadily
+#:   down at 0.02 (2.65 -> 0.89, both; SR-O 1000 iterations: -> 0.78, test accuracy 83%) and 0.01 (-> 0.98).
+#: * LeNet-5, 300 iterations: NaN at 0.1 (SR-O at iteration 119, SR-E at 164); at 0.02 SR-O oscillated
+#:   (2.48 -> 1.14 .. 1.76) and SR-E rose again (1.52 at 150 -> 2.93 at 300); steadily down at 0.01 (SR-O
+#:   -> 1.54, SR-E -> 1.47); 0.005 was stable but slow (SR-E -> 2.42).
+#:
+#: The largest stable step of each is the default. See the README section "Sparse neural networks".
+NN_ESTIMATOR_STEPS: dict[str, dict[str, float]] = {
+    "mlp": {"sr-o": 0.02, "sr-e": 0.02},
+    "lenet": {"sr-o": 0.01, "sr-e": 0.01},
+}
 
 #: Samples per node per chunk in full passes (metrics, SR-E refreshes): bounds the memory of activations.
 NN_CHUNK_SIZE = {"mlp": 2048, "lenet": 512}
@@ -218,7 +237,12 @@ class TorchModelProblem:
             more dimensions).
         grad_mode: ``"auto"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
-        default_step: the step a run uses when ``step = "auto"`` (no smoothness constant is known).
+        default_step: the step a run uses when ``step = "auto"`` (no smoothness constant is known), for
+            estimators not in ``estimator_steps`` (ProxGT-SA and the baselines).
+        estimator_steps: the default step by estimator name where it differs from ``default_step`` (None:
+            ``NN_ESTIMATOR_STEPS["lenet"]``, the smaller measured set: 0.01 for the SARAH-type ``"sr-o"`` and
+            ``"sr-e"``, which diverged at 0.1 on the shipped networks; the MLP builder passes 0.02); read
+            through :meth:`default_step_for`.
         metrics_samples: if set, the logged training metrics (gradient mapping, objective, train accuracy)
             use a fixed seeded subsample of this many samples per node (see :mod:`proxgt.metrics`).
 
@@ -226,7 +250,8 @@ class TorchModelProblem:
         dim: d, the number of parameters.
         reg_mask: bool (d,), the coordinates h acts on (weights; biases too if ``reg_bias``).
         density_mask: bool (d,), the weights (``density`` is the share of non-zero weights).
-        chunk_size, default_step, metrics_samples, grad_mode (the resolved mode), param_shapes (name -> shape).
+        chunk_size, default_step, estimator_steps, metrics_samples, grad_mode (the resolved mode), param_shapes
+        (name -> shape).
     """
 
     task = "classification"
@@ -247,6 +272,7 @@ class TorchModelProblem:
         chunk_size: int | None = 2048,
         default_step: float = NN_DEFAULT_STEP,
         metrics_samples: int | None = None,
+        estimator_steps: dict[str, float] | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ProxGTValueError(
@@ -288,6 +314,13 @@ class TorchModelProblem:
         self.reg_bias = bool(reg_bias)
         self.chunk_size = chunk_size
         self.default_step = float(default_step)
+        steps = NN_ESTIMATOR_STEPS["lenet"] if estimator_steps is None else estimator_steps
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in steps.values()):
+            raise ProxGTValueError(
+                f"The 'estimator_steps' parameter of TorchModelProblem must map estimator names to steps > 0. "
+                f"Got {estimator_steps!r} instead."
+            )
+        self.estimator_steps = {str(k): float(v) for k, v in steps.items()}
         self.metrics_samples = metrics_samples
         self.param_names = [n for n, _ in named]
         self.param_shapes = {n: tuple(p.shape) for n, p in named}
@@ -369,8 +402,15 @@ class TorchModelProblem:
         return self.flatten(model).to(torch.float32)
 
     def smoothness(self) -> float | None:
-        """None: no useful Lipschitz bound is known for a network (the run uses ``default_step``)."""
+        """None: no useful Lipschitz bound is known for a network (the run uses :meth:`default_step_for`)."""
         return None
+
+    def default_step_for(self, estimator: str | None) -> float:
+        """The step a run with gradient estimator ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``; None for
+        methods without a registered estimator) uses when ``step = "auto"``: ``estimator_steps[estimator]``
+        where set (SARAH-type estimators: 0.02 for the MLP, 0.01 for LeNet-5), else ``default_step`` (0.1)."""
+        return self.estimator_steps.get(estimator, self.default_step) if estimator is not None \
+            else self.default_step
 
     # ------------------------------------------------------------------ vmap path
     def _row_logits(self, theta: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -490,7 +530,7 @@ def build_mlp(settings, train) -> TorchModelProblem:
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise ProxGTValueError(f"The 'hidden' setting must be an int >= 1. Got {hidden!r} instead.")
     model = MLP(train.n_features, train.n_classes, hidden, settings.activation)
-    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], **kw)
+    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], estimator_steps=NN_ESTIMATOR_STEPS["mlp"], **kw)
 
 
 def build_lenet(settings, train) -> TorchModelProblem:
@@ -503,4 +543,5 @@ def build_lenet(settings, train) -> TorchModelProblem:
             f"the data's samples have shape {train.feature_shape} (use --problem mlp)"
         )
     model = LeNet5(shape, train.n_classes, settings.activation)
-    return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"], **kw)
+    return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"],
+                             estimator_steps=NN_ESTIMATOR_STEPS["lenet"], **kw)

@@ -196,6 +196,15 @@ def _check_batch_fits(cfg: RunConfig, node_data: NodeData, algorithm: Any) -> No
         )
 
 
+def _default_step(problem: Problem, algorithm: str) -> float:
+    """``step = auto`` on a problem without a smoothness constant: the problem's default for the algorithm's
+    gradient estimator (``default_step_for``, e.g. the networks' smaller step for SARAH-type estimators), else
+    its ``default_step``, else 0.1."""
+    estimator = ALGORITHMS.entry(algorithm).kwargs.get("estimator")
+    step = problem.default_step_for(estimator)
+    return float(step if step is not None else problem.default_step or 0.1)
+
+
 def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
     """Validate ``cfg`` and resolve everything that does not depend on the executor.
 
@@ -222,7 +231,7 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":
-        step = 1.0 / L if L else float(problem.default_step or 0.1)
+        step = 1.0 / L if L else _default_step(problem, cfg.algorithm)
     else:
         step = float(cfg.step)
         if L and step > 2.0 / L:
