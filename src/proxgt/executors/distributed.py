@@ -157,10 +157,8 @@ def run_distributed(
     monitor.start()
     try:
         executor = DistributedExecutor(rank, world, monitor, cfg.timeout_s)
-        if resume is not None:
-            return drive(executor, None, resume=resume, overrides=overrides, progress=progress,
-                         fault_hook=fault_hook)
-        return drive(executor, cfg, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+        # on resume, cfg holds the settings resolved above (checkpoint, overrides, this process's GPU)
+        return drive(executor, cfg, resume=resume, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except DistributedFailure:
         raise
     except BaseException as exc:

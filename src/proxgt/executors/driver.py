@@ -77,13 +77,15 @@ def drive(
 ) -> History:
     """Build ``cfg`` and run it on ``executor``; rank 0 writes the run folder ``out`` (or ``cfg.out``).
 
-    ``resume=DIR`` continues DIR's run from its newest complete checkpoint (``cfg`` is then ignored and the
-    settings come from the checkpoint; ``overrides`` may change :data:`RESUMABLE` settings) and ends with the
+    ``resume=DIR`` continues DIR's run from its newest complete checkpoint; the settings come from the
+    checkpoint (``overrides`` may change :data:`RESUMABLE` settings) unless ``cfg`` is a RunConfig the executor
+    already resolved from it with :func:`resume_settings` and ends with the
     metrics an uninterrupted run would have written. ``overwrite`` replaces a run already in the folder.
     """
     rank = executor.rank
     if resume is not None:
-        cfg, _, _ = resume_settings(resume, overrides)
+        if not isinstance(cfg, RunConfig):  # an executor may pass the settings it already resolved from DIR
+            cfg, _, _ = resume_settings(resume, overrides)
         out = resume
     elif cfg is None:
         raise ProxGTValueError("nothing to run: give a config or resume=DIR")

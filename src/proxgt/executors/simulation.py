@@ -56,5 +56,7 @@ def run_simulation(
     refused unless ``overwrite``; ``resume=DIR`` continues DIR's run from its newest checkpoint (see
     :func:`proxgt.executors.driver.drive`).
     """
-    return drive(SimulationExecutor(), cfg, out=out, resume=resume, overwrite=overwrite, overrides=overrides,
+    # on resume the settings come from the checkpoint, whatever cfg says
+    return drive(SimulationExecutor(), None if resume is not None else cfg, out=out, resume=resume,
+                 overwrite=overwrite, overrides=overrides,
                  progress=progress, fault_hook=fault_hook)
