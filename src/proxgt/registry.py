@@ -174,6 +174,8 @@ ALGORITHMS.register("deepstorm-v1", "proxgt.algorithms.baselines.deepstorm:build
                     summary="DEEPSTORM v1 (hybrid estimator), diminishing step")
 ALGORITHMS.register("prox-dasa-gt", "proxgt.algorithms.baselines.dasa:build", summary="Prox-DASA-GT")
 ALGORITHMS.register("dproxsgt", "proxgt.algorithms.baselines.dproxsgt:build", summary="DProxSGT")
+ALGORITHMS.register("cdproxsgt", "proxgt.algorithms.baselines.cdproxsgt:build",
+                    summary="CDProxSGT: DProxSGT with compressed gossip (--compress, --consensus-step)")
 ALGORITHMS.register("prox-dasa", "proxgt.algorithms.baselines.dasa:build_dasa", summary="Prox-DASA")
 ALGORITHMS.register("sppdm", "proxgt.algorithms.baselines.sppdm:build", summary="SPPDM")
 ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd",
@@ -226,6 +228,11 @@ TOPOLOGIES.register("random_geometric", "proxgt.topology.families:random_geometr
                     summary="random geometric graph in the unit square (--topology-radius)")
 TOPOLOGIES.register("file", "proxgt.topology.families:file", aliases=("edge_list", "edgelist"),
                     summary="edge list (--edge-file) or the support of the mixing matrix (--weights-file)")
+TOPOLOGIES.register("one-peer-exponential", "proxgt.topology.time_varying:one_peer_exponential",
+                    aliases=("one_peer_exponential",),
+                    summary="time-varying: each round node i talks to i XOR 2^k, k cycling (nodes a power of 2)")
+TOPOLOGIES.register("random-matching", "proxgt.topology.time_varying:random_matching", aliases=("random_matching",),
+                    summary="time-varying: a fresh random matching each round")
 
 # --- data sets
 DATASETS.register("a9a-synthetic", "proxgt.data._builtin:load_a9a_synthetic", aliases=("synthetic",),
@@ -242,3 +249,5 @@ DATASETS.register("fashion-mnist", "proxgt.data._builtin:load_fashion_mnist_set"
                   summary="Fashion-MNIST IDX files (--data-dir), 60000 train + 10000 test, 10 classes")
 DATASETS.register("a9a", "proxgt.data._adult:load_a9a",
                   summary="LIBSVM's a9a built from UCI Adult: 32561 x 123 train, 16281 test")
+DATASETS.register("rcv1-synthetic", "proxgt.data._synthetic:load_rcv1_synthetic",
+                  summary="seeded rcv1-shaped sparse data, 20242 x 47236, ~0.15% non-zero, 2 classes")

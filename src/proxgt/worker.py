@@ -9,8 +9,11 @@ Several machines (each runs the same command; the rendezvous of torchrun connect
 The worker reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment (torchrun sets them),
 hosts the block of nodes of its rank, and rank 0 writes the run folder. Exit codes: 0 ok, 1 another rank (or
 this one) failed, 2 bad input, 3 divergence. Error lines name this process's rank and, for a failure
-elsewhere, the failed rank. A worker started by ``proxgt launch`` (``PROXGT_LAUNCHER_PID`` set) ends with
-exit code 1 and one line as soon as the launcher is gone, however it ended (even kill -9).
+elsewhere, the failed rank. An elastic restart (``TORCHELASTIC_RESTART_COUNT`` > 0: torchrun --max-restarts, or
+``proxgt launch --max-restarts``) resumes from the newest complete checkpoint of the run folder, or starts the
+run over when there is none yet (docs/fault-tolerance.md). A worker started by ``proxgt launch``
+(``PROXGT_LAUNCHER_PID`` set) ends with exit code 1 and one line as soon as the launcher is gone, however it
+ended (even kill -9).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main", "build_worker_parser"]
 
@@ -125,6 +129,34 @@ def quiet_cpp_warnings() -> None:
         pass
 
 
+def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any] | None:
+    """None on a first start; on an elastic restart (``TORCHELASTIC_RESTART_COUNT`` > 0), (the run folder to
+    resume from or None to start over, the resumable settings of this command, its settings).
+
+    A restart resumes from the newest complete checkpoint of the run folder (``--resume DIR`` or ``--out``). With
+    none yet (no ``--checkpoint-every``, or the failure came before the first one) the run starts over; a folder
+    that holds a finished run is never replaced that way (that is the first start's one-line error again)."""
+    from pathlib import Path
+
+    from proxgt.cli.flags import config_from_args
+    from proxgt.executors.checkpoint import latest_checkpoint
+    from proxgt.settings import RESUMABLE
+
+    count = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if not count.isdigit() or int(count) == 0:
+        return None
+    if args.resume:
+        return str(args.resume), {k: getattr(args, k) for k in RESUMABLE if getattr(args, k, None) is not None}, None
+    cfg = config_from_args(args)
+    if not cfg.out:
+        cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+    if latest_checkpoint(cfg.out) is not None:
+        return str(cfg.out), {k: getattr(cfg, k) for k in RESUMABLE}, cfg
+    if (Path(cfg.out) / "summary.json").exists():
+        return None
+    return None, {}, cfg
+
+
 def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], None] | None = None) -> int:
     """Run one worker; ``fault_hook(rank, t)`` runs after every iteration (tests inject failures with it)."""
     rank = os.environ.get("RANK", "?")
@@ -143,7 +175,13 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     backend = None if args.backend == "auto" else args.backend
     progress = sys.stderr.isatty() and not args.no_progress
     try:
-        if args.resume:
+        restarted = _restart_plan(args)
+        if restarted is not None:  # an elastic restart: from the newest checkpoint, or over
+            resume_dir, overrides, cfg = restarted
+            hist = run_distributed(cfg if resume_dir is None else None, resume=resume_dir, backend=backend,
+                                   progress=progress, overrides=overrides, overwrite=resume_dir is None,
+                                   fault_hook=fault_hook)
+        elif args.resume:
             hist = run_distributed(None, resume=args.resume, backend=backend, progress=progress,
                                    overrides=resume_overrides(args, RESUMABLE), fault_hook=fault_hook)
         else:
@@ -169,8 +207,8 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
         traceback.print_exc()
         sys.stderr.write(f"proxgt: error: rank {rank} failed: {type(exc).__name__}: {exc}\n")
         return _exit(1)
-    if str(rank) == "0" and hist is not None:
-        info = hist.summary.get("distributed", {})
+    info = hist.summary.get("distributed", {}) if hist is not None else {}
+    if hist is not None and str(rank) == str(info.get("surviving_ranks", [0])[0]):  # rank 0 or the lowest survivor
         print(summary_line(hist).replace(" iterations,", f" iterations on {info.get('world_size')} processes,", 1))
         print(f"wrote {hist.config.get('out')}/{{config.toml,metrics.csv,final.npz,summary.json}}")
     try:

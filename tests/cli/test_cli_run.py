@@ -140,8 +140,8 @@ def test_empty_config_file_is_called_empty_not_missing(tmp_path, capsys):
 
 
 def test_too_many_nodes_fail_fast_with_the_reason(capsys):
-    code, _, err = _run(["run", "--nodes", "100000", "--no-progress"], capsys)
-    assert code == 2 and "nodes = 100000" in err and "74.5 GiB" in err and err.count("\n") == 1
+    code, _, err = _run(["run", "--nodes", "100000", "--topology", "complete", "--no-progress"], capsys)
+    assert code == 2 and "nodes = 100000" in err and "111.8 GiB" in err and err.count("\n") == 1
 
 
 def test_unknown_setting_suggests_the_close_one(tmp_path, capsys):

@@ -35,17 +35,18 @@ def _error(call) -> str:
 def test_huge_feature_index_is_refused_before_allocating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: 64 * 2**30)  # the 8 GiB cap binds
     path = _write(tmp_path / "wide.svm", "1 99999999999:1\n")
-    msg = _error(lambda: load_libsvm(path))
+    msg = _error(lambda: load_libsvm(path, layout="dense"))
     assert msg == (
         f"{path} line 1: feature index 99999999999 would make a dense 1 x 99999999999 matrix (373 GiB); "
-        f"the loader keeps features dense (float32) and refuses more than 8 GiB; check the index, or renumber "
-        f"the features 1..p"
+        f"layout='dense' keeps features dense (float32) and refuses more than 8 GiB; check the index, renumber "
+        f"the features 1..p, or use layout='sparse'"
     )
+    assert load_libsvm(path).X.shape == (1, 99999999999)  # the default keeps it sparse: one stored entry
 
 
 def test_huge_index_names_its_line_and_counts_all_rows(tmp_path: Path) -> None:
     path = _write(tmp_path / "wide.svm", "1 1:1\n# note\n0 2:1 3000000000:1\n1 4:1\n")
-    msg = _error(lambda: load_libsvm(path))
+    msg = _error(lambda: load_libsvm(path, layout="dense"))
     assert msg.startswith(f"{path} line 3: feature index 3000000000 would make a dense 3 x 3000000000 matrix")
     assert "(34 GiB)" in msg
 
@@ -61,23 +62,24 @@ def test_index_beyond_int64_is_refused(tmp_path: Path) -> None:
 
 def test_huge_n_features_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path / "ok.svm", "1 1:1\n0 2:1\n")
-    msg = _error(lambda: load_libsvm(path, n_features=10**12))
+    msg = _error(lambda: load_libsvm(path, n_features=10**12, layout="dense"))
     assert msg.startswith(f"{path}: n_features=1000000000000 would make a dense 2 x 1000000000000 matrix (7,451 GiB)")
-    assert msg.endswith("pass a smaller n_features")
+    assert msg.endswith("pass a smaller n_features, or layout='sparse'")
 
 
 def test_dense_cap_and_available_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path / "d.svm", "1 1:1\n0 300:1\n")  # 2 x 300 float32 = 2400 bytes
     monkeypatch.setattr(libsvm_mod, "MAX_DENSE_BYTES", 2400)
-    assert load_libsvm(path).X.shape == (2, 300)  # exactly at the cap: accepted
+    assert load_libsvm(path, layout="dense").X.shape == (2, 300)  # exactly at the cap: accepted
     monkeypatch.setattr(libsvm_mod, "MAX_DENSE_BYTES", 2399)
-    assert "line 2: feature index 300 would make a dense 2 x 300 matrix" in _error(lambda: load_libsvm(path))
+    assert "line 2: feature index 300 would make a dense 2 x 300 matrix" in _error(
+        lambda: load_libsvm(path, layout="dense"))
     monkeypatch.setattr(libsvm_mod, "MAX_DENSE_BYTES", 8 * 2**30)
     monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: 1000)
-    msg = _error(lambda: load_libsvm(path))
+    msg = _error(lambda: load_libsvm(path, layout="dense"))
     assert "refuses more than the 1000 bytes of memory available" in msg
     monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: None)
-    assert load_libsvm(path).X.shape == (2, 300)
+    assert load_libsvm(path, layout="dense").X.shape == (2, 300)
 
 
 def test_available_memory_is_a_positive_number_or_unknown() -> None:

@@ -14,7 +14,7 @@ from proxgt.data import BUILTIN_DATASETS, Dataset, load_dataset
 from proxgt.errors import UnknownNameError
 from proxgt.registry import DATASETS, Registry
 
-BUILTINS = ("a9a-synthetic", "breast_cancer", "digits", "iris", "wine", "fashion-mnist", "a9a")
+BUILTINS = ("a9a-synthetic", "breast_cancer", "digits", "iris", "wine", "fashion-mnist", "a9a", "rcv1-synthetic")
 
 
 def test_builtins_are_registered_with_summaries_and_aliases() -> None:

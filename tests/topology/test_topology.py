@@ -727,6 +727,8 @@ def test_names_and_rules_exported() -> None:
         "erdos_renyi",
         "random_geometric",
         "file",
+        "one-peer-exponential",
+        "random-matching",
     )
     assert WEIGHT_RULES == ("metropolis", "max_degree", "lazy_metropolis", "user")
 

@@ -62,6 +62,7 @@ class ProxGT:
     step: float
     order: str = "prox-mix"
     name: str = "proxgt"
+    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")
@@ -75,9 +76,9 @@ class ProxGT:
     def update(self, state: ProxGTState, oracle: GradientOracle, mix: Mix) -> ProxGTState:
         a = self.step
         if self.order == "prox-mix":
-            X_new = mix(prox_step(self.regularizer, state.x, state.y, a))
+            X_new = mix(prox_step(self.regularizer, state.x, state.y, a), key="x")
         else:
-            X_new = self.regularizer.prox(mix(torch.add(state.x, state.y, alpha=-a)), a)
+            X_new = self.regularizer.prox(mix(torch.add(state.x, state.y, alpha=-a), key="x"), a)
         V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = track(state.y, V_new, state.v, mix)
         return ProxGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)

@@ -7,6 +7,11 @@ each K are estimated by short pilot runs of that very configuration (see
 at the first logged point from which its seed-mean metric stays at or below it to the end (a dip that does not
 last does not count; it is shown as a secondary column), and its final value is the median of the seed mean over
 the last 20% of the logged points.
+
+``--link-failure P`` and ``--straggler SPEC`` add a network model (:class:`proxgt.costmodel.NetworkModel`): the
+pilots run on a reliable network, and their rounds, bytes and time at the target are turned into expected ones
+under failures and stragglers on the configured graph (columns "expected ..." and "overhead"); the
+recommendation then minimizes the expected time.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def _int_list(text: str) -> list[int]:
 
 def _handle(args: argparse.Namespace) -> int:
     from proxgt._validation import ProxGTValueError, check_positive_float, check_positive_int
-    from proxgt.cli._costflags import cost_from_args
+    from proxgt.cli._costflags import cost_from_args, network_from_args
     from proxgt.cli.flags import config_from_args
     from proxgt.costmodel import plan_rounds
     from proxgt.mixing import MIXING_KINDS
@@ -47,31 +52,57 @@ def _handle(args: argparse.Namespace) -> int:
     for m in mixings:
         if m not in MIXING_KINDS:
             raise ProxGTValueError(f"The 'mixings' parameter of plan must list {', '.join(MIXING_KINDS)}. Got {m!r}.")
+    network_model = network_from_args(args, cfg)
+    if getattr(cfg, "link_failure", None):
+        cfg = cfg.merged({"link_failure": 0.0})  # the pilots run on a reliable network; the model adds failures
     cost = cost_from_args(args, cfg)
+    network = None
+    if network_model.link_failure > 0 or network_model.straggler.kind != "none":
+        from proxgt.mixing.dynamic import TIME_VARYING
+        from proxgt.training import build_run
+
+        if str(cfg.topology).replace("_", "-") in TIME_VARYING:
+            raise ProxGTValueError(
+                f"--link-failure and --straggler in plan model a fixed graph; --topology {cfg.topology} changes it "
+                "every round (measure it instead: proxgt run --link-failure P, or a suite)")
+
+        network = network_model.on_topology(build_run(cfg.replace(out=None)).topology, seed=cfg.seed)
     cands, best = plan_rounds(cfg, cost, target=args.target, metric=args.metric, mixings=mixings, ks=args.ks,
-                              seeds=args.pilot_seeds, progress=sys.stderr.isatty() and not args.no_progress)
+                              seeds=args.pilot_seeds, progress=sys.stderr.isatty() and not args.no_progress,
+                              network=network)
     print(f"plan: {cfg.algorithm} on a {cfg.nodes}-node {cfg.topology}, target {args.metric} <= {args.target:g}; "
           f"cost: {cost.latency_s:g} s/round, {cost.bandwidth_Bps:.3g} B/s, {cost.sample_s:.3g} s/sample")
+    if network is not None:
+        print(network.describe())
+        print("expected = pilot cost at the target with rounds x round factor, bytes x byte factor and the sustained "
+              "straggler wait added to every round's latency; overhead = expected s / modeled s")
     print(table_caption(args.metric, args.target))
+    extra_head = " expected rounds | expected bytes/node | expected s | overhead |" if network is not None else ""
     print("| mixing | K | ||M_K-J|| | iters to target | samples/node to target | rounds to target | "
-          "bytes/node to target | modeled s to target | first-dip samples/node | first-dip rounds | final median |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "bytes/node to target | modeled s to target | first-dip samples/node | first-dip rounds | final median |"
+          + extra_head)
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" * 4 if network is not None else ""))
     for c in cands:
+        extra = (f" {_fmt(c.expected_rounds)} | {_fmt(c.expected_bytes, '.3g')} | {_fmt(c.expected_s, '.4g')} | "
+                 f"{_fmt(c.overhead, '.3g')} |" if network is not None else "")
         print(f"| {c.mixing} | {c.rounds} | {c.contraction:.3g} | {_fmt(c.iters)} | {_fmt(c.samples_per_node)} | "
               f"{_fmt(c.comm_rounds)} | {_fmt(c.bytes_per_node, '.3g')} | {_fmt(c.modeled_s, '.4g')} | "
-              f"{_fmt(c.first_dip_samples)} | {_fmt(c.first_dip_rounds)} | {c.final_median:.3g} |")
+              f"{_fmt(c.first_dip_samples)} | {_fmt(c.first_dip_rounds)} | {c.final_median:.3g} |" + extra)
     if best is None:
         print(f"no option reached the target (and stayed at or below it) within {cfg.iters} iterations: raise "
               "--iters or loosen --target")
         return 1
+    expected = (f"; expected under the network model: {best.expected_rounds:,.0f} rounds, "
+                f"{best.expected_bytes:.3g} bytes, {best.expected_s:.4g} s (x{best.overhead:.3g})"
+                if network is not None else "")
     print(f"recommended: --mixing {best.mixing} --rounds {best.rounds}: per node {best.samples_per_node:,.0f} "
           f"samples, {best.comm_rounds:,.0f} rounds, {best.bytes_per_node:.3g} bytes, modeled {best.modeled_s:.4g} s "
-          f"({best.iters:,.0f} iterations)")
+          f"({best.iters:,.0f} iterations){expected}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from proxgt.cli._costflags import add_cost_flags
+    from proxgt.cli._costflags import add_cost_flags, add_network_flags
     from proxgt.cli.flags import add_setting_flags
 
     p = sub.add_parser("plan", help="recommend gossip rounds K and mixing kind minimizing modeled time to a target")
@@ -83,4 +114,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixings", default="plain,chebyshev", help="mixing kinds to try (default plain,chebyshev)")
     p.add_argument("--pilot-seeds", type=int, default=1, help="seeds per pilot (default 1)")
     add_cost_flags(p)
+    add_network_flags(p)
     p.set_defaults(handler=_handle)

@@ -8,16 +8,23 @@ from itertools import repeat
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from proxgt._validation import ProxGTValueError
 
 from ._dataset import Dataset, make_dataset, read_file_bytes
 
-__all__ = ["load_libsvm", "MAX_DENSE_BYTES"]
+__all__ = ["load_libsvm", "parse_libsvm", "libsvm_csr", "MAX_DENSE_BYTES", "AUTO_DENSE_BYTES", "LAYOUTS"]
 
-#: The loader keeps features dense (float32): it refuses a file whose ``N x p`` matrix would take more than
-#: this many bytes (or more than the memory available right now), before allocating anything.
+#: ``layout="dense"`` refuses a file whose ``N x p`` float32 matrix would take more than this many bytes (or more
+#: than the memory available right now), before allocating anything.
 MAX_DENSE_BYTES = 8 * 2**30
+
+#: ``layout="auto"`` keeps a file dense up to this many bytes of dense float32 matrix, sparse above.
+AUTO_DENSE_BYTES = 64 * 2**20
+
+#: The feature layouts :func:`load_libsvm` can produce.
+LAYOUTS: tuple[str, ...] = ("auto", "sparse", "dense")
 
 # indices beyond this cannot be held in int64 arithmetic (N * p); any such index is refused outright
 _INDEX_LIMIT = 2**62
@@ -56,7 +63,8 @@ def _dense_limit() -> tuple[int, str]:
 
 
 def _too_wide(
-    what: str, n_rows: int, p: int, advice: str = "check the index, or renumber the features 1..p"
+    what: str, n_rows: int, p: int,
+    advice: str = "check the index, renumber the features 1..p, or use layout='sparse'"
 ) -> str | None:
     """The end of the message refusing an ``n_rows x p`` dense matrix, or None if it fits."""
     need = 4 * n_rows * p
@@ -64,7 +72,7 @@ def _too_wide(
     if need <= limit:
         return None
     return (
-        f"{what} would make a dense {n_rows} x {p} matrix ({_size(need)}); the loader keeps features dense "
+        f"{what} would make a dense {n_rows} x {p} matrix ({_size(need)}); layout='dense' keeps features dense "
         f"(float32) and refuses {limit_text}; {advice}"
     )
 
@@ -166,8 +174,10 @@ def _parse_checked(text: str, where: str) -> _Parsed:
     )
 
 
-def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> Dataset:
-    """Read a LIBSVM / svmlight text file into a dense :class:`Dataset`.
+def load_libsvm(
+    path: str | os.PathLike[str], n_features: int | None = None, *, layout: str = "auto"
+) -> Dataset:
+    """Read a LIBSVM / svmlight text file into a :class:`Dataset`, sparse or dense.
 
     Each data line is ``label idx:val idx:val ...`` with 1-based feature indices; text after ``#`` is a
     comment, blank lines are skipped and ``qid:..`` tokens are ignored. Omitted features are zero.
@@ -179,22 +189,63 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
         path: the text file.
         n_features: width ``p`` of ``X``; default the largest index in the file. Give it when a test file
             may not use the last features of its training file.
+        layout: ``"sparse"``: X is a torch sparse CSR float32 matrix, memory proportional to the non-zeros
+            (a file with a feature index of 10^9 costs no more than its entries); ``"dense"``: a dense float32
+            matrix; ``"auto"`` (default): dense when that takes at most :data:`AUTO_DENSE_BYTES` (64 MiB, where
+            dense products are as cheap as sparse ones: a9a, the scikit-learn sets), else sparse.
 
     Returns:
-        ``Dataset`` with ``X`` float32 of shape ``(N, p)``, named after the file stem.
+        ``Dataset`` with ``X`` of shape ``(N, p)``, named after the file stem.
 
     Raises:
         ProxGTValueError: missing or empty file, a malformed line
             (``"data.txt line 17: cannot parse 'x:y'"``), an index < 1 or > ``n_features``, an index given
-            twice on one line, a non-finite label or value, or a width that would make the dense float32
-            matrix larger than :data:`MAX_DENSE_BYTES` (8 GiB) or than the memory available (checked before
-            allocating).
+            twice on one line, a non-finite label or value, or with ``layout="dense"`` a width that would make
+            the dense float32 matrix larger than :data:`MAX_DENSE_BYTES` (8 GiB) or than the memory available
+            (checked before allocating).
 
     Example:
         >>> ds = load_libsvm("a9a.txt")          # doctest: +SKIP
         >>> ds.X.shape, ds.n_classes             # doctest: +SKIP
         (torch.Size([32561, 123]), 2)
     """
+    if layout not in LAYOUTS:
+        raise ProxGTValueError(
+            f"The 'layout' parameter of load_libsvm must be one of {', '.join(map(repr, LAYOUTS))}. "
+            f"Got {layout!r} instead."
+        )
+    where = str(path)
+    labels, line_of_row, r_arr, c_arr, v_arr, p = parse_libsvm(_read_text(path), where, n_features)
+    n_rows = int(labels.size)
+    if layout == "auto":
+        layout = "dense" if 4 * n_rows * p <= AUTO_DENSE_BYTES else "sparse"
+    if layout == "sparse":
+        return make_dataset(libsvm_csr(r_arr, c_arr, v_arr, n_rows, p), labels, Path(path).stem, where)
+    if n_features is None:
+        msg = _too_wide(f"feature index {p}", n_rows, p)
+        if msg is not None:
+            k = int(np.argmax(c_arr))
+            raise ProxGTValueError(f"{where} line {line_of_row[r_arr[k]]}: {msg}")
+    else:
+        msg = _too_wide(f"n_features={p}", n_rows, p, "pass a smaller n_features, or layout='sparse'")
+        if msg is not None:
+            raise ProxGTValueError(f"{where}: {msg}")
+    X = np.zeros((n_rows, p), dtype=np.float32)
+    X[r_arr, c_arr - 1] = v_arr
+    return make_dataset(X, labels, Path(path).stem, where)
+
+
+def libsvm_csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int, p: int) -> sp.csr_matrix:
+    """The scipy CSR float32 matrix (n_rows, p) of parsed entries (``cols`` 1-based, as in the file)."""
+    return sp.csr_matrix((vals.astype(np.float32), (rows, cols - 1)), shape=(n_rows, p), dtype=np.float32)
+
+
+def parse_libsvm(
+    text: str, where: str, n_features: int | None = None
+) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray, int]:
+    """Parse and check LIBSVM text: ``(labels float64 (N,), file line of each row, rows, cols (1-based),
+    values float64, width p)``, the entries in file order. Every check of :func:`load_libsvm` but the dense
+    size; ``where`` prefixes the messages (the path). Reusable by loaders that read a subset of rows."""
     if n_features is not None and (
         isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1
     ):
@@ -202,9 +253,6 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
             f"The 'n_features' parameter of load_libsvm must be an int >= 1 or None. "
             f"Got {n_features!r} instead."
         )
-    where = str(path)
-    text = _read_text(path)
-
     parsed = _parse_fast(text)
     if parsed is None:
         parsed = _parse_checked(text, where)
@@ -235,16 +283,6 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
             raise ProxGTValueError(
                 f"{where} line {line_of_row[r_arr[k]]}: feature index {c_arr[k]} exceeds n_features={p}"
             )
-    n_rows = int(labels.size)
-    if n_features is None:
-        msg = _too_wide(f"feature index {p}", n_rows, p)
-        if msg is not None:
-            k = int(np.argmax(c_arr))
-            raise ProxGTValueError(f"{where} line {line_of_row[r_arr[k]]}: {msg}")
-    else:
-        msg = _too_wide(f"n_features={p}", n_rows, p, "pass a smaller n_features")
-        if msg is not None:
-            raise ProxGTValueError(f"{where}: {msg}")
     if c_arr.size > 1:
         order = np.lexsort((c_arr, r_arr))
         rs, cs = r_arr[order], c_arr[order]
@@ -257,6 +295,4 @@ def load_libsvm(path: str | os.PathLike[str], n_features: int | None = None) -> 
                 f"{where} line {line_of_row[row]}: feature index {col} appears "
                 f"{'twice' if times == 2 else f'{times} times'}; each index may appear once per line"
             )
-    X = np.zeros((n_rows, p), dtype=np.float32)
-    X[r_arr, c_arr - 1] = v_arr
-    return make_dataset(X, labels, Path(path).stem, where)
+    return labels, line_of_row, r_arr, c_arr, v_arr, p

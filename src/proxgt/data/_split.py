@@ -9,12 +9,12 @@ import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_float, check_positive_int
 
-from ._dataset import Dataset, NodeData, count, make_rng
+from ._dataset import Dataset, NodeData, count, csr_rows, is_sparse, make_rng
 
 __all__ = ["train_test_split", "split_nodes", "SPLIT_SCHEMES"]
 
 #: Ways :func:`split_nodes` can distribute samples over nodes.
-SPLIT_SCHEMES: tuple[str, ...] = ("iid", "sorted", "dirichlet", "shards")
+SPLIT_SCHEMES: tuple[str, ...] = ("iid", "sorted", "dirichlet", "shards", "pairs")
 
 _DIRICHLET_REDRAWS = 20
 
@@ -88,6 +88,31 @@ def _shards(y: np.ndarray, n_nodes: int, per_node: int, rng: np.random.Generator
     return [np.sort(np.concatenate([shards[s] for s in owner[k]])) for k in range(n_nodes)]
 
 
+def _class_pairs(y: np.ndarray, n_classes: int, n_nodes: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """DProxSGT's label skew (Xin et al.): class pairs {i, C - 1 - i}, P = ceil(C / 2) of them; with n = P nodes
+    node i holds the whole pair i. With n < P node k holds the pairs p with p mod n = k; with n > P the nodes k with
+    k mod P = p share pair p in near-equal chunks of its seeded shuffle. Each node's samples are in seeded order."""
+    n_pairs = (n_classes + 1) // 2
+    pair_of = np.array([min(c, n_classes - 1 - c) for c in range(n_classes)])
+    by_pair = [rng.permutation(np.flatnonzero(pair_of[y] == p)) for p in range(n_pairs)]
+    if n_nodes <= n_pairs:
+        parts = [rng.permutation(np.concatenate([by_pair[p] for p in range(k, n_pairs, n_nodes)]))
+                 for k in range(n_nodes)]
+    else:
+        parts = [np.empty(0, dtype=np.int64)] * n_nodes
+        for p in range(n_pairs):
+            sharing = list(range(p, n_nodes, n_pairs))
+            for k, chunk in zip(sharing, np.array_split(by_pair[p], len(sharing)), strict=True):
+                parts[k] = chunk
+    # data too small for its pairs (a pair without samples, or with fewer than the nodes sharing it): top up each
+    # empty node with one sample of the currently largest node, as the dirichlet split does
+    for k in range(n_nodes):
+        if parts[k].size == 0:
+            donor = max(range(n_nodes), key=lambda j: (parts[j].size, -j))
+            parts[k], parts[donor] = parts[donor][-1:], parts[donor][:-1]
+    return parts
+
+
 def _pack(ds: Dataset, parts: list[np.ndarray]) -> NodeData:
     counts = np.array([p.size for p in parts], dtype=np.int64)
     m_max = int(counts.max())
@@ -97,6 +122,11 @@ def _pack(ds: Dataset, parts: list[np.ndarray]) -> NodeData:
     idx = torch.from_numpy(index)
     counts_t = torch.from_numpy(counts)
     mask = torch.arange(m_max).unsqueeze(0) < counts_t.unsqueeze(1)
+    if is_sparse(ds.X):  # padding rows are empty CSR rows
+        X = csr_rows(ds.X, torch.where(mask, idx, -1).reshape(-1))
+        y = ds.y[idx.reshape(-1)].reshape(len(parts), m_max)
+        y[~mask] = 0
+        return NodeData(X, y, counts_t, ds.n_classes, tuple(range(len(parts))), ds.name)
     X = ds.X[idx.reshape(-1)].reshape(len(parts), m_max, *ds.feature_shape)
     y = ds.y[idx.reshape(-1)].reshape(len(parts), m_max)
     X[~mask] = 0
@@ -127,6 +157,11 @@ def split_nodes(
     - ``"shards"``: label skew as in FedAvg (McMahan et al., 2017): sort by label, cut into
       ``n_nodes * classes_per_node`` near-equal shards (default ``classes_per_node=2``), give each node
       ``classes_per_node`` random shards. Classification only.
+    - ``"pairs"``: the label skew of DProxSGT's experiments: node ``i`` holds all samples of classes ``i`` and
+      ``C - 1 - i`` (C classes; meant for n = C / 2 nodes, e.g. 5 nodes on Fashion-MNIST). With fewer nodes node
+      ``k`` holds the pairs ``p`` with ``p mod n = k``; with more, the nodes ``k`` with ``k mod P = p`` (P pairs)
+      share pair ``p`` in near-equal chunks (a node left empty by too few samples is topped up with one sample
+      of the largest node). The seed orders the samples. Classification only.
 
     ``alpha`` is used only by ``"dirichlet"``, ``classes_per_node`` only by ``"shards"``. The same
     ``seed`` gives the same split.
@@ -150,7 +185,7 @@ def split_nodes(
             f"cannot split {count(n, 'sample')} over {count(n_nodes, 'node')}: each node needs at least one "
             f"sample"
         )
-    if scheme in ("dirichlet", "shards") and ds.n_classes == 0:
+    if scheme in ("dirichlet", "shards", "pairs") and ds.n_classes == 0:
         raise ProxGTValueError(
             f"split scheme {scheme!r} needs class labels, but dataset {ds.name!r} is regression "
             f"(n_classes=0); use 'iid' or 'sorted'"
@@ -162,6 +197,8 @@ def split_nodes(
         parts = _near_equal_chunks(np.argsort(y, kind="stable"), n_nodes)
     elif scheme == "dirichlet":
         parts = _dirichlet(y, ds.n_classes, n_nodes, alpha, rng)
+    elif scheme == "pairs":
+        parts = _class_pairs(y, ds.n_classes, n_nodes, rng)
     else:
         per_node = (
             2

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError
 
-from ._dataset import Dataset, make_rng
+from ._dataset import Dataset, make_dataset, make_rng
 
-__all__ = ["synthetic_a9a", "A9A_GROUP_SIZES"]
+__all__ = ["synthetic_a9a", "synthetic_rcv1", "load_rcv1_synthetic", "A9A_GROUP_SIZES"]
 
 #: One-hot group sizes of a9a's 14 categorical/binned attributes (age, workclass, fnlwgt, education,
 #: education-num, marital-status, occupation, relationship, race, sex, capital-gain, capital-loss,
@@ -80,3 +81,60 @@ def synthetic_a9a(n_samples: int = 32561, seed: int = 0) -> Dataset:
     X = torch.zeros(n, p, dtype=torch.float32)
     X.scatter_(1, torch.from_numpy(active), 1.0)
     return Dataset(X, torch.from_numpy(y), 2, "a9a-synthetic")
+
+
+def synthetic_rcv1(n_samples: int = 20242, n_features: int = 47236, density: float = 0.0016, seed: int = 0) -> Dataset:
+    """Seeded sparse stand-in for LIBSVM rcv1.binary: ``n_samples x n_features`` (default 20,242 x 47,236),
+    about ``density`` non-zero (0.16%, ~76 terms per document), 2 classes, X a sparse CSR matrix.
+
+    Construction (all draws from ``numpy.random.default_rng(seed)``):
+
+    1. Term frequencies are Zipf-like, term k has weight ``1 / (k + 10)^1.1`` over a seeded order of the
+       terms. Each row draws ``max(1, Poisson(density * n_features))`` distinct terms by these weights
+       (duplicates dropped), so common terms appear in many rows and most terms in few.
+    2. Values are tf-idf-like: ``1 + log(count)`` with counts ``1 + Geometric``, then each row scaled to unit
+       Euclidean norm (as rcv1's rows are).
+    3. A sparse planted model ``w*``: 5% of the terms non-zero, ``N(0, 1)`` values scaled so scores have unit
+       spread; label ``y_i = 1`` with probability ``sigmoid(4 * a_i^T w*)``, else 0 (about half positive).
+
+    The same arguments always give identical tensors.
+
+    Example:
+        >>> ds = synthetic_rcv1(200, 5000, seed=1)
+        >>> tuple(ds.X.shape), ds.n_classes, ds.X.layout
+        ((200, 5000), 2, torch.sparse_csr)
+    """
+    for name, v in (("n_samples", n_samples), ("n_features", n_features)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ProxGTValueError(f"The {name!r} parameter of synthetic_rcv1 must be an int >= 1. Got {v!r} instead.")
+    if isinstance(density, bool) or not isinstance(density, int | float) or not 0.0 < density <= 1.0:
+        raise ProxGTValueError(
+            f"The 'density' parameter of synthetic_rcv1 must be a float in (0, 1]. Got {density!r} instead."
+        )
+    n, p = int(n_samples), int(n_features)
+    rng = make_rng(seed, "synthetic_rcv1")
+    weights = 1.0 / (np.arange(p) + 10.0) ** 1.1
+    weights = weights[rng.permutation(p)]
+    cdf = np.cumsum(weights / weights.sum())
+    cdf[-1] = 1.0
+    per_row = np.maximum(1, rng.poisson(density * p, size=n))
+    rows = np.repeat(np.arange(n, dtype=np.int64), per_row)
+    cols = np.minimum(np.searchsorted(cdf, rng.random(rows.size), side="right"), p - 1).astype(np.int64)
+    vals = 1.0 + np.log(1.0 + rng.geometric(0.5, size=rows.size) - 1.0)
+    key = np.unique(rows * p + cols, return_index=True)[1]  # drop repeated terms of a row (first draw kept)
+    rows, cols, vals = rows[key], cols[key], vals[key]
+    X = sp.csr_matrix((vals, (rows, cols)), shape=(n, p), dtype=np.float64)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ X
+    w = rng.standard_normal(p) * (rng.random(p) < 0.05)
+    score = X @ w
+    score = (score - score.mean()) / max(float(score.std()), 1e-12)
+    y = (rng.random(n) < _sigmoid(4.0 * score)).astype(np.int64)
+    ds = make_dataset(X.tocsr(), y, "rcv1-synthetic", "synthetic_rcv1")
+    return ds
+
+
+def load_rcv1_synthetic(*, seed: int, data_dir: str | None = None) -> tuple[Dataset, None]:
+    """:func:`synthetic_rcv1` with ``seed`` (20,242 x 47,236 sparse, no test part); ``data_dir`` is unused. The
+    registered loader of ``rcv1-synthetic``."""
+    return synthetic_rcv1(seed=seed), None

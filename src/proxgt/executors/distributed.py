@@ -8,24 +8,45 @@ network average (logging time only) use ``all_reduce``: that traffic is measured
 (``logging_bytes``) and kept out of the iteration's count. What is distributed lives here and in
 :mod:`~proxgt.executors.p2p` (the communicator) and :mod:`~proxgt.executors.failures` (naming a failed rank).
 
-What each process loads: the data set is read in full by every process (the loaders read whole files) and
-split with the run's seed, then every process drops all but its own shard before training. The held-out test
-set, if any, is kept by every process, because test metrics are evaluated at the network average.
+Lost processes (``on_failure = "continue"``, docs/fault-tolerance.md): :meth:`DistributedExecutor.train` wraps
+the loop. After every iteration it keeps a copy of the state, the oracle's sampling state and the counters (the
+last ``log_every + 2`` iterations: no survivor can be further apart from another, because the metrics all_reduce
+every ``log_every`` iterations needs every process). When an op fails, the survivors agree on who left and on
+the iteration T to redo (:meth:`FaultMonitor.agree`), form a new process group among themselves (the lowest
+surviving rank becomes rank 0 and writes the run folder), drop the lost nodes' edges and recompute Metropolis
+weights on the surviving graph (:meth:`DistributedCommunicator.drop_ranks`), roll back to the state after T - 1,
+and restart the algorithm there: ``init`` at the survivors' iterates, so that trackers and estimators describe the
+surviving network (a lost node takes its share of sum(y) = sum(v) with it; re-initializing restores the
+invariant exactly, at the cost of one initial gradient estimate). A surviving graph that is disconnected ends the
+run, naming its components. Checkpoints stop after a loss (a checkpoint needs every process of the run).
+
+What each process loads: from a data file (LIBSVM text or ``.npz``), only the rows of its own nodes and the
+held-out test set (:mod:`proxgt.data._shard`: the split is replayed on row ids, so the rows equal the full
+load's); a built-in data set is read in full by every process and split with the run's seed, then every process
+drops all but its own shard before training. The test set is kept by every process, because test metrics are
+evaluated at the network average.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import torch
 import torch.distributed as dist
 
+from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.driver import FaultHook, drive, resume_settings
-from proxgt.executors.failures import DistributedFailure, FaultMonitor
+from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
@@ -67,7 +88,8 @@ def init_process_group_from_env(
         watch = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
     except Exception:
         watch = None
-    dist.init_process_group(backend, store=dist.PrefixStore("pg", store), rank=rank, world_size=world,
+    # the prefix names the attempt: an elastic restart forms a new group on the same store
+    dist.init_process_group(backend, store=dist.PrefixStore(key_prefix() + "pg", store), rank=rank, world_size=world,
                             timeout=timeout)
     return rank, world, store, watch
 
@@ -75,11 +97,22 @@ def init_process_group_from_env(
 class DistributedExecutor:
     """This process's part of a torch.distributed job: the block of nodes of its rank."""
 
-    def __init__(self, rank: int, world: int, monitor: FaultMonitor, timeout_s: float):
+    def __init__(self, rank: int, world: int, monitor: FaultMonitor, timeout_s: float, *, store: Any = None,
+                 backend: str = "gloo"):
         self.rank, self.world = int(rank), int(world)
         self.monitor = monitor
         self.timeout_s = float(timeout_s)
         self.comm: DistributedCommunicator | None = None
+        self.store, self.backend = store, backend
+        self.verdicts: list[Verdict] = []  # membership changes so far (on_failure = continue)
+        self.folder: Any = None  # the run folder, when this process took the writer's place
+        self.can_checkpoint = True
+
+    @property
+    def shard(self) -> ShardRequest:
+        """Sharded loading (:mod:`proxgt.data._shard`): this rank's nodes; sums over processes by all_reduce."""
+        return ShardRequest(hosted=lambda n: partition_nodes(n, self.world)[self.rank],
+                            sum_over_processes=_sum_over_processes)
 
     def communicator(self, spec: RunSpec) -> DistributedCommunicator:
         blocks = partition_nodes(spec.settings.nodes, self.world)
@@ -114,10 +147,138 @@ class DistributedExecutor:
             "exchange_s_per_rank": [float(v) for v in stats[:, 3]],
             "gossip_s_per_rank": [float(v) for v in stats[:, 4]],
             "train_s_per_rank": [float(v) for v in stats[:, 5]],
-            "iterations_this_process": int(stats[0, 7]),
+            "iterations_this_process": int(stats[:, 7].max()),
             "note": "bytes_sent counts gossip rounds only (since the run started, checkpoints included); "
                     "logging_bytes is the metrics' all_reduce traffic, outside the iteration's count",
         }
+        summary["lost_nodes"] = [
+            {"node": int(i), "rank": int(r), "iteration": v.iteration, "reason": why}
+            for v in self.verdicts for r, why in sorted(v.lost.items()) for i in comm.blocks[r]
+        ]
+        if self.verdicts:
+            summary["distributed"]["surviving_ranks"] = list(comm.members)
+            summary["distributed"]["note"] += ("; after a lost process, metrics are over the surviving nodes "
+                                               "(active_nodes) and final.npz has NaN rows for the lost nodes")
+
+    # ------------------------------------------------------------ on_failure = continue
+    def train(self, train_fn: Callable[..., Any], spec: RunSpec, comm: DistributedCommunicator, oracle: Any, *,
+              state: Any, start_wall: float, on_row: Any, after_iteration: Any, progress: bool,
+              rows: list[dict[str, float]], folder: Any = None) -> tuple[Any, Any]:
+        """``train_fn`` (the shared loop); under ``on_failure = "continue"`` it goes on after lost processes
+        (module docstring): a failed op rolls the survivors back to the agreed iteration on the surviving graph."""
+        if self.monitor.on_failure != "continue":
+            return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                            after_iteration=after_iteration, progress=progress)
+        ring: deque[tuple[int, Any, Any, Any, float]] = deque(maxlen=spec.settings.log_every + 2)
+
+        def remember(st: Any, wall: float) -> None:
+            ring.append((int(st.t), _copy_state(st), oracle.state_dict(), comm.counter.state_dict(), wall))
+            self.monitor.iteration = int(st.t) + 1
+            after_iteration(st, wall)
+
+        if state is not None:  # resumed from a checkpoint
+            ring.append((int(state.t), _copy_state(state), oracle.state_dict(), comm.counter.state_dict(),
+                         start_wall))
+            self.monitor.iteration = int(state.t) + 1
+        topology, wall = spec.topology, start_wall
+        try:
+            while True:
+                try:
+                    out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                                   after_iteration=remember, progress=progress)
+                    self.monitor.iteration = spec.iters + 1
+                    comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
+                    return out
+                except PeerLost as lost:
+                    state, wall = self._go_on(lost, spec, comm, oracle, ring, rows, topology, folder)
+        finally:
+            spec.topology = topology
+
+    def _go_on(self, lost: PeerLost, spec: RunSpec, comm: DistributedCommunicator, oracle: Any,
+               ring: deque, rows: list[dict[str, float]], topology: Any, folder: Any) -> tuple[Any, float]:
+        """Agree on the survivors, re-form the group on the surviving graph and return the state to go on from."""
+        from proxgt.mixing.compressed import make_mixer
+        from proxgt.topology import Topology
+
+        verdict = self.monitor.agree(lost)
+        self.verdicts.append(verdict)
+        self.can_checkpoint = False
+        T = verdict.iteration
+        nodes = sorted(i for r in verdict.survivors for i in comm.blocks[r])
+        sub = topology.graph.subgraph(nodes)
+        parts = sorted(sorted(int(i) for i in c) for c in nx.connected_components(sub))
+        if len(parts) > 1:
+            names = ["{" + ",".join(map(str, c)) + "}" for c in parts]
+            msg = (f"the surviving graph is disconnected: components {', '.join(names[:-1])} and {names[-1]} "
+                   f"(after losing rank(s) {', '.join(map(str, sorted(verdict.lost)))} at iteration {T})")
+            publish_failure(self.store, msg)
+            raise DistributedFailure(msg)
+        snap = next((s for s in ring if s[0] == T - 1), None)
+        if snap is None:
+            msg = (f"{lost}; the survivors agreed to redo iteration {T}, but this process no longer holds the state "
+                   f"after iteration {T - 1}")
+            publish_failure(self.store, msg)
+            raise DistributedFailure(msg)
+        self._regroup(verdict)
+        oracle.load_state_dict(snap[2])
+        comm.counter.load_state_dict(snap[3])  # the counts after T - 1; then the surviving degrees from T on
+        comm.drop_ranks(verdict.survivors, topology.graph)
+        spec.topology = Topology.from_graph(sub, "metropolis", name=f"{topology.name} (surviving)")
+        # a row of iteration >= T was logged only if the lost process died in that row's all_reduce after some
+        # survivors had their result: it is logged again, over the survivors
+        keep = next((k for k, r in enumerate(rows) if r["iter"] >= T), len(rows))
+        writer = folder if folder is not None else self.folder
+        if keep < len(rows):
+            del rows[keep:]
+            if writer is not None:
+                writer.start_metrics(list(rows[0]), rows)
+        if self.rank == comm.members[0] and writer is None and spec.settings.out:
+            self._take_over_folder(spec.settings.out, rows)
+        st = spec.algorithm.init(snap[1].x, oracle, make_mixer(comm, spec))
+        return st._replace(t=T - 1), float(snap[4])
+
+    def _regroup(self, verdict: Verdict) -> None:
+        """A new default process group of the survivors (lowest surviving rank first)."""
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+        try:
+            dist.init_process_group(
+                self.backend, store=dist.PrefixStore(f"{key_prefix()}pg{verdict.epoch + 1}", self.store),
+                rank=verdict.survivors.index(self.rank), world_size=len(verdict.survivors),
+                timeout=datetime.timedelta(seconds=self.timeout_s))
+        except Exception as exc:
+            raise DistributedFailure(f"the survivors of iteration {verdict.iteration} could not form a new group: "
+                                     f"{str(exc).splitlines()[0][:200]}") from None
+
+    def _take_over_folder(self, out: str, rows: list[dict[str, float]]) -> None:
+        """Rank 0 was lost: this process (the lowest survivor) writes the run folder from now on."""
+        from proxgt.training import RunFolder
+
+        end = time.monotonic() + self.monitor.grace_s + 5.0
+        while True:
+            try:  # a hung rank 0 holds the folder's lock until its watchdog ends it
+                self.folder = RunFolder(out, resume=True)
+                break
+            except ProxGTValueError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+        if rows:
+            self.folder.start_metrics(list(rows[0]), rows)
+        sys.stderr.write(f"proxgt: rank {self.rank} writes {out} from now on (rank 0 was lost)\n")
+
+
+def _sum_over_processes(t: torch.Tensor) -> torch.Tensor:
+    """all_reduce (sum) of ``t`` over the default group, at set-up (the current GPU's buffer with nccl)."""
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = t.to(dev).contiguous()
+    dist.all_reduce(buf)
+    return buf.to(t.device)
+
+
+def _copy_state(state: Any) -> Any:
+    """A copy of a NamedTuple state whose tensors cannot change when the algorithm goes on."""
+    return type(state)(*[v.detach().clone() if isinstance(v, torch.Tensor) else v for v in state])
 
 
 def run_distributed(
@@ -150,13 +311,15 @@ def run_distributed(
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         cfg = cfg.replace(device=f"cuda:{local_rank % torch.cuda.device_count()}")
+        torch.cuda.set_device(torch.device(cfg.device))  # nccl's communicator and collective buffers live there
     if backend is None:
         backend = "gloo" if cfg.device == "cpu" else "nccl"
     rank, world, store, watch = init_process_group_from_env(backend, cfg.timeout_s)
     monitor = FaultMonitor(store, rank, world, cfg.timeout_s, watch_store=watch)
+    monitor.on_failure = cfg.on_failure
     monitor.start()
     try:
-        executor = DistributedExecutor(rank, world, monitor, cfg.timeout_s)
+        executor = DistributedExecutor(rank, world, monitor, cfg.timeout_s, store=store, backend=backend)
         # on resume, cfg holds the settings resolved above (checkpoint, overrides, this process's GPU)
         return drive(executor, cfg, resume=resume, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except DistributedFailure:

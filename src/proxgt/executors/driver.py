@@ -22,6 +22,7 @@ from proxgt.executors.checkpoint import (
     state_to,
 )
 from proxgt.mixing import Communicator
+from proxgt.mixing.compressed import gossip_state, load_gossip_state
 from proxgt.settings import RESUMABLE, RunConfig
 from proxgt.training import History, RunFolder, RunSpec, build_run, compute_settings, summarize, train
 
@@ -94,7 +95,7 @@ def drive(
     if overrides and resume is None:
         cfg = cfg.merged(overrides)
     out = out if out is not None else cfg.out
-    spec = build_run(cfg)
+    spec = build_run(cfg, shard=getattr(executor, "shard", None))  # a distributed process reads its rows only
     comm = executor.communicator(spec)
     folder = RunFolder(out, overwrite=overwrite, resume=resume is not None) if out and rank == 0 else None
     try:
@@ -123,6 +124,7 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         ck = load_checkpoint(resume, rank, world)
         oracle.load_state_dict(ck["oracle"])
         comm.load_state_dict(ck["comm"])
+        load_gossip_state(comm, ck.get("gossip"))
         state = state_to(ck["state"], spec.settings.device)
         start_wall = float(ck["wall"])
         rows = list(ck["rows"])
@@ -134,8 +136,9 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
 
     def on_row(row: dict[str, float]) -> None:
         rows.append(row)
-        if folder is not None:
-            folder.add_row(row)
+        writer = folder if folder is not None else getattr(executor, "folder", None)  # taken over (lost rank 0)
+        if writer is not None:
+            writer.add_row(row)
 
     ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) \
         if out and spec.settings.checkpoint_every else None
@@ -143,24 +146,32 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
     def after_iteration(st: Any, wall: float) -> None:
         if fault_hook is not None:
             fault_hook(rank, int(st.t))
-        if ckpt is not None and ckpt.due(st.t):
+        if ckpt is not None and ckpt.due(st.t) and getattr(executor, "can_checkpoint", True):
             ckpt.save(st.t, {
                 "state": state_to(st, "cpu"), "oracle": oracle.state_dict(), "comm": comm.state_dict(),
                 "rows": list(rows), "columns": list(rows[0]) if rows else [], "wall": wall,
-                "cfg": spec.settings.to_dict(), "node_ids": node_ids,
+                "cfg": spec.settings.to_dict(), "node_ids": node_ids, "gossip": gossip_state(comm),
             })
 
     t_start = time.perf_counter()
     try:
         with compute_settings(spec.settings.threads):
-            state, metrics = train(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
-                                   after_iteration=after_iteration, progress=progress and rank == 0)
+            # an executor may wrap the loop (the distributed one, to go on after a lost process)
+            run = getattr(executor, "train", None)
+            if run is not None:
+                state, metrics = run(train, spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                                     after_iteration=after_iteration, progress=progress and rank == 0, rows=rows,
+                                     folder=folder)
+            else:
+                state, metrics = train(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                                       after_iteration=after_iteration, progress=progress and rank == 0)
     except DivergenceError as exc:
         if folder is not None:
             folder.write_summary(summarize(rows, spec, status="diverged", message=str(exc)))
         raise
     elapsed = time.perf_counter() - t_start
     x_all = executor.gather(state.x)
+    folder = folder if folder is not None else getattr(executor, "folder", None)
     summary = summarize(rows, spec)
     executor.add_summary(summary, elapsed, int(state.t) - t_resumed)
     if folder is not None and x_all is not None:

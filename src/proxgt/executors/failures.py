@@ -18,15 +18,36 @@ for a verdict or for the others' suspicions. The culprit is named, in order of e
 
 The first verdict is published in the store; a watchdog thread in every process polls it and ends the process
 (exit code 1) with a message naming the failed rank, so no process hangs.
+
+With ``on_failure = "continue"`` a lost peer is not the end of the run: :meth:`FaultMonitor.fail` returns a
+:class:`PeerLost` at once, and the survivors agree on who left with :meth:`FaultMonitor.agree` (the membership
+protocol below; docs/fault-tolerance.md). Keys, under this attempt's prefix, for membership epoch ``e``:
+
+* ``exited/<r>``: written by ``proxgt launch`` when worker r's process ended with an error (how it ended);
+* ``epoch<e>/alive/<r>``: "<iteration in progress> <suspected peer> <reason>", written by every member r that
+  saw the failure; a member that is alive writes it within about ``timeout_s`` (it waits at most that long
+  for any message), a dead or hung one never does;
+* ``epoch<e>/verdict``: JSON ``{"survivors", "lost", "iteration"}``, published with compare-and-set, so there
+  is exactly one per epoch and every survivor reads the same one. It is decided by the first member that sees
+  every member either alive or exited, or, failing that, ``2 timeout_s + 5`` seconds after it wrote its own
+  record (the members still silent then are lost). ``iteration`` T is the smallest iteration in progress among
+  the survivors: every survivor completed iteration T - 1 on the old graph and none completed T, so all of
+  them hold the state after T - 1 and redo T on the surviving graph;
+* ``lost/<r>``: the reason rank r was dropped; its watchdog ends it should it still be running (a hung rank).
+
+Assumption: the store outlives the failure (``proxgt launch`` hosts it; a worker that hosts it, rank 0 without
+an agent store, must not be the one lost), and a member that wrote its record stays alive until the verdict.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
@@ -34,6 +55,9 @@ import torch.distributed as dist
 __all__ = [
     "DistributedFailure",
     "FaultMonitor",
+    "PeerLost",
+    "Verdict",
+    "published_verdicts",
     "describe_exit",
     "key_prefix",
     "publish_failure",
@@ -106,6 +130,49 @@ class DistributedFailure(RuntimeError):
     """Another process of the run failed or stopped answering; the message names its rank."""
 
 
+class PeerLost(DistributedFailure):
+    """Under ``on_failure = "continue"``: a communication op failed (``peer``: the rank it names, or None for a
+    collective); the survivors now agree on who left (:meth:`FaultMonitor.agree`)."""
+
+    def __init__(self, peer: int | None, reason: str):
+        super().__init__(f"{'an unknown rank' if peer is None else f'rank {peer}'} failed or stopped answering "
+                         f"({reason})")
+        self.peer, self.reason = peer, reason
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the survivors of membership epoch ``epoch`` agreed on: who goes on, who was lost (rank -> reason)
+    and the iteration every survivor redoes on the surviving graph."""
+
+    epoch: int
+    survivors: tuple[int, ...]
+    lost: dict[int, str]
+    iteration: int
+
+    def to_json(self) -> str:
+        return json.dumps({"survivors": list(self.survivors), "lost": {str(r): w for r, w in self.lost.items()},
+                           "iteration": self.iteration})
+
+    @classmethod
+    def from_json(cls, epoch: int, text: str) -> Verdict:
+        d = json.loads(text)
+        return cls(epoch, tuple(int(r) for r in d["survivors"]), {int(r): str(w) for r, w in d["lost"].items()},
+                   int(d["iteration"]))
+
+
+def published_verdicts(store: Any, prefix: str | None = None) -> list[Verdict]:
+    """Every membership verdict of this attempt, in order (empty when none, or when the store is gone)."""
+    prefix = key_prefix() if prefix is None else prefix
+    out: list[Verdict] = []
+    try:
+        while store is not None and store.check([f"{prefix}epoch{len(out)}/verdict"]):
+            out.append(Verdict.from_json(len(out), store.get(f"{prefix}epoch{len(out)}/verdict").decode()))
+    except Exception:
+        pass
+    return out
+
+
 class FaultMonitor:
     """Failure detection and naming through the rendezvous store (see the module docstring).
 
@@ -122,6 +189,11 @@ class FaultMonitor:
         self.timeout_s = float(timeout_s)
         self.grace_s = min(2.0, max(0.5, self.timeout_s / 10.0))
         self.op = 0
+        self.on_failure = "abort"
+        # membership (on_failure = continue): the current epoch, its members and the iteration in progress
+        self.epoch = 0
+        self.members: tuple[int, ...] = tuple(range(self.world))
+        self.iteration = 0
         self._watch_store = watch_store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,7 +229,10 @@ class FaultMonitor:
 
     def fail(self, peer: int | None, reason: str) -> DistributedFailure:
         """Record a suspicion against ``peer`` (None: unknown, e.g. a collective), wait for a verdict (at least
-        the grace period, for the others' suspicions), publish it, and return the exception to raise."""
+        the grace period, for the others' suspicions), publish it, and return the exception to raise.
+        Under ``on_failure = "continue"``: a :class:`PeerLost` at once (the caller then calls :meth:`agree`)."""
+        if self.on_failure == "continue":
+            return PeerLost(peer, reason)
         self._set(f"suspect/{self.rank}", f"{self.op} {-2 if peer is None else peer} {reason}")
         start = time.monotonic()
         msg = None
@@ -180,6 +255,56 @@ class FaultMonitor:
         publish_failure(self.store, msg, self.prefix)
         return DistributedFailure(published_failure(self.store, self.prefix) or msg)
 
+    # ------------------------------------------------------------ membership (on_failure = continue)
+    def agree(self, lost: PeerLost) -> Verdict:
+        """Write this rank's record for the current epoch and return the epoch's verdict (module docstring);
+        advances the epoch. Raises DistributedFailure when this rank was dropped or the store is unreachable."""
+        if self.store is None:
+            raise DistributedFailure(f"{lost} and there is no store to agree on the survivors through")
+        e, members = self.epoch, self.members
+        base = f"{self.prefix}epoch{e}/"
+        peer = -2 if lost.peer is None else lost.peer
+        try:
+            self.store.set(f"{base}alive/{self.rank}", f"{self.iteration} {peer} {lost.reason}")
+        except Exception:
+            raise DistributedFailure(f"{lost}; the store is unreachable, so the survivors cannot agree") from None
+        deadline = time.monotonic() + 2 * self.timeout_s + 5.0
+        while True:
+            try:
+                if self.store.check([base + "verdict"]):
+                    verdict = Verdict.from_json(e, self.store.get(base + "verdict").decode())
+                    break
+                alive: dict[int, tuple[int, int, str]] = {}
+                exited: dict[int, str] = {}
+                for r in members:
+                    if self.store.check([f"{base}alive/{r}"]):
+                        it, who, why = (self.store.get(f"{base}alive/{r}").decode().split(" ", 2) + [""])[:3]
+                        alive[r] = (int(it), int(who), why)
+                    elif self.store.check([f"{self.prefix}exited/{r}"]):
+                        exited[r] = self.store.get(f"{self.prefix}exited/{r}").decode()
+                if len(alive) + len(exited) == len(members) or time.monotonic() >= deadline:
+                    reasons = {}
+                    for r in members:
+                        if r in alive:
+                            continue
+                        named = sorted((it, why) for it, who, why in alive.values() if who == r)
+                        reasons[r] = (f"its process {exited[r]}" if r in exited else named[0][1] if named else
+                                      f"it did not answer the survivors within {2 * self.timeout_s + 5:g} s")
+                    cand = Verdict(e, tuple(sorted(alive)), reasons, min(it for it, _, _ in alive.values()))
+                    self.store.compare_set(base + "verdict", "", cand.to_json())
+            except DistributedFailure:
+                raise
+            except Exception:
+                raise DistributedFailure(f"{lost}; the store is unreachable, so the survivors cannot agree") from None
+            time.sleep(self.poll_s)
+        for r, why in verdict.lost.items():
+            self._set(f"lost/{r}", f"at iteration {verdict.iteration}: {why}")
+        if self.rank not in verdict.survivors:
+            raise DistributedFailure(f"the other ranks went on without this process from iteration "
+                                     f"{verdict.iteration} ({verdict.lost.get(self.rank, '')})")
+        self.epoch, self.members = e + 1, verdict.survivors
+        return verdict
+
     # ------------------------------------------------------------ watchdog
     def start(self) -> None:
         if self._watch_store is None or self._thread is not None:
@@ -195,8 +320,18 @@ class FaultMonitor:
 
     def _watch(self) -> None:
         key = self.prefix + _FAILED
+        dropped = f"{self.prefix}lost/{self.rank}"
         while not self._stop.wait(0.25):
             try:
+                if self.on_failure == "continue" and self._watch_store.check([dropped]):
+                    # the survivors went on without this process (it was hung, or too slow to answer)
+                    why = self._watch_store.get(dropped).decode()
+                    if self._stop.wait(self.grace_s + 1.0):
+                        return
+                    sys.stderr.write(f"proxgt: error: rank {self.rank}: the other ranks went on without this "
+                                     f"process ({why})\n")
+                    sys.stderr.flush()
+                    os._exit(1)
                 if not self._watch_store.check([key]):
                     continue
                 msg = self._watch_store.get(key).decode()

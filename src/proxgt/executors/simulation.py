@@ -9,6 +9,7 @@ import torch
 
 from proxgt.executors.driver import FaultHook, drive
 from proxgt.mixing import SimulatedCommunicator
+from proxgt.mixing.dynamic import DynamicCommunicator, network_schedule
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 
@@ -16,7 +17,12 @@ __all__ = ["SimulationExecutor", "run_simulation", "simulated_communicator"]
 
 
 def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
-    return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
+    """W @ Z per round on a reliable static graph (the fast path); the round matrices of the run's
+    :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph."""
+    schedule = network_schedule(spec)
+    if schedule is None:
+        return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
+    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, schedule)
 
 
 class SimulationExecutor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BASE_COLUMNS"]
+__all__ = ["BASE_COLUMNS", "PRIVACY_COLUMNS"]
 
 #: Columns of every metrics row, in order; classification and test-set columns follow (see ``evaluator``).
 BASE_COLUMNS = (
@@ -15,4 +15,9 @@ BASE_COLUMNS = (
     "consensus",
     "total_opt",
     "objective",
+    "active_nodes",
 )
+
+#: Columns a differentially private run adds after the others: the largest per-node epsilon spent so far at the
+#: run's dp_delta (see proxgt.privacy).
+PRIVACY_COLUMNS = ("epsilon",)

@@ -8,7 +8,12 @@ Columns:
     consensus        (1/n) sum_i ||x_i - xbar||^2
     total_opt        ||xbar - prox_h(xbar - grad f(xbar))||^2 + sum_i ||x_i - xbar||^2 (literature's measure)
     objective        f(xbar) + h(xbar)
+    active_nodes     nodes still in the run: n, unless a distributed run with on_failure = continue lost some;
+                     then xbar, every sum and mean above (consensus, ifo_per_node, bytes_per_node, f) are over the
+                     surviving nodes only (docs/fault-tolerance.md)
     train_accuracy, test_accuracy, test_loss   where the problem is a classification (test: if a test set)
+    epsilon          differentially private runs only: the largest per-node epsilon spent so far at dp_delta
+                     (every node of the run; Opacus's RDP accountant, see proxgt.privacy)
     density          share of non-zero entries of the proximal point z = prox_{a h}(xbar - a grad f(xbar)) (over
                      the regularized coordinates, if a mask is given). z is the point the gradient mapping
                      certifies (||xbar - z|| = a ||s(xbar)||) and is exactly sparse under l1, while xbar itself
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 import torch
 
-from proxgt.metrics.columns import BASE_COLUMNS
+from proxgt.data._dataset import row_block
+from proxgt.metrics.columns import BASE_COLUMNS, PRIVACY_COLUMNS
 
 __all__ = ["MetricsEvaluator", "gradient_mapping"]
 
@@ -81,6 +87,8 @@ class MetricsEvaluator:
                 cols.append("test_accuracy")
             cols.append("test_loss")
         cols.append("density")
+        if getattr(self.oracle, "privacy", None) is not None:
+            cols.extend(PRIVACY_COLUMNS)
         return cols
 
     def _test_metrics(self, xbar: torch.Tensor) -> tuple[float, float]:
@@ -88,7 +96,7 @@ class MetricsEvaluator:
         N = self._test_X.shape[0]
         correct, loss = 0.0, 0.0
         for s in range(0, N, self.test_chunk):
-            feats = self._test_X[s : s + self.test_chunk].unsqueeze(0)
+            feats = row_block(self._test_X, s, s + self.test_chunk)  # (1, b, ...), or CSR rows for sparse data
             labels = self._test_y[s : s + self.test_chunk].unsqueeze(0)
             w = torch.full(labels.shape, 1.0 / N, dtype=X1.dtype, device=X1.device)
             loss += float(self.problem.loss_grad(X1, feats, labels, w, with_penalty=False)[0][0])
@@ -98,7 +106,7 @@ class MetricsEvaluator:
 
     @torch.no_grad()
     def __call__(self, X: torch.Tensor, t: int, wall_s: float) -> dict[str, float]:
-        comm, n = self.comm, self.n
+        comm, n = self.comm, int(getattr(self.comm, "active_nodes", self.n))  # survivors (a lost site is gone)
         xbar = comm.sum_over_nodes(X) / n
         dev_sq = comm.sum_over_nodes(((X - xbar) ** 2).sum(dim=1, keepdim=True))[0]
         Xb = xbar.unsqueeze(0).expand(X.shape[0], -1).contiguous()
@@ -114,12 +122,14 @@ class MetricsEvaluator:
             "iter": t,
             "ifo_per_node": float(comm.sum_over_nodes(ifo)[0]) / n,
             "comm_rounds": counter.rounds,
-            "bytes_per_node": counter.bytes_per_node,
+            "bytes_per_node": counter.bytes_per_node if getattr(comm, "active_mask", None) is None
+            else float(counter.bytes[comm.active_mask].mean()),
             "wall_s": wall_s,
             "grad_mapping_sq": float(s.double().square().sum()),
             "consensus": float(dev_sq) / n,
             "total_opt": float(s1.double().square().sum()) + float(dev_sq),
             "objective": f_bar + float(self.reg.value(xbar.unsqueeze(0))[0]),
+            "active_nodes": n,
         }
         if self.classification:
             correct, count = self.train_oracle.predictions(Xb)
@@ -132,4 +142,6 @@ class MetricsEvaluator:
             row["test_loss"] = tloss
         vals = z if self.density_mask is None else z[self.density_mask.to(z.device)]
         row["density"] = float((vals != 0).sum()) / max(1, vals.numel())
+        if getattr(self.oracle, "privacy", None) is not None:
+            row["epsilon"] = self.oracle.epsilon()
         return row

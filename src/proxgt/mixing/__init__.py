@@ -11,10 +11,12 @@ split in two layers so that the multi-round logic is written once for every exec
   the node average exactly (its polynomial p satisfies p(1) = 1) up to float rounding.
 
 Contraction factors ``||M_K - J||_2`` are computed exactly from the spectrum of W (``contraction``), and
-``rounds_for_target`` picks the smallest K that reaches a target (module ``spectral``).
+``rounds_for_target`` picks the smallest K that reaches a target (module ``spectral``). Link failures, node
+dropout and time-varying graphs: a seeded per-round :class:`NetworkSchedule` (module ``dynamic``).
 """
 
 from .communicator import CommCounter, Communicator, SimulatedCommunicator
+from .dynamic import DynamicCommunicator, NetworkSchedule
 from .mixer import MIXING_KINDS, Mixer, chebyshev_coefficients
 from .spectral import contraction, mixing_matrix, mixing_polynomial, rounds_for_target
 
@@ -23,6 +25,8 @@ __all__ = [
     "CommCounter",
     "Communicator",
     "SimulatedCommunicator",
+    "DynamicCommunicator",
+    "NetworkSchedule",
     "Mixer",
     "mixing_polynomial",
     "contraction",

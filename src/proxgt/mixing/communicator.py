@@ -11,9 +11,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError
@@ -36,21 +37,30 @@ class CommCounter:
 
     def __post_init__(self) -> None:
         self.degrees = np.asarray(self.degrees, dtype=np.int64)
+        # under link failures / node dropout (proxgt.mixing.dynamic): per node, messages and bytes that the
+        # links down did not carry; zero on a reliable network
+        self.unsent_messages = np.zeros_like(self.degrees)
+        self.unsent_bytes = np.zeros_like(self.degrees)
 
-    def record_round(self, width: int, itemsize: int) -> None:
-        """Account one gossip round of ``width`` numbers of ``itemsize`` bytes per node."""
+    def record_round(self, width: int, itemsize: int, sent: np.ndarray | None = None) -> None:
+        """Account one gossip round of ``width`` numbers of ``itemsize`` bytes per node; ``sent`` is the number
+        of messages each node really sent this round (its up-degree) when some links were down."""
         self.rounds += 1
         self.units += width * itemsize
+        if sent is not None:
+            missing = self.degrees - np.asarray(sent, dtype=np.int64)
+            self.unsent_messages += missing
+            self.unsent_bytes += missing * (width * itemsize)
 
     @property
     def messages(self) -> np.ndarray:
         """Messages sent by each node so far."""
-        return self.degrees * self.rounds
+        return self.degrees * self.rounds - self.unsent_messages
 
     @property
     def bytes(self) -> np.ndarray:
         """Bytes sent by each node so far."""
-        return self.degrees * self.units
+        return self.degrees * self.units - self.unsent_bytes
 
     @property
     def bytes_per_node(self) -> float:
@@ -58,11 +68,17 @@ class CommCounter:
         return float(self.bytes.mean()) if self.degrees.size else 0.0
 
     def state_dict(self) -> dict:
-        return {"rounds": self.rounds, "units": self.units}
+        state = {"rounds": self.rounds, "units": self.units}
+        if self.unsent_messages.any():
+            state.update(unsent_messages=self.unsent_messages.copy(), unsent_bytes=self.unsent_bytes.copy())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.rounds = int(state["rounds"])
         self.units = int(state["units"])
+        zero = np.zeros_like(self.degrees)
+        self.unsent_messages = np.asarray(state.get("unsent_messages", zero), dtype=np.int64).copy()
+        self.unsent_bytes = np.asarray(state.get("unsent_bytes", zero), dtype=np.int64).copy()
 
 
 @runtime_checkable
@@ -95,23 +111,42 @@ class Communicator(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, val, size=shape)
+
+
 class SimulatedCommunicator:
     """All n nodes in one process: a gossip round is one (sparse or dense) product with W.
 
     Small products use dense ``W @ Z``; large ones on sparse graphs a CSR product that touches only the
     non-zeros (3 per row on a ring), which keeps mixing near memory bandwidth. ``sparse`` forces one path.
+    ``W`` may also be given sparse (a torch sparse CSR tensor, as :attr:`proxgt.topology.Topology.W` is for
+    large networks, or a scipy sparse matrix): it is then never densified and every round is a CSR product.
     """
 
-    def __init__(self, W: torch.Tensor, degrees: Sequence[int] | np.ndarray, *, sparse: bool | None = None):
-        W = torch.as_tensor(W, dtype=torch.float64)
+    def __init__(self, W: Any, degrees: Sequence[int] | np.ndarray, *, sparse: bool | None = None):
+        given_sparse = sp.issparse(W) or (isinstance(W, torch.Tensor) and W.layout == torch.sparse_csr)
+        if sp.issparse(W):
+            C = sp.csr_matrix(W, dtype=np.float64)
+            W = _csr_tensor(torch.from_numpy(C.indptr.astype(np.int64)), torch.from_numpy(C.indices.astype(np.int64)),
+                            torch.from_numpy(C.data), C.shape)
+        elif given_sparse:
+            W = W.to(dtype=torch.float64)
+        else:
+            W = torch.as_tensor(W, dtype=torch.float64)
         if W.ndim != 2 or W.shape[0] != W.shape[1]:
             raise ProxGTValueError(f"mixing matrix must be square; got shape {tuple(W.shape)}")
         self.n_nodes = int(W.shape[0])
         self.node_ids = tuple(range(self.n_nodes))
         self.counter = CommCounter(np.asarray(degrees))
         self._W64 = W
-        self.density = float((W != 0).sum()) / max(1, W.numel())
-        self.sparse = sparse  # None: chosen per call by size (see _use_sparse)
+        nnz = int(W.values().numel()) if given_sparse else int((W != 0).sum())
+        self.density = nnz / max(1, self.n_nodes * self.n_nodes)
+        if given_sparse and sparse is False:
+            raise ProxGTValueError("SimulatedCommunicator: sparse=False needs a dense W; got a sparse one")
+        self.sparse = True if given_sparse else sparse  # None: chosen per call by size (see _use_sparse)
         self._cache: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = {}
 
     def _use_sparse(self, Z: torch.Tensor) -> bool:
@@ -127,7 +162,7 @@ class SimulatedCommunicator:
         W = self._cache.get(key)
         if W is None:
             W = self._W64.to(dtype=like.dtype, device=like.device)
-            if sparse:
+            if sparse and W.layout != torch.sparse_csr:
                 with warnings.catch_warnings():  # "sparse CSR support is in beta": the product we use is stable
                     warnings.simplefilter("ignore", UserWarning)
                     W = W.to_sparse_csr()
@@ -164,6 +199,17 @@ class SimulatedCommunicator:
 
     def sum_over_nodes(self, T: torch.Tensor) -> torch.Tensor:
         return T.sum(dim=0)
+
+    def share(self, payload: torch.Tensor) -> torch.Tensor:
+        """One counted round of compressed gossip (:mod:`proxgt.mixing.compressed`): every node sends its
+        payload row (uint8, (k, w)) to its neighbours; returns the rows of every node whose payload this
+        process needs, local rows first (here: all of them). Counts ``w`` bytes per message."""
+        self.counter.record_round(payload.shape[1], payload.element_size())
+        return payload
+
+    def mix_shared(self, H: torch.Tensor) -> torch.Tensor:
+        """Local rows of ``W @ H`` for ``H`` laid out like :meth:`share`'s result; local arithmetic, not counted."""
+        return self._matrix(H, self._use_sparse(H)) @ H
 
     def state_dict(self) -> dict:
         return {"counter": self.counter.state_dict()}

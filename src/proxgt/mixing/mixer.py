@@ -93,8 +93,9 @@ class Mixer:
             self._buffers[key] = bufs
         return bufs
 
-    def __call__(self, Z: torch.Tensor) -> torch.Tensor:
-        """Apply M_K to ``Z`` (left unmodified) with exactly ``rounds`` gossip rounds.
+    def __call__(self, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
+        """Apply M_K to ``Z`` (left unmodified) with exactly ``rounds`` gossip rounds. ``key`` names the mixed
+        quantity (``"x"``, ``"y"``) for mixers that keep state per quantity (compressed gossip); ignored here.
 
         Intermediate rounds write into three preallocated buffers used in rotation; only the last round writes
         a fresh tensor, which the caller may keep (it becomes part of the algorithm state).

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError, check_nonneg_float
@@ -30,7 +32,10 @@ __all__ = [
 
 
 def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
-    """Largest eigenvalue of A^T A / N by power iteration (A is N x p). Exact enough for a step size."""
+    """Largest eigenvalue of A^T A / N by power iteration (A is N x p, dense or sparse CSR). Exact enough for a
+    step size."""
+    if A.layout == torch.sparse_csr:
+        return _lambda_max_gram_sparse(A, iters, seed)
     A = A.reshape(A.shape[0], -1).to(torch.float64)
     N, p = A.shape
     if N == 0 or p == 0:
@@ -53,8 +58,87 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     return float(est) * 1.0001  # power iteration approaches from below
 
 
+def _lambda_max_gram_sparse(A: torch.Tensor, iters: int, seed: int) -> float:
+    """:func:`lambda_max_gram` of a sparse CSR A, with scipy products (memory O(non-zeros + p))."""
+    N, p = int(A.shape[0]), int(A.shape[1])
+    if N == 0 or p == 0 or A.values().numel() == 0:
+        return 0.0
+    M = sp.csr_matrix((A.values().double().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()),
+                      shape=(N, p))
+    # A^T A and A A^T share their non-zero eigenvalues: iterate in the smaller of the two spaces
+    gram = (lambda u: M.T @ (M @ u)) if p <= N else (lambda u: M @ (M.T @ u))
+    v = np.random.default_rng(seed).standard_normal(min(N, p))
+    v /= np.linalg.norm(v)
+    est = 0.0
+    for _ in range(iters):
+        w = gram(v) / N
+        est_new = float(v @ w)
+        nrm = float(np.linalg.norm(w))
+        if nrm == 0.0:
+            return 0.0
+        v = w / nrm
+        if abs(est_new - est) <= 1e-8 * max(1.0, est_new):
+            est = est_new
+            break
+        est = est_new
+    return float(est) * 1.0001
+
+
 def _flat(feats: torch.Tensor) -> torch.Tensor:
     return feats.reshape(feats.shape[0], feats.shape[1], -1)
+
+
+# Sparse features: ``feats`` is a torch sparse CSR matrix (k * b, p) whose row i * b + j is sample j of node i
+# (b read off ``labels``, (k, b)). Products touch only the non-zeros: each non-zero (row r, column c, value v)
+# of node i = r // b adds v * x_i[c] to the score of row r, and v * coef_r to the gradient's entry c of node i.
+
+
+def _is_sparse(feats: torch.Tensor) -> bool:
+    return feats.layout == torch.sparse_csr
+
+
+def _nonzeros(feats: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, node, column, value) of every non-zero of a sparse batch."""
+    crow, col, val = feats.crow_indices(), feats.col_indices(), feats.values()
+    row = torch.repeat_interleave(torch.arange(int(feats.shape[0]), device=crow.device), crow.diff(),
+                                  output_size=int(val.numel()))
+    return row, torch.div(row, b, rounding_mode="floor"), col, val
+
+
+def _sparse_scores(X: torch.Tensor, feats: torch.Tensor, b: int) -> torch.Tensor:
+    """(k, b, C) scores a_ij^T X_i of a sparse batch, X (k, p, C)."""
+    row, node, col, val = _nonzeros(feats, b)
+    k, C = X.shape[0], X.shape[2]
+    out = X.new_zeros(k * b, C)
+    out.index_add_(0, row, val.to(X.dtype).unsqueeze(1) * X[node, col])
+    return out.view(k, b, C)
+
+
+def _sparse_grad(coef: torch.Tensor, feats: torch.Tensor, p: int) -> torch.Tensor:
+    """(k, p, C) gradients sum_j a_ij coef_ij^T of a sparse batch, coef (k, b, C)."""
+    k, b, C = coef.shape
+    row, node, col, val = _nonzeros(feats, b)
+    out = coef.new_zeros(k * p, C)
+    out.index_add_(0, node * p + col, val.to(coef.dtype).unsqueeze(1) * coef.reshape(k * b, C)[row])
+    return out.view(k, p, C)
+
+
+def _scores(X: torch.Tensor, feats: torch.Tensor, b: int) -> torch.Tensor:
+    """(k, b) scores a_ij^T x_i, dense or sparse feats."""
+    if _is_sparse(feats):
+        return _sparse_scores(X.unsqueeze(2), feats, b).squeeze(2)
+    return torch.bmm(_flat(feats), X.unsqueeze(2)).squeeze(2)
+
+
+def _weighted_sum(coef: torch.Tensor, feats: torch.Tensor, p: int) -> torch.Tensor:
+    """(k, p) sums sum_j coef_ij a_ij, dense or sparse feats."""
+    if _is_sparse(feats):
+        return _sparse_grad(coef.unsqueeze(2), feats, p).squeeze(2)
+    return torch.bmm(coef.unsqueeze(1), _flat(feats)).squeeze(1)
+
+
+def _batch_size(X: torch.Tensor, feats: torch.Tensor) -> int:
+    return int(feats.shape[0]) // X.shape[0] if _is_sparse(feats) else int(feats.shape[1])
 
 
 class _LinearCapabilities:
@@ -95,21 +179,26 @@ class LogisticRegression(_LinearCapabilities):
         return val, grad
 
     def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
-        z = torch.bmm(A, X.unsqueeze(2)).squeeze(2)  # (k, b)
+        z = _scores(X, feats, labels.shape[1])  # (k, b)
         s = labels.to(X.dtype) * 2.0 - 1.0
         margin = s * z
         loss = (weights * torch.nn.functional.softplus(-margin)).sum(dim=1)
         coef = weights * (-s) * torch.sigmoid(-margin)  # d loss / d z, weighted
-        grad = torch.bmm(coef.unsqueeze(1), A).squeeze(1)
+        grad = _weighted_sum(coef, feats, self.dim)
         if not with_penalty:
             return loss, grad
         pval, pgrad = self._penalty(X)
         return loss + pval, grad + pgrad
 
+    def per_sample_grads(self, X, feats, labels):
+        """Gradients (k, b, d) of each sample's own loss (no penalty): ``-s sigmoid(-s a^T x) a`` (DP training)."""
+        A = _flat(feats).to(X.dtype)
+        s = labels.to(X.dtype) * 2.0 - 1.0
+        coef = -s * torch.sigmoid(-s * torch.bmm(A, X.unsqueeze(2)).squeeze(2))
+        return coef.unsqueeze(2) * A
+
     def predict(self, X, feats):
-        z = torch.bmm(_flat(feats), X.unsqueeze(2)).squeeze(2)
-        return (z > 0).to(torch.int64)
+        return (_scores(X, feats, _batch_size(X, feats)) > 0).to(torch.int64)
 
     def init_params(self, generator):
         return torch.zeros(self.dim)
@@ -139,10 +228,11 @@ class SoftmaxRegression(_LinearCapabilities):
 
     def _logits(self, X, feats):
         W = X.reshape(X.shape[0], self.n_features, self.n_classes)
+        if _is_sparse(feats):
+            return _sparse_scores(W, feats, _batch_size(X, feats))
         return torch.bmm(_flat(feats), W)  # (k, b, C)
 
     def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
         logits = self._logits(X, feats)
         logp = torch.log_softmax(logits, dim=2)
         nll = -logp.gather(2, labels.unsqueeze(2)).squeeze(2)
@@ -150,11 +240,22 @@ class SoftmaxRegression(_LinearCapabilities):
         delta = logp.exp()
         delta.scatter_add_(2, labels.unsqueeze(2), -torch.ones_like(nll).unsqueeze(2))
         delta.mul_(weights.unsqueeze(2))
-        grad = torch.bmm(A.transpose(1, 2), delta).reshape(X.shape[0], -1)
+        if _is_sparse(feats):
+            grad = _sparse_grad(delta, feats, self.n_features).reshape(X.shape[0], -1)
+        else:
+            grad = torch.bmm(_flat(feats).transpose(1, 2), delta).reshape(X.shape[0], -1)
         if self.mu and with_penalty:
             loss = loss + 0.5 * self.mu * (X * X).sum(dim=1)
             grad = grad + self.mu * X
         return loss, grad
+
+    def per_sample_grads(self, X, feats, labels):
+        """Gradients (k, b, d) of each sample's own loss (no penalty): ``a (softmax - onehot(y))^T``, flattened
+        feature-major like x (DP training)."""
+        A = _flat(feats).to(X.dtype)
+        delta = torch.softmax(self._logits(X, feats.to(X.dtype)), dim=2)
+        delta.scatter_add_(2, labels.unsqueeze(2), -torch.ones_like(delta[..., :1]))
+        return (A.unsqueeze(3) * delta.unsqueeze(2)).reshape(A.shape[0], A.shape[1], -1)
 
     def predict(self, X, feats):
         return self._logits(X, feats).argmax(dim=2)
@@ -178,14 +279,19 @@ class LeastSquares(_LinearCapabilities):
         self._gram = gram_lambda_max
 
     def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
-        A = _flat(feats)
-        r = torch.bmm(A, X.unsqueeze(2)).squeeze(2) - labels.to(X.dtype)
+        r = _scores(X, feats, labels.shape[1]) - labels.to(X.dtype)
         loss = 0.5 * (weights * r * r).sum(dim=1)
-        grad = torch.bmm((weights * r).unsqueeze(1), A).squeeze(1)
+        grad = _weighted_sum(weights * r, feats, self.dim)
         return loss, grad
 
+    def per_sample_grads(self, X, feats, labels):
+        """Gradients (k, b, d) of each sample's own loss: ``(a^T x - y) a`` (DP training)."""
+        A = _flat(feats).to(X.dtype)
+        r = torch.bmm(A, X.unsqueeze(2)).squeeze(2) - labels.to(X.dtype)
+        return r.unsqueeze(2) * A
+
     def predict(self, X, feats):
-        return torch.bmm(_flat(feats), X.unsqueeze(2)).squeeze(2)
+        return _scores(X, feats, _batch_size(X, feats))
 
     def init_params(self, generator):
         return torch.zeros(self.dim)
@@ -199,8 +305,31 @@ class LeastSquares(_LinearCapabilities):
 # settings object (attributes such as ``settings.rho``) and ``train`` the training Dataset.
 
 
+#: Node-stacked (n x d) tensors a run holds at once (iterates, tracking and estimator states, gradients, mixing
+#: buffers), for the memory check of wide problems.
+_STATE_COPIES = 10
+
+
+def _check_state_memory(settings: Any, problem: str, dim: int) -> None:
+    """Refuse, before anything n x d is allocated, a width whose node states cannot fit in memory (sparse data
+    makes the data cheap, not the parameters: a feature index of 5e8 means 5e8 parameters per node)."""
+    from proxgt.data._dataset import available_memory, size_text
+
+    nodes = int(getattr(settings, "nodes", 1) or 1)
+    itemsize = 8 if getattr(settings, "dtype", "float32") == "float64" else 4
+    need = _STATE_COPIES * nodes * int(dim) * itemsize
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise ProxGTValueError(
+            f"problem '{problem}' has {dim} parameters per node: the node states ({nodes} nodes x {dim}, "
+            f"{'float64' if itemsize == 8 else 'float32'}, about {_STATE_COPIES} copies) need {size_text(need)}, "
+            f"more than the {size_text(avail)} of memory available; use fewer nodes or renumber the features 1..p"
+        )
+
+
 def _linear_gram(train: Dataset) -> float:
-    return lambda_max_gram(train.X.reshape(len(train), -1))
+    X = train.X
+    return lambda_max_gram(X if X.layout == torch.sparse_csr else X.reshape(len(train), -1))
 
 
 def build_logistic(settings: Any, train: Dataset) -> LogisticRegression:
@@ -210,6 +339,7 @@ def build_logistic(settings: Any, train: Dataset) -> LogisticRegression:
             f"problem 'logistic' needs 2 classes; the data has {train.n_classes or 'real-valued'} labels "
             "(use --problem softmax or least_squares)"
         )
+    _check_state_memory(settings, "logistic", train.n_features)
     return LogisticRegression(train.n_features, rho=settings.rho, gram_lambda_max=_linear_gram(train))
 
 
@@ -217,9 +347,11 @@ def build_softmax(settings: Any, train: Dataset) -> SoftmaxRegression:
     """Multinomial logistic regression over the data's classes."""
     if train.n_classes < 2:
         raise ProxGTValueError("problem 'softmax' needs class labels; the data is real-valued")
+    _check_state_memory(settings, "softmax", train.n_features * train.n_classes)
     return SoftmaxRegression(train.n_features, train.n_classes, gram_lambda_max=_linear_gram(train))
 
 
 def build_least_squares(settings: Any, train: Dataset) -> LeastSquares:
     """Least squares on the data's (real-valued or class-id) labels."""
+    _check_state_memory(settings, "least_squares", train.n_features)
     return LeastSquares(train.n_features, gram_lambda_max=_linear_gram(train))

@@ -376,6 +376,13 @@ class TorchModelProblem:
         grad, loss = self._vmapped_grad(X.detach(), feats, labels, weights)
         return loss.detach(), grad.detach()
 
+    def per_sample_grads(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Gradients (k, b, d) of every sample's own loss ``CE(model(feats[i, j]; X[i]), labels[i, j])``, for
+        differentially private training (:mod:`proxgt.privacy`): ``torch.func`` vmap over nodes and samples."""
+        from proxgt.problems.per_sample import module_per_sample_grads
+
+        return module_per_sample_grads(self.model, self.unflatten, X, self._reshape_feats(feats).to(X.dtype), labels)
+
     @torch.no_grad()
     def logits(self, X: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Logits (k, b, C) of each row's network on its own batch."""

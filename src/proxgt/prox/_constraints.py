@@ -255,7 +255,9 @@ class L1Ball(RegularizerBase):
         r = self.radius
         A = X.abs()
         inside = A.sum(dim=1, keepdim=True) <= r
-        if X.device.type != "meta" and bool(inside.all()):  # common case: nothing to project, skip the sort
+        # common case: nothing to project, skip the sort (on the CPU only: on a GPU, reading the answer back
+        # would wait for all queued work, every iteration)
+        if X.device.type == "cpu" and bool(inside.all()):
             return X.clone()
         wd = X.dtype if X.device.type == "mps" else torch.float64
         Xw = X.to(wd)

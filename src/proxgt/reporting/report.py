@@ -144,6 +144,11 @@ def write_report(
         lines += [tuning_markdown(tuning)]
     for name in pngs:
         lines += [f"![{name}]({name})", ""]
+    from proxgt.reporting.tradeoff import write_tradeoff
+
+    tradeoff = write_tradeoff(root, out, records=records)  # an l1 sweep: density vs accuracy (None otherwise)
+    if tradeoff is not None:
+        lines += [tradeoff[1]]
     md = "\n".join(lines).rstrip() + "\n"
     atomic_write_text(out / "report.md", md)
     return out / "report.md"

@@ -188,7 +188,9 @@ def series_table(
             row["final_median"] = final_median(c)
             for col in OPTIONAL_FINALS:
                 if all(r and col in r[0] for r in runs):
-                    row[f"final_{col}"] = final_median(mean_curve(runs, col, axes=()))
+                    curve = mean_curve(runs, col, axes=())
+                    # epsilon only grows: what a run spent is its last value, not a tail median
+                    row[f"final_{col}"] = float(curve.mean[-1]) if col in LAST_VALUE_FINALS else final_median(curve)
         else:
             for col in TABLE_COLUMNS[len(_SETTING_COLUMNS):]:
                 row[col] = math.nan
@@ -196,7 +198,9 @@ def series_table(
     return rows, curves
 
 
-OPTIONAL_FINALS = ("test_accuracy", "density")
+OPTIONAL_FINALS = ("test_accuracy", "density", "epsilon")
+#: finals reported as the last logged value (privacy spent so far), not as the tail median
+LAST_VALUE_FINALS = ("epsilon",)
 
 
 def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "mixing": "multi-round gossip",
     "algorithm": "the method, its step and its gradient estimator",
     "problem": "the loss, the model and the regularizer",
+    "privacy": "differential privacy per node: per-sample clipping, Gaussian noise, accounting (docs/privacy.md)",
     "run": "length, logging, seeds, precision and hardware",
     "distributed": "the torch.distributed executor",
 }
@@ -62,6 +63,21 @@ class Setting:
 
 _REG_PARAM = "regularizer parameter"
 
+
+class _CompressSpec(Constraint):
+    """``compress``: checked by :class:`proxgt.compression.spec.CompressSpec`, imported on use (the table is a leaf)."""
+
+    def _spec(self) -> Constraint:
+        from proxgt.compression.spec import CompressSpec
+
+        return CompressSpec()  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        return self._spec().describe()
+
+    def check(self, value: Any, name: str) -> Any:
+        return self._spec().check(value, name)
+
 SETTINGS: tuple[Setting, ...] = (
     # ------------------------------------------------------------------ data
     Setting("data", "data", "a9a-synthetic", Registered("DATASETS", or_path=True),
@@ -69,8 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "data", None, PathValue(folder=True), "folder holding a named data set's files",
             metavar="DIR"),
     Setting("test_fraction", "data", 0.2, Float(0.0, 1.0), "held-out share when the data has no test split"),
-    Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards")),
-            "how samples are dealt to nodes (sorted, dirichlet and shards skew labels)"),
+    Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards", "pairs")),
+            "how samples are dealt to nodes (sorted, dirichlet, shards and pairs skew labels)"),
     Setting("alpha", "data", 0.5, Float(0.0, low_open=True), "Dirichlet concentration for split = dirichlet"),
     # ------------------------------------------------------------------ graph
     Setting("nodes", "graph", 16, Int(1), "number of nodes n"),
@@ -84,12 +100,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("weights_file", "graph", None, PathValue(),
             "a mixing matrix W (.npy, .csv or .txt), validated against the graph; implies weights = user",
             metavar="PATH"),
+    Setting("link_failure", "graph", 0.0, Float(0.0, 1.0),
+            "probability that a link is down in a gossip round (independently per link and round)"),
+    Setting("node_dropout", "graph", 0.0, Float(0.0, 1.0),
+            "probability that a node sits out an iteration (no gradient, no messages, state kept)"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K"),
     Setting("rounds", "mixing", "auto", Either("auto", Int(1)),
             "gossip rounds K per mixing, or auto (smallest K with ||M_K - J|| <= mix_target)"),
     Setting("mix_target", "mixing", 0.2, Float(0.0, 1.0, low_open=True), "target ||M_K - J|| for rounds = auto"),
+    Setting("compress", "mixing", "none", _CompressSpec(),
+            "compress gossip messages, with error feedback: none, topk:RATIO, randk:RATIO, qsgd:LEVELS, sign, "
+            "fp16 or bf16 (docs/compression.md)", metavar="SPEC"),
+    Setting("consensus_step", "mixing", "auto", Either("auto", Float(0.0, 1.0, low_open=True, high_open=False)),
+            "consensus step gamma of compressed gossip, or auto (1 for none, min(0.5, 5 RATIO) for topk and "
+            "randk, else 0.5)"),
     # ------------------------------------------------------------------ algorithm
     Setting("algorithm", "algorithm", "proxgt-sa", Registered("ALGORITHMS"), "the method"),
     Setting("order", "algorithm", "prox-mix", Choice(("prox-mix", "mix-prox")), "ProxGT: prox before or after mixing"),
@@ -122,6 +148,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("init", "problem", None, PathValue(),
             "an .npz whose x is the initial point: one (d,) for every node or one row per node (n, d)",
             metavar="PATH"),
+    # ------------------------------------------------------------------ privacy
+    Setting("dp_clip", "privacy", None, Float(0.0, low_open=True),
+            "differential privacy: clip each per-sample gradient to this norm C [default: no DP]", metavar="C"),
+    Setting("dp_noise", "privacy", None, Float(0.0, low_open=True),
+            "noise multiplier sigma: Gaussian noise of std sigma*C on each node's clipped minibatch sum",
+            metavar="SIGMA"),
+    Setting("dp_epsilon", "privacy", None, Either("off", Float(0.0, low_open=True)),
+            "target per-node epsilon: solve sigma before the run (instead of dp_noise); off: no DP",
+            metavar="TARGET"),
+    Setting("dp_delta", "privacy", 1e-5, Float(0.0, 1.0, low_open=True), "delta of the (epsilon, delta) reported",
+            metavar="DELTA"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),
@@ -138,11 +175,14 @@ SETTINGS: tuple[Setting, ...] = (
     # ------------------------------------------------------------------ distributed
     Setting("timeout_s", "distributed", 120.0, Float(0.0, low_open=True),
             "seconds a distributed process waits for a peer before failing", flag="--timeout"),
+    Setting("on_failure", "distributed", "abort", Choice(("abort", "continue")),
+            "when a process dies or stops answering: abort the run, or continue on the surviving graph "
+            "(docs/fault-tolerance.md)"),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 #: settings a resumed run may change; every other one comes from its checkpoint
-RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s")
+RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s", "on_failure")
 #: settings that hold a path, recorded absolute in a run's config.toml
 PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, PathValue))
 

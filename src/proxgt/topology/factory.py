@@ -15,7 +15,8 @@ from typing import Any
 from proxgt._validation import ProxGTValueError
 from proxgt.errors import UnknownNameError
 from proxgt.registry import TOPOLOGIES
-from proxgt.topology._weights import _canonical_weights, _load_matrix, _weights_for
+from proxgt.topology._graphs import DENSE_MAX_NODES, SparseGraph, graph_from_networkx
+from proxgt.topology._weights import _canonical_weights, _load_matrix, _sparse_weights, _weights_for
 from proxgt.topology.families import FAMILY_SETTINGS, as_family
 from proxgt.topology.topology import Topology
 
@@ -24,26 +25,16 @@ __all__ = ["MAX_DENSE_NODES", "TOPOLOGY_NAMES", "make_topology"]
 #: The topology families registered when proxgt is imported (``TOPOLOGIES.names()`` also lists later ones).
 TOPOLOGY_NAMES: tuple[str, ...] = tuple(TOPOLOGIES.names())
 
-#: Most nodes a topology may have: the simulator keeps W as a dense n x n float64 matrix and takes its full
-#: spectrum (O(n^3)), which at 5000 nodes is already 0.2 GiB and seconds of eigendecomposition.
-MAX_DENSE_NODES = 5000
-
-
-def _check_dense(n: int, what: str) -> None:
-    if n > MAX_DENSE_NODES:
-        gib = n * n * 8 / 2**30
-        raise ProxGTValueError(
-            f"{what} is more than the {MAX_DENSE_NODES} nodes the simulator supports: its dense {n} x {n} "
-            f"mixing matrix alone would take {gib:.1f} GiB"
-        )
+#: Up to this many nodes a topology is held in dense form (networkx graph, dense W, full spectrum); above it in
+#: sparse form (edge array, CSR W, lambda from ``eigsh``). There is no node limit of its own any more: a family
+#: refuses sizes it cannot hold (see :data:`proxgt.topology.families.MAX_MIXING_NONZEROS`).
+MAX_DENSE_NODES = DENSE_MAX_NODES
 
 
 def _check_nodes(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ProxGTValueError(f"nodes = {n!r} (--nodes) must be an int >= 1")
-    n = int(n)
-    _check_dense(n, f"nodes = {n} (--nodes)")
-    return n
+    return int(n)
 
 
 def _canonical_family(name: Any) -> str:
@@ -80,9 +71,9 @@ def make_topology(
             :data:`TOPOLOGY_NAMES` unless user code registered more (case-insensitive, ``-`` or ``_``); aliases
             ``"er"`` -> erdos_renyi, ``"rgg"``/``"geometric"`` -> random_geometric, ``"cycle"`` -> ring,
             ``"full"`` -> complete, ``"exp"`` -> exponential.
-        n: number of nodes (``nodes``; int from 1 to :data:`MAX_DENSE_NODES`). For ``"file"`` it may be
-            ``None`` or 0, meaning "as many as the file has"; otherwise it must equal the file's (or matrix's)
-            node count.
+        n: number of nodes (``nodes``; int >= 1; above :data:`MAX_DENSE_NODES` the topology is sparse). For
+            ``"file"`` it may be ``None`` or 0, meaning "as many as the file has"; otherwise it must equal the
+            file's (or matrix's) node count.
         weights: one of :data:`WEIGHT_RULES` (``weights``): ``"metropolis"`` (default; aliases
             ``"metropolis_hastings"``, ``"mh"``), ``"max_degree"``, ``"lazy_metropolis"`` ((I + W_metropolis) /
             2), or ``"user"``: W is ``matrix``, validated against the graph.
@@ -97,7 +88,7 @@ def make_topology(
 
     Settings that the chosen family does not accept (``p`` for a ring, say) are refused rather than silently
     ignored, as is a ``matrix`` without ``weights="user"``, so configuration typos surface early. So is a node
-    count above :data:`MAX_DENSE_NODES`, before any graph is built.
+    count a family cannot hold (a complete graph's mixing matrix beyond 2^28 non-zeros), before it is built.
 
     >>> make_topology("complete", 4).lam < 1e-12
     True
@@ -125,8 +116,12 @@ def make_topology(
 
     G = family(n, seed=seed, p=p, radius=radius, edge_file=edge_file, matrix=W_user)
     m = G.number_of_nodes()
-    if n is None:
-        _check_dense(m, f"topology = '{topo}' gives {m} nodes, which")
-    elif m != n:
+    if n is not None and m != n:
         raise ProxGTValueError(f"topology = '{topo}' built a graph with {m} nodes for nodes = {n} (--nodes)")
-    return Topology(topo, G, _weights_for(G, rule, W_user), rule)
+    if m <= DENSE_MAX_NODES:
+        G = G.to_networkx() if isinstance(G, SparseGraph) else G
+        return Topology(topo, G, _weights_for(G, rule, W_user), rule)
+    if not isinstance(G, SparseGraph):
+        G = SparseGraph(m, [(u, v) for u, v in graph_from_networkx(G).edges], topo)
+    W = W_user if rule == "user" else _sparse_weights(m, G.edges, rule)
+    return Topology(topo, G, W, rule)

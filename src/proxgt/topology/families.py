@@ -28,14 +28,21 @@ import numpy as np
 
 from proxgt._validation import ProxGTValueError
 from proxgt.topology._graphs import (
+    DENSE_MAX_NODES,
+    SparseGraph,
     _check_n,
+    _erdos_renyi_edges,
     _is_positive_real,
+    _locality_order,
+    _random_geometric_edges,
     _require_connected,
+    _require_connected_sparse,
     _sample_erdos_renyi,
     _sample_random_geometric,
     complete_graph,
     default_radius,
     exponential_graph,
+    family_edges,
     graph_from_edge_list,
     grid_graph,
     path_graph,
@@ -77,7 +84,9 @@ class GraphFamily:
     """A topology family: ``build(n, *, seed, **accepted) -> networkx.Graph`` on nodes 0..n-1.
 
     Attributes:
-        build: the builder; it receives ``n``, ``seed`` and, by keyword, the settings named in ``accepts``.
+        build: the builder; it receives ``n``, ``seed`` and, by keyword, the settings named in ``accepts``, and
+            returns a ``networkx.Graph`` or (what the shipped families do above ``DENSE_MAX_NODES`` nodes) a
+            :class:`~proxgt.topology._graphs.SparseGraph` edge array.
         accepts: which of :data:`FAMILY_SETTINGS` (``"p"``, ``"radius"``, ``"edge_file"``) the family takes, plus
             ``"matrix"`` for a family that may read its graph off the user's mixing matrix.
         nodes_from_source: the graph's source (a file) fixes the node count, so ``n`` may be None (or 0) and is
@@ -132,53 +141,92 @@ def default_er_probability(n: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- builders
-def _deterministic(graph: Callable[[int], nx.Graph]) -> Callable[..., nx.Graph]:
-    def build(n: int, *, seed: Any = None) -> nx.Graph:
-        return graph(n)
+#: Most non-zeros (2 per edge plus the diagonal) a family's sparse mixing matrix may have: 2^28 (about 3 GiB of
+#: CSR float64 + int32 indices); a complete graph reaches it near 16,000 nodes.
+MAX_MIXING_NONZEROS = 2**28
+
+
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes:.0f} bytes"
+
+
+def _check_edge_count(family: str, n: int, edges: int) -> None:
+    nnz = 2 * edges + n
+    if nnz > MAX_MIXING_NONZEROS:
+        raise ProxGTValueError(
+            f"nodes = {n} (--nodes) is more than topology = '{family}' supports: its {edges:,} edges make a mixing "
+            f"matrix of {nnz:,} non-zeros ({_size(nnz * 12.0)} even in sparse form, the limit is "
+            f"{MAX_MIXING_NONZEROS:,}); use fewer nodes or a sparser family (exponential, erdos_renyi, ring)"
+        )
+
+
+def _deterministic(graph: Callable[[int], nx.Graph], family: str | None = None) -> Callable[..., Any]:
+    """Builder of a deterministic family: the networkx generator up to DENSE_MAX_NODES nodes, the same edges as a
+    :class:`SparseGraph` above."""
+
+    def build(n: int, *, seed: Any = None) -> nx.Graph | SparseGraph:
+        if family is not None and family == "complete":
+            _check_edge_count(family, n, n * (n - 1) // 2)
+        if family is None or n <= DENSE_MAX_NODES:
+            return graph(n)
+        return SparseGraph(n, family_edges(family, n), family)
 
     build.__doc__ = graph.__doc__
     return build
 
 
-def _hypercube(n: int, *, seed: Any = None) -> nx.Graph:
+def _hypercube(n: int, *, seed: Any = None) -> nx.Graph | SparseGraph:
     if n & (n - 1):
         lower = 1 << (n.bit_length() - 1)
         raise ProxGTValueError(
             f"nodes = {n} (--nodes) must be a power of 2 (1, 2, 4, 8, ...) for topology = 'hypercube'; "
             f"the nearest are {lower} and {2 * lower}"
         )
+    if n > DENSE_MAX_NODES:
+        return SparseGraph(n, family_edges("hypercube", n), "hypercube")
     return _hypercube_graph(n)
 
 
-def _erdos_renyi(n: int, *, seed: Any = None, p: float | None = None) -> nx.Graph:
+def _erdos_renyi(n: int, *, seed: Any = None, p: float | None = None) -> nx.Graph | SparseGraph:
     if p is None:
         p = default_er_probability(n)
     elif isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
         raise ProxGTValueError(f"topology_p = {p!r} (--topology-p) must be a probability in [0, 1]")
     p = float(p)
-    G = _sample_erdos_renyi(n, p, seed, "erdos_renyi_graph")
+    _check_edge_count("erdos_renyi", n, int(p * n * (n - 1) / 2))
     suggested = min(1.0, 2.0 * math.log(n) / n)
-    _require_connected(
-        G,
-        f"topology = 'erdos_renyi' with nodes = {n}, topology_p = {p:g} and seed = {seed!r}",
-        f"set a larger topology_p (--topology-p; 2 log(nodes) / nodes = {suggested:.3g} is usually enough) "
-        "or another seed",
-    )
+    what = f"topology = 'erdos_renyi' with nodes = {n}, topology_p = {p:g} and seed = {seed!r}"
+    fix = (f"set a larger topology_p (--topology-p; 2 log(nodes) / nodes = {suggested:.3g} is usually enough) "
+           "or another seed")
+    if n > DENSE_MAX_NODES:
+        G = SparseGraph(n, _erdos_renyi_edges(n, p, seed, "erdos_renyi_graph"), "erdos_renyi")
+        _require_connected_sparse(G, what, fix)
+        return G
+    G = _sample_erdos_renyi(n, p, seed, "erdos_renyi_graph")
+    _require_connected(G, what, fix)
     return G
 
 
-def _random_geometric(n: int, *, seed: Any = None, radius: float | None = None) -> nx.Graph:
+def _random_geometric(n: int, *, seed: Any = None, radius: float | None = None) -> nx.Graph | SparseGraph:
     if radius is None:
         radius = default_radius(n)
     elif not _is_positive_real(radius):
         raise ProxGTValueError(f"topology_radius = {radius!r} (--topology-radius) must be a finite number > 0")
     radius = float(radius)
+    _check_edge_count("random_geometric", n, int(min(1.0, math.pi * radius * radius) * n * (n - 1) / 2))
+    what = f"topology = 'random_geometric' with nodes = {n}, topology_radius = {radius:.4g} and seed = {seed!r}"
+    fix = "set a larger topology_radius (--topology-radius) or another seed"
+    if n > DENSE_MAX_NODES:
+        # the points are numbered in strips (_locality_order): the same graph as the all-pairs rule, relabelled
+        pos, pairs = _random_geometric_edges(n, radius, seed, "random_geometric_graph")
+        G = SparseGraph(n, _locality_order(pos, radius)[pairs], "random_geometric")
+        _require_connected_sparse(G, what, fix)
+        return G
     G = _sample_random_geometric(n, radius, seed, "random_geometric_graph")
-    _require_connected(
-        G,
-        f"topology = 'random_geometric' with nodes = {n}, topology_radius = {radius:.4g} and seed = {seed!r}",
-        "set a larger topology_radius (--topology-radius) or another seed",
-    )
+    _require_connected(G, what, fix)
     return G
 
 
@@ -206,14 +254,14 @@ def _from_file(n: int | None, *, seed: Any = None, edge_file: Any = None, matrix
 
 # ---------------------------------------------------------------------------------------------- the families
 # Registered in proxgt.registry under "# --- topologies" (with their summaries and aliases).
-ring = GraphFamily(_deterministic(ring_graph))
-path = GraphFamily(_deterministic(path_graph))
-star = GraphFamily(_deterministic(star_graph))
-complete = GraphFamily(_deterministic(complete_graph))
-grid = GraphFamily(_deterministic(grid_graph))
-torus = GraphFamily(_deterministic(torus_graph))
+ring = GraphFamily(_deterministic(ring_graph, "ring"))
+path = GraphFamily(_deterministic(path_graph, "path"))
+star = GraphFamily(_deterministic(star_graph, "star"))
+complete = GraphFamily(_deterministic(complete_graph, "complete"))
+grid = GraphFamily(_deterministic(grid_graph, "grid"))
+torus = GraphFamily(_deterministic(torus_graph, "torus"))
 hypercube = GraphFamily(_hypercube)
-exponential = GraphFamily(_deterministic(exponential_graph))
+exponential = GraphFamily(_deterministic(exponential_graph, "exponential"))
 erdos_renyi = GraphFamily(_erdos_renyi, accepts=("p",))
 random_geometric = GraphFamily(_random_geometric, accepts=("radius",))
 file = GraphFamily(_from_file, accepts=("edge_file", "matrix"), nodes_from_source=True)

@@ -19,14 +19,19 @@ import torch
 
 from proxgt import __version__
 from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
+from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing import rounds_for_target
+from proxgt.mixing.compressed import check_compressed_run
+from proxgt.mixing.dynamic import TIME_VARYING, auto_rounds, check_network_settings, warn_time_varying_mixing
+from proxgt.privacy.mechanism import PrivacyMechanism, privacy_from_settings
 from proxgt.problems.base import Problem
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer, make_regularizer
 from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
+from proxgt.topology.time_varying import time_varying_topology
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
 
@@ -72,6 +77,7 @@ class RunSpec:
     x0: torch.Tensor  # (d,) shared by every node, or (n, d)
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    privacy: PrivacyMechanism | None = None  # differential privacy per node (proxgt.privacy); None: off
 
     @property
     def step(self) -> float:
@@ -116,6 +122,7 @@ class RunSpec:
             dtype=self.dtype,
             device=torch.device(self.settings.device),
             full_batch=self.full_batch,
+            privacy=self.privacy,
         )
 
     def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:
@@ -205,8 +212,33 @@ def _default_step(problem: Problem, algorithm: str) -> float:
     return float(step if step is not None else problem.default_step or 0.1)
 
 
-def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
+#: ``rounds = auto`` never picks more rounds than this: a 10,000-node ring would need thousands of Chebyshev
+#: rounds per mixing to reach the default target (hours of gossip per iteration, and float32 recurrences that
+#: long lose the average); the run warns and uses the cap, and ``--rounds K`` still takes any K.
+AUTO_ROUNDS_CAP = 128
+
+
+def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
+    fixed = auto_rounds(topology.name, topology.n)  # time-varying families (e.g. log2 n for one-peer-exponential)
+    if fixed:
+        return int(fixed)
+    try:
+        return rounds_for_target(topology.spectrum, cfg.mixing, cfg.mix_target, max_rounds=AUTO_ROUNDS_CAP)
+    except ProxGTValueError:
+        warnings.warn(
+            f"rounds = auto: {cfg.mixing} mixing on this graph (lambda = {topology.lam:.7f}) needs more than "
+            f"{AUTO_ROUNDS_CAP} rounds to reach ||M_K - J|| <= {cfg.mix_target}; using {AUTO_ROUNDS_CAP} "
+            "(give --rounds K or a larger --mix-target to choose otherwise)",
+            stacklevel=3,
+        )
+        return AUTO_ROUNDS_CAP
+
+
+def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None) -> RunSpec:
     """Validate ``cfg`` and resolve everything that does not depend on the executor.
+
+    ``shard`` (a process of a distributed run): read only the rows of the nodes it hosts, plus the test set, from
+    a data file (:mod:`proxgt.data._shard`); ``node_data`` then holds those nodes only and ``train`` their rows.
 
     Raises ProxGTValueError (one line) on bad input.
     """
@@ -215,19 +247,31 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
     cfg = cfg.validate()
     # the graph first: it needs no data, and too many nodes or a disconnected graph should fail at once
     weights = "user" if cfg.weights_file is not None else cfg.weights
+    check_network_settings(cfg, cfg.topology)
     topology = make_topology(
         cfg.topology, cfg.nodes, weights=weights, seed=cfg.seed, p=cfg.topology_p, radius=cfg.topology_radius,
         edge_file=cfg.edge_file, matrix=cfg.weights_file,
     )
-    train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
-    if test is None and cfg.test_fraction > 0 and len(train) >= 10:
-        train, test = train_test_split(train, cfg.test_fraction, seed=cfg.seed)
-    if cfg.nodes > len(train):
-        raise ProxGTValueError(
-            f"cannot split {len(train)} training samples over {cfg.nodes} nodes: each node needs at least one sample"
-        )
-    node_data = split_nodes(train, cfg.nodes, cfg.split, alpha=cfg.alpha, seed=cfg.seed)
+    if topology.name in TIME_VARYING:  # the union graph of its rounds, with the expected round matrix as W
+        topology = time_varying_topology(topology.name, topology.graph)
+        warn_time_varying_mixing(cfg, topology.name)
+    hosted = load_node_shard(cfg, shard) if shard is not None else None  # None: not a file it shards
+    if hosted is None:
+        train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
+        if test is None and cfg.test_fraction > 0 and len(train) >= 10:
+            train, test = train_test_split(train, cfg.test_fraction, seed=cfg.seed)
+        if cfg.nodes > len(train):
+            raise ProxGTValueError(
+                f"cannot split {len(train)} training samples over {cfg.nodes} nodes: each node needs at least one "
+                "sample"
+            )
+        node_data = split_nodes(train, cfg.nodes, cfg.split, alpha=cfg.alpha, seed=cfg.seed)
+    else:  # the same split, this process's nodes only (load_node_shard replays the lines above on row ids)
+        train, test, node_data = hosted.train, hosted.test, hosted.node_data
+    counts = node_data.counts if hosted is None else hosted.counts  # every node's number of samples
     problem: Problem = PROBLEMS.get(cfg.problem)(cfg, train)
+    if hosted is not None:
+        hosted.fix_problem(problem)  # constants of all rows (L of the linear problems), summed over processes
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":
@@ -240,9 +284,8 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
                 "the run may diverge",
                 stacklevel=2,
             )
-    rounds = rounds_for_target(topology.eigenvalues, cfg.mixing, cfg.mix_target) if cfg.rounds == "auto" \
-        else int(cfg.rounds)
-    local_size = int(round(node_data.total / node_data.n_nodes))
+    rounds = _auto_rounds(topology, cfg) if cfg.rounds == "auto" else int(cfg.rounds)
+    local_size = int(round(int(counts.sum()) / len(counts)))
     ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
     algorithm = ALGORITHMS.get(cfg.algorithm)(
         AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step)
@@ -251,6 +294,9 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
     x0 = _initial_point(cfg, problem)
 
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "weights": weights}
+    gamma = check_compressed_run(cfg, algorithm)  # None: no compressed gossip
+    if gamma is not None:
+        derived["consensus_step"] = gamma
     est = getattr(algorithm, "estimator", None)
     if est is not None and cfg.batch != "full":
         for key in ("batch", "big_batch", "period"):
@@ -260,6 +306,10 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
         per_iter = getattr(est, "batch", None) or (32 if cfg.batch in (None, "full") else cfg.batch)
         per_iter = local_size if cfg.batch == "full" else per_iter
         derived["iters"] = max(1, math.ceil(cfg.epochs * local_size / per_iter))
+    privacy, dp_derived = privacy_from_settings(cfg, algorithm=algorithm, problem=problem,
+                                                local_sizes=counts.tolist(),
+                                                iters=int(derived.get("iters", cfg.iters)))
+    derived.update(dp_derived)  # dp_noise solved from dp_epsilon
     resolved = cfg.replace(**derived).with_absolute_paths()
     meta = {
         "version": __version__,
@@ -267,10 +317,11 @@ def build_run(cfg: RunConfig | dict[str, Any]) -> RunSpec:
         "spectral_gap": topology.spectral_gap,
         "n_features": train.n_features,
         "dim": int(problem.dim),
-        "train_samples": len(train),
+        "train_samples": int(counts.sum()),
         "test_samples": 0 if test is None else len(test),
-        "local_sizes": [int(c) for c in node_data.counts.tolist()],
+        "local_sizes": [int(c) for c in counts.tolist()],
         **({"smoothness_L": L} if L is not None else {}),
     }
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
-                   problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta)
+                   problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
+                   privacy=privacy)

@@ -143,7 +143,8 @@ class RunFolder:
 
     def write_final(self, x: np.ndarray) -> None:
         buf = io.BytesIO()
-        np.savez(buf, x=x, x_bar=x.mean(axis=0))
+        # rows of nodes lost in a run that went on without them are NaN: x_bar averages the survivors
+        np.savez(buf, x=x, x_bar=np.nanmean(x, axis=0) if np.isnan(x).any() else x.mean(axis=0))
         atomic_write_bytes(self.path / "final.npz", buf.getvalue())
 
     def write_summary(self, summary: dict[str, Any]) -> None:

@@ -59,6 +59,10 @@ def summarize(rows: list[dict[str, float]], spec: Any, status: str = "ok", messa
     """The summary of a run (``spec`` is its :class:`~proxgt.training.build.RunSpec`)."""
     last = rows[-1] if rows else {}
     best = min((r["grad_mapping_sq"] for r in rows), default=math.nan)
+    # a differentially private run: the final per-node epsilon at dp_delta (the last row is the last iteration)
+    privacy = {"epsilon": last["epsilon"], "dp_delta": spec.privacy.delta, "dp_noise": spec.privacy.noise,
+               "dp_clip": spec.privacy.clip} if getattr(spec, "privacy", None) is not None and "epsilon" in last \
+        else {}
     return {
         "status": status,
         "message": message,
@@ -70,4 +74,5 @@ def summarize(rows: list[dict[str, float]], spec: Any, status: str = "ok", messa
         "final": last,
         "best_grad_mapping_sq": best,
         "version": __version__,
+        **privacy,
     }

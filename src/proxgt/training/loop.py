@@ -12,6 +12,8 @@ import torch
 from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
+from proxgt.mixing.compressed import make_mixer
+from proxgt.mixing.dynamic import keep_inactive_rows, network_schedule
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["compute_settings", "train"]
@@ -48,6 +50,45 @@ def _first_bad_row(X: torch.Tensor) -> int:
     return int(bad[0]) if bad.numel() else 0
 
 
+def _diverged(t: int, row: int, node_ids: list[int], step: float) -> DivergenceError:
+    return DivergenceError(
+        f"iterates became NaN/Inf at iteration {t} on node {node_ids[row]}; "
+        f"try a smaller step (now {step:.4g}) or a larger batch"
+    )
+
+
+class _DeviceDivergence:
+    """The first iteration (and its first bad row) whose iterates held NaN/Inf, kept on the device and read only
+    when asked: on a GPU, reading a value back waits for all queued work, so the loop reads it at logged
+    iterations only (the iterations in between may run on NaN; no logged row ever includes them)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.first = torch.full((2,), -1, dtype=torch.int64, device=x.device)  # (iteration, row)
+
+    def record(self, t: int, x: torch.Tensor) -> None:
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+        now = torch.stack([torch.full_like(self.first[0], t), bad.to(torch.int64).argmax()])
+        self.first = torch.where((self.first[0] < 0) & bad.any(), now, self.first)
+
+    def check(self, node_ids: list[int], step: float) -> None:
+        t, row = (int(v) for v in self.first.tolist())
+        if t >= 0:
+            raise _diverged(t, row, node_ids, step)
+
+
+def _update_some(alg: Any, state: Any, oracle: GradientOracle, mixer: Mixer, active: Any) -> Any:
+    """One update in which only the ``active`` local rows (None: all) take part: the others are isolated in every
+    round matrix, their gradients are not counted, and all of their state rows are kept."""
+    if active is None or active.all():
+        return alg.update(state, oracle, mixer)
+    oracle.active = active
+    try:
+        new = alg.update(state, oracle, mixer)
+    finally:
+        oracle.active = None
+    return keep_inactive_rows(state, new, ~active)
+
+
 def train(
     spec: Any,
     comm: Communicator,
@@ -66,18 +107,32 @@ def train(
     iterates stop being finite (the rows logged so far were already passed on).
     """
     node_ids = list(comm.node_ids)
-    mixer = Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
+    mixer = make_mixer(comm, spec)  # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
                                density_mask=spec.problem.density_mask)
     alg = spec.algorithm
     wall = start_wall
+    # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
+    # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
+    schedule = network_schedule(spec)
+    begin_iteration = None
+    if schedule is not None:
+        if getattr(comm, "schedule", None) is None:
+            comm.attach_schedule(schedule)
+        begin_iteration = comm.begin_iteration
+    dropout = schedule is not None and schedule.dynamic_nodes
     if state is None:
         t0 = time.perf_counter()
+        if begin_iteration is not None:
+            begin_iteration(0)
         state = alg.init(spec.initial_rows(node_ids), oracle, mixer)
         wall += time.perf_counter() - t0
         row = metrics(state.x, 0, wall)
         if on_row:
             on_row(row)
+    # no read-back from a GPU inside the loop: finiteness is recorded on the device and read at logged
+    # iterations, before the clock, so that wall_s (metrics excluded) includes all of the iterations' device work
+    on_device = _DeviceDivergence(state.x) if state.x.device.type != "cpu" else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -86,15 +141,22 @@ def train(
     try:
         while state.t < spec.iters:
             t0 = time.perf_counter()
-            state = alg.update(state, oracle, mixer)
+            if begin_iteration is None:
+                state = alg.update(state, oracle, mixer)
+            else:
+                begin_iteration(state.t + 1)
+                state = _update_some(alg, state, oracle, mixer, schedule.active(state.t + 1)[node_ids]
+                                     if dropout else None)
+            log_now = state.t % spec.settings.log_every == 0 or state.t == spec.iters
+            if on_device is None:
+                if not bool(torch.isfinite(state.x).all()):
+                    raise _diverged(state.t, _first_bad_row(state.x), node_ids, spec.step)
+            else:
+                on_device.record(state.t, state.x)
+                if log_now:
+                    on_device.check(node_ids, spec.step)
             wall += time.perf_counter() - t0
-            if not bool(torch.isfinite(state.x).all()):
-                node = node_ids[_first_bad_row(state.x)]
-                raise DivergenceError(
-                    f"iterates became NaN/Inf at iteration {state.t} on node {node}; "
-                    f"try a smaller step (now {spec.step:.4g}) or a larger batch"
-                )
-            if state.t % spec.settings.log_every == 0 or state.t == spec.iters:
+            if log_now:
                 row = metrics(state.x, state.t, wall)
                 if on_row:
                     on_row(row)

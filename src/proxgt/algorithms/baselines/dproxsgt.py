@@ -60,6 +60,7 @@ class DProxSGT:
     regularizer: object
     step: float
     name: str = "dproxsgt"
+    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "DProxSGT")
@@ -71,7 +72,7 @@ class DProxSGT:
     def update(self, state: DProxSGTState, oracle: GradientOracle, mix: Mix) -> DProxSGTState:
         V_new = self.estimator.init(oracle, state.x)  # a fresh minibatch gradient at the current point
         Y_new = track(state.y, V_new, state.v, mix)
-        X_new = mix(prox_step(self.regularizer, state.x, Y_new, self.step))
+        X_new = mix(prox_step(self.regularizer, state.x, Y_new, self.step), key="x")
         return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
