@@ -10,6 +10,12 @@ for s in claim-a claim-b-iid claim-b claim-c claim-d claim-d-batch h2h-a9a h2h-m
     proxgt compare -c "experiments/$s.toml" --no-progress "$@" >/dev/null
     proxgt report "experiments/runs/$s" --out "experiments/reports/$s"
 done
+# unreliable networks, compressed gossip, differential privacy (docs/unreliable-networks.md, docs/compression.md,
+# docs/privacy.md; the *-mlp suites need the Fashion-MNIST IDX files)
+for s in robustness robustness-dropout robustness-onepeer compression-a9a compression-mlp dp-mlp; do
+    proxgt compare -c "experiments/$s.toml" --no-progress "$@" >/dev/null
+    proxgt report "experiments/runs/$s" --out "experiments/reports/$s"
+done
 # the a9a head-to-head at a looser and a tighter target, from the same runs
 proxgt report experiments/runs/h2h-a9a --out experiments/reports/h2h-a9a/target-5e-4 --target 5e-4
 proxgt report experiments/runs/h2h-a9a --out experiments/reports/h2h-a9a/target-3e-5 --target 3e-5

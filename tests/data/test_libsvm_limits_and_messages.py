@@ -33,7 +33,7 @@ def _error(call) -> str:
 
 
 def test_huge_feature_index_is_refused_before_allocating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: 64 * 2**30)  # the 8 GiB cap binds
+    monkeypatch.setattr(libsvm_mod, "available_memory", lambda: 64 * 2**30)  # the 8 GiB cap binds
     path = _write(tmp_path / "wide.svm", "1 99999999999:1\n")
     msg = _error(lambda: load_libsvm(path, layout="dense"))
     assert msg == (
@@ -75,15 +75,15 @@ def test_dense_cap_and_available_memory(tmp_path: Path, monkeypatch: pytest.Monk
     assert "line 2: feature index 300 would make a dense 2 x 300 matrix" in _error(
         lambda: load_libsvm(path, layout="dense"))
     monkeypatch.setattr(libsvm_mod, "MAX_DENSE_BYTES", 8 * 2**30)
-    monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(libsvm_mod, "available_memory", lambda: 1000)
     msg = _error(lambda: load_libsvm(path, layout="dense"))
     assert "refuses more than the 1000 bytes of memory available" in msg
-    monkeypatch.setattr(libsvm_mod, "_available_memory", lambda: None)
+    monkeypatch.setattr(libsvm_mod, "available_memory", lambda: None)
     assert load_libsvm(path, layout="dense").X.shape == (2, 300)
 
 
 def test_available_memory_is_a_positive_number_or_unknown() -> None:
-    avail = libsvm_mod._available_memory()
+    avail = libsvm_mod.available_memory()
     assert avail is None or avail > 0
 
 

@@ -11,7 +11,6 @@ the forked workers inherit the hook. The launcher itself is killed in a subproce
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -19,9 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,9 @@ from proxgt.executors.checkpoint import latest_checkpoint
 from proxgt.executors.distributed import partition_nodes
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology
+
+from .launching import captured as _captured
+from .launching import deadline as _deadline
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
 
@@ -50,50 +51,6 @@ FLAGS = ["--nodes", "6", "--topology", "ring", "--algorithm", "proxgt-sr-o",
          "--no-progress"]
 TIMEOUT_S = 10
 CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
-
-
-@contextlib.contextmanager
-def _captured() -> Iterator[dict[str, str]]:
-    """Capture fds 1 and 2 and sys.stdout/stderr, which forked workers inherit, into ``out['out']``/``['err']``."""
-    got: dict[str, str] = {}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
-    old = sys.stdout, sys.stderr
-    try:
-        for fd, f in files.items():
-            os.dup2(f.fileno(), fd)
-        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), write_through=True)
-        yield got
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.close()
-        sys.stdout, sys.stderr = old
-        for fd in (1, 2):
-            os.dup2(saved[fd], fd)
-            os.close(saved[fd])
-        for key, fd in (("out", 1), ("err", 2)):
-            files[fd].seek(0)
-            got[key] = files[fd].read().decode(errors="replace")
-            files[fd].close()
-
-
-@contextlib.contextmanager
-def _deadline(seconds: int) -> Iterator[None]:
-    """Interrupt a launch that runs too long (the launcher then stops its workers): nothing can hang the suite."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _launch(argv: list[str], hook: Callable[[int, int], None] | None = None, *, timeout_s: float = TIMEOUT_S,

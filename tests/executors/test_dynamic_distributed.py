@@ -4,10 +4,7 @@ and the counters exactly."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,25 +14,13 @@ from proxgt.cli._launch import launch
 from proxgt.executors.simulation import run_simulation
 from proxgt.training import build_run
 
+from .launching import deadline as _deadline
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
 # 6 nodes on 4 processes: blocks [0, 1], [2, 3], [4], [5], so some links stay inside a process
 CFG = {"nodes": 6, "topology": "grid", "algorithm": "proxgt-sr-e", "batch": 8, "iters": 16, "log_every": 4,
        "seed": 5, "dtype": "float64", "link_failure": 0.3, "node_dropout": 0.1}
-
-
-@contextlib.contextmanager
-def _deadline(seconds: int) -> Iterator[None]:
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _flags(cfg: dict) -> list[str]:

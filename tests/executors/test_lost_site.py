@@ -9,14 +9,11 @@ the dead process's exit, which it does within a poll of 50 ms.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +21,9 @@ import pytest
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
 from proxgt.cli._launch import launch
+
+from .launching import captured as _captured
+from .launching import deadline as _deadline
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
@@ -36,50 +36,6 @@ FLAGS = ["--nodes", "4", "--topology", "ring", "--algorithm", "proxgt-sr-e", "--
          "--iters", str(ITERS), "--log-every", "10", "--seed", "5", "--reg-strength", "1e-3",
          "--on-failure", "continue", "--timeout", str(TIMEOUT_S), "--no-progress"]
 CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
-
-
-@contextlib.contextmanager
-def _captured() -> Iterator[dict[str, str]]:
-    """Capture fds 1 and 2 (which forked workers inherit) into ``out['out']``/``['err']``."""
-    got: dict[str, str] = {}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
-    old = sys.stdout, sys.stderr
-    try:
-        for fd, f in files.items():
-            os.dup2(f.fileno(), fd)
-        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), write_through=True)
-        yield got
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.close()
-        sys.stdout, sys.stderr = old
-        for fd in (1, 2):
-            os.dup2(saved[fd], fd)
-            os.close(saved[fd])
-        for key, fd in (("out", 1), ("err", 2)):
-            files[fd].seek(0)
-            got[key] = files[fd].read().decode(errors="replace")
-            files[fd].close()
-
-
-@contextlib.contextmanager
-def _deadline(seconds: int) -> Iterator[None]:
-    """Interrupt a launch that runs too long (the launcher then stops its workers)."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _sigkill(ranks: tuple[int, ...], t: int) -> Callable[[int, int], None]:

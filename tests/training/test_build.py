@@ -138,3 +138,15 @@ def test_batch_larger_than_local_data_says_what_happens():
     msgs = [str(w.message) for w in caught]
     assert any("larger than the smallest node's local data" in m and "with replacement" in m
                and "batch = full" in m for m in msgs), msgs
+
+
+def test_auto_rounds_are_capped_with_a_warning_naming_the_cap():
+    from proxgt.training.build import AUTO_ROUNDS_CAP
+
+    # plain gossip on a 100-node ring needs ~1,200 rounds for ||W^K - J|| <= 0.2
+    with pytest.warns(UserWarning, match=f"using {AUTO_ROUNDS_CAP}"):
+        spec = build_run({"data": "breast_cancer", "nodes": 100, "topology": "ring", "mixing": "plain"})
+    assert spec.rounds == AUTO_ROUNDS_CAP
+    # below the cap auto is unchanged: the smallest K that reaches the target
+    small = build_run({"data": "breast_cancer", "nodes": 16, "topology": "ring", "mixing": "chebyshev"})
+    assert 1 < small.rounds < AUTO_ROUNDS_CAP

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from proxgt._validation import ProxGTValueError
 
-from ._dataset import Dataset, make_dataset, read_file_bytes
+from ._dataset import Dataset, available_memory, make_dataset, read_file_bytes
 
 __all__ = ["load_libsvm", "parse_libsvm", "libsvm_csr", "MAX_DENSE_BYTES", "AUTO_DENSE_BYTES", "LAYOUTS"]
 
@@ -39,24 +39,9 @@ def _size(n_bytes: int) -> str:
     return f"{v:,.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available for new allocations (Linux ``MemAvailable``), or None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def _dense_limit() -> tuple[int, str]:
     """(largest dense matrix in bytes the loader makes, how to say it)."""
-    avail = _available_memory()
+    avail = available_memory()
     if avail is not None and avail < MAX_DENSE_BYTES:
         return avail, f"more than the {_size(avail)} of memory available"
     return MAX_DENSE_BYTES, f"more than {_size(MAX_DENSE_BYTES)}"

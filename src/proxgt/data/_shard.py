@@ -93,22 +93,10 @@ def distributed_lambda_max_gram(
     p = A.shape[1]
     if n_total == 0 or p == 0:
         return 0.0
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(p, dtype=torch.float64, generator=g)
-    v /= v.norm()
-    est = 0.0
-    for _ in range(iters):
-        w = sum_over_processes(A.T @ (A @ v)) / n_total
-        est_new = float(v @ w)
-        nrm = float(w.norm())
-        if nrm == 0.0:
-            return 0.0
-        v = w / nrm
-        if abs(est_new - est) <= 1e-8 * max(1.0, est_new):
-            est = est_new
-            break
-        est = est_new
-    return float(est) * 1.0001
+    from proxgt.problems.linear import power_iteration
+
+    v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return power_iteration(lambda u: sum_over_processes(A.T @ (A @ u)) / n_total, v, iters)
 
 
 # ---------------------------------------------------------------------------------------------- the plan

@@ -9,6 +9,7 @@ data's Gram matrix (:func:`lambda_max_gram`), so a run can take the step 1/L. Ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = [
     "SoftmaxRegression",
     "LeastSquares",
     "lambda_max_gram",
+    "power_iteration",
     "build_logistic",
     "build_softmax",
     "build_least_squares",
@@ -40,14 +42,20 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     N, p = A.shape
     if N == 0 or p == 0:
         return 0.0
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(p, dtype=torch.float64, generator=g)
-    v /= v.norm()
+    v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return power_iteration(lambda u: A.T @ (A @ u) / N, v, iters)
+
+
+def power_iteration(gram: Callable[[Any], Any], v: Any, iters: int) -> float:
+    """Largest eigenvalue of the symmetric PSD operator ``gram`` from the start ``v`` (a torch or numpy vector),
+    stopping when the Rayleigh quotient changes by <= 1e-8 relative; a 1e-4 margin on top, because the power
+    iteration approaches the eigenvalue from below. 0 when ``gram`` maps to 0."""
+    v = v / _norm(v)
     est = 0.0
     for _ in range(iters):
-        w = A.T @ (A @ v) / N
+        w = gram(v)
         est_new = float(v @ w)
-        nrm = float(w.norm())
+        nrm = _norm(w)
         if nrm == 0.0:
             return 0.0
         v = w / nrm
@@ -55,7 +63,11 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
             est = est_new
             break
         est = est_new
-    return float(est) * 1.0001  # power iteration approaches from below
+    return float(est) * 1.0001
+
+
+def _norm(v: Any) -> float:
+    return float(v.norm()) if isinstance(v, torch.Tensor) else float(np.linalg.norm(v))
 
 
 def _lambda_max_gram_sparse(A: torch.Tensor, iters: int, seed: int) -> float:
@@ -67,21 +79,7 @@ def _lambda_max_gram_sparse(A: torch.Tensor, iters: int, seed: int) -> float:
                       shape=(N, p))
     # A^T A and A A^T share their non-zero eigenvalues: iterate in the smaller of the two spaces
     gram = (lambda u: M.T @ (M @ u)) if p <= N else (lambda u: M @ (M.T @ u))
-    v = np.random.default_rng(seed).standard_normal(min(N, p))
-    v /= np.linalg.norm(v)
-    est = 0.0
-    for _ in range(iters):
-        w = gram(v) / N
-        est_new = float(v @ w)
-        nrm = float(np.linalg.norm(w))
-        if nrm == 0.0:
-            return 0.0
-        v = w / nrm
-        if abs(est_new - est) <= 1e-8 * max(1.0, est_new):
-            est = est_new
-            break
-        est = est_new
-    return float(est) * 1.0001
+    return power_iteration(lambda u: gram(u) / N, np.random.default_rng(seed).standard_normal(min(N, p)), iters)
 
 
 def _flat(feats: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,57 @@
+"""Helpers of the multi-process tests: capture what forked workers print, and a deadline no launch can outlive."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+
+__all__ = ["captured", "deadline"]
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[dict[str, str]]:
+    """Capture fds 1 and 2 and sys.stdout/stderr, which forked workers inherit, into ``out['out']``/``['err']``."""
+    got: dict[str, str] = {}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
+    old = sys.stdout, sys.stderr
+    try:
+        for fd, f in files.items():
+            os.dup2(f.fileno(), fd)
+        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb", buffering=0), write_through=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), write_through=True)
+        yield got
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.close()
+        sys.stdout, sys.stderr = old
+        for fd in (1, 2):
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+        for key, fd in (("out", 1), ("err", 2)):
+            files[fd].seek(0)
+            got[key] = files[fd].read().decode(errors="replace")
+            files[fd].close()
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Interrupt a launch that runs too long (the launcher then stops its workers): nothing can hang the suite."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
