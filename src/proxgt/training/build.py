@@ -19,6 +19,7 @@ import torch
 
 from proxgt import __version__
 from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
+from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing import rounds_for_target
@@ -234,6 +235,17 @@ def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
         return AUTO_ROUNDS_CAP
 
 
+def _dense_data(train: Dataset, test: Dataset | None, node_data: NodeData,
+                what: str) -> tuple[Dataset, Dataset | None, NodeData]:
+    """The data with dense features (unchanged when already dense); one line giving the size if it cannot fit."""
+    def dense(ds: Dataset | None) -> Dataset | None:
+        if ds is None or not is_sparse(ds.X):
+            return ds
+        return Dataset(densify(ds.X, what), ds.y, ds.n_classes, ds.name)
+
+    return dense(train), dense(test), node_data.densified(what)
+
+
 def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None) -> RunSpec:
     """Validate ``cfg`` and resolve everything that does not depend on the executor.
 
@@ -269,7 +281,10 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     else:  # the same split, this process's nodes only (load_node_shard replays the lines above on row ids)
         train, test, node_data = hosted.train, hosted.test, hosted.node_data
     counts = node_data.counts if hosted is None else hosted.counts  # every node's number of samples
-    problem: Problem = PROBLEMS.get(cfg.problem)(cfg, train)
+    builder = PROBLEMS.get(cfg.problem)
+    if not getattr(builder, "sparse_features", False):  # e.g. the networks: dense features, refused if too large
+        train, test, node_data = _dense_data(train, test, node_data, f"problem = {cfg.problem!r}")
+    problem: Problem = builder(cfg, train)
     if hosted is not None:
         hosted.fix_problem(problem)  # constants of all rows (L of the linear problems), summed over processes
     regularizer = _regularizer(cfg, problem)
