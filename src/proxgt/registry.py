@@ -210,6 +210,8 @@ REGULARIZERS.register("nonneg", "proxgt.prox._constraints:NonNegative", aliases=
 REGULARIZERS.register("box", "proxgt.prox._constraints:Box", summary="constraint lower <= x <= upper")
 REGULARIZERS.register("l2_ball", "proxgt.prox._constraints:L2Ball", summary="constraint ||x||_2 <= radius")
 REGULARIZERS.register("l1_ball", "proxgt.prox._constraints:L1Ball", summary="constraint ||x||_1 <= radius")
+REGULARIZERS.register("support", "proxgt.prox._constraints:Support",
+                      summary="constraint: zero outside a fixed support (support_file or init): sparse fine-tuning")
 
 # --- topologies
 TOPOLOGIES.register("ring", "proxgt.topology.families:ring", aliases=("cycle",), summary="cycle, degree 2")

@@ -493,6 +493,7 @@ def test_factory_covers_all_names():
         "box": {"lower": 0.0, "upper": 1.0},
         "l2_ball": {"radius": 1.0},
         "l1_ball": {"radius": 1.0},
+        "support": {"support": torch.ones(4, dtype=torch.bool)},
     }
     for name in REGULARIZER_NAMES:
         assert make_regularizer(name, 0.1, **params.get(name, {})).name == name

@@ -27,6 +27,7 @@ from proxgt.prox import (
     NoReg,
     make_regularizer,
 )
+from proxgt.prox._constraints import Support
 from proxgt.registry import REGULARIZERS, Registry
 
 CLASSES = {
@@ -39,10 +40,11 @@ CLASSES = {
     "box": Box,
     "l2_ball": L2Ball,
     "l1_ball": L1Ball,
+    "support": Support,
 }
 
 
-def test_all_nine_are_registered_in_order_with_aliases() -> None:
+def test_all_ten_are_registered_in_order_with_aliases() -> None:
     assert REGULARIZER_NAMES == tuple(CLASSES)
     assert tuple(REGULARIZERS.names()[: len(CLASSES)]) == tuple(CLASSES)
     assert REGULARIZER_ALIASES == {"l2": "l2sq", "elasticnet": "elastic_net", "nonnegative": "nonneg"}
@@ -94,7 +96,7 @@ def test_unknown_name_message(bad: Any) -> None:
     assert isinstance(info.value, ProxGTValueError)
     assert msg == (
         f"unknown regularizer {bad!r}; choose one of: none, l1, l2sq, elastic_net, group_lasso, nonneg, box, "
-        "l2_ball, l1_ball (aliases: l2, elasticnet, nonnegative)"
+        "l2_ball, l1_ball, support (aliases: l2, elasticnet, nonnegative)"
     )
     assert "make_regularizer" not in msg and "parameter of" not in msg
 

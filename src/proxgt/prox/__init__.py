@@ -20,7 +20,7 @@ Example:
 """
 
 from ._base import Regularizer
-from ._constraints import Box, L1Ball, L2Ball, NonNegative
+from ._constraints import Box, L1Ball, L2Ball, NonNegative, Support
 from ._factory import REGULARIZER_ALIASES, REGULARIZER_NAMES, make_regularizer
 from ._penalties import L1, ElasticNet, GroupLasso, L2Squared, NoReg
 
@@ -35,6 +35,7 @@ __all__ = [
     "Box",
     "L2Ball",
     "L1Ball",
+    "Support",
     "make_regularizer",
     "REGULARIZER_NAMES",
     "REGULARIZER_ALIASES",

@@ -17,7 +17,7 @@ from proxgt._validation import ProxGTValueError
 
 from ._base import RegularizerBase, _is_real, _msg, check_length, check_radius, check_step, check_X, work_rtol
 
-__all__ = ["NonNegative", "Box", "L2Ball", "L1Ball"]
+__all__ = ["NonNegative", "Box", "L2Ball", "L1Ball", "Support"]
 
 
 def _indicator(ok: Tensor, X: Tensor) -> Tensor:
@@ -273,3 +273,53 @@ class L1Ball(RegularizerBase):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "radius": self.radius}
+
+
+@dataclass(frozen=True, eq=False)
+class Support(RegularizerBase):
+    """h = indicator of the vectors that vanish outside a fixed support ``{x : x_i = 0 where support_i is False}``;
+    the prox keeps the support and zeroes the rest.
+
+    This is the second phase of "train sparse, then fine-tune": l1 (with ``order = "mix-prox"``) finds a sparse
+    pattern but shrinks every weight it keeps; training on afterwards with h = indicator of that pattern recovers
+    the shrinkage without giving up one zero. From the settings, the support is the non-zero pattern of an .npz
+    file's ``x`` (``support_file``, else ``init``; the union over rows for one row per node).
+
+    Example:
+        >>> import torch
+        >>> Support(torch.tensor([True, False])).prox(torch.tensor([[1.5, -2.0]]), step=1.0).tolist()
+        [[1.5, 0.0]]
+    """
+
+    support: Tensor
+    name: ClassVar[str] = "support"
+    PARAMS: ClassVar[tuple[str, ...]] = ("support",)
+    REQUIRED: ClassVar[tuple[str, ...]] = ("support",)
+
+    def __post_init__(self) -> None:
+        sup = torch.as_tensor(self.support)
+        if sup.ndim != 1 or sup.dtype != torch.bool:
+            raise ProxGTValueError(_msg("Support", "support", "a 1-D bool tensor", self.support))
+        object.__setattr__(self, "support", sup)
+
+    @classmethod
+    def from_settings(cls, strength: float, **params: Any) -> Support:
+        """``Support(support)``; a constraint has no strength, so ``strength`` is ignored."""
+        return cls(params["support"])
+
+    def _mask(self, X: Tensor) -> Tensor:
+        check_length(self.support, X.shape[1], "Support", "support")
+        return self.support.to(X.device)
+
+    def value(self, X: Tensor) -> Tensor:
+        X = check_X(X, "Support", "value")
+        outside = torch.where(self._mask(X), X.new_zeros(()), X).abs()
+        return _indicator(outside.amax(dim=1) == 0 if X.shape[1] else X.new_ones(X.shape[0], dtype=torch.bool), X)
+
+    def prox(self, X: Tensor, step: float) -> Tensor:
+        X = check_X(X, "Support", "prox")
+        check_step(step, "Support")
+        return torch.where(self._mask(X), X, X.new_zeros(()))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "support_size": int(self.support.sum()), "dim": int(self.support.shape[0])}

@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("groups", "problem", None, PathValue(),
             f"{_REG_PARAM} of group_lasso: a file with one group id per feature (whitespace or comma separated)",
             metavar="PATH"),
+    Setting("support_file", "problem", None, PathValue(),
+            f"{_REG_PARAM} of support: an .npz whose x's non-zeros are the support (union over rows) "
+            "[default: init]", metavar="PATH"),
     Setting("reg_bias", "problem", False, Bool(), "networks: also regularize biases"),
     Setting("hidden", "problem", 256, Int(1), "hidden width of problem = mlp"),
     Setting("activation", "problem", "relu", Choice(("relu", "tanh")), "activation of mlp and lenet"),

@@ -44,6 +44,7 @@ REG_PARAM_SETTINGS: dict[str, str] = {
     "box_upper": "upper",
     "group_size": "group_size",
     "groups": "groups",
+    "support_file": "support",
 }
 
 
@@ -146,14 +147,31 @@ def _regularizer(cfg: RunConfig, problem: Problem) -> Regularizer:
                 f"{setting} (--{setting.replace('_', '-')}) is a parameter of {' and '.join(users)}, "
                 f"not of reg = {name!r}"
             )
-        params[param] = _read_groups(value) if setting == "groups" else value
+        params[param] = _read_groups(value) if setting == "groups" else \
+            _read_support(value, int(problem.dim)) if setting == "support_file" else value
+    if "support" in cls.PARAMS and "support" not in params and cfg.init is not None:
+        params["support"] = _read_support(cfg.init, int(problem.dim))  # the pattern of the point it starts from
     if problem.reg_mask is not None and "mask" in cls.PARAMS:
         params["mask"] = problem.reg_mask  # e.g. leave neural-net biases unpenalized
     missing = [s for s, p in REG_PARAM_SETTINGS.items() if p in cls.REQUIRED and p not in params]
     if missing:
         flags = " and ".join(f"{m} (--{m.replace('_', '-')})" for m in missing)
-        raise ProxGTValueError(f"reg = {name!r} needs {flags}")
+        alt = " or init (--init)" if missing == ["support_file"] else ""
+        raise ProxGTValueError(f"reg = {name!r} needs {flags}{alt}")
     return make_regularizer(name, cfg.reg_strength, **params)
+
+
+def _read_support(path: str, d: int) -> torch.Tensor:
+    """The non-zero pattern of an .npz file's ``x`` ((d,) or one row per node: their union), as a bool (d,)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x = np.asarray(z["x"]) if "x" in z else None
+    except (OSError, ValueError) as exc:
+        raise ProxGTValueError(f"support file {path}: not a readable .npz ({str(exc).splitlines()[0]})") from None
+    if x is None or x.shape[-1:] != (d,) or x.ndim not in (1, 2):
+        got = "no array 'x'" if x is None else f"x of shape {x.shape}"
+        raise ProxGTValueError(f"support file {path}: {got}; expected x of shape ({d},) or (nodes, {d})")
+    return torch.from_numpy((x != 0).reshape(-1, d).any(axis=0))
 
 
 def _read_groups(path: str) -> list[int]:
