@@ -145,8 +145,8 @@ def test_auto_rounds_are_capped_with_a_warning_naming_the_cap():
 
     # plain gossip on a 100-node ring needs ~1,200 rounds for ||W^K - J|| <= 0.2
     with pytest.warns(UserWarning, match=f"using {AUTO_ROUNDS_CAP}"):
-        spec = build_run({"data": "breast_cancer", "nodes": 100, "topology": "ring", "mixing": "plain"})
+        spec = build_run({"data": "breast_cancer", "nodes": 100, "topology": "ring", "mixing": "plain", "batch": 4})
     assert spec.rounds == AUTO_ROUNDS_CAP
     # below the cap auto is unchanged: the smallest K that reaches the target
-    small = build_run({"data": "breast_cancer", "nodes": 16, "topology": "ring", "mixing": "chebyshev"})
+    small = build_run({"data": "breast_cancer", "nodes": 16, "topology": "ring", "mixing": "chebyshev", "batch": 4})
     assert 1 < small.rounds < AUTO_ROUNDS_CAP
