@@ -9,8 +9,25 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["captured", "deadline"]
+import numpy as np
+
+__all__ = ["CRASH_MARKS", "captured", "deadline", "tiny_classification"]
+
+#: what a worker's output must never hold: a Python or C++ crash report
+CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
+
+
+def tiny_classification(folder: Any, rows: int = 600, cols: int = 20) -> str:
+    """A small seeded binary classification set saved as ``folder/tiny.npz`` (a file loads in milliseconds;
+    named sets import scikit-learn); returns its path."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, cols)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=rows) > 0).astype(np.int64)
+    path = folder / "tiny.npz"
+    np.savez(path, X=X, y=y)
+    return str(path)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from proxgt.executors.distributed import partition_nodes
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology
 
+from .launching import CRASH_MARKS, tiny_classification
 from .launching import captured as _captured
 from .launching import deadline as _deadline
 
@@ -50,7 +51,6 @@ FLAGS = ["--nodes", "6", "--topology", "ring", "--algorithm", "proxgt-sr-o",
          "--batch", "8", "--iters", "30", "--log-every", "5", "--seed", "3", "--mixing", "chebyshev",
          "--no-progress"]
 TIMEOUT_S = 10
-CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
 
 
 def _launch(argv: list[str], hook: Callable[[int, int], None] | None = None, *, timeout_s: float = TIMEOUT_S,
@@ -88,12 +88,7 @@ def _hang(rank: int, t: int) -> Callable[[int, int], None]:
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     """A small binary classification set (a file loads in milliseconds; named sets import scikit-learn)."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(600, 20)).astype(np.float32)
-    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=600) > 0).astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
+    return tiny_classification(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from proxgt.executors.simulation import run_simulation
 from proxgt.training import build_run
 
 from .launching import deadline as _deadline
+from .launching import tiny_classification
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
@@ -29,12 +30,7 @@ def _flags(cfg: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(300, 10)).astype(np.float32)
-    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=300) > 0).astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
+    return tiny_classification(tmp_path_factory.mktemp("data"), 300, 10)
 
 
 @pytest.mark.parametrize("extra", [{}, {"topology": "random-matching", "mixing": "plain", "rounds": 2}])

@@ -19,6 +19,8 @@ from proxgt._io import read_metrics_csv
 from proxgt.cli import main
 from proxgt.cli._launch import launch
 
+from .launching import tiny_classification
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
 NPROCS = 4
@@ -78,12 +80,7 @@ def _kill_once(rank: int, t: int) -> Callable[[int, int], None]:
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(600, 20)).astype(np.float32)
-    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=600) > 0).astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
+    return tiny_classification(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

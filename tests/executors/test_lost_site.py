@@ -22,6 +22,7 @@ from proxgt._io import read_metrics_csv
 from proxgt.cli import main
 from proxgt.cli._launch import launch
 
+from .launching import CRASH_MARKS, tiny_classification
 from .launching import captured as _captured
 from .launching import deadline as _deadline
 
@@ -35,7 +36,6 @@ TIMEOUT_S = 3
 FLAGS = ["--nodes", "4", "--topology", "ring", "--algorithm", "proxgt-sr-e", "--batch", "full",
          "--iters", str(ITERS), "--log-every", "10", "--seed", "5", "--reg-strength", "1e-3",
          "--on-failure", "continue", "--timeout", str(TIMEOUT_S), "--no-progress"]
-CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
 
 
 def _sigkill(ranks: tuple[int, ...], t: int) -> Callable[[int, int], None]:
@@ -54,12 +54,7 @@ def _launch(argv: list[str], hook: Callable[[int, int], None] | None) -> tuple[i
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 12)).astype(np.float32)
-    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=400) > 0).astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
+    return tiny_classification(tmp_path_factory.mktemp("data"), 400, 12)
 
 
 def _check_lost_run(out, code: int, err: str, lost: int) -> None:

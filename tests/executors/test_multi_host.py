@@ -20,23 +20,19 @@ from proxgt.cli import main
 from proxgt.cli._launch import _free_port
 from proxgt.executors.simulation import run_simulation
 
+from .launching import CRASH_MARKS, tiny_classification
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
 
 CFG = {"nodes": 6, "topology": "ring", "algorithm": "proxgt-sr-o", "batch": 8, "iters": 30, "log_every": 5,
        "seed": 3, "mixing": "chebyshev"}
 FLAGS = ["--nodes", "6", "--topology", "ring", "--algorithm", "proxgt-sr-o", "--batch", "8", "--log-every", "5",
          "--seed", "3", "--mixing", "chebyshev", "--no-progress", "--timeout", "10"]
-CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(600, 20)).astype(np.float32)
-    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=600) > 0).astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
+    return tiny_classification(tmp_path_factory.mktemp("data"))
 
 
 def _env() -> dict[str, str]:

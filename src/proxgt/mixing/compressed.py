@@ -208,6 +208,6 @@ def make_mixer(comm: Any, spec: Any) -> Any:
         return Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
     from proxgt.compression.operators import make_compressor
 
-    recurrence = Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)._schedule
+    recurrence = Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam).schedule
     return CompressedMixer(comm, make_compressor(spec.settings.compress), consensus_step_for(spec.resolved),
                            seed=spec.settings.seed, schedule=recurrence)

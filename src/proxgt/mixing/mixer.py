@@ -84,6 +84,11 @@ class Mixer:
         eta = self._eta
         return [(1.0 + eta, -eta)] * self.rounds
 
+    @property
+    def schedule(self) -> list[tuple[float, float]]:
+        """The (alpha_k, beta_k) of each round: Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1} (Z_{-1} = Z_0)."""
+        return list(self._schedule)
+
     def _buffers_for(self, Z: torch.Tensor) -> list[torch.Tensor]:
         key = (tuple(Z.shape), Z.dtype, Z.device)
         bufs = self._buffers.get(key)

@@ -13,7 +13,7 @@ from proxgt._validation import ProxGTValueError, check_choice, check_positive_in
 from proxgt.mixing.communicator import SimulatedCommunicator
 from proxgt.mixing.mixer import _EXACT_LAMBDA, MIXING_KINDS, Mixer, _fastmix_eta, chebyshev_coefficients
 
-__all__ = ["mixing_polynomial", "contraction", "rounds_for_target", "mixing_matrix"]
+__all__ = ["mixing_polynomial", "contraction", "rounds_for_target", "rounds_within", "mixing_matrix"]
 
 
 def mixing_polynomial(kind: str, rounds: int, lam: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -69,6 +69,19 @@ def rounds_for_target(
     eigenvalues: np.ndarray, kind: str, target: float = 0.2, *, max_rounds: int = 10_000
 ) -> int:
     """Smallest K >= 1 with ``||M_K - J||_2 <= target`` for the given spectrum and mixing kind."""
+    k = rounds_within(eigenvalues, kind, target, max_rounds)
+    if k is not None:
+        return k
+    rest = _nonprincipal(eigenvalues)
+    lam = float(np.max(np.abs(rest))) if rest.size else 0.0
+    raise ProxGTValueError(
+        f"{kind} mixing does not reach ||M_K - J|| <= {target} within {max_rounds} rounds (lambda = {lam:.6f}); "
+        "use a better connected graph or a larger target"
+    )
+
+
+def rounds_within(eigenvalues: np.ndarray, kind: str, target: float, max_rounds: int) -> int | None:
+    """:func:`rounds_for_target`, or None when no K <= ``max_rounds`` reaches the target."""
     if not 0.0 < target < 1.0:
         raise ProxGTValueError(f"The mixing target ||M_K - J|| must be in (0, 1). Got {target!r} instead.")
     rest = _nonprincipal(eigenvalues)
@@ -76,10 +89,7 @@ def rounds_for_target(
     for k in range(1, max_rounds + 1):
         if contraction(eigenvalues, kind, k, lam) <= target:
             return k
-    raise ProxGTValueError(
-        f"{kind} mixing does not reach ||M_K - J|| <= {target} within {max_rounds} rounds (lambda = {lam:.6f}); "
-        "use a better connected graph or a larger target"
-    )
+    return None
 
 
 def mixing_matrix(W: torch.Tensor, kind: str, rounds: int) -> torch.Tensor:

@@ -102,14 +102,19 @@ class GradientOracle:
             return idx.pin_memory().to(self.device, non_blocking=True)
         return idx.to(self.device)
 
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _batch(self, idx: torch.Tensor, copies: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, labels and weights of the samples ``idx`` (k, b), stacked ``copies`` times along the node
+        axis ((copies * k, b, ...): the SARAH difference evaluates the same samples at two points at once)."""
         flat = (idx + self._row_offsets).reshape(-1)
-        if self.sparse:  # CSR rows (k * b, p); the problems read b off the labels
+        if copies > 1:
+            flat = flat.repeat(copies)
+        shape = (copies * idx.shape[0], idx.shape[1])
+        if self.sparse:  # CSR rows (copies * k * b, p); the problems read b off the labels
             feats = csr_rows(self._X_flat, flat)
         else:
-            feats = self._X_flat.index_select(0, flat).view(*idx.shape, *self._X_flat.shape[1:])
-        labels = self._y_flat.index_select(0, flat).view(idx.shape)
-        weights = torch.full(idx.shape, 1.0 / idx.shape[1], dtype=self.dtype, device=self.device)
+            feats = self._X_flat.index_select(0, flat).view(*shape, *self._X_flat.shape[1:])
+        labels = self._y_flat.index_select(0, flat).view(shape)
+        weights = torch.full(shape, 1.0 / idx.shape[1], dtype=self.dtype, device=self.device)
         return feats, labels, weights
 
     # ----------------------------------------------------------------- counted gradients
@@ -135,18 +140,9 @@ class GradientOracle:
         self._refuse_private("gradient differences on the same samples (SARAH-type estimators)")
         if idx is None:
             return self.full_grad(X_new), self.full_grad(X_old)
-        if self.sparse:  # the same rows twice, gathered at once (torch cannot concatenate CSR tensors)
-            flat = (idx + self._row_offsets).reshape(-1)
-            both_feats = csr_rows(self._X_flat, torch.cat([flat, flat]))
-            labels = self._y_flat.index_select(0, flat).view(idx.shape)
-            both_labels = torch.cat([labels, labels])
-            both_weights = torch.full(both_labels.shape, 1.0 / idx.shape[1], dtype=self.dtype, device=self.device)
-        else:
-            feats, labels, weights = self._batch(idx)
-            both_feats, both_labels, both_weights = (torch.cat([feats, feats]), torch.cat([labels, labels]),
-                                                     torch.cat([weights, weights]))
+        feats, labels, weights = self._batch(idx, copies=2)  # the same samples for both points
         both = torch.cat([X_new, X_old], dim=0)
-        grads = self.problem.loss_grad(both, both_feats, both_labels, both_weights)[1]
+        grads = self.problem.loss_grad(both, feats, labels, weights)[1]
         self._count(2 * idx.shape[1])
         return grads[: self.k], grads[self.k :]
 

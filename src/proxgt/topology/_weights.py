@@ -171,6 +171,26 @@ def _lambda_from_eigenvalues(ev: np.ndarray) -> float:
     return float(max(abs(ev[0]), abs(ev[-2])))
 
 
+def _check_connected(off: Any, n: int) -> None:
+    """One-line error unless the support ``off`` (dense bool or scipy sparse, diagonal excluded) of an n x n
+    mixing matrix connects every node."""
+    if n > 1:
+        k, labels = connected_components(off, directed=False)
+        if k > 1:
+            j = int(np.argmax(labels != labels[0]))
+            raise ProxGTValueError(
+                f"mixing matrix is not connected: node 0 cannot reach node {j} through nonzero weights ({k} "
+                f"components), so the nodes can never agree."
+            )
+
+
+def _non_edge(X: Any, i: int, j: int) -> ProxGTValueError:
+    return ProxGTValueError(
+        f"mixing matrix puts weight on a non-edge: W[{i},{j}]={_num(X[i, j])} but ({i}, {j}) "
+        f"is not an edge of the graph."
+    )
+
+
 def _check_mixing_matrix(
     W: Any, G: nx.Graph | None, atol: float, owner: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,19 +237,9 @@ def _check_mixing_matrix(
         non_edges = np.argwhere(np.triu(off & ~A))
         if non_edges.size:
             i, j = non_edges[0]
-            raise ProxGTValueError(
-                f"mixing matrix puts weight on a non-edge: W[{i},{j}]={_num(X[i, j])} but ({i}, {j}) "
-                f"is not an edge of the graph."
-            )
+            raise _non_edge(X, int(i), int(j))
 
-    if n > 1:
-        k, labels = connected_components(off, directed=False)
-        if k > 1:
-            j = int(np.argmax(labels != labels[0]))
-            raise ProxGTValueError(
-                f"mixing matrix is not connected: node 0 cannot reach node {j} through nonzero weights ({k} "
-                f"components), so the nodes can never agree."
-            )
+    _check_connected(off, n)
 
     ev = np.linalg.eigvalsh(0.5 * (X + X.T))
     lam = _lambda_from_eigenvalues(ev)
@@ -441,18 +451,8 @@ def _check_sparse_mixing_matrix(
         if extra_k.size:
             k = extra_k[np.lexsort((extra.col[extra_k], extra.row[extra_k]))[0]]
             i, j = int(extra.row[k]), int(extra.col[k])
-            raise ProxGTValueError(
-                f"mixing matrix puts weight on a non-edge: W[{i},{j}]={_num(X[i, j])} but ({i}, {j}) "
-                f"is not an edge of the graph."
-            )
-    if n > 1:
-        k, labels = connected_components(off, directed=False)
-        if k > 1:
-            j = int(np.argmax(labels != labels[0]))
-            raise ProxGTValueError(
-                f"mixing matrix is not connected: node 0 cannot reach node {j} through nonzero weights ({k} "
-                f"components), so the nodes can never agree."
-            )
+            raise _non_edge(X, int(i), int(j))
+    _check_connected(off, n)
     ends = _sparse_spectrum_ends(X)
     lam = max(abs(ends[0]), ends[1])
     if lam >= 1.0 - LAMBDA_TOL:

@@ -22,9 +22,9 @@ from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test
 from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
-from proxgt.mixing import rounds_for_target
 from proxgt.mixing.compressed import check_compressed_run
 from proxgt.mixing.dynamic import TIME_VARYING, auto_rounds, check_network_settings, warn_time_varying_mixing
+from proxgt.mixing.spectral import rounds_within
 from proxgt.privacy.mechanism import PrivacyMechanism, privacy_from_settings
 from proxgt.problems.base import Problem
 from proxgt.problems.oracle import GradientOracle
@@ -241,9 +241,8 @@ def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
     fixed = auto_rounds(topology.name, topology.n)  # time-varying families (e.g. log2 n for one-peer-exponential)
     if fixed:
         return int(fixed)
-    try:
-        return rounds_for_target(topology.spectrum, cfg.mixing, cfg.mix_target, max_rounds=AUTO_ROUNDS_CAP)
-    except ProxGTValueError:
+    rounds = rounds_within(topology.spectrum, cfg.mixing, cfg.mix_target, AUTO_ROUNDS_CAP)
+    if rounds is None:
         warnings.warn(
             f"rounds = auto: {cfg.mixing} mixing on this graph (lambda = {topology.lam:.7f}) needs more than "
             f"{AUTO_ROUNDS_CAP} rounds to reach ||M_K - J|| <= {cfg.mix_target}; using {AUTO_ROUNDS_CAP} "
@@ -251,6 +250,7 @@ def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
             stacklevel=3,
         )
         return AUTO_ROUNDS_CAP
+    return rounds
 
 
 def _dense_data(train: Dataset, test: Dataset | None, node_data: NodeData,
