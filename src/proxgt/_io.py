@@ -11,13 +11,21 @@ import io
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "metrics_csv_text", "json_safe", "read_metrics_csv"]
+__all__ = ["atomic_write_bytes", "atomic_write_with", "atomic_write_text", "metrics_csv_text", "json_safe",
+           "read_metrics_csv"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write_with(path, lambda fh: fh.write(data))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Atomically write ``path`` with ``write(fh)`` on a binary file handle: a large result (``np.savez``,
+    ``torch.save`` of node states) goes straight to the file, without a second copy of it in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -25,7 +33,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         # mkstemp creates 0600 files; give the file the mode an ordinary open() would (0644 under umask 022)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -312,6 +312,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _start_method(cells: list[Cell]) -> str:
+    """How suite workers start: fork where available (Linux), so that they start at once with torch and proxgt
+    already imported, the way torch's DataLoader starts its workers; spawn elsewhere, and whenever a cell runs
+    on a GPU (the CUDA runtime does not survive a fork once the parent has touched it, and PyTorch asks for
+    spawn or forkserver for CUDA in subprocesses)."""
+    import multiprocessing as mp
+
+    on_gpu = any(str(c.config.get("device", "cpu")).startswith("cuda") for c in cells)
+    return "fork" if not on_gpu and "fork" in mp.get_all_start_methods() else "spawn"
+
+
 def _execute(
     items: list[tuple[Cell, Path]], jobs: int, desc: str, progress: bool, done: Callable[[str, str, str], None],
 ) -> None:
@@ -333,9 +344,7 @@ def _execute(
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            # fork where available (Linux): workers start at once with torch and proxgt already imported,
-            # the way torch's DataLoader starts its workers; spawn elsewhere
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            method = _start_method([cell for cell, _ in items])
             with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=mp.get_context(method),
                                      initializer=_init_worker) as pool:
                 futures = [pool.submit(_run_cell, c.to_json(), str(f)) for c, f in items]

@@ -114,3 +114,23 @@ def test_parallel_jobs(tmp_path):
     res = run_suite(s, jobs=2)
     assert sorted(res.ran) == ["seed0", "seed1"] and not res.failed
     assert all((s.folder(c) / "summary.json").is_file() for c in s.cells)
+
+
+def test_gpu_cells_start_their_workers_with_spawn(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    import proxgt.suites as suites
+
+    s = load_suite(_write(tmp_path))
+    fork = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    assert suites._start_method(s.cells) == fork
+    gpu = [type(c)(**{**c.__dict__, "config": {**c.config, "device": "cuda:0"}}) for c in s.cells[:1]]
+    assert suites._start_method(s.cells[1:] + gpu) == "spawn"
+    # spawned workers (as for GPU cells; here on the CPU) import what they need and run the cells
+    monkeypatch.setattr(suites, "_start_method", lambda cells: "spawn")
+    text = SUITE.replace('algorithm = ["proxgt-sa", "prox-dsgd", "central-prox-sgd"]', 'algorithm = ["proxgt-sa"]')
+    text = text.replace('[[cell]]\nmatch = { algorithm = "prox-dsgd" }\nset = { batch = 8 }\n', "")
+    spawned = load_suite(_write(tmp_path, text.replace('out = "out"', 'out = "spawned"')))
+    res = run_suite(spawned, jobs=2)
+    assert sorted(res.ran) == ["seed0", "seed1"] and not res.failed
+    assert all((spawned.folder(c) / "summary.json").is_file() for c in spawned.cells)

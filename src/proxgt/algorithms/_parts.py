@@ -10,13 +10,22 @@ import torch
 #: per-quantity state (compressed gossip, :mod:`proxgt.mixing.compressed`)
 Mix = Callable[..., torch.Tensor]
 
-__all__ = ["Mix", "track", "prox_step"]
+__all__ = ["Mix", "mix_owned", "track", "prox_step"]
+
+
+def mix_owned(mix: Mix, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
+    """``mix(Z, key=key)`` for a ``Z`` the caller built for this call and drops after it: a mixer that declares
+    ``can_consume`` may then overwrite ``Z`` during its rounds instead of allocating one more (k, d) buffer
+    (for a wide model, 16 nodes x 10^6 parameters, that buffer is as large as a node state)."""
+    if getattr(mix, "can_consume", False):
+        return mix(Z, key=key, consume=True)
+    return mix(Z, key=key)
 
 
 def track(Y: torch.Tensor, V_new: torch.Tensor, V_old: torch.Tensor, mix: Mix) -> torch.Tensor:
     """Gradient tracking: ``Y <- M(Y + V_new - V_old)``. Mixing preserves the node average, so
     mean(Y) = mean(V) holds after every call if it held before. Mixed under the key ``"y"``."""
-    return mix(Y + V_new - V_old, key="y")
+    return mix_owned(mix, torch.sub(V_new, V_old).add_(Y), key="y")
 
 
 def prox_step(regularizer, X: torch.Tensor, direction: torch.Tensor, step: float) -> torch.Tensor:

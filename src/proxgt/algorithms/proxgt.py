@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 
 from proxgt._validation import check_choice, check_positive_float
-from proxgt.algorithms._parts import Mix, prox_step, track
+from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
 from proxgt.estimators import Estimator
 from proxgt.problems.oracle import GradientOracle
 
@@ -76,9 +76,9 @@ class ProxGT:
     def update(self, state: ProxGTState, oracle: GradientOracle, mix: Mix) -> ProxGTState:
         a = self.step
         if self.order == "prox-mix":
-            X_new = mix(prox_step(self.regularizer, state.x, state.y, a), key="x")
+            X_new = mix_owned(mix, prox_step(self.regularizer, state.x, state.y, a), key="x")
         else:
-            X_new = self.regularizer.prox(mix(torch.add(state.x, state.y, alpha=-a), key="x"), a)
+            X_new = self.regularizer.prox(mix_owned(mix, torch.add(state.x, state.y, alpha=-a), key="x"), a)
         V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = track(state.y, V_new, state.v, mix)
         return ProxGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)

@@ -20,7 +20,8 @@ __all__ = ["SarahOnline", "SarahFinite"]
 
 def _sarah_step(oracle: GradientOracle, X_new, X_old, V_old, batch: int) -> torch.Tensor:
     g_new, g_old = oracle.grad_pair(X_new, X_old, oracle.sample(batch))
-    return V_old + g_new - g_old
+    # one fresh (k, d) result, no temporary beside it: for a wide model each is as large as a node state
+    return torch.sub(g_new, g_old).add_(V_old)
 
 
 @dataclass(frozen=True)

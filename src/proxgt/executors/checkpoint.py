@@ -20,7 +20,6 @@ uninterrupted run would have written (all columns except ``wall_s``).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from proxgt._io import atomic_write_bytes
+from proxgt._io import atomic_write_bytes, atomic_write_with
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import RunConfig
 from proxgt.training.folder import CHECKPOINT_DIR
@@ -131,9 +130,8 @@ class Checkpointer:
     def save(self, t: int, payload: dict[str, Any]) -> None:
         d = self.root / f"iter{t:09d}"
         d.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save({**payload, "t": int(t), "world": self.world, "rank": self.rank}, buf)
-        atomic_write_bytes(d / f"rank{self.rank}.pt", buf.getvalue())
+        record = {**payload, "t": int(t), "world": self.world, "rank": self.rank}
+        atomic_write_with(d / f"rank{self.rank}.pt", lambda fh: torch.save(record, fh))
         if self.rank == 0:
             marker = d / f"world{self.world}"
             if not marker.exists():

@@ -22,6 +22,11 @@ MIXING_KINDS = ("plain", "chebyshev", "fastmix")
 # weights); the Chebyshev recurrence would divide by ~0, and plain gossip is already optimal.
 _EXACT_LAMBDA = 1e-9
 
+# Scratch buffers for the intermediate rounds are kept between calls only while each is at most this many bytes:
+# reusing them saves an allocation per call for the usual sizes, while a node-stacked tensor of a
+# high-dimensional model (16 nodes x 10^6 features: 64 MiB) is not worth holding twice beside the algorithm state.
+_CACHED_BUFFER_BYTES = 32 * 2**20
+
 
 def chebyshev_coefficients(lam: float, rounds: int) -> list[tuple[float, float]]:
     """Coefficients (c1_k, c2_k), k = 1..K-1, of Z_{k+1} = c1_k W Z_k - c2_k Z_{k-1}.
@@ -89,36 +94,57 @@ class Mixer:
         """The (alpha_k, beta_k) of each round: Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1} (Z_{-1} = Z_0)."""
         return list(self._schedule)
 
-    def _buffers_for(self, Z: torch.Tensor) -> list[torch.Tensor]:
+    def _scratch(self, Z: torch.Tensor, count: int) -> list[torch.Tensor]:
+        """``count`` (0 to 2) scratch tensors shaped like ``Z``: cached between calls while small (see
+        ``_CACHED_BUFFER_BYTES``), fresh otherwise."""
+        if count == 0:
+            return []
+        if Z.numel() * Z.element_size() > _CACHED_BUFFER_BYTES:
+            self._buffers.clear()
+            return [torch.empty_like(Z) for _ in range(count)]
         key = (tuple(Z.shape), Z.dtype, Z.device)
         bufs = self._buffers.get(key)
         if bufs is None:
             self._buffers.clear()  # one live shape at a time: iterates and trackers share it
-            bufs = [torch.empty_like(Z) for _ in range(3)]
-            self._buffers[key] = bufs
-        return bufs
+            bufs = self._buffers[key] = [torch.empty_like(Z) for _ in range(2)]
+        return bufs[:count]
 
-    def __call__(self, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
-        """Apply M_K to ``Z`` (left unmodified) with exactly ``rounds`` gossip rounds. ``key`` names the mixed
-        quantity (``"x"``, ``"y"``) for mixers that keep state per quantity (compressed gossip); ignored here.
+    #: ``__call__`` takes ``consume=True`` (see :func:`proxgt.algorithms._parts.mix_owned`)
+    can_consume = True
 
-        Intermediate rounds write into three preallocated buffers used in rotation; only the last round writes
-        a fresh tensor, which the caller may keep (it becomes part of the algorithm state).
+    def __call__(self, Z: torch.Tensor, key: str | None = None, *, consume: bool = False) -> torch.Tensor:
+        """Apply M_K to ``Z`` with exactly ``rounds`` gossip rounds. ``key`` names the mixed quantity (``"x"``,
+        ``"y"``) for mixers that keep state per quantity (compressed gossip); ignored here. ``Z`` is left
+        unmodified unless ``consume``: then the caller hands over a temporary that nothing else holds, and
+        ``Z`` may be overwritten once the rounds no longer read it (one (k, d) buffer fewer).
+
+        Round k reads the two previous rounds and writes a third tensor, so three tensors take turns: the fresh
+        result (which the caller may keep: it becomes part of the algorithm state) and two scratch buffers, or
+        one scratch buffer and ``Z`` itself when consumed. The turns are counted back from the last round so
+        that the last one writes the result, and no round needs a copy.
         """
         into = getattr(self.comm, "gossip_into", None)
         schedule = self._schedule
-        bufs = self._buffers_for(Z) if into is not None else []
         prev, cur = Z, Z
-        last = len(schedule) - 1
-        for k, (alpha, beta) in enumerate(schedule):
-            if into is not None:
-                out = torch.empty_like(Z) if k == last else bufs[k % 3]
-                nxt = into(cur, out, alpha, beta, prev)
-            else:  # a communicator with only the basic one-round primitive
+        if into is None:  # a communicator with only the basic one-round primitive
+            for alpha, beta in schedule:
                 nxt = self.comm.gossip(cur)
                 if alpha != 1.0:
                     nxt.mul_(alpha)
                 if beta != 0.0:
                     nxt.add_(prev, alpha=beta)
-            prev, cur = cur, nxt
+                prev, cur = cur, nxt
+            return cur
+        last = len(schedule) - 1
+        out = torch.empty_like(Z)
+        if consume and last >= 2 and last % 3 != 2:
+            # Z is read by rounds 0 and 1 only, so it may take the turn of round 2 (then 5, 8, ...); that works
+            # when neither round 0 nor round 1 falls on Z's turn, i.e. unless last % 3 == 2
+            turns = [out, Z, *self._scratch(Z, 1)] if last % 3 == 0 else [out, *self._scratch(Z, 1), Z]
+        else:
+            turns = [out, *self._scratch(Z, min(last, 2))]
+        for k, (alpha, beta) in enumerate(schedule):
+            # round k writes turns[(last - k) % 3]: the result at k = last, and never the tensor holding
+            # round k - 1 or k - 2 (three consecutive rounds use three different tensors)
+            prev, cur = cur, into(cur, turns[(last - k) % 3], alpha, beta, prev)
         return cur

@@ -33,17 +33,32 @@ __all__ = [
 ]
 
 
+# entries per block of rows where a (rows, d) temporary is made: the penalty's evaluation
+# (LogisticRegression._add_penalty) and the float64 copy in lambda_max_gram
+_BLOCK_ENTRIES = 2**20
+
+
 def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     """Largest eigenvalue of A^T A / N by power iteration (A is N x p, dense or sparse CSR). Exact enough for a
     step size."""
     if A.layout == torch.sparse_csr:
         return _lambda_max_gram_sparse(A, iters, seed)
-    A = A.reshape(A.shape[0], -1).to(torch.float64)
+    A = A.reshape(A.shape[0], -1)
     N, p = A.shape
     if N == 0 or p == 0:
         return 0.0
+    # float64 products a block of rows at a time: a float64 copy of all of A would double the data's memory
+    rows = max(1, _BLOCK_ENTRIES // p)
+
+    def gram(u: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(p, dtype=torch.float64)
+        for r in range(0, N, rows):
+            B = A[r : r + rows].to(torch.float64)
+            out += B.T @ (B @ u)
+        return out / N
+
     v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    return power_iteration(lambda u: A.T @ (A @ u) / N, v, iters)
+    return power_iteration(gram, v, iters)
 
 
 def power_iteration(gram: Callable[[Any], Any], v: Any, iters: int) -> float:
@@ -168,13 +183,21 @@ class LogisticRegression(_LinearCapabilities):
         self.rho = check_nonneg_float(rho, "rho", "LogisticRegression")
         self._gram = gram_lambda_max
 
-    def _penalty(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _add_penalty(self, X: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """r(x_i) of every row (k,); adds grad r(x_i) into ``grad`` in place. Evaluated a block of rows at a time,
+        so the temporaries stay near _BLOCK_ENTRIES entries: for a wide model (10^6 features) a (k, d)
+        temporary is as large as a node state, and the plain expressions held five of them."""
+        val = X.new_zeros(X.shape[0])
         if self.rho == 0.0:
-            return X.new_zeros(X.shape[0]), torch.zeros_like(X)
-        sq = X * X
-        val = self.rho * (sq / (1.0 + sq)).sum(dim=1)
-        grad = (2.0 * self.rho) * X / (1.0 + sq).square()
-        return val, grad
+            return val
+        rows = max(1, _BLOCK_ENTRIES // max(1, X.shape[1]))
+        for r in range(0, X.shape[0], rows):
+            x = X[r : r + rows]
+            sq = x.square()
+            den = sq + 1.0
+            val[r : r + rows] = self.rho * torch.div(sq, den).sum(dim=1)
+            grad[r : r + rows].addcdiv_(x, den.square_(), value=2.0 * self.rho)
+        return val
 
     def loss_grad(self, X, feats, labels, weights, *, with_penalty=True):
         z = _scores(X, feats, labels.shape[1])  # (k, b)
@@ -185,8 +208,7 @@ class LogisticRegression(_LinearCapabilities):
         grad = _weighted_sum(coef, feats, self.dim)
         if not with_penalty:
             return loss, grad
-        pval, pgrad = self._penalty(X)
-        return loss + pval, grad + pgrad
+        return loss + self._add_penalty(X, grad), grad  # grad is this call's own tensor
 
     def per_sample_grads(self, X, feats, labels):
         """Gradients (k, b, d) of each sample's own loss (no penalty): ``-s sigmoid(-s a^T x) a`` (DP training)."""
@@ -244,7 +266,7 @@ class SoftmaxRegression(_LinearCapabilities):
             grad = torch.bmm(_flat(feats).transpose(1, 2), delta).reshape(X.shape[0], -1)
         if self.mu and with_penalty:
             loss = loss + 0.5 * self.mu * (X * X).sum(dim=1)
-            grad = grad + self.mu * X
+            grad = grad.add_(X, alpha=self.mu)  # grad is this call's own tensor
         return loss, grad
 
     def per_sample_grads(self, X, feats, labels):

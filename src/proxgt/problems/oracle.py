@@ -20,6 +20,11 @@ from proxgt.problems.per_sample import clipped_grad_sum
 __all__ = ["GradientOracle", "node_generator_seed"]
 
 
+# grad_pair evaluates both points in one batched call (one forward pass of 2k networks: faster for small models)
+# while a point's rows take at most this many bytes; wider points are evaluated one after the other
+_PAIR_CONCAT_BYTES = 4 * 2**20
+
+
 def node_generator_seed(seed: int, node_id: int) -> int:
     """A 63-bit seed for node ``node_id``'s sample stream, independent across nodes."""
     return int(np.random.SeedSequence([int(seed), int(node_id), 0x5EED]).generate_state(2, np.uint64)[0] >> 1)
@@ -140,10 +145,15 @@ class GradientOracle:
         self._refuse_private("gradient differences on the same samples (SARAH-type estimators)")
         if idx is None:
             return self.full_grad(X_new), self.full_grad(X_old)
+        self._count(2 * idx.shape[1])
+        if X_new.numel() * X_new.element_size() > _PAIR_CONCAT_BYTES:
+            # a wide model: two calls on one batch, without the (2k, d) copy of both points and its gradients
+            feats, labels, weights = self._batch(idx)
+            return (self.problem.loss_grad(X_new, feats, labels, weights)[1],
+                    self.problem.loss_grad(X_old, feats, labels, weights)[1])
         feats, labels, weights = self._batch(idx, copies=2)  # the same samples for both points
         both = torch.cat([X_new, X_old], dim=0)
         grads = self.problem.loss_grad(both, feats, labels, weights)[1]
-        self._count(2 * idx.shape[1])
         return grads[: self.k], grads[self.k :]
 
     def full_grad(self, X: torch.Tensor) -> torch.Tensor:
@@ -181,15 +191,17 @@ class GradientOracle:
     def full_loss_grad(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full local loss and gradient per node, not counted (used for metrics at logging time)."""
         step = self.m_max if not self.chunk_size else int(self.chunk_size)
-        loss = X.new_zeros(self.k)
-        grad = torch.zeros_like(X)
+        loss = grad = None
         for s in range(0, self.m_max, step):
             sl = slice(s, min(self.m_max, s + step))
             w = self._full_weights[:, sl]
             # the smooth penalty r(x) belongs to f_i once, not once per chunk
             l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=s == 0)
-            loss += l_c
-            grad += g_c
+            if grad is None:  # one chunk (the linear problems): its result, with no (k, d) accumulator beside it
+                loss, grad = (l_c, g_c) if s + step >= self.m_max else (l_c.clone(), g_c.clone())
+            else:
+                loss += l_c
+                grad += g_c
         return loss, grad
 
     def predictions(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,6 @@ A folder is safe to use:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from proxgt._io import atomic_write_bytes, atomic_write_text, json_safe, metrics_csv_text
+from proxgt._io import atomic_write_text, atomic_write_with, json_safe, metrics_csv_text
 from proxgt.errors import ProxGTValueError
 
 try:  # POSIX; elsewhere the folder is used without a lock
@@ -142,10 +141,9 @@ class RunFolder:
         atomic_write_text(self.path / "metrics.csv", metrics_csv_text(self._columns, self._rows))
 
     def write_final(self, x: np.ndarray) -> None:
-        buf = io.BytesIO()
         # rows of nodes lost in a run that went on without them are NaN: x_bar averages the survivors
-        np.savez(buf, x=x, x_bar=np.nanmean(x, axis=0) if np.isnan(x).any() else x.mean(axis=0))
-        atomic_write_bytes(self.path / "final.npz", buf.getvalue())
+        x_bar = np.nanmean(x, axis=0) if np.isnan(x).any() else x.mean(axis=0)
+        atomic_write_with(self.path / "final.npz", lambda fh: np.savez(fh, x=x, x_bar=x_bar))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
