@@ -34,8 +34,6 @@ from proxgt.mixing import Mixer, SimulatedCommunicator
 from proxgt.settings import RunConfig
 from proxgt.topology import make_topology
 from proxgt.training import build_run
-from proxgt._memory import fix_mmap_threshold
-fix_mmap_threshold()  # as the proxgt command line does
 torch.set_num_threads(1)
 topology, n, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -25,8 +25,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from proxgt._memory import fix_mmap_threshold
-
 __all__ = ["main", "build_worker_parser"]
 
 
@@ -166,7 +164,6 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     if _watched is not None:
         quiet_cpp_warnings()
     args = build_worker_parser().parse_args(argv)
-    fix_mmap_threshold()  # freed large temporaries go back to the system (proxgt._memory)
     import torch.distributed as dist
 
     from proxgt.cli._run import summary_line

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Sequence
 
 from proxgt import __version__
-from proxgt._memory import fix_mmap_threshold
 from proxgt.errors import DivergenceError, ProxGTValueError
 
 __all__ = ["main", "COMMAND_MODULES"]
@@ -55,7 +54,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    fix_mmap_threshold()  # freed large temporaries go back to the system (proxgt._memory)
     warnings.showwarning = _show_warning
     try:
         return int(args.handler(args) or 0)
