@@ -47,14 +47,16 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     N, p = A.shape
     if N == 0 or p == 0:
         return 0.0
-    # float64 products a block of rows at a time: a float64 copy of all of A would double the data's memory
-    rows = max(1, _BLOCK_ENTRIES // p)
+    # float64 products a block of rows at a time: a float64 copy of all of A would double the data's memory.
+    # Small blocks (2 MiB) and (B u)^T B rather than B^T (B u): measured on a9a, larger blocks and the transposed
+    # product left 15-31 MiB more resident memory behind (freed blocks kept in the C heap, BLAS buffers)
+    rows = max(1, _BLOCK_ENTRIES // 4 // p)
 
     def gram(u: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(p, dtype=torch.float64)
         for r in range(0, N, rows):
             B = A[r : r + rows].to(torch.float64)
-            out += B.T @ (B @ u)
+            out += (B @ u) @ B
         return out / N
 
     v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
