@@ -96,3 +96,48 @@ def test_divergence_on_cuda_is_reported_at_the_iteration_and_node_of_the_cpu_run
             run_simulation(cfg)
         messages.append(str(info.value))
     assert messages[0] == messages[1]
+
+
+def _pairs_suite(tmp_path, device: str) -> str:
+    """A suite file in the shape of the LeNet-5 run that failed once on an H100 (2026-11-26, "Input type
+    (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)" in the grouped forward pass, not reproduced
+    since): LeNet-5, 5 nodes, the ``pairs`` split of 10 classes, a metrics subsample below the shard size, a held-out
+    test set, float32, ProxGT-SA and -SR-E, cells in worker processes."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 1, 16, 16)).astype(np.float32)
+    y = np.repeat(np.arange(10), 40)
+    data = tmp_path / "pairs.npz"
+    np.savez(data, X=X, y=y)
+    suite = tmp_path / "pairs.toml"
+    suite.write_text(f'''[suite]
+name = "pairs-{device}"
+out = "{tmp_path / ('runs-' + device)}"
+target = 1.0
+[suite.cost]
+sample_s = 1e-6
+[base]
+problem = "lenet"
+data = "{data}"
+nodes = 5
+split = "pairs"
+metrics_samples = 10
+iters = 6
+log_every = 3
+batch = 4
+device = "{device}"
+[grid]
+algorithm = ["proxgt-sa", "proxgt-sr-e"]
+''')
+    return str(suite)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_lenet_pairs_split_with_a_metrics_subsample_in_suite_workers(tmp_path, device):
+    from proxgt.suites import load_suite, run_suite
+
+    suite = load_suite(_pairs_suite(tmp_path, device))
+    result = run_suite(suite, jobs=2)
+    assert not result.failed, result.failed
+    for cell in suite.cells:
+        rows = (suite.folder(cell) / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 4 and "test_accuracy" in rows[0]
