@@ -202,6 +202,8 @@ class GradientOracle:
             else:
                 loss += l_c
                 grad += g_c
+        if grad is None:  # no samples at all (m_max = 0)
+            return X.new_zeros(self.k), torch.zeros_like(X)
         return loss, grad
 
     def predictions(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
