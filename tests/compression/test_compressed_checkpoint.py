@@ -6,12 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from proxgt.executors.checkpoint import Checkpointer, latest_checkpoint
-from proxgt.executors.simulation import run_simulation
-
-
-class _Stop(Exception):
-    pass
+from ..executors.resuming import stopped_and_resumed
 
 
 @pytest.mark.parametrize("algorithm,compress", [("proxgt-sr-e", "randk:0.3"), ("cdproxsgt", "topk:0.2"),
@@ -19,20 +14,7 @@ class _Stop(Exception):
 def test_compressed_run_resumes_exactly(algorithm, compress, tmp_path, monkeypatch):
     cfg = {"data": "breast_cancer", "nodes": 4, "iters": 30, "log_every": 5, "batch": 8, "algorithm": algorithm,
            "compress": compress, "mixing": "plain", "rounds": 1, "test_fraction": 0.0, "dtype": "float64"}
-    ref = run_simulation(dict(cfg))
-    save = Checkpointer.save
-
-    def save_then_stop(self, t, payload):
-        save(self, t, payload)
-        if t == 20:
-            raise _Stop
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    with pytest.raises(_Stop):
-        run_simulation(dict(cfg, checkpoint_every=10), out=tmp_path / "r")
-    monkeypatch.undo()
-    assert latest_checkpoint(tmp_path / "r")[0] == 20
-    hist = run_simulation(None, resume=tmp_path / "r")
+    ref, hist = stopped_and_resumed(cfg, tmp_path / "r", monkeypatch)
     for ra, rb in zip(ref.rows, hist.rows, strict=True):
         assert {c: v for c, v in ra.items() if c != "wall_s"} == {c: v for c, v in rb.items() if c != "wall_s"}
     assert torch.equal(hist.x, ref.x)

@@ -9,11 +9,12 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CRASH_MARKS", "captured", "deadline", "tiny_classification"]
+__all__ = ["CRASH_MARKS", "captured", "children", "deadline", "running", "tiny_classification"]
 
 #: what a worker's output must never hold: a Python or C++ crash report
 CRASH_MARKS = ("Traceback", "terminate called", "frame #", "Exception raised from", "Segmentation fault")
@@ -72,3 +73,22 @@ def deadline(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (read from /proc)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+    return out
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may never be reaped in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False

@@ -19,6 +19,8 @@ from proxgt.executors.checkpoint import Checkpointer, latest_checkpoint, load_ch
 from proxgt.executors.simulation import run_simulation
 from proxgt.registry import ALGORITHMS
 
+from .resuming import stopped_and_resumed
+
 CFG = {"nodes": 4, "topology": "ring", "algorithm": "proxgt-sr-e", "batch": 4, "iters": 3000, "log_every": 100,
        "seed": 1, "test_fraction": 0.0, "checkpoint_every": 40}
 
@@ -110,30 +112,13 @@ def test_only_complete_checkpoints_count_and_old_ones_are_removed(tmp_path):
     assert latest_checkpoint(tmp_path)[0] == 10
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_every_algorithm_resumes_exactly(algorithm, data_file, tmp_path, monkeypatch):
     """Stop right after the checkpoint at 20, resume, and match the uninterrupted run (all but wall_s)."""
     nodes = 1 if algorithm.startswith("central") else 4  # the centralized references run on pooled data
     cfg = {"data": data_file, "nodes": nodes, "iters": 30, "log_every": 5, "batch": 8, "algorithm": algorithm,
            "test_fraction": 0.0}
-    ref = run_simulation(dict(cfg))
-    save = Checkpointer.save
-
-    def save_then_stop(self, t, payload):
-        save(self, t, payload)
-        if t == 20:
-            raise _Stop
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_stop)
-    with pytest.raises(_Stop):
-        run_simulation(dict(cfg, checkpoint_every=10), out=tmp_path / "r")
-    monkeypatch.undo()
-    assert latest_checkpoint(tmp_path / "r")[0] == 20
-    hist = run_simulation(None, resume=tmp_path / "r")
+    ref, hist = stopped_and_resumed(cfg, tmp_path / "r", monkeypatch)
     assert len(hist.rows) == len(ref.rows) == 7
     for ra, rb in zip(ref.rows, hist.rows, strict=True):
         assert {c: v for c, v in ra.items() if c != "wall_s"} == {c: v for c, v in rb.items() if c != "wall_s"}

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +35,9 @@ from proxgt.topology import make_topology
 
 from .launching import CRASH_MARKS, tiny_classification
 from .launching import captured as _captured
+from .launching import children as _children
 from .launching import deadline as _deadline
+from .launching import running as _running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
 
@@ -264,27 +265,6 @@ def test_hung_rank_is_named_after_the_timeout(data_file, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- launcher death
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may never be reaped in a container)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_workers_end_quietly_when_the_launcher_is_killed(data_file, tmp_path, sig):
     nprocs = 2

@@ -21,6 +21,8 @@ from proxgt.cli._launch import _free_port
 from proxgt.executors.simulation import run_simulation
 
 from .launching import CRASH_MARKS, tiny_classification
+from .launching import children as _children
+from .launching import running as _running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
 
@@ -50,23 +52,6 @@ def _start_hosts(argv: list[str], port: int, cwd: Path) -> list[subprocess.Popen
         procs.append(subprocess.Popen(cmd, env=_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True))
     return procs[::-1]  # node rank order
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(p.name))
-    return out
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _finish(procs: list[subprocess.Popen], workers: list[int] = ()) -> None:

@@ -25,6 +25,7 @@ returns None), and so is anything that looks wrong, so that the full loader repo
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -89,14 +90,14 @@ def distributed_lambda_max_gram(
     the power iteration of :func:`proxgt.problems.linear.lambda_max_gram` (same start, stopping rule and
     margin) with ``A^T (A v) = sum_p A_p^T (A_p v)`` summed by ``sum_over_processes``. Every process gets the
     same value; it equals the one of the stacked rows up to the order of floating-point sums."""
-    A = A_local.reshape(A_local.shape[0], -1).to(torch.float64)
-    p = A.shape[1]
+    p = math.prod(A_local.shape[1:])
     if n_total == 0 or p == 0:
         return 0.0
-    from proxgt.problems.linear import power_iteration
+    from proxgt.problems.linear import gram_product, power_iteration
 
+    gram = gram_product(A_local)
     v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    return power_iteration(lambda u: sum_over_processes(A.T @ (A @ u)) / n_total, v, iters)
+    return power_iteration(lambda u: sum_over_processes(gram(u)) / n_total, v, iters)
 
 
 # ---------------------------------------------------------------------------------------------- the plan

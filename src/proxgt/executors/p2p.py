@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,22 +88,7 @@ class DistributedCommunicator:
         owner = np.empty(self.n_nodes, dtype=np.int64)
         for r, blk in enumerate(self.blocks):
             owner[list(blk)] = r
-        local = set(self.node_ids)
-        recv: dict[int, set[int]] = {}
-        send: dict[int, set[int]] = {}
-        for i in self.node_ids:
-            for j in topology.neighbors(i):
-                if j in local:
-                    continue
-                q = int(owner[j])
-                recv.setdefault(q, set()).add(int(j))  # i needs x_j from q
-                send.setdefault(q, set()).add(int(i))  # j needs x_i (the graph is undirected)
-        self.peers = sorted(set(recv) | set(send))
-        pos = {g: a for a, g in enumerate(self.node_ids)}
-        self._send_idx = {q: torch.tensor([pos[i] for i in sorted(send.get(q, ()))], dtype=torch.int64)
-                          for q in self.peers}
-        self._recv_ids = {q: sorted(recv.get(q, ())) for q in self.peers}
-        cols = list(self.node_ids) + [j for q in self.peers for j in self._recv_ids[q]]
+        cols = self._plan_exchange(topology.neighbors, owner)
         # only this block's rows of W, from its CSR form: large topologies hold W sparse (never n x n dense)
         self._W_local = torch.from_numpy(topology.W_csr[list(self.node_ids)][:, cols].toarray())
         self._cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
@@ -301,6 +286,28 @@ class DistributedCommunicator:
 
 
 
+    def _plan_exchange(self, neighbours: Callable[[int], Iterable[int]], owner: Any) -> list[int]:
+        """Set ``peers`` (the ranks this one exchanges rows with), ``_send_idx`` (local positions of the rows each
+        peer needs) and ``_recv_ids`` (the node ids each peer sends) for the graph ``neighbours(i)``, nodes
+        owned by ``owner[j]``; returns the columns of this block's rows of W: its own nodes, then the received
+        ones peer by peer."""
+        local = set(self.node_ids)
+        recv: dict[int, set[int]] = {}
+        send: dict[int, set[int]] = {}
+        for i in self.node_ids:
+            for j in neighbours(i):
+                if j in local:
+                    continue
+                q = int(owner[j])
+                recv.setdefault(q, set()).add(int(j))  # i needs x_j from q
+                send.setdefault(q, set()).add(int(i))  # j needs x_i (the graph is undirected)
+        self.peers = sorted(set(recv) | set(send))
+        pos = {g: a for a, g in enumerate(self.node_ids)}
+        self._send_idx = {q: torch.tensor([pos[i] for i in sorted(send.get(q, ()))], dtype=torch.int64)
+                          for q in self.peers}
+        self._recv_ids = {q: sorted(recv.get(q, ())) for q in self.peers}
+        return list(self.node_ids) + [j for q in self.peers for j in self._recv_ids[q]]
+
     # ------------------------------------------------------------ lost ranks (on_failure = continue)
     def drop_ranks(self, survivors: Sequence[int], graph: Any) -> None:
         """Go on with the ranks ``survivors`` only (original rank numbers; the process group was re-formed with
@@ -318,20 +325,7 @@ class DistributedCommunicator:
         alive_set = set(alive)
         nbrs = {i: [int(j) for j in graph.neighbors(i) if j != i and j in alive_set] for i in alive}
         owner = {i: r for r in self.members for i in self.blocks[r]}
-        local = set(self.node_ids)
-        recv: dict[int, set[int]] = {}
-        send: dict[int, set[int]] = {}
-        for i in self.node_ids:
-            for j in nbrs[i]:
-                if j not in local:
-                    recv.setdefault(owner[j], set()).add(j)
-                    send.setdefault(owner[j], set()).add(int(i))
-        self.peers = sorted(set(recv) | set(send))
-        pos = {g: a for a, g in enumerate(self.node_ids)}
-        self._send_idx = {q: torch.tensor([pos[i] for i in sorted(send.get(q, ()))], dtype=torch.int64)
-                          for q in self.peers}
-        self._recv_ids = {q: sorted(recv.get(q, ())) for q in self.peers}
-        cols = list(self.node_ids) + [j for q in self.peers for j in self._recv_ids[q]]
+        cols = self._plan_exchange(nbrs.__getitem__, owner)
         col = {g: c for c, g in enumerate(cols)}
         W = torch.zeros((len(self.node_ids), len(cols)), dtype=torch.float64)
         for a, i in enumerate(self.node_ids):

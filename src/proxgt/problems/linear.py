@@ -9,6 +9,7 @@ data's Gram matrix (:func:`lambda_max_gram`), so a run can take the step 1/L. Ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "SoftmaxRegression",
     "LeastSquares",
     "lambda_max_gram",
+    "gram_product",
     "power_iteration",
     "build_logistic",
     "build_softmax",
@@ -34,7 +36,7 @@ __all__ = [
 
 
 # entries per block of rows where a (rows, d) temporary is made: the penalty's evaluation
-# (LogisticRegression._add_penalty) and the float64 copy in lambda_max_gram
+# (LogisticRegression._add_penalty) and the float64 blocks of gram_product
 _BLOCK_ENTRIES = 2**20
 
 
@@ -43,24 +45,32 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     step size."""
     if A.layout == torch.sparse_csr:
         return _lambda_max_gram_sparse(A, iters, seed)
-    A = A.reshape(A.shape[0], -1)
-    N, p = A.shape
+    N, p = int(A.shape[0]), math.prod(A.shape[1:])
     if N == 0 or p == 0:
         return 0.0
-    # float64 products a block of rows at a time: a float64 copy of all of A would double the data's memory.
-    # Small blocks (2 MiB) and (B u)^T B rather than B^T (B u): measured on a9a, larger blocks and the transposed
-    # product left 15-31 MiB more resident memory behind (freed blocks kept in the C heap, BLAS buffers)
-    rows = max(1, _BLOCK_ENTRIES // 4 // p)
+    gram = gram_product(A)
+    v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return power_iteration(lambda u: gram(u) / N, v, iters)
+
+
+def gram_product(A: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map ``u -> A^T A u`` in float64 for a dense A (N x ...), flattened to N x p, with no float64 copy of A.
+
+    The products run a block of rows at a time: a float64 copy of all of A would double the data's memory. Small
+    blocks (2 MiB) and (B u)^T B rather than B^T (B u): measured on a9a, larger blocks and the transposed product
+    left 15-31 MiB more resident memory behind (freed blocks kept in the C heap, BLAS buffers)."""
+    A = A.reshape(A.shape[0], -1)
+    N, p = A.shape
+    rows = max(1, _BLOCK_ENTRIES // 4 // max(1, p))
 
     def gram(u: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(p, dtype=torch.float64)
         for r in range(0, N, rows):
             B = A[r : r + rows].to(torch.float64)
             out += (B @ u) @ B
-        return out / N
+        return out
 
-    v = torch.randn(p, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    return power_iteration(gram, v, iters)
+    return gram
 
 
 def power_iteration(gram: Callable[[Any], Any], v: Any, iters: int) -> float:
