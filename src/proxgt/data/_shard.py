@@ -40,7 +40,7 @@ import torch
 from proxgt._validation import ProxGTValueError
 from proxgt.registry import DATASETS
 
-from ._dataset import Dataset, NodeData, _encode_labels
+from ._dataset import Dataset, NodeData, _encode_labels, csr_rows, is_sparse
 from ._libsvm import _parse_checked, _parse_fast, load_libsvm
 from ._npz import load_npz
 from ._split import split_nodes, train_test_split
@@ -148,16 +148,22 @@ def _assemble(local: Dataset, kept: np.ndarray, plan: _Plan, y: torch.Tensor, n_
     mask = torch.from_numpy(plan.rows >= 0)
     k, m_max = plan.rows.shape
     idx = torch.from_numpy(pos.reshape(-1))
-    X = local.X[idx].reshape(k, m_max, *local.feature_shape)
-    X[~mask] = 0
     yn = y[torch.from_numpy(np.where(plan.rows >= 0, plan.rows, 0).reshape(-1))].reshape(k, m_max)
     yn[~mask] = 0
+    if is_sparse(local.X):  # CSR rows (k * m_max, p) as in proxgt.data.NodeData; padding rows are empty
+        X = csr_rows(local.X, torch.where(mask.reshape(-1), idx, -1))
+        train_X = csr_rows(local.X, idx[mask.reshape(-1)])
+    else:
+        X = local.X[idx].reshape(k, m_max, *local.feature_shape)
+        X[~mask] = 0
+        train_X = X[mask]
     node_data = NodeData(X, yn, mask.sum(dim=1).to(torch.int64), n_classes, tuple(int(i) for i in node_ids), name)
-    train = Dataset(X[mask], yn[mask], n_classes, name)
+    train = Dataset(train_X, yn[mask], n_classes, name)
     test = None
     if plan.test_rows is not None:
         t = torch.from_numpy(np.searchsorted(kept, plan.test_rows))
-        test = Dataset(local.X[t], y[torch.from_numpy(plan.test_rows)], n_classes, name)
+        test_X = csr_rows(local.X, t) if is_sparse(local.X) else local.X[t]
+        test = Dataset(test_X, y[torch.from_numpy(plan.test_rows)], n_classes, name)
     return train, test, node_data
 
 

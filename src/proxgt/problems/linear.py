@@ -43,8 +43,6 @@ _BLOCK_ENTRIES = 2**20
 def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
     """Largest eigenvalue of A^T A / N by power iteration (A is N x p, dense or sparse CSR). Exact enough for a
     step size."""
-    if A.layout == torch.sparse_csr:
-        return _lambda_max_gram_sparse(A, iters, seed)
     N, p = int(A.shape[0]), math.prod(A.shape[1:])
     if N == 0 or p == 0:
         return 0.0
@@ -54,11 +52,16 @@ def lambda_max_gram(A: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
 
 
 def gram_product(A: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The map ``u -> A^T A u`` in float64 for a dense A (N x ...), flattened to N x p, with no float64 copy of A.
+    """The map ``u -> A^T A u`` in float64 for A (N x ...) flattened to N x p, with no float64 copy of a dense A.
 
-    The products run a block of rows at a time: a float64 copy of all of A would double the data's memory. Small
-    blocks (2 MiB) and (B u)^T B rather than B^T (B u): measured on a9a, larger blocks and the transposed product
-    left 15-31 MiB more resident memory behind (freed blocks kept in the C heap, BLAS buffers)."""
+    A sparse CSR A is multiplied with scipy (memory O(non-zeros + p)). For a dense A the products run a block of
+    rows at a time: a float64 copy of all of A would double the data's memory. Small blocks (2 MiB) and
+    (B u)^T B rather than B^T (B u): measured on a9a, larger blocks and the transposed product left 15-31 MiB more
+    resident memory behind (freed blocks kept in the C heap, BLAS buffers)."""
+    if A.layout == torch.sparse_csr:
+        M = sp.csr_matrix((A.values().double().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()),
+                          shape=(int(A.shape[0]), int(A.shape[1])))
+        return lambda u: torch.from_numpy(M.T @ (M @ u.numpy()))
     A = A.reshape(A.shape[0], -1)
     N, p = A.shape
     rows = max(1, _BLOCK_ENTRIES // 4 // max(1, p))
@@ -95,18 +98,6 @@ def power_iteration(gram: Callable[[Any], Any], v: Any, iters: int) -> float:
 
 def _norm(v: Any) -> float:
     return float(v.norm()) if isinstance(v, torch.Tensor) else float(np.linalg.norm(v))
-
-
-def _lambda_max_gram_sparse(A: torch.Tensor, iters: int, seed: int) -> float:
-    """:func:`lambda_max_gram` of a sparse CSR A, with scipy products (memory O(non-zeros + p))."""
-    N, p = int(A.shape[0]), int(A.shape[1])
-    if N == 0 or p == 0 or A.values().numel() == 0:
-        return 0.0
-    M = sp.csr_matrix((A.values().double().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()),
-                      shape=(N, p))
-    # A^T A and A A^T share their non-zero eigenvalues: iterate in the smaller of the two spaces
-    gram = (lambda u: M.T @ (M @ u)) if p <= N else (lambda u: M @ (M.T @ u))
-    return power_iteration(lambda u: gram(u) / N, np.random.default_rng(seed).standard_normal(min(N, p)), iters)
 
 
 def _flat(feats: torch.Tensor) -> torch.Tensor:
