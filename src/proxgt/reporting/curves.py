@@ -18,7 +18,6 @@ folders long after the runs, without re-running anything.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from proxgt._io import atomic_write_bytes
+from proxgt._io import atomic_write_with
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -305,6 +304,4 @@ def plot_curves(
     """Save :func:`curves_figure` as a PNG, written atomically. ``ncols`` wraps the panels into rows of that
     many (default: one row)."""
     fig = curves_figure(curves, axes=axes, metric_label=metric_label, target=target, title=title, ncols=ncols)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110))

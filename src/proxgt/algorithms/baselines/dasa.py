@@ -54,7 +54,7 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
-from proxgt.algorithms._parts import Mix, prox_step
+from proxgt.algorithms._parts import Mix, mix_owned, prox_step
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -80,7 +80,7 @@ def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Mix several node-stacked (k, d) variables in the same rounds (one message of len(parts) d-vectors per
     neighbour and round, as the authors' code sends them)."""
     d = parts[0].shape[1]
-    mixed = mix(torch.cat(parts, dim=1))
+    mixed = mix_owned(mix, torch.cat(parts, dim=1))
     return tuple(mixed[:, i * d:(i + 1) * d].contiguous() for i in range(len(parts)))
 
 
@@ -147,7 +147,7 @@ class ProxDASAGT(_DASABase):
         a = self.weight(state.t)
         V_new = self.estimator.update(oracle, state.x, state.x, state.v, state.t + 1)  # fresh, at the old point
         X_new, U_new = _mix_together(mix, self._primal(state.x, state.z, a), state.u + V_new - state.v)
-        Z_new = mix(torch.lerp(state.z, U_new, a))
+        Z_new = mix_owned(mix, torch.lerp(state.z, U_new, a))
         return ProxDASAGTState(x=X_new, z=Z_new, v=V_new, u=U_new, t=state.t + 1)
 
 

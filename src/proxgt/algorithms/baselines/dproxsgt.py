@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import check_positive_float
-from proxgt.algorithms._parts import Mix, prox_step, track
+from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -72,7 +72,7 @@ class DProxSGT:
     def update(self, state: DProxSGTState, oracle: GradientOracle, mix: Mix) -> DProxSGTState:
         V_new = self.estimator.init(oracle, state.x)  # a fresh minibatch gradient at the current point
         Y_new = track(state.y, V_new, state.v, mix)
-        X_new = mix(prox_step(self.regularizer, state.x, Y_new, self.step), key="x")
+        X_new = mix_owned(mix, prox_step(self.regularizer, state.x, Y_new, self.step), key="x")
         return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 

@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix
+from proxgt.algorithms._parts import Mix, mix_owned
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -80,7 +80,7 @@ class ProxDSGT:
     def update(self, state: ProxDSGTState, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         a = self.schedule(state.t)
         P = self.regularizer.prox(torch.add(mix(state.x), state.y, alpha=-a), a)
-        X_new = mix(P)
+        X_new = mix_owned(mix, P)
         V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = mix(state.y) + V_new - state.v
         return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
