@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError, check_nonneg_float
+from proxgt.problems.per_sample import clipped_grad_sum
 
 if TYPE_CHECKING:
     from proxgt.data import Dataset
@@ -166,9 +167,14 @@ class _LinearCapabilities:
     density_mask: torch.Tensor | None = None
     chunk_size: int | None = None
     metrics_samples: int | None = None
+    per_sample_gradients: bool = True
 
     def default_step_for(self, estimator: str | None) -> float | None:
         return None
+
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        return clipped_grad_sum(self, X, feats, labels, mask, clip)
 
 
 class LogisticRegression(_LinearCapabilities):
