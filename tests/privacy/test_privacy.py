@@ -201,8 +201,8 @@ def test_same_seed_same_private_run():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"algorithm": "proxgt-sr-e"}, "SARAH estimator 'sr-e'"),
-    ({"algorithm": "proxgt-sr-o"}, "SARAH estimator 'sr-o'"),
+    ({"algorithm": "proxgt-sr-e"}, "not available with proxgt-sr-e: it uses gradient differences at two points"),
+    ({"algorithm": "proxgt-sr-o"}, "not available with proxgt-sr-o: it uses gradient differences at two points"),
     ({"algorithm": "deepstorm"}, "not available with deepstorm"),
     ({"algorithm": "sppdm"}, "not available with sppdm"),
     ({"batch": "full"}, "batch = full"),
@@ -233,7 +233,7 @@ def test_noise_without_clip_and_epsilon_off():
     (["--dp-clip", "1", "--dp-noise", "1", "--dp-delta", "0"], "dp_delta"),
     (["--dp-clip", "1", "--dp-epsilon", "0"], "dp_epsilon"),
     (["--dp-clip", "1", "--dp-noise", "1", "--dp-epsilon", "2"], "exactly one of"),
-    (["--dp-clip", "1", "--dp-noise", "1", "--algorithm", "proxgt-sr-e"], "SARAH"),
+    (["--dp-clip", "1", "--dp-noise", "1", "--algorithm", "proxgt-sr-e"], "gradient differences"),
 ])
 def test_cli_bad_privacy_input_exits_2_with_one_line(tmp_path, capsys, flags, name):
     code = main(["run", "--data", "breast_cancer", "--nodes", "4", "--iters", "5", "--no-progress", "--out",

@@ -384,9 +384,3 @@ def build_least_squares(settings: Any, train: Dataset) -> LeastSquares:
     """Least squares on the data's (real-valued or class-id) labels."""
     _check_state_memory(settings, "least_squares", train.n_features)
     return LeastSquares(train.n_features, gram_lambda_max=_linear_gram(train))
-
-
-# Builders whose problems compute on sparse CSR features as they are (the run builder densifies the data first,
-# with a size check, for any other problem, e.g. the networks).
-for _builder in (build_logistic, build_softmax, build_least_squares):
-    _builder.sparse_features = True  # type: ignore[attr-defined]

@@ -16,7 +16,17 @@ from proxgt.errors import ProxGTValueError
 from proxgt.privacy.mechanism import PoissonBatch, PrivacyMechanism, add_noise, poisson_sample
 from proxgt.problems.base import Problem
 
-__all__ = ["GradientOracle", "node_generator_seed"]
+__all__ = ["GradientOracle", "node_generator_seed", "MINIBATCH", "PAIR", "FULL", "ORACLE_CALLS"]
+
+# The kinds of call an estimator or algorithm declares it makes (proxgt.algorithms.base.Capabilities): what
+# differential privacy, epochs and the other run features depend on.
+#: a fresh minibatch gradient at one point (:meth:`GradientOracle.grad` on :meth:`GradientOracle.sample`)
+MINIBATCH = "minibatch"
+#: gradients at two points on the same samples (:meth:`GradientOracle.grad_pair`: SARAH/STORM differences)
+PAIR = "pair"
+#: the exact full local gradient (:meth:`GradientOracle.full_grad`)
+FULL = "full"
+ORACLE_CALLS = (MINIBATCH, PAIR, FULL)
 
 
 # grad_pair evaluates both points in one batched call (one forward pass of 2k networks: faster for small models)
