@@ -51,7 +51,8 @@ def runnable_blocks(path: Path) -> list[Block]:
         for i, m in enumerate(_BLOCK.finditer(text))
     ]
     # a marker that is not directly followed by a fence would silently skip its block
-    assert text.count(MARKER) == len(blocks), f"{path.name}: a {MARKER} marker is not followed by a code block"
+    markers = sum(line.strip() == MARKER for line in text.splitlines())
+    assert markers == len(blocks), f"{path.name}: a {MARKER} marker is not followed by a code block"
     return blocks
 
 
