@@ -5,7 +5,7 @@ The CLI maps them to exit codes: :class:`ProxGTValueError` -> 2 (bad input), :cl
 
 from __future__ import annotations
 
-__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError"]
+__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError", "MissingDependencyError"]
 
 
 class ProxGTValueError(ValueError):
@@ -18,3 +18,7 @@ class DivergenceError(RuntimeError):
 
 class UnknownNameError(ProxGTValueError):
     """A name that no registry knows (an algorithm, a problem, a topology, ...)."""
+
+
+class MissingDependencyError(ProxGTValueError):
+    """A feature asked for an optional package that is not installed; the message names the extra to install."""
