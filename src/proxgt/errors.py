@@ -5,7 +5,7 @@ The CLI maps them to exit codes: :class:`ProxGTValueError` -> 2 (bad input), :cl
 
 from __future__ import annotations
 
-__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError", "RegistrationError"]
+__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError", "RegistrationError", "MissingDependencyError"]
 
 
 class ProxGTValueError(ValueError):
@@ -22,3 +22,7 @@ class UnknownNameError(ProxGTValueError):
 
 class RegistrationError(ProxGTValueError):
     """A registered name whose implementation cannot be imported (e.g. a user package's entry point)."""
+
+
+class MissingDependencyError(ProxGTValueError):
+    """A feature asked for an optional package that is not installed; the message names the extra to install."""

@@ -28,7 +28,7 @@ Suite file (TOML)::
     match = { algorithm = "proxgt-sr-o" }
     set = { batch = 8 }
 
-    [tune]                           # optional fair tuning (proxgt.tuning): pilots per series, best setting kept
+    [tune]                           # optional fair tuning (proxgt.suites.tuning): pilots per series, best setting kept
     iters = 80
     [tune.grid]
     "*" = { step = [0.1, 0.3, 1.0] }
@@ -39,7 +39,7 @@ metric gets to the target and stays there, the first dip below it, and the media
 20% of the logged points: :func:`proxgt.reporting.runs.series_table`). A cell whose folder holds a finished
 summary.json (status ok or diverged) and the same settings in cell.json is not rerun. With a ``[tune]`` table,
 pilots run first under ``tune/<pilot>/`` (run folders, resumable the same way), ``tune/tuning.json`` records the
-choices, and each tuned cell runs with its series' chosen values (:mod:`proxgt.tuning`).
+choices, and each tuned cell runs with its series' chosen values (:mod:`proxgt.suites.tuning`).
 
 A cell with a ``central-*`` algorithm and ``nodes = n > 1`` runs on the pooled data: ``nodes = 1``, batch
 sizes multiplied by n (SA default 32 -> 32 n), ``extra.pooled_nodes = n`` (reports show total work / n).

@@ -48,7 +48,7 @@ class Suite:
     cells: list[Cell]
     source: str = ""
     description: str = ""
-    tune: Any = None  # proxgt.tuning.Tune or None
+    tune: Any = None  # proxgt.suites.tuning.Tune or None
 
     def folder(self, cell: Cell) -> Path:
         return self.out / "runs" / cell.name
