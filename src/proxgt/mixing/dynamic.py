@@ -209,12 +209,12 @@ class NetworkSchedule:
 def network_schedule(spec: Any) -> NetworkSchedule | None:
     """The schedule of a built run, or None when its network is static and reliable (today's code path)."""
     cfg = spec.settings
-    p_link = float(getattr(cfg, "link_failure", 0.0) or 0.0)
-    p_drop = float(getattr(cfg, "node_dropout", 0.0) or 0.0)
-    family = spec.topology.name if spec.topology.name in TIME_VARYING else None
+    p_link = float(cfg.link_failure or 0.0)
+    p_drop = float(cfg.node_dropout or 0.0)
+    family = spec.topology.name if spec.topology.time_varying else None
     if family is None and p_link == 0.0 and p_drop == 0.0:
         return None
-    if getattr(cfg, "compress", "none") != "none" or getattr(spec.algorithm, "COMPRESSED_GOSSIP", False):
+    if cfg.compress != "none" or spec.algorithm.capabilities.compressed_gossip:
         raise ProxGTValueError(
             "compressed gossip (compress, or a compressed-gossip algorithm) mixes with the static W; it cannot "
             "follow link_failure, node_dropout or a time-varying topology"
@@ -227,17 +227,16 @@ def network_schedule(spec: Any) -> NetworkSchedule | None:
                            lazy=spec.resolved.weights == "lazy_metropolis")
 
 
-def check_network_settings(cfg: Any, topology_name: str) -> None:
+def check_network_settings(cfg: Any, topology_name: str, time_varying: bool) -> None:
     """Refuse settings an unreliable or time-varying network cannot honour (one line each)."""
-    p_link = float(getattr(cfg, "link_failure", 0.0) or 0.0)
-    p_drop = float(getattr(cfg, "node_dropout", 0.0) or 0.0)
-    if getattr(cfg, "on_failure", "abort") == "continue" and (p_link > 0.0 or p_drop > 0.0
-                                                               or topology_name in TIME_VARYING):
+    p_link = float(cfg.link_failure or 0.0)
+    p_drop = float(cfg.node_dropout or 0.0)
+    if cfg.on_failure == "continue" and (p_link > 0.0 or p_drop > 0.0 or time_varying):
         raise ProxGTValueError(
             "on_failure = 'continue' (--on-failure) does not yet combine with link_failure, node_dropout or a "
             "time-varying topology: the round schedule does not know which ranks were lost; use on_failure = 'abort'"
         )
-    if topology_name in TIME_VARYING:
+    if time_varying:
         if cfg.weights_file is not None or cfg.weights != "metropolis":
             given = f"weights_file = {cfg.weights_file!r} (--weights-file)" if cfg.weights_file is not None \
                 else f"weights = {cfg.weights!r} (--weights)"
@@ -254,9 +253,10 @@ def check_network_settings(cfg: Any, topology_name: str) -> None:
             )
 
 
-def warn_time_varying_mixing(cfg: Any, topology_name: str) -> None:
+def warn_time_varying_mixing(cfg: Any, topology: Any) -> None:
     """Chebyshev / fastmix on a time-varying family: allowed (average-preserving), but say what it means."""
-    if topology_name in TIME_VARYING and cfg.mixing != "plain":
+    topology_name = topology.name
+    if topology.time_varying and cfg.mixing != "plain":
         warnings.warn(
             f"mixing = '{cfg.mixing}' with topology = '{topology_name}': the coefficients come from the expected "
             "round matrix, but the matrix changes every round, so there is no acceleration guarantee; "

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError, check_nonneg_float
+from proxgt.problems.per_sample import clipped_grad_sum
 
 if TYPE_CHECKING:
     from proxgt.data import Dataset
@@ -166,9 +167,14 @@ class _LinearCapabilities:
     density_mask: torch.Tensor | None = None
     chunk_size: int | None = None
     metrics_samples: int | None = None
+    per_sample_gradients: bool = True
 
     def default_step_for(self, estimator: str | None) -> float | None:
         return None
+
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        return clipped_grad_sum(self, X, feats, labels, mask, clip)
 
 
 class LogisticRegression(_LinearCapabilities):
@@ -378,9 +384,3 @@ def build_least_squares(settings: Any, train: Dataset) -> LeastSquares:
     """Least squares on the data's (real-valued or class-id) labels."""
     _check_state_memory(settings, "least_squares", train.n_features)
     return LeastSquares(train.n_features, gram_lambda_max=_linear_gram(train))
-
-
-# Builders whose problems compute on sparse CSR features as they are (the run builder densifies the data first,
-# with a size check, for any other problem, e.g. the networks).
-for _builder in (build_logistic, build_softmax, build_least_squares):
-    _builder.sparse_features = True  # type: ignore[attr-defined]
