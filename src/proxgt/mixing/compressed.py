@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
@@ -66,12 +67,10 @@ class CompressedMixer:
         seed: the run seed (the random operators' per-node generators derive from it).
     """
 
-    def __init__(self, comm: Any, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
+    def __init__(self, comm: PayloadGossip, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
                  schedule: list[tuple[float, float]] | None = None):
         if not 0.0 < gamma <= 1.0:
             raise ProxGTValueError(f"the consensus step must be in (0, 1]; got {gamma}")
-        if not (hasattr(comm, "share") and hasattr(comm, "mix_shared")):
-            raise ProxGTValueError(f"{type(comm).__name__} cannot send compressed payloads (no share/mix_shared)")
         self.comm = comm
         self.compressor = compressor
         self.gamma = float(gamma)

@@ -206,25 +206,23 @@ class NetworkSchedule:
         return self.round_weights(t, k, r).sparse()
 
 
-def network_schedule(spec: Any) -> NetworkSchedule | None:
-    """The schedule of a built run, or None when its network is static and reliable (today's code path)."""
-    cfg = spec.settings
+def network_schedule(cfg: Any, topology: Any, algorithm: Any, weights: str) -> NetworkSchedule | None:
+    """The round-by-round network of a run (built once, by the run builder), or None when it is static and
+    reliable (the fast path). ``weights``: the run's resolved weight rule."""
     p_link = float(cfg.link_failure or 0.0)
     p_drop = float(cfg.node_dropout or 0.0)
-    family = spec.topology.name if spec.topology.time_varying else None
+    family = topology.name if topology.time_varying else None
     if family is None and p_link == 0.0 and p_drop == 0.0:
         return None
-    if cfg.compress != "none" or spec.algorithm.capabilities.compressed_gossip:
+    if cfg.compress != "none" or algorithm.capabilities.compressed_gossip:
         raise ProxGTValueError(
             "compressed gossip (compress, or a compressed-gossip algorithm) mixes with the static W; it cannot "
             "follow link_failure, node_dropout or a time-varying topology"
         )
-    edges = getattr(spec.topology, "edges", None)  # the (E, 2) edge array of a topology that keeps one
-    if not isinstance(edges, np.ndarray):
-        edges = np.array([(i, j) for i, j in spec.topology.graph.edges() if i != j], dtype=np.int64).reshape(-1, 2)
-    return NetworkSchedule(spec.topology.n, edges if family is None else np.zeros((0, 2), dtype=np.int64),
+    edges = topology.edges  # (E, 2), each undirected link once
+    return NetworkSchedule(topology.n, edges if family is None else np.zeros((0, 2), dtype=np.int64),
                            link_failure=p_link, node_dropout=p_drop, family=family, seed=cfg.seed,
-                           lazy=spec.resolved.weights == "lazy_metropolis")
+                           lazy=weights == "lazy_metropolis")
 
 
 def check_network_settings(cfg: Any, topology_name: str, time_varying: bool) -> None:

@@ -24,10 +24,17 @@ from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.compressed import check_compressed_run
-from proxgt.mixing.dynamic import auto_rounds, check_network_settings, warn_time_varying_mixing
+from proxgt.mixing.dynamic import (
+    NetworkSchedule,
+    auto_rounds,
+    check_network_settings,
+    network_schedule,
+    warn_time_varying_mixing,
+)
 from proxgt.mixing.spectral import rounds_within
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
+from proxgt.problems.linear import LinearProblem
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer, make_regularizer
 from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES, TIME_VARYING, TOPOLOGIES
@@ -82,6 +89,9 @@ class RunSpec:
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
     privacy: PrivacyMechanism | None = None  # differential privacy per node (proxgt.privacy); None: off
+    #: the round-by-round network (link failures, node dropout, a time-varying graph), built once here and
+    #: followed by every executor's communicator; None: a static, reliable graph
+    network: NetworkSchedule | None = None
 
     @property
     def step(self) -> float:
@@ -306,7 +316,9 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         train, test, node_data = _dense_data(train, test, node_data, f"problem = {cfg.problem!r}")
     problem: Problem = builder(cfg, train)
     if hosted is not None:
-        hosted.fix_problem(problem)  # constants of all rows (L of the linear problems), summed over processes
+        if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
+            # L of all rows, not of this process's: summed over processes
+            problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":
@@ -358,6 +370,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         "local_sizes": [int(c) for c in counts.tolist()],
         **({"smoothness_L": L} if L is not None else {}),
     }
+    network = network_schedule(cfg, topology, algorithm, weights=str(resolved.weights))
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy)
+                   privacy=privacy, network=network)

@@ -146,7 +146,8 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     if not count.isdigit() or int(count) == 0:
         return None
     if args.resume:
-        return str(args.resume), {k: getattr(args, k) for k in RESUMABLE if getattr(args, k, None) is not None}, None
+        given = vars(args)
+        return str(args.resume), {k: given[k] for k in RESUMABLE if given.get(k) is not None}, None
     cfg = config_from_args(args)
     if not cfg.out:
         cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
