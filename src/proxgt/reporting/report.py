@@ -86,7 +86,7 @@ def write_report(
     rows, curves = series_table(series, target=float(target), metric=metric, cost=cost)
     caption = table_caption(metric, float(target))
     _, table_md = write_table(rows, out / "table", caption=caption)
-    from proxgt.tuning import read_tuning
+    from proxgt.suites.tuning import read_tuning
 
     tuning = read_tuning(root)  # a tuned suite: its pilots and choices, below the table
     if tuning is not None:

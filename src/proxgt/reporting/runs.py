@@ -273,7 +273,7 @@ def _val(v: Any) -> str:
 
 def tuning_markdown(tuning: dict[str, Any]) -> str:
     """The "Tuning" section of a tuned suite's table and report, from ``tune/tuning.json``
-    (:func:`proxgt.tuning.resolve_tuning`): per series the grid, each pilot's final value ("diverged" or
+    (:func:`proxgt.suites.tuning.resolve_tuning`): per series the grid, each pilot's final value ("diverged" or
     "failed" where it has none), the choice and the pilot cost, plus the total cost of all pilots."""
     metric = tuning.get("metric", "grad_mapping_sq")
     series = tuning.get("series", [])

@@ -100,8 +100,7 @@ def summarize(rows: list[dict[str, float]], spec: Any, status: str = "ok", messa
     best = min((r["grad_mapping_sq"] for r in rows), default=math.nan)
     # a differentially private run: the final per-node epsilon at dp_delta (the last row is the last iteration)
     privacy = {"epsilon": last["epsilon"], "dp_delta": spec.privacy.delta, "dp_noise": spec.privacy.noise,
-               "dp_clip": spec.privacy.clip} if getattr(spec, "privacy", None) is not None and "epsilon" in last \
-        else {}
+               "dp_clip": spec.privacy.clip} if spec.privacy is not None and "epsilon" in last else {}
     return {
         "status": status,
         "message": message,
