@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from proxgt._io import read_metrics_csv
-from proxgt.cli._launch import launch
+from proxgt.executors.launch.launcher import launch
 
 from .launching import captured as _captured
 from .launching import deadline as _deadline
