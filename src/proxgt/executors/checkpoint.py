@@ -271,20 +271,20 @@ def find_checkpoint(run_dir: str | Path, *, warn: bool = True, at: int | None = 
             f"no complete checkpoint under {root} "
             "(was the run started with --checkpoint-every N and did it reach iteration N?)"
         )
-    bad: list[str] = []
+    bad: list[tuple[int, str]] = []
     for t, d, w in candidates:
         try:
             for r in range(w):
                 read_checkpoint_file(d / f"rank{r}.pt", t=t, world=w, rank=r)
         except UnusableCheckpoint as exc:
-            bad.append(str(exc))
-            if warn:
-                older = next((c[0] for c in candidates if c[0] < t), None)
-                then = f"; falling back to the checkpoint at iteration {older}" if older is not None else ""
-                warnings.warn(f"{exc}{then}", stacklevel=2)
+            bad.append((t, str(exc)))
             continue
+        if warn:  # only once a usable one is found: otherwise the error below says it all, in one line
+            for t_bad, why in bad:
+                older = next(c[0] for c in candidates if c[0] < t_bad)
+                warnings.warn(f"{why}; falling back to the checkpoint at iteration {older}", stacklevel=2)
         return CheckpointFound(t, d, w)
-    raise ProxGTValueError(f"no usable checkpoint under {root}: {bad[0]}" +
+    raise ProxGTValueError(f"no usable checkpoint under {root}: {bad[0][1]}" +
                            (f" (and {len(bad) - 1} older one(s) cannot be used either)" if len(bad) > 1 else ""))
 
 
