@@ -103,6 +103,16 @@ class _Doubling:
     def from_settings(cls, *, n_nodes, local_size, batch=None, big_batch=None, period=None):
         return cls(batch=batch if batch is not None else local_size // n_nodes)
 
+    oracle_calls = frozenset({"minibatch"})
+
+    @property
+    def batch_per_iter(self):
+        return self.batch
+
+    @property
+    def sizes(self):
+        return {"batch": self.batch}
+
     def init(self, oracle, X0):
         return 2 * oracle.grad(X0, oracle.sample(self.batch))
 

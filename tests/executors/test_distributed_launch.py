@@ -4,8 +4,8 @@ One uninterrupted 4-process run (module fixture) is compared with the simulation
 (iterates, counters, measured bytes), then a run whose rank 2 dies is checked to fail everywhere, naming
 rank 2, and to resume from its checkpoint to exactly the uninterrupted run's metrics.
 
-Faults are injected with the ``fault_hook(rank, t)`` of :func:`proxgt.cli._launch.launch`, called in-process:
-the forked workers inherit the hook. The launcher itself is killed in a subprocess.
+Faults are injected with the ``fault_hook(rank, t)`` of :func:`proxgt.executors.launch.launcher.launch`, called
+in-process: the forked workers inherit the hook. The launcher itself is killed in a subprocess.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import pytest
 import proxgt.executors.failures as failures
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
-from proxgt.cli._launch import launch
 from proxgt.executors.checkpoint import latest_checkpoint
 from proxgt.executors.distributed import partition_nodes
+from proxgt.executors.launch.launcher import launch
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology
 

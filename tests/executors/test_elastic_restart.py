@@ -17,7 +17,7 @@ import pytest
 
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
-from proxgt.cli._launch import launch
+from proxgt.executors.launch.launcher import launch
 
 from .launching import tiny_classification
 

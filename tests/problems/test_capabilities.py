@@ -21,7 +21,7 @@ from proxgt.problems import (
 from proxgt.problems.nn import MLP, NN_DEFAULT_STEP, LeNet5, TorchModelProblem, build_lenet, build_mlp
 from proxgt.registry import PROBLEMS
 
-CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples")
+CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples", "per_sample_gradients")
 
 
 def _settings(**kw):
@@ -95,6 +95,7 @@ def test_protocol_requires_the_capabilities():
         def predict(self, X, feats): ...
         def init_params(self, generator): ...
         def smoothness(self): ...
+        def clipped_grad_sum(self, X, feats, labels, mask, clip): ...
 
     assert not isinstance(Bare(), Problem)
     for name in CAPABILITIES:

@@ -119,7 +119,7 @@ def test_parallel_jobs(tmp_path):
 def test_gpu_cells_start_their_workers_with_spawn(tmp_path, monkeypatch):
     import multiprocessing as mp
 
-    import proxgt.suites as suites
+    import proxgt.suites.runner as suites
 
     s = load_suite(_write(tmp_path))
     fork = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

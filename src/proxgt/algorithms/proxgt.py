@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import torch
 
 from proxgt._validation import check_choice, check_positive_float
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
+from proxgt.algorithms.base import Capabilities
 from proxgt.estimators import Estimator
 from proxgt.problems.oracle import GradientOracle
 
@@ -62,7 +63,10 @@ class ProxGT:
     step: float
     order: str = "prox-mix"
     name: str = "proxgt"
-    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")

@@ -27,9 +27,21 @@ class Estimator(Protocol):
 
     Attributes:
         name: the registered name (``"sa"``, ``"sr-o"``, ``"sr-e"``, ...).
+        oracle_calls: the kinds of oracle call it makes (``proxgt.problems.oracle.MINIBATCH``, ``PAIR``, ``FULL``).
+        batch_per_iter: fresh samples it draws per node in an ordinary iteration (what ``epochs`` counts).
+        sizes: its resolved sizes by setting name (``batch``, ``big_batch``, ``period``).
     """
 
     name: str
+
+    @property
+    def oracle_calls(self) -> frozenset[str]: ...
+
+    @property
+    def batch_per_iter(self) -> int: ...
+
+    @property
+    def sizes(self) -> dict[str, int]: ...
 
     def init(self, oracle: GradientOracle, X0: torch.Tensor) -> torch.Tensor:
         """V0 at the initial iterates X0 (k, d)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxgt._validation import check_positive_int
+from proxgt.problems.oracle import MINIBATCH
 
 __all__ = ["Minibatch"]
 
@@ -18,6 +19,18 @@ class Minibatch:
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "Minibatch")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({MINIBATCH})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch}
 
     @classmethod
     def from_settings(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from proxgt._validation import check_positive_int
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
 
 __all__ = ["SarahOnline", "SarahFinite"]
 
@@ -37,6 +37,18 @@ class SarahOnline:
         check_positive_int(self.batch, "batch", "SarahOnline")
         check_positive_int(self.big_batch, "big_batch", "SarahOnline")
         check_positive_int(self.period, "period", "SarahOnline")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({MINIBATCH, PAIR})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch, "big_batch": self.big_batch, "period": self.period}
 
     @classmethod
     def from_settings(
@@ -76,6 +88,18 @@ class SarahFinite:
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "SarahFinite")
         check_positive_int(self.period, "period", "SarahFinite")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({FULL, PAIR})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch, "period": self.period}
 
     @classmethod
     def from_settings(

@@ -118,6 +118,8 @@ class DistributedExecutor:
         blocks = partition_nodes(spec.settings.nodes, self.world)
         self.comm = DistributedCommunicator(spec.topology, blocks, self.rank, timeout_s=self.timeout_s,
                                             monitor=self.monitor)
+        if spec.network is not None:
+            self.comm.attach_schedule(spec.network)
         spec.keep_only(self.comm.node_ids)
         return self.comm
 
@@ -180,24 +182,21 @@ class DistributedExecutor:
             ring.append((int(state.t), _copy_state(state), oracle.state_dict(), comm.counter.state_dict(),
                          start_wall))
             self.monitor.iteration = int(state.t) + 1
-        topology, wall = spec.topology, start_wall
-        try:
-            while True:
-                try:
-                    out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=on_row,
-                                   after_iteration=remember, progress=progress, mixer=mixer)
-                    self.monitor.iteration = spec.iters + 1
-                    comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
-                    return out
-                except PeerLost as lost:
-                    state, wall, mixer = self._go_on(lost, spec, comm, oracle, ring, rows, topology, folder)
-        finally:
-            spec.topology = topology
+        current, wall = spec, start_wall  # current: the run on the graph of the surviving nodes
+        while True:
+            try:
+                out = train_fn(current, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                               after_iteration=remember, progress=progress, mixer=mixer)
+                self.monitor.iteration = current.iters + 1
+                comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
+                return out
+            except PeerLost as lost:
+                state, wall, current, mixer = self._go_on(lost, spec, comm, oracle, ring, rows, folder)
 
     def _go_on(self, lost: PeerLost, spec: RunSpec, comm: DistributedCommunicator, oracle: Any,
-               ring: deque, rows: list[dict[str, float]], topology: Any, folder: Any) -> tuple[Any, float, Any]:
+               ring: deque, rows: list[dict[str, float]], folder: Any) -> tuple[Any, float, RunSpec, Any]:
         """Agree on the survivors, re-form the group on the surviving graph and return the state to go on from,
-        its wall time and the mixer of the surviving graph."""
+        its wall time, the run on the surviving graph (``spec`` itself is left as built) and its mixer."""
         from proxgt.mixing.compressed import make_mixer
         from proxgt.topology import Topology
 
@@ -206,6 +205,7 @@ class DistributedExecutor:
         self.can_checkpoint = False
         T = verdict.iteration
         nodes = sorted(i for r in verdict.survivors for i in comm.blocks[r])
+        topology = spec.topology
         sub = topology.graph.subgraph(nodes)
         parts = sorted(sorted(int(i) for i in c) for c in nx.connected_components(sub))
         if len(parts) > 1:
@@ -224,7 +224,8 @@ class DistributedExecutor:
         oracle.load_state_dict(snap[2])
         comm.counter.load_state_dict(snap[3])  # the counts after T - 1; then the surviving degrees from T on
         comm.drop_ranks(verdict.survivors, topology.graph)
-        spec.topology = Topology.from_graph(sub, "metropolis", name=f"{topology.name} (surviving)")
+        survived = dataclasses.replace(spec, topology=Topology.from_graph(sub, "metropolis",
+                                                                         name=f"{topology.name} (surviving)"))
         # a row of iteration >= T was logged only if the lost process died in that row's all_reduce after some
         # survivors had their result: it is logged again, over the survivors
         keep = next((k for k, r in enumerate(rows) if r["iter"] >= T), len(rows))
@@ -235,9 +236,9 @@ class DistributedExecutor:
                 writer.start_metrics(list(rows[0]), rows)
         if self.rank == comm.members[0] and writer is None and spec.settings.out:
             self._take_over_folder(spec.settings.out, rows)
-        mixer = make_mixer(comm, spec)  # with the surviving graph's lambda
+        mixer = make_mixer(comm, survived)  # with the surviving graph's lambda
         st = spec.algorithm.init(snap[1].x, oracle, mixer)
-        return st._replace(t=T - 1), float(snap[4]), mixer
+        return st._replace(t=T - 1), float(snap[4]), survived, mixer
 
     def _regroup(self, verdict: Verdict) -> None:
         """A new default process group of the survivors (lowest surviving rank first)."""

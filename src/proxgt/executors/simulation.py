@@ -9,7 +9,7 @@ import torch
 
 from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.mixing import SimulatedCommunicator
-from proxgt.mixing.dynamic import DynamicCommunicator, network_schedule
+from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 
@@ -19,10 +19,9 @@ __all__ = ["SimulationExecutor", "run_simulation", "simulated_communicator"]
 def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
     """W @ Z per round on a reliable static graph (the fast path); the round matrices of the run's
     :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph."""
-    schedule = network_schedule(spec)
-    if schedule is None:
+    if spec.network is None:
         return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
-    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, schedule)
+    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
 
 
 class SimulationExecutor:

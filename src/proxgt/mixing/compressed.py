@@ -34,7 +34,9 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
+from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
            "make_mixer", "uses_compressed_gossip"]
@@ -65,12 +67,10 @@ class CompressedMixer:
         seed: the run seed (the random operators' per-node generators derive from it).
     """
 
-    def __init__(self, comm: Any, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
+    def __init__(self, comm: PayloadGossip, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
                  schedule: list[tuple[float, float]] | None = None):
         if not 0.0 < gamma <= 1.0:
             raise ProxGTValueError(f"the consensus step must be in (0, 1]; got {gamma}")
-        if not (hasattr(comm, "share") and hasattr(comm, "mix_shared")):
-            raise ProxGTValueError(f"{type(comm).__name__} cannot send compressed payloads (no share/mix_shared)")
         self.comm = comm
         self.compressor = compressor
         self.gamma = float(gamma)
@@ -143,18 +143,10 @@ class CompressedMixer:
         return Zf.reshape(Z.shape)
 
 
-def _time_varying() -> tuple[str, ...]:
-    try:
-        from proxgt.mixing.dynamic import TIME_VARYING
-    except ImportError:  # pragma: no cover - a tree without time-varying graphs
-        return ()
-    return tuple(TIME_VARYING)
-
-
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
     """Whether a run mixes with :class:`CompressedMixer`: ``compress`` is set, or the algorithm is defined with
     compressed gossip (CDProxSGT, whose ``none`` form is DProxSGT run through public copies)."""
-    return cfg.compress != "none" or bool(getattr(algorithm, "COMPRESSED_GOSSIP", False))
+    return cfg.compress != "none" or algorithm.capabilities.compressed_gossip
 
 
 def consensus_step_for(cfg: Any) -> float:
@@ -180,13 +172,14 @@ def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
                                    "set compress (--compress) too, or drop it")
         return None
     name = cfg.algorithm
-    if not getattr(algorithm, "GOSSIP_CHANNELS", None):
-        raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes, so it cannot run with compressed "
-                               "gossip (--compress); use proxgt-sa, proxgt-sr-o, proxgt-sr-e, dproxsgt or cdproxsgt")
-    if getattr(cfg, "link_failure", 0.0) or getattr(cfg, "node_dropout", 0.0) or cfg.topology in _time_varying():
+    if not algorithm.capabilities.compressible:
+        raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes (Capabilities.gossip_keys), so it "
+                               "cannot run with compressed gossip (--compress); use proxgt-sa, proxgt-sr-o, "
+                               "proxgt-sr-e, dproxsgt or cdproxsgt")
+    if cfg.link_failure or cfg.node_dropout or TIME_VARYING in TOPOLOGIES.traits(cfg.topology):
         raise ProxGTValueError("compressed gossip runs on a fixed, reliable graph; drop --compress, or "
                                "--link-failure/--node-dropout and time-varying topologies")
-    if getattr(cfg, "on_failure", "abort") != "abort":
+    if cfg.on_failure != "abort":
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
     return consensus_step_for(cfg)

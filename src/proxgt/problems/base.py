@@ -33,6 +33,7 @@ class Problem(Protocol):
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
         metrics_samples: if set, the logged training metrics use a fixed subsample of this many samples per
             node (see :mod:`proxgt.metrics`); None: all local data.
+        per_sample_gradients: whether :meth:`clipped_grad_sum` is available (differential privacy needs it).
     """
 
     dim: int
@@ -42,6 +43,7 @@ class Problem(Protocol):
     density_mask: torch.Tensor | None
     chunk_size: int | None
     metrics_samples: int | None
+    per_sample_gradients: bool
 
     def loss_grad(
         self,
@@ -72,4 +74,10 @@ class Problem(Protocol):
         """The step for ``step = "auto"`` when ``smoothness()`` is None, for a run whose gradient estimator is
         ``estimator`` (``"sa"``, ``"sr-o"``, ...; None for methods without a registered one); None: the run's
         own fallback."""
+        ...
+
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        """``sum_j mask_ij clip_C(grad l(X[i]; feats[i, j], labels[i, j]))`` (k, d): every per-sample gradient
+        clipped to norm ``clip`` before the sum, no penalty term (only where ``per_sample_gradients``)."""
         ...

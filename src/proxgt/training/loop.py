@@ -13,7 +13,7 @@ from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
 from proxgt.mixing.compressed import make_mixer
-from proxgt.mixing.dynamic import keep_inactive_rows, network_schedule
+from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["compute_settings", "train"]
@@ -117,12 +117,9 @@ def train(
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
     # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
-    schedule = network_schedule(spec)
-    begin_iteration = None
-    if schedule is not None:
-        if getattr(comm, "schedule", None) is None:
-            comm.attach_schedule(schedule)
-        begin_iteration = comm.begin_iteration
+    schedule = spec.network
+    # the executor made a communicator that follows it (proxgt.mixing.communicator.Scheduled)
+    begin_iteration = comm.begin_iteration if schedule is not None else None
     dropout = schedule is not None and schedule.dynamic_nodes
     if state is None:
         t0 = time.perf_counter()

@@ -25,7 +25,8 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import ProxGTValueError
-from proxgt.algorithms._parts import Mix, prox_step
+from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Estimator, Minibatch, make_estimator
 from proxgt.problems.oracle import GradientOracle
@@ -48,6 +49,10 @@ class CentralProxSGD:
     step: float
     name: str = "central-prox-sgd"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
+
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
         X = x0.clone()
         return CentralState(x=X, v=self.estimator.init(oracle, X), t=0)
@@ -65,6 +70,10 @@ class CentralProxSARAH:
     step: float
     gamma: float = 1.0
     name: str = "central-proxsarah"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:

@@ -54,7 +54,8 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -92,6 +93,10 @@ class _DASABase:
     n_nodes: int
     alpha: float = 1.0
     schedule: str = "diminishing"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     def __post_init__(self) -> None:
         cls = type(self).__name__

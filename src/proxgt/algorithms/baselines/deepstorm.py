@@ -70,8 +70,9 @@ import torch
 
 from proxgt._validation import check_choice, check_positive_float, check_positive_int
 from proxgt.algorithms._parts import Mix, prox_step, track
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
 
@@ -112,6 +113,13 @@ class DeepStorm:
     @property
     def step(self) -> float:
         return self.schedule.a0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # v2 draws one batch B (used at two points), v1 also a second, independent batch B'
+        calls = {FULL, PAIR} | ({MINIBATCH} if self.version == 1 else set())
+        fresh = self.batch * (2 if self.version == 1 else 1)
+        return Capabilities(oracle_calls=frozenset(calls), batch_per_iter=fresh, sizes={"batch": self.batch})
 
     def beta_at(self, t: int) -> float:
         """beta_t = min(1, 1 - a_t+1 / a_t + beta0 a_t+1^2) (for a constant schedule: beta0 a^2)."""

@@ -37,7 +37,8 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import check_positive_float
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -60,7 +61,10 @@ class DProxSGT:
     regularizer: object
     step: float
     name: str = "dproxsgt"
-    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "DProxSGT")

@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix
+from proxgt.algorithms._parts import Mix, estimator_capabilities
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -42,6 +43,10 @@ class ProxDSGD:
     regularizer: object
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgd"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     @property
     def step(self) -> float:

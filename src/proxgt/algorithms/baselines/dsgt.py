@@ -44,7 +44,8 @@ from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix, mix_owned
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
@@ -67,6 +68,10 @@ class ProxDSGT:
     regularizer: object
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgt"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     @property
     def step(self) -> float:

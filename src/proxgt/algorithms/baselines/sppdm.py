@@ -80,10 +80,11 @@ from typing import NamedTuple
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_float
-from proxgt.algorithms._parts import Mix
+from proxgt.algorithms._parts import Mix, estimator_capabilities
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import FULL, GradientOracle
 
 __all__ = ["SPPDM", "SPPDMState", "MOMENTUM"]
 
@@ -114,6 +115,10 @@ class SPPDM:
     momentum: str = "nesterov"
     eta: float = 0.8
     name: str = "sppdm"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator, extra_calls=frozenset({FULL}))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "SPPDM")

@@ -1,10 +1,10 @@
-"""One process of a distributed run: ``python -m proxgt.worker <run flags>``, started by torchrun or
+"""One process of a distributed run: ``python -m proxgt.executors.launch.worker <run flags>``, started by torchrun or
 ``proxgt launch``.
 
 Several machines (each runs the same command; the rendezvous of torchrun connects them)::
 
     torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --rdzv-endpoint HOST0:29500 \\
-        -m proxgt.worker --nodes 16 --data a9a-synthetic --out runs/dist --timeout 60
+        -m proxgt.executors.launch.worker --nodes 16 --data a9a-synthetic --out runs/dist --timeout 60
 
 The worker reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment (torchrun sets them),
 hosts the block of nodes of its rank, and rank 0 writes the run folder. Exit codes: 0 ok, 1 another rank (or
@@ -32,7 +32,7 @@ def build_worker_parser() -> argparse.ArgumentParser:
     from proxgt.cli._run import add_folder_flags
     from proxgt.cli.flags import add_setting_flags
 
-    p = argparse.ArgumentParser(prog="python -m proxgt.worker",
+    p = argparse.ArgumentParser(prog="python -m proxgt.executors.launch.worker",
                                 description="One process of a distributed proxgt run (see 'proxgt launch').")
     add_setting_flags(p)
     add_folder_flags(p)
@@ -148,7 +148,8 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     if args.resume:
         # what the first attempt began goes on: an extension left the folder unfinished (or had not started yet,
         # then it is planned again); a start-over by hand starts over until its run is under way
-        overrides = {k: getattr(args, k) for k in RESUMABLE if getattr(args, k, None) is not None}
+        given = vars(args)
+        overrides = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
         again = bool(args.overwrite) and (Path(args.resume) / "summary.json").exists()
         return str(args.resume), overrides, None, again
     cfg = config_from_args(args)
