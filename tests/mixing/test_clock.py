@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from tests.executors.resuming import stopped_and_resumed
 
 from proxgt.cli import main
 from proxgt.delays import Delay
@@ -14,7 +15,6 @@ from proxgt.executors.simulation import run_simulation, simulated_communicator
 from proxgt.mixing.clock import ClockProfile, DelayTable, VirtualClock, refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import build_run
-from tests.executors.resuming import stopped_and_resumed
 
 FAST = {"data": "breast_cancer", "nodes": 6, "topology": "ring", "iters": 12, "log_every": 4, "dtype": "float64",
         "algorithm": "proxgt-sa", "batch": 4, "rounds": 2, "mixing": "plain"}
