@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
+from proxgt.mixing.communicator import Clocked
 from proxgt.mixing.compressed import make_mixer
 from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
@@ -111,8 +112,12 @@ def train(
     node_ids = list(comm.node_ids)
     # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
     mixer = make_mixer(comm, spec) if mixer is None else mixer
+    # the virtual clock (clock settings, simulator only): compute is charged from this oracle's gradient counts
+    clock = cast(Clocked, comm).clock if spec.clock is not None else None
+    if clock is not None:
+        clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
-                               density_mask=spec.problem.density_mask)
+                               density_mask=spec.problem.density_mask, clock=clock)
     alg = spec.algorithm
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
