@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -144,6 +145,13 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         if live is not None and (writer is not None or (not out and rank == 0)):  # the writing process only
             live.add_row(row)
 
+    def on_nodes(node_rows: list[dict[str, float]]) -> None:  # per-site results (local_test_fraction)
+        writer = folder if folder is not None else getattr(executor, "folder", None)
+        if writer is not None:
+            writer.add_node_rows(node_rows)
+
+    loop = partial(train, on_nodes=on_nodes) if spec.local_test is not None else train
+
     ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) \
         if out and spec.settings.checkpoint_every else None
 
@@ -163,11 +171,11 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
             # an executor may wrap the loop (the distributed one, to go on after a lost process)
             run = getattr(executor, "train", None)
             if run is not None:
-                state, metrics = run(train, spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                state, metrics = run(loop, spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
                                      after_iteration=after_iteration, progress=progress and rank == 0, rows=rows,
                                      folder=folder)
             else:
-                state, metrics = train(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                state, metrics = loop(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
                                        after_iteration=after_iteration, progress=progress and rank == 0)
     except DivergenceError as exc:
         if folder is not None:
