@@ -137,6 +137,13 @@ def write_report(
         lines += [tuning_markdown(tuning)]
     for name in pngs:
         lines += [f"![{name}]({name})", ""]
+    from proxgt.reporting.per_node import per_node_markdown, plot_per_node
+
+    sites = per_node_markdown(series)  # runs with local test data: every site's result, the worst named
+    if sites is not None:
+        lines += [sites]
+        if plot_per_node(series, out / "per-node.png", title=f"{title}: final local test results per node"):
+            lines += ["![per-node.png](per-node.png)", ""]
     from proxgt.reporting.tradeoff import write_tradeoff
 
     tradeoff = write_tradeoff(root, out, records=records)  # an l1 sweep: density vs accuracy (None otherwise)
