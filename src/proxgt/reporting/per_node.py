@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from proxgt._io import atomic_write_with, read_metrics_csv
+from proxgt._io import read_metrics_csv
 
 __all__ = ["final_per_node", "per_node_markdown", "plot_per_node", "worst_node"]
 
@@ -97,10 +97,9 @@ def plot_per_node(series: dict[str, Sequence[Any]], path: str | Path, *, title: 
     """A bar chart per series (one panel each, at most 12): every node's final local measure, the average model
     beside the node's own model, with the mean over nodes as a line and the worst node marked. False (nothing
     written) when no series has per-node results."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from proxgt.reporting.curves import save_figure
 
     panels = []
     for label, recs in series.items():
@@ -113,7 +112,8 @@ def plot_per_node(series: dict[str, Sequence[Any]], path: str | Path, *, title: 
         return False
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows + 0.6), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows + 0.6))
+    axs = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (label, per_node) in zip(axs.flat, panels, strict=False):
         m = _measure(per_node)
         nodes = list(per_node)
@@ -138,6 +138,5 @@ def plot_per_node(series: dict[str, Sequence[Any]], path: str | Path, *, title: 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
     return True
