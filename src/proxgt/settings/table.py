@@ -108,6 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards", "pairs")),
             "how samples are dealt to nodes (sorted, dirichlet, shards and pairs skew labels)"),
     Setting("alpha", "data", 0.5, Float(0.0, low_open=True), "Dirichlet concentration for split = dirichlet"),
+    Setting("local_test_fraction", "data", None, Float(0.0, 1.0, low_open=True),
+            "each node holds out this share of its own samples and the run logs, per node, accuracy and loss of the "
+            "average and of its own model on them (per_node.csv; docs/per-site-results.md)", metavar="F"),
     # ------------------------------------------------------------------ graph
     Setting("nodes", "graph", 16, Int(1), "number of nodes n"),
     Setting("topology", "graph", "ring", Registered("TOPOLOGIES"), "graph family"),
