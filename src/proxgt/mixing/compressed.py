@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.asynchrony import async_network
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
 from proxgt.mixing.running_sums import running_sum_mixer
@@ -190,6 +191,8 @@ def make_mixer(comm: Any, spec: Any) -> Any:
     """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip,
     :class:`~proxgt.mixing.running_sums.RunningSumMixer` when messages may be lost, else :class:`Mixer` with the
     run's kind and rounds."""
+    if spec.settings.asynchronous:  # nodes on their own clocks (proxgt.mixing.asynchrony)
+        return async_network(comm, spec)
     if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
         return running_sum_mixer(comm, spec)
     if not uses_compressed_gossip(spec.settings, spec.algorithm):

@@ -24,6 +24,7 @@ from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._local import hold_out_local, local_test_counts
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.asynchrony import check_async
 from proxgt.mixing.clock import ClockProfile, clock_profile
 from proxgt.mixing.compressed import check_compressed_run
 from proxgt.mixing.dynamic import (
@@ -358,6 +359,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             "or capabilities (see proxgt.algorithms.base.Algorithm)")
     caps: Capabilities = algorithm.capabilities
     check_message_loss(cfg, algorithm, time_varying)
+    check_async(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
     x0 = _initial_point(cfg, problem)
 
