@@ -19,8 +19,8 @@ from proxgt.settings import RunConfig
 from proxgt.training import build_run
 
 # breast_cancer (d = 30) on a 16-node ring: the auto rounds there are Chebyshev's 8, the uncompressed run's
-SMALL = dict(data="breast_cancer", nodes=16, topology="ring", reg="l1", reg_strength=0.01, iters=150, log_every=10, batch=16,
-             seed=3)
+SMALL = dict(data="breast_cancer", nodes=16, topology="ring", reg="l1", reg_strength=0.01, iters=150, log_every=10,
+             batch=16, seed=3)
 #: one spec per shipped operator, at the parameters docs/compression.md uses
 SHIPPED = ("topk:0.1", "randk:0.1", "qsgd:4", "sign", "fp16", "bf16")
 

@@ -13,7 +13,9 @@ The rules (docs/compression.md and docs/unreliable-networks.md give the measurem
   A time-varying family uses plain rounds (its rounds are independent averaging steps; Chebyshev's
   coefficients are those of the expected matrix and carry no guarantee). A static graph with failures or
   dropout takes whichever of plain and Chebyshev (on the failure-free lambda) reaches the target in fewer
-  measured rounds: Chebyshev at moderate failure rates, plain when links fail often.
+  measured rounds: Chebyshev at moderate failure rates, plain when links fail often. Node dropout is left out
+  of the measurement: a node that sits an iteration out cannot be reached by any number of rounds, so rounds
+  are chosen for the links (with dropout alone: the static graph's exact rule).
 * Otherwise Chebyshev with the smallest K whose exact ``||M_K - J||`` reaches ``mix_target``.
 
 A value the user sets is kept; where it is known to be unstable (Chebyshev or fastmix with a lossy operator)
@@ -122,8 +124,9 @@ def _rounds_for(topology: Any, network: NetworkSchedule | None, kind: str, targe
 def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: NetworkSchedule | None, *,
                    compress: str, lossy: bool, target: float, seed: int) -> tuple[str, int]:
     """(mixing kind, rounds) for the settings ``mixing`` and ``rounds`` (either may be ``auto``); see the
-    module docstring for the rules. Node dropout is left out of the choice (:meth:`NetworkSchedule.links_only`). Warns where a given kind is known to be unstable, and where no K up to
-    :data:`AUTO_ROUNDS_CAP` reaches the target (then the cap)."""
+    module docstring for the rules. Node dropout is left out of the choice (:meth:`NetworkSchedule.links_only`).
+    Warns where a given kind is known to be unstable, and where no K up to :data:`AUTO_ROUNDS_CAP` reaches the
+    target (then the cap)."""
     network = network.links_only() if network is not None else None
     if mixing != "auto":
         kinds = [mixing]
