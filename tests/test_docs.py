@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,18 +125,28 @@ def isolate_registries(monkeypatch) -> None:
 def run_blocks(blocks: list[Block], workdir: Path, capsys) -> None:
     """Run ``blocks`` in order with ``workdir`` as the working folder (the caller has chdir'ed there and
     isolated the registries)."""
-    from proxgt.cli.main import main
-
     (workdir / "examples").symlink_to(ROOT / "examples")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
     env["PATH"] = f"{_shim(workdir)}{os.pathsep}{env.get('PATH', '')}"
-    namespace: dict = {"__name__": "__docs__"}
+    # Python blocks run as the body of one module, as a reader's script would: registered in sys.modules (a
+    # dataclass looks its module up) and compiled without this file's __future__ imports.
+    module = types.ModuleType("docs_example")
+    sys.modules[module.__name__] = module
+    try:
+        _run_in_order(blocks, workdir, env, module, capsys)
+    finally:
+        del sys.modules[module.__name__]
+
+
+def _run_in_order(blocks: list[Block], workdir: Path, env: dict[str, str], module: types.ModuleType, capsys) -> None:
+    from proxgt.cli.main import main
+
     for block in blocks:
         check_block(block)
         where = f"{block.page} block {block.index}"
         if block.lang == "python":
-            exec(compile(block.body, where, "exec"), namespace)  # noqa: S102
+            exec(compile(block.body, where, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
             continue
         assert block.lang == "bash", f"{where}: runnable blocks are bash or python, not {block.lang}"
         for command in commands(block.body):

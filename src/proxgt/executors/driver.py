@@ -25,6 +25,7 @@ from proxgt.mixing import Communicator
 from proxgt.mixing.compressed import gossip_state, load_gossip_state
 from proxgt.settings import RESUMABLE, RunConfig
 from proxgt.training import History, RunFolder, RunSpec, build_run, compute_settings, summarize, train
+from proxgt.training.tensorboard import live_log
 
 __all__ = ["Executor", "FaultHook", "RESUMABLE", "drive", "resume_settings"]
 
@@ -133,12 +134,15 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
             sys.stderr.write(f"proxgt: resuming {resume} at iteration {state.t} of {spec.iters} "
                              f"(checkpoint written by {world} process{'es' if world > 1 else ''})\n")
     t_resumed = int(state.t) if state is not None else 0
+    live = live_log(spec.settings, spec.resolved.to_dict(), out)  # --tensorboard: None unless set
 
     def on_row(row: dict[str, float]) -> None:
         rows.append(row)
         writer = folder if folder is not None else getattr(executor, "folder", None)  # taken over (lost rank 0)
         if writer is not None:
             writer.add_row(row)
+        if live is not None and (writer is not None or (not out and rank == 0)):  # the writing process only
+            live.add_row(row)
 
     ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) \
         if out and spec.settings.checkpoint_every else None
@@ -169,6 +173,9 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         if folder is not None:
             folder.write_summary(summarize(rows, spec, status="diverged", message=str(exc)))
         raise
+    finally:
+        if live is not None:
+            live.close()
     elapsed = time.perf_counter() - t_start
     x_all = executor.gather(state.x)
     folder = folder if folder is not None else getattr(executor, "folder", None)

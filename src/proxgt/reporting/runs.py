@@ -50,7 +50,7 @@ __all__ = [
 COMPLETE_STATUSES = ("ok", "diverged")
 COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s")
 # Settings that never name a series (they differ between seeds or are bookkeeping).
-_NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device"}
+_NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device", "tensorboard"}
 
 
 @dataclass
