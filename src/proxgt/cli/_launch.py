@@ -52,6 +52,9 @@ def _handle(args: argparse.Namespace) -> int:
             cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
             args.out = cfg.out
     cfg = cfg.validate()
+    from proxgt.mixing.compressed import check_launchable  # torch: not imported for --help
+
+    check_launchable(cfg)
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")

@@ -49,8 +49,9 @@ from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
+from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
-__all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "consensus_step_for", "gossip_state",
+__all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for", "gossip_state",
            "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
 
 
@@ -289,6 +290,18 @@ def load_gossip_state(comm: Any, state: dict[str, Any] | None) -> None:
                                 "loaded": {k: list(v) for k, v in state["generators"].items()}}
 
 
+_NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "
+                  "in the simulation (proxgt run), not yet with proxgt launch")
+
+
+def check_launchable(cfg: Any) -> None:
+    """Refuse, before any worker starts, what the distributed executor cannot run: ``compress`` together with a
+    changing graph (the per-link public copies of :class:`LinkCompressedMixer` exist in the simulation only)."""
+    changing = cfg.link_failure or cfg.node_dropout or TIME_VARYING in TOPOLOGIES.traits(cfg.topology)
+    if cfg.compress != "none" and changing:
+        raise ProxGTValueError(_NOT_IN_LAUNCH)
+
+
 def make_mixer(comm: Any, spec: Any) -> Any:
     """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip
     (:class:`LinkCompressedMixer` on a changing graph), else :class:`Mixer` with the run's kind and rounds."""
@@ -301,7 +314,6 @@ def make_mixer(comm: Any, spec: Any) -> Any:
     if spec.network is None:
         return CompressedMixer(comm, compressor, gamma, seed=spec.settings.seed, schedule=recurrence)
     if not isinstance(comm, DynamicCommunicator):
-        raise ProxGTValueError("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying "
-                               "topology) runs in the simulation (proxgt run), not yet with proxgt launch")
+        raise ProxGTValueError(_NOT_IN_LAUNCH)
     return LinkCompressedMixer(comm, compressor, gamma, spec.topology.edges, seed=spec.settings.seed,
                                schedule=recurrence)
