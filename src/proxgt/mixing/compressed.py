@@ -51,8 +51,8 @@ from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
-__all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for", "gossip_state",
-           "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
+__all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
+           "gossip_state", "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
 
 
 def _node_generator(seed: int, node: int, key: str) -> torch.Generator:
@@ -117,21 +117,13 @@ class CompressedMixer:
         if key is None:
             raise ProxGTValueError("compressed gossip needs to know which quantity it mixes (mix(Z, key=...)); "
                                    "this algorithm does not say, so it cannot run with --compress")
-        k = Z.shape[0]
-        Zf = Z.reshape(k, -1)
-        d = Zf.shape[1]
+        Zf = Z.reshape(Z.shape[0], -1)
         H = self.public.get(key)
         if H is not None and (H.device != Zf.device or H.dtype != Zf.dtype):  # loaded from a checkpoint
             H = H.to(device=Zf.device, dtype=Zf.dtype)
         prev = Zf
         for alpha, beta in self.schedule:
-            own = H[:k] if H is not None else torch.zeros_like(Zf)
-            shared = self.comm.share(self.compressor.encode(Zf - own, self._gens(key)))
-            Q = self.compressor.decode(shared, d, Zf.dtype)
-            if self.scale(d) != 1.0:
-                Q = Q * self.scale(d)
-            H = Q if H is None else H + Q
-            nxt = Zf + self.gamma * (self.comm.mix_shared(H) - H[:k])  # the compressed stand-in for (W Z)_local
+            nxt, H = self._round(Zf, H, key)
             if alpha != 1.0:
                 nxt = nxt * alpha
             if beta != 0.0:
@@ -139,6 +131,17 @@ class CompressedMixer:
             prev, Zf = Zf, nxt
         self.public[key] = H
         return Zf.reshape(Z.shape)
+
+    def _round(self, Zf: torch.Tensor, H: torch.Tensor | None, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One compressed round: (the stand-in for the local rows of W Z, the public copies after it)."""
+        k, d = Zf.shape
+        own = H[:k] if H is not None else torch.zeros_like(Zf)
+        shared = self.comm.share(self.compressor.encode(Zf - own, self._gens(key)))
+        Q = self.compressor.decode(shared, d, Zf.dtype)
+        if self.scale(d) != 1.0:
+            Q = Q * self.scale(d)
+        H = Q if H is None else H + Q
+        return Zf + self.gamma * (self.comm.mix_shared(H) - H[:k]), H
 
 
 class LinkCompressedMixer(CompressedMixer):
@@ -190,52 +193,34 @@ class LinkCompressedMixer(CompressedMixer):
             raise RuntimeError("a gossip round used a link outside the run's graph")
         return idx
 
-    def __call__(self, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
-        """``rounds`` compressed rounds on ``Z`` (left unmodified) over the links up in each round."""
-        if key is None:
-            raise ProxGTValueError("compressed gossip needs to know which quantity it mixes (mix(Z, key=...)); "
-                                   "this algorithm does not say, so it cannot run with --compress")
-        n = Z.shape[0]
-        Zf = Z.reshape(n, -1)
+    def _round(self, Zf: torch.Tensor, H: torch.Tensor | None, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One round over the links up in it (the class docstring's three lines)."""
         d = Zf.shape[1]
         E = self.links.shape[0]
-        H = self.public.get(key)
-        if H is None:
-            H = Zf.new_zeros((2, 2 * E, d))
-        elif H.device != Zf.device or H.dtype != Zf.dtype:  # loaded from a checkpoint
-            H = H.to(device=Zf.device, dtype=Zf.dtype)
+        rw = self.comm.next_round(self.compressor.payload_bytes(d, Zf.dtype), 1)
+        H = Zf.new_zeros((2, 2 * E, d)) if H is None else H.clone()
+        nxt = Zf.clone()
+        if not rw.edges.size:
+            return nxt, H
+        up = self._up(rw.edges)
+        k = up.size
+        a = torch.as_tensor(self.links[up, 0], device=Zf.device)
+        b = torch.as_tensor(self.links[up, 1], device=Zf.device)
+        rows = torch.as_tensor(np.concatenate([up, up + E]), device=Zf.device)  # a -> b, then b -> a
+        senders = torch.cat([a, b])
         gens = self._gens(key)
-        width = self.compressor.payload_bytes(d, Zf.dtype)
-        prev = Zf
-        for alpha, beta in self.schedule:
-            rw = self.comm.next_round(width, 1)
-            nxt = Zf.clone()
-            if rw.edges.size:
-                up = self._up(rw.edges)
-                a = torch.as_tensor(self.links[up, 0], device=Zf.device)
-                b = torch.as_tensor(self.links[up, 1], device=Zf.device)
-                out_rows = torch.as_tensor(np.concatenate([up, up + E]), device=Zf.device)  # a->b, then b->a
-                senders = torch.cat([a, b])
-                payload = self.compressor.encode(Zf.index_select(0, senders) - H[0].index_select(0, out_rows),
-                                                 None if gens is None else [gens[i] for i in senders.tolist()])
-                Q = self.compressor.decode(payload, d, Zf.dtype)
-                if self.scale(d) != 1.0:
-                    Q = Q * self.scale(d)
-                H = H.clone()
-                H[0].index_add_(0, out_rows, Q)  # the senders' records: the message went through
-                H[1].index_add_(0, out_rows, Q)  # the receivers' copies: the same decoded rows
-                k = up.size
-                w = torch.as_tensor(rw.w, dtype=Zf.dtype, device=Zf.device).unsqueeze(1) * self.gamma
-                # at a: what a knows of b (R[b->a]) minus what b knows of a (S[a->b]); at b the mirror image
-                nxt.index_add_(0, a, w * (H[1, out_rows[k:]] - H[0, out_rows[:k]]))
-                nxt.index_add_(0, b, w * (H[1, out_rows[:k]] - H[0, out_rows[k:]]))
-            if alpha != 1.0:
-                nxt = nxt * alpha
-            if beta != 0.0:
-                nxt = nxt + beta * prev
-            prev, Zf = Zf, nxt
-        self.public[key] = H
-        return Zf.reshape(Z.shape)
+        payload = self.compressor.encode(Zf.index_select(0, senders) - H[0].index_select(0, rows),
+                                         None if gens is None else [gens[i] for i in senders.tolist()])
+        Q = self.compressor.decode(payload, d, Zf.dtype)
+        if self.scale(d) != 1.0:
+            Q = Q * self.scale(d)
+        H[0].index_add_(0, rows, Q)  # the senders' records: the message went through
+        H[1].index_add_(0, rows, Q)  # the receivers' copies: the same decoded rows
+        w = torch.as_tensor(rw.w, dtype=Zf.dtype, device=Zf.device).unsqueeze(1) * self.gamma
+        # at a: what a knows of b (R[b -> a]) minus what b knows of a (S[a -> b]); at b the mirror image
+        nxt.index_add_(0, a, w * (H[1, rows[k:]] - H[0, rows[:k]]))
+        nxt.index_add_(0, b, w * (H[1, rows[:k]] - H[0, rows[k:]]))
+        return nxt, H
 
 
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
