@@ -12,6 +12,8 @@ Columns:
                      then xbar, every sum and mean above (consensus, ifo_per_node, bytes_per_node, f) are over the
                      surviving nodes only (docs/fault-tolerance.md)
     train_accuracy, test_accuracy, test_loss   where the problem is a classification (test: if a test set)
+    sim_time_s       runs with a virtual clock only (node_speed, link_latency or link_bandwidth set): the virtual
+                     seconds at which the logged state exists (proxgt.mixing.clock)
     epsilon          differentially private runs only: the largest per-node epsilon spent so far at dp_delta
                      (every node of the run; Opacus's RDP accountant, see proxgt.privacy)
     density          share of non-zero entries of the proximal point z = prox_{a h}(xbar - a grad f(xbar)) (over
@@ -33,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from proxgt.data._dataset import row_block
-from proxgt.metrics.columns import BASE_COLUMNS, PRIVACY_COLUMNS
+from proxgt.metrics.columns import BASE_COLUMNS, CLOCK_COLUMNS, PRIVACY_COLUMNS
 
 __all__ = ["MetricsEvaluator", "gradient_mapping"]
 
@@ -58,10 +60,11 @@ class MetricsEvaluator:
         test: optional held-out ``Dataset`` evaluated at xbar.
         density_mask: optional bool (d,) of coordinates that count in ``density``.
         test_chunk: test samples per forward pass.
+        clock: the run's virtual clock (:class:`proxgt.mixing.clock.VirtualClock`), or None.
     """
 
     def __init__(self, problem, regularizer, oracle, comm, step: float, test=None, density_mask=None,
-                 test_chunk: int = 8192):
+                 test_chunk: int = 8192, clock=None):
         self.problem, self.reg, self.oracle, self.comm = problem, regularizer, oracle, comm
         sub = problem.metrics_samples
         # the oracle the training metrics evaluate: all local data, or a fixed subsample (module docstring)
@@ -72,6 +75,7 @@ class MetricsEvaluator:
         self.test = test
         self.test_chunk = int(test_chunk)
         self.density_mask = density_mask
+        self.clock = clock
         self._test_X = self._test_y = None
         if test is not None and len(test) > 0:
             self._test_X = test.X.to(device=oracle.device, dtype=oracle.dtype)
@@ -87,6 +91,8 @@ class MetricsEvaluator:
                 cols.append("test_accuracy")
             cols.append("test_loss")
         cols.append("density")
+        if self.clock is not None:
+            cols.extend(CLOCK_COLUMNS)
         if self.oracle.privacy is not None:
             cols.extend(PRIVACY_COLUMNS)
         return cols
@@ -142,6 +148,8 @@ class MetricsEvaluator:
             row["test_loss"] = tloss
         vals = z if self.density_mask is None else z[self.density_mask.to(z.device)]
         row["density"] = float((vals != 0).sum()) / max(1, vals.numel())
+        if self.clock is not None:
+            row["sim_time_s"] = self.clock.now()
         if self.oracle.privacy is not None:
             row["epsilon"] = self.oracle.epsilon()
         return row

@@ -52,7 +52,7 @@ from proxgt.mixing.mixer import Mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
-           "gossip_state", "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
+           "make_mixer", "uses_compressed_gossip"]
 
 
 def _node_generator(seed: int, node: int, key: str) -> torch.Generator:
@@ -85,14 +85,24 @@ class CompressedMixer:
         self.schedule = list(schedule) if schedule is not None else [(1.0, 0.0)] * int(rounds)
         self.rounds = len(self.schedule)
         self.seed = int(seed)
-        # The public copies (key -> (local + received rows, d)) and the random operators' generators are what
-        # each node holds of its neighbours: they live on the communicator, so that a checkpoint of the
-        # communication state (gossip_state / load_gossip_state) carries them and a resumed run goes on exactly.
-        held = comm.__dict__.setdefault("_gossip", {"public": {}, "generators": {}, "loaded": {}})
-        self.public: dict[str, torch.Tensor] = held["public"]
+        # What each node holds of its neighbours: the public copies (key -> (local + received rows, d)) and the
+        # random operators' generators; state_dict / load_state_dict carry them through a checkpoint.
+        self.public: dict[str, torch.Tensor] = {}
         self._scales: dict[int, float] = {}
-        self._generators: dict[str, list[torch.Generator]] = held["generators"]
-        self._loaded: dict[str, list[torch.Tensor]] = held["loaded"]  # generator states from a checkpoint
+        self._generators: dict[str, list[torch.Generator]] = {}
+        self._loaded: dict[str, list[torch.Tensor]] = {}  # generator states from a checkpoint, until first used
+
+    def state_dict(self) -> dict[str, Any]:
+        """The public copies and the generator states (plain tensors, on the CPU), for checkpoints."""
+        gens = {k: [g.get_state() for g in v] for k, v in self._generators.items()}
+        gens.update({k: list(v) for k, v in self._loaded.items() if k not in gens})
+        return {"public": {k: v.detach().to("cpu") for k, v in self.public.items()}, "generators": gens}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back, before the first call: the run goes on exactly as it would have."""
+        self.public = dict(state["public"])
+        self._generators = {}
+        self._loaded = {k: list(v) for k, v in state["generators"].items()}
 
     def _gens(self, key: str) -> list[torch.Generator] | None:
         if not self.compressor.random:
@@ -254,25 +264,6 @@ def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | No
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
     return consensus_step_for(cfg, dim), not make_compressor(cfg.compress).lossless
-
-
-def gossip_state(comm: Any) -> dict[str, Any] | None:
-    """The compressed-gossip state a communicator holds (public copies, generator states), for checkpoints;
-    None when the run does not use compressed gossip."""
-    held = getattr(comm, "_gossip", None)
-    if held is None:
-        return None
-    gens = {k: [g.get_state() for g in v] for k, v in held["generators"].items()}
-    gens.update({k: v for k, v in held["loaded"].items() if k not in gens})
-    return {"public": {k: v.detach().to("cpu") for k, v in held["public"].items()}, "generators": gens}
-
-
-def load_gossip_state(comm: Any, state: dict[str, Any] | None) -> None:
-    """Give ``comm`` the compressed-gossip state of a checkpoint (before the mixer is made)."""
-    if state is None:
-        return
-    comm.__dict__["_gossip"] = {"public": dict(state["public"]), "generators": {},
-                                "loaded": {k: list(v) for k, v in state["generators"].items()}}
 
 
 _NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "

@@ -321,7 +321,7 @@ class DynamicCommunicator(SimulatedCommunicator):
         """Start the next round and count it: every node sends one message of ``width * itemsize`` bytes on
         each of its up links (compressed gossip sends its own payloads and does the arithmetic itself)."""
         rw = self.schedule.round_weights(self._t, self._k, self.counter.rounds)
-        self.counter.record_round(width, itemsize, sent=rw.degrees)
+        self._record_round(width, itemsize, sent=rw.degrees, edges=rw.edges)
         self._k += 1
         return rw
 

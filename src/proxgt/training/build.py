@@ -24,6 +24,7 @@ from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.auto import resolve_gossip
+from proxgt.mixing.clock import ClockProfile, clock_profile
 from proxgt.mixing.compressed import check_compressed_run
 from proxgt.mixing.dynamic import (
     NetworkSchedule,
@@ -91,6 +92,8 @@ class RunSpec:
     #: the round-by-round network (link failures, node dropout, a time-varying graph), built once here and
     #: followed by every executor's communicator; None: a static, reliable graph
     network: NetworkSchedule | None = None
+    #: compute and link times of the simulator's virtual clock (proxgt.mixing.clock); None: no clock settings
+    clock: ClockProfile | None = None
 
     @property
     def step(self) -> float:
@@ -274,6 +277,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     if time_varying:  # the union graph of its rounds, with the expected round matrix as W
         topology = time_varying_topology(topology.name, topology.graph)
         warn_time_varying_mixing(cfg, topology)
+    clock = clock_profile(cfg, topology.n, topology.edges)  # a bad speed or link file fails before the data loads
     hosted = load_node_shard(cfg, shard) if shard is not None else None  # None: not a file it shards
     if hosted is None:
         train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
@@ -352,4 +356,4 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     }
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy, network=network)
+                   privacy=privacy, network=network, clock=clock)
