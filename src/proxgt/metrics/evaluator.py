@@ -36,6 +36,7 @@ import torch
 
 from proxgt.data._dataset import row_block
 from proxgt.metrics.columns import BASE_COLUMNS, CLOCK_COLUMNS, PRIVACY_COLUMNS
+from proxgt.metrics.per_node import LocalTestMetrics
 
 __all__ = ["MetricsEvaluator", "gradient_mapping"]
 
@@ -64,7 +65,7 @@ class MetricsEvaluator:
     """
 
     def __init__(self, problem, regularizer, oracle, comm, step: float, test=None, density_mask=None,
-                 test_chunk: int = 8192, clock=None):
+                 test_chunk: int = 8192, clock=None, local_test=None):
         self.problem, self.reg, self.oracle, self.comm = problem, regularizer, oracle, comm
         sub = problem.metrics_samples
         # the oracle the training metrics evaluate: all local data, or a fixed subsample (module docstring)
@@ -80,6 +81,9 @@ class MetricsEvaluator:
         if test is not None and len(test) > 0:
             self._test_X = test.X.to(device=oracle.device, dtype=oracle.dtype)
             self._test_y = test.y.to(device=oracle.device)
+        # per-site results (local_test_fraction): every node's own held-out data (proxgt.metrics.per_node)
+        self.local = None if local_test is None else LocalTestMetrics(
+            problem, local_test, comm, dtype=oracle.dtype, device=oracle.device, chunk_size=problem.chunk_size)
 
     @property
     def columns(self) -> list[str]:
@@ -95,7 +99,14 @@ class MetricsEvaluator:
             cols.extend(CLOCK_COLUMNS)
         if self.oracle.privacy is not None:
             cols.extend(PRIVACY_COLUMNS)
+        if self.local is not None:
+            cols.extend(self.local.columns)
         return cols
+
+    @property
+    def per_node_rows(self) -> list[dict[str, float]]:
+        """The per-node rows of the last metrics row (per_node.csv); empty without local test data."""
+        return self.local.rows if self.local is not None else []
 
     def _test_metrics(self, xbar: torch.Tensor) -> tuple[float, float]:
         X1 = xbar.unsqueeze(0)
@@ -152,4 +163,6 @@ class MetricsEvaluator:
             row["sim_time_s"] = self.clock.now()
         if self.oracle.privacy is not None:
             row["epsilon"] = self.oracle.epsilon()
+        if self.local is not None:
+            row.update(self.local(X, xbar, t))
         return row

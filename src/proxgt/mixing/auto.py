@@ -16,6 +16,7 @@ The rules (docs/compression.md and docs/unreliable-networks.md give the measurem
   measured rounds: Chebyshev at moderate failure rates, plain when links fail often. Node dropout is left out
   of the measurement: a node that sits an iteration out cannot be reached by any number of rounds, so rounds
   are chosen for the links (with dropout alone: the static graph's exact rule).
+* **Message loss** (running sums, :mod:`proxgt.mixing.running_sums`): plain, with plain gossip's K.
 * Otherwise Chebyshev with the smallest K whose exact ``||M_K - J||`` reaches ``mix_target``.
 
 A value the user sets is kept; where it is known to be unstable (Chebyshev or fastmix with a lossy operator)
@@ -122,18 +123,19 @@ def _rounds_for(topology: Any, network: NetworkSchedule | None, kind: str, targe
 
 
 def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: NetworkSchedule | None, *,
-                   compress: str, lossy: bool, target: float, seed: int) -> tuple[str, int]:
+                   compress: str, lossy: bool, target: float, seed: int, plain_only: bool = False) -> tuple[str, int]:
     """(mixing kind, rounds) for the settings ``mixing`` and ``rounds`` (either may be ``auto``); see the
     module docstring for the rules. Node dropout is left out of the choice (:meth:`NetworkSchedule.links_only`).
     Warns where a given kind is known to be unstable, and where no K up to :data:`AUTO_ROUNDS_CAP` reaches the
-    target (then the cap)."""
+    target (then the cap). ``plain_only`` (messages may be lost: running sums need plain rounds) makes ``auto``
+    plain rounds with plain gossip's K."""
     network = network.links_only() if network is not None else None
     if mixing != "auto":
         kinds = [mixing]
+    elif plain_only or (network is not None and network.family is not None):
+        kinds = ["plain"]
     elif network is None:
         kinds = ["chebyshev"]
-    elif network.family is not None:
-        kinds = ["plain"]
     else:  # a static graph with failures or dropout: whichever kind reaches the target in fewer rounds
         kinds = ["plain", "chebyshev"]
     found = [(k, _rounds_for(topology, network, k, target, seed)) for k in kinds]

@@ -197,15 +197,16 @@ class GradientOracle:
         return None if self.privacy is None else self.privacy.epsilon(self.dp_releases)
 
     # ----------------------------------------------------------------- uncounted (metrics)
-    def full_loss_grad(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full local loss and gradient per node, not counted (used for metrics at logging time)."""
+    def full_loss_grad(self, X: torch.Tensor, *, penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full local loss and gradient per node, not counted (used for metrics at logging time); ``penalty=False``
+        leaves the smooth penalty r(x) out (the data loss alone, as a test loss is reported)."""
         step = self.m_max if not self.chunk_size else int(self.chunk_size)
         loss = grad = None
         for s in range(0, self.m_max, step):
             sl = slice(s, min(self.m_max, s + step))
             w = self._full_weights[:, sl]
             # the smooth penalty r(x) belongs to f_i once, not once per chunk
-            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=s == 0)
+            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=penalty and s == 0)
             if grad is None:  # one chunk (the linear problems): its result, with no (k, d) accumulator beside it
                 loss, grad = (l_c, g_c) if s + step >= self.m_max else (l_c.clone(), g_c.clone())
             else:

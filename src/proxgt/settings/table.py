@@ -108,6 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards", "pairs")),
             "how samples are dealt to nodes (sorted, dirichlet, shards and pairs skew labels)"),
     Setting("alpha", "data", 0.5, Float(0.0, low_open=True), "Dirichlet concentration for split = dirichlet"),
+    Setting("local_test_fraction", "data", None, Float(0.0, 1.0, low_open=True),
+            "each node holds out this share of its own samples and the run logs, per node, accuracy and loss of the "
+            "average and of its own model on them (per_node.csv; docs/per-site-results.md)", metavar="F"),
     # ------------------------------------------------------------------ graph
     Setting("nodes", "graph", 16, Int(1), "number of nodes n"),
     Setting("topology", "graph", "ring", Registered("TOPOLOGIES"), "graph family"),
@@ -124,6 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
             "probability that a link is down in a gossip round (independently per link and round)"),
     Setting("node_dropout", "graph", 0.0, Float(0.0, 1.0),
             "probability that a node sits out an iteration (no gradient, no messages, state kept)"),
+    Setting("message_loss", "graph", 0.0, Float(0.0, 1.0),
+            "probability that a gossip message is lost without its sender knowing (independently per message and "
+            "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "auto", Choice(("auto", "plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K, or auto (plain with lossy compression or a time-varying topology, "

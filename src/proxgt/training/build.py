@@ -21,6 +21,7 @@ from proxgt import __version__
 from proxgt.algorithms.base import Algorithm, Capabilities
 from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
 from proxgt.data._dataset import densify, is_sparse
+from proxgt.data._local import hold_out_local, local_test_counts
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.auto import resolve_gossip
@@ -32,6 +33,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
+from proxgt.mixing.running_sums import check_message_loss
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
 from proxgt.problems.linear import LinearProblem
@@ -94,6 +96,8 @@ class RunSpec:
     network: NetworkSchedule | None = None
     #: compute and link times of the simulator's virtual clock (proxgt.mixing.clock); None: no clock settings
     clock: ClockProfile | None = None
+    #: each node's held-out local test samples (``local_test_fraction``; proxgt.data._local), rows as node_data's
+    local_test: NodeData | None = None
 
     @property
     def step(self) -> float:
@@ -144,6 +148,8 @@ class RunSpec:
     def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:
         """Drop every training sample the nodes ``node_ids`` do not own (a distributed process keeps its shard)."""
         self.node_data = self.node_data.shard(list(node_ids))
+        if self.local_test is not None:
+            self.local_test = self.local_test.shard(list(node_ids))
         self.train = None
 
 
@@ -295,6 +301,11 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     builder = PROBLEMS.get(cfg.problem)
     if SPARSE_FEATURES not in PROBLEMS.traits(cfg.problem):  # e.g. the networks: dense features, refused if too large
         train, test, node_data = _dense_data(train, test, node_data, f"problem = {cfg.problem!r}")
+    local_test, held = None, None
+    if cfg.local_test_fraction is not None:  # each site keeps part of its own samples to test on
+        node_data, local_test = hold_out_local(node_data, cfg.local_test_fraction, cfg.seed)
+        held = local_test_counts(counts, cfg.local_test_fraction)  # every node's, hosted here or not
+        counts = counts - held
     problem: Problem = builder(cfg, train)
     if hosted is not None:
         if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
@@ -322,6 +333,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             f"algorithm {cfg.algorithm!r}: its builder returned a {type(algorithm).__name__}, which lacks init, update "
             "or capabilities (see proxgt.algorithms.base.Algorithm)")
     caps: Capabilities = algorithm.capabilities
+    check_message_loss(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
     x0 = _initial_point(cfg, problem)
 
@@ -329,7 +341,8 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     network = network_schedule(cfg, topology, weights=weights)
     gamma, lossy = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
     mixing, rounds = resolve_gossip(cfg.mixing, cfg.rounds, topology, network, compress=cfg.compress, lossy=lossy,
-                                    target=cfg.mix_target, seed=cfg.seed)
+                                    target=cfg.mix_target, seed=cfg.seed,
+                                    plain_only=float(cfg.message_loss or 0.0) > 0.0)
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "mixing": mixing, "weights": weights}
     if gamma is not None:
         derived["consensus_step"] = gamma
@@ -352,8 +365,9 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         "train_samples": int(counts.sum()),
         "test_samples": 0 if test is None else len(test),
         "local_sizes": [int(c) for c in counts.tolist()],
+        **({"local_test_sizes": [int(c) for c in held.tolist()]} if held is not None else {}),
         **({"smoothness_L": L} if L is not None else {}),
     }
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy, network=network, clock=clock)
+                   privacy=privacy, network=network, clock=clock, local_test=local_test)
