@@ -69,7 +69,7 @@ class CommCounter:
         return float(self.bytes.mean()) if self.degrees.size else 0.0
 
     def state_dict(self) -> dict:
-        state = {"rounds": self.rounds, "units": self.units}
+        state: dict[str, Any] = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
             state.update(unsent_messages=self.unsent_messages.copy(), unsent_bytes=self.unsent_bytes.copy())
         return state

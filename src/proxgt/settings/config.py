@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from proxgt.errors import ProxGTValueError
 from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS
@@ -68,31 +68,41 @@ def flatten(values: dict[str, Any], *, source: str = "config") -> dict[str, Any]
 class _RunConfigMethods:
     """Methods of :class:`RunConfig` (its fields come from the settings table)."""
 
+    if TYPE_CHECKING:
+        # What the type checker sees of the fields make_dataclass adds (below): typed Any by the table, so an
+        # attribute of any setting's name is Any.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+        extra: dict[str, Any]
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [s.name for s in SETTINGS]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> RunConfig:
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Self:
         """Build from a flat or sectioned mapping; keys may use '-' or '_'."""
-        return cls(**flatten(values, source=source))  # type: ignore[return-value]
+        return cls(**flatten(values, source=source))
 
-    def replace(self, **changes: Any) -> RunConfig:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (this one is immutable)."""
         for key in changes:
             if key not in BY_NAME and key != "extra":
                 raise _unknown(key, "replace()")
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
-    def merged(self, overrides: dict[str, Any]) -> RunConfig:
+    def merged(self, overrides: dict[str, Any]) -> Self:
         """A copy with the given values replaced; None values (flags not given) are ignored."""
         return self.replace(**{k.replace("-", "_"): v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         """Flat ``{setting: value}``; ``extra`` only when non-empty."""
         d = {s.name: getattr(self, s.name) for s in SETTINGS}
-        if self.extra:  # type: ignore[attr-defined]
-            d["extra"] = dict(self.extra)  # type: ignore[attr-defined]
+        if self.extra:
+            d["extra"] = dict(self.extra)
         return d
 
     def to_toml_dict(self, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -103,8 +113,8 @@ class _RunConfigMethods:
             if v is None or s.name in skip:
                 continue
             out.setdefault(s.section, {})[s.name] = v
-        if self.extra:  # type: ignore[attr-defined]
-            out["extra"] = dict(self.extra)  # type: ignore[attr-defined]
+        if self.extra:
+            out["extra"] = dict(self.extra)
         return out
 
     def section(self, name: str) -> dict[str, Any]:
@@ -113,11 +123,11 @@ class _RunConfigMethods:
             raise ProxGTValueError(f"unknown section {name!r}; sections: {', '.join(SECTIONS)}")
         return {s.name: getattr(self, s.name) for s in SETTINGS if s.section == name}
 
-    def validate(self) -> RunConfig:
+    def validate(self) -> Self:
         """A checked, normalized copy (``3.0`` -> ``3`` for int settings); raises a one-line ProxGTValueError on
         the first bad setting. This object is not changed."""
         values = {s.name: s.check(getattr(self, s.name)) for s in SETTINGS}
-        extra = self.extra  # type: ignore[attr-defined]
+        extra = self.extra
         if not isinstance(extra, dict):
             raise ProxGTValueError(f"The 'extra' setting must be a table, e.g. [extra.deepstorm] beta = 0.1. "
                                    f"Got {extra!r} instead.")
@@ -133,9 +143,9 @@ class _RunConfigMethods:
             raise ProxGTValueError("weights = 'user' needs the matrix: set weights_file (--weights-file PATH)")
         if device.startswith("cuda"):
             _check_cuda(device)
-        return type(self)(**values, extra=dict(extra))  # type: ignore[return-value]
+        return type(self)(**values, extra=dict(extra))
 
-    def with_absolute_paths(self) -> RunConfig:
+    def with_absolute_paths(self) -> Self:
         """A copy whose file settings are absolute paths, so a config.toml works from any folder."""
         changes: dict[str, Any] = {}
         for name in PATH_SETTINGS:
@@ -144,7 +154,7 @@ class _RunConfigMethods:
                 changes[name] = str(Path(v).expanduser().resolve())
         import proxgt.registry as registry
 
-        data = self.data  # type: ignore[attr-defined]
+        data = self.data
         if data not in registry.DATASETS and Path(data).expanduser().exists():
             changes["data"] = str(Path(data).expanduser().resolve())
         return self.replace(**changes)
@@ -166,13 +176,21 @@ def _check_cuda(device: str) -> None:
         raise ProxGTValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
 
 
-RunConfig = make_dataclass(
-    "RunConfig",
-    [(s.name, Any, field(default=s.default, metadata={"setting": s})) for s in SETTINGS]
-    + [("extra", dict[str, Any], field(default_factory=dict))],
-    bases=(_RunConfigMethods,),
-    frozen=True,
-)
+if TYPE_CHECKING:
+    # The generated class as the type checker sees it: a setting's name on the class is its default (Any).
+    class _Defaults(type):
+        def __getattr__(cls, name: str) -> Any: ...
+
+    class RunConfig(_RunConfigMethods, metaclass=_Defaults): ...
+
+else:
+    RunConfig = make_dataclass(
+        "RunConfig",
+        [(s.name, Any, field(default=s.default, metadata={"setting": s})) for s in SETTINGS]
+        + [("extra", dict[str, Any], field(default_factory=dict))],
+        bases=(_RunConfigMethods,),
+        frozen=True,
+    )
 RunConfig.__module__ = __name__
 RunConfig.__doc__ = (
     "Everything that defines a run, one field per row of :data:`proxgt.settings.SETTINGS` (plus ``extra``, "
