@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 from .test_docs import ROOT, isolate_registries, run_blocks, runnable_blocks
@@ -26,3 +27,12 @@ def test_readme_stays_a_front_page():
     text = README.read_text()
     assert len(text.splitlines()) <= 250
     assert "../" not in text, "the README points outside the repository"
+
+
+def test_readme_links_lead_to_files_in_the_repository():
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links no documentation"
+    for target in local:
+        path = (README.parent / target).resolve()
+        assert path.is_relative_to(ROOT) and path.exists(), f"README links {target}, which is not in the repository"

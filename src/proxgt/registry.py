@@ -45,6 +45,7 @@ __all__ = [
     "DATASETS",
     "TIME_VARYING",
     "SPARSE_FEATURES",
+    "POOLED",
 ]
 
 T = TypeVar("T")
@@ -193,6 +194,8 @@ def _resolve(target: str) -> Any:
 TIME_VARYING = "time-varying"
 #: a problem whose builder accepts sparse (CSR) features as they are (the others get dense features)
 SPARSE_FEATURES = "sparse-features"
+#: a centralized reference: one node on the pooled data, standing in for n nodes in suites (extra.pooled_nodes)
+POOLED = "pooled"
 
 # ---------------------------------------------------------------------------------------------- the tables
 #: builder(ctx: proxgt.run.build.AlgorithmContext) -> algorithm object with init/update
@@ -233,9 +236,9 @@ ALGORITHMS.register("cdproxsgt", "proxgt.algorithms.baselines.cdproxsgt:build",
                     summary="CDProxSGT: DProxSGT with compressed gossip (--compress, --consensus-step)")
 ALGORITHMS.register("prox-dasa", "proxgt.algorithms.baselines.dasa:build_dasa", summary="Prox-DASA")
 ALGORITHMS.register("sppdm", "proxgt.algorithms.baselines.sppdm:build", summary="SPPDM")
-ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd",
+ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd", traits=(POOLED,),
                     summary="centralized prox-SGD on pooled data (nodes = 1)")
-ALGORITHMS.register("central-proxsarah", "proxgt.algorithms.baselines.central:build_sarah",
+ALGORITHMS.register("central-proxsarah", "proxgt.algorithms.baselines.central:build_sarah", traits=(POOLED,),
                     summary="centralized ProxSARAH on pooled data (nodes = 1)")
 
 # --- estimators

@@ -186,13 +186,14 @@ def test_entry_points_register_names_lazily_and_a_broken_one_is_a_one_line_error
     assert "\n" not in msg and "broken-method" in msg and "no_such_module_here" in msg
 
 
-def test_an_entry_point_method_runs_from_the_command_line(tmp_path):
+@pytest.mark.parametrize("command", [["run"], ["launch", "--nprocs", "2", "--timeout", "60"]])
+def test_an_entry_point_method_runs_from_the_command_line_and_in_launch_workers(tmp_path, command):
     _plugin(tmp_path, "proxgt.algorithms", "myplug:build")
     import os
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    proc = subprocess.run([sys.executable, "-m", "proxgt.cli", "run", "--algorithm", "my-method", "--data",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "proxgt.cli", *command, "--algorithm", "my-method", "--data",
                            "breast_cancer", "--nodes", "4", "--iters", "10", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "summary.json").is_file()

@@ -71,7 +71,9 @@ class CommCounter:
     def state_dict(self) -> dict:
         state: dict[str, Any] = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
-            state.update(unsent_messages=self.unsent_messages.copy(), unsent_bytes=self.unsent_bytes.copy())
+            # tensors, not arrays: checkpoints are read back with torch.load(weights_only=True)
+            state.update(unsent_messages=torch.from_numpy(self.unsent_messages.copy()),
+                         unsent_bytes=torch.from_numpy(self.unsent_bytes.copy()))
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -266,7 +266,8 @@ class GradientOracle:
 
     # ----------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        state = {"ifo": self.ifo.copy(), "generators": [g.get_state() for g in self.generators]}
+        # plain tensors and numbers only: checkpoints are read back with torch.load(weights_only=True)
+        state = {"ifo": torch.from_numpy(self.ifo.copy()), "generators": [g.get_state() for g in self.generators]}
         if self.privacy is not None:
             state["dp_releases"] = dict(self.dp_releases)
             state["noise_generators"] = [g.get_state() for g in self.noise_generators]

@@ -187,8 +187,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-#: settings a resumed run may change; every other one comes from its checkpoint
-RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s", "on_failure", "tensorboard")
+#: settings a resumed run may change; every other one comes from its checkpoint (a larger ``iters`` extends a
+#: finished run: proxgt.executors.driver.plan_resume)
+RESUMABLE: tuple[str, ...] = ("iters", "checkpoint_every", "timeout_s", "on_failure", "tensorboard")
 #: settings that hold a path, recorded absolute in a run's config.toml
 PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, PathValue))
 

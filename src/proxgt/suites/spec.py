@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._validation import ProxGTValueError
+from proxgt.registry import ALGORITHMS, POOLED
 from proxgt.settings import RunConfig, read_toml
 from proxgt.suites.cells import (
     _GRAPH_KEYS,
@@ -25,17 +26,18 @@ __all__ = ["load_suite", "pooled_config"]
 
 
 def pooled_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A centralized-reference cell of n nodes turned into its pooled run (nodes = 1, batches x n)."""
+    """A centralized-reference cell of n nodes (an algorithm registered with the ``pooled`` trait) turned into its
+    pooled run: nodes = 1, given batches x n, ``extra.pooled_nodes = n`` (the algorithm scales its own default
+    batch by it)."""
     n = int(cfg.get("nodes", RunConfig.nodes))
-    if not str(cfg.get("algorithm", "")).startswith("central-") or n <= 1:
+    name = cfg.get("algorithm")
+    if name not in ALGORITHMS or POOLED not in ALGORITHMS.traits(name) or n <= 1:
         return cfg
     out = dict(cfg)
     out["nodes"] = 1
     out["topology"] = "complete"
     batch = cfg.get("batch")
-    if out["algorithm"] == "central-prox-sgd":
-        out["batch"] = n * (32 if batch is None else int(batch))
-    elif batch is not None:
+    if batch is not None:
         out["batch"] = n * int(batch)
     if cfg.get("big_batch") is not None:
         out["big_batch"] = n * int(cfg["big_batch"])

@@ -139,6 +139,12 @@ class RunFolder:
             else:
                 p.unlink()
 
+    def reopen(self) -> None:
+        """The run in the folder goes on (resumed, or extended past its end): remove its results (summary.json,
+        final.npz), so that the folder holds an unfinished run until the run writes them again."""
+        for name in ("summary.json", "final.npz"):
+            (self.path / name).unlink(missing_ok=True)
+
     def close(self) -> None:
         """Release the lock (the lock file stays; it is empty)."""
         if self._lock_fh is not None:

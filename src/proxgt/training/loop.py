@@ -100,15 +100,18 @@ def train(
     on_row: Callable[[dict[str, float]], None] | None = None,
     after_iteration: Callable[[Any, float], None] | None = None,
     progress: bool = False,
+    mixer: Any = None,
 ) -> tuple[Any, MetricsEvaluator]:
     """Run ``spec``'s algorithm to ``spec.iters`` iterations on the rows ``comm.node_ids``.
 
     ``state`` resumes a run (``None`` starts at x0 and logs row 0); ``on_row`` receives each metrics row as it
     is logged; ``after_iteration(state, wall_s)`` runs after every iteration. Raises DivergenceError when the
-    iterates stop being finite (the rows logged so far were already passed on).
+    iterates stop being finite (the rows logged so far were already passed on). ``mixer`` is the run's mixing
+    operator (default :func:`~proxgt.mixing.compressed.make_mixer`; the driver passes its own, to checkpoint it).
     """
     node_ids = list(comm.node_ids)
-    mixer = make_mixer(comm, spec)  # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    mixer = make_mixer(comm, spec) if mixer is None else mixer
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
                                density_mask=spec.problem.density_mask)
     alg = spec.algorithm

@@ -101,7 +101,10 @@ def _check_pooled(ctx, name: str) -> None:
 
 def build_sgd(ctx) -> CentralProxSGD:
     _check_pooled(ctx, "central-prox-sgd")
-    return CentralProxSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)
+    # standing in for n nodes (extra.pooled_nodes): the pooled batch of n nodes of SA's default batch
+    pooled = int(ctx.cfg.extra.get("pooled_nodes", 1))
+    batch = sa_batch(ctx) if ctx.cfg.batch is not None else pooled * sa_batch(ctx)
+    return CentralProxSGD(Minibatch(batch), ctx.regularizer, ctx.step)
 
 
 def build_sarah(ctx) -> CentralProxSARAH:
