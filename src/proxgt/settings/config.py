@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import field, make_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxgt.errors import ProxGTValueError
 from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS
@@ -65,12 +65,23 @@ def flatten(values: dict[str, Any], *, source: str = "config") -> dict[str, Any]
     return flat
 
 
-class _RunConfigMethods:
-    """Methods of :class:`RunConfig` (its fields come from the settings table)."""
+if TYPE_CHECKING:
+    class _Settings(type):
+        def __getattr__(cls, name: str) -> Any:  # RunConfig.<setting>: the setting's default
+            ...
+else:
+    _Settings = type
+
+
+class RunConfig(metaclass=_Settings):
+    """Everything that defines a run, one field per row of :data:`proxgt.settings.SETTINGS` (plus ``extra``,
+    method-specific tables such as ``extra['deepstorm'] = {'beta': 0.1}``). Immutable: use :meth:`replace`.
+
+    A frozen dataclass whose fields are added from the table when this module loads; on the class, a setting's
+    name gives its default (``RunConfig.nodes``)."""
 
     if TYPE_CHECKING:
-        # What the type checker sees of the fields make_dataclass adds (below): typed Any by the table, so an
-        # attribute of any setting's name is Any.
+        # What the type checker sees of the fields added from the table: each is typed Any there.
         __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
         extra: dict[str, Any]
 
@@ -83,18 +94,18 @@ class _RunConfigMethods:
         return [s.name for s in SETTINGS]
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> Self:
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> RunConfig:
         """Build from a flat or sectioned mapping; keys may use '-' or '_'."""
         return cls(**flatten(values, source=source))
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (this one is immutable)."""
         for key in changes:
             if key not in BY_NAME and key != "extra":
                 raise _unknown(key, "replace()")
         return dataclasses.replace(self, **changes)
 
-    def merged(self, overrides: dict[str, Any]) -> Self:
+    def merged(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with the given values replaced; None values (flags not given) are ignored."""
         return self.replace(**{k.replace("-", "_"): v for k, v in overrides.items() if v is not None})
 
@@ -123,7 +134,7 @@ class _RunConfigMethods:
             raise ProxGTValueError(f"unknown section {name!r}; sections: {', '.join(SECTIONS)}")
         return {s.name: getattr(self, s.name) for s in SETTINGS if s.section == name}
 
-    def validate(self) -> Self:
+    def validate(self) -> RunConfig:
         """A checked, normalized copy (``3.0`` -> ``3`` for int settings); raises a one-line ProxGTValueError on
         the first bad setting. This object is not changed."""
         values = {s.name: s.check(getattr(self, s.name)) for s in SETTINGS}
@@ -145,7 +156,7 @@ class _RunConfigMethods:
             _check_cuda(device)
         return type(self)(**values, extra=dict(extra))
 
-    def with_absolute_paths(self) -> Self:
+    def with_absolute_paths(self) -> RunConfig:
         """A copy whose file settings are absolute paths, so a config.toml works from any folder."""
         changes: dict[str, Any] = {}
         for name in PATH_SETTINGS:
@@ -176,26 +187,17 @@ def _check_cuda(device: str) -> None:
         raise ProxGTValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
 
 
-if TYPE_CHECKING:
-    # The generated class as the type checker sees it: a setting's name on the class is its default (Any).
-    class _Defaults(type):
-        def __getattr__(cls, name: str) -> Any: ...
+def _add_fields(cls: type[RunConfig]) -> None:
+    """Make ``cls`` the frozen dataclass of the settings table: one field per setting (typed Any, the setting in
+    its metadata), then ``extra``."""
+    cls.__annotations__ = {s.name: Any for s in SETTINGS} | {"extra": dict[str, Any]}
+    for s in SETTINGS:
+        setattr(cls, s.name, field(default=s.default, metadata={"setting": s}))
+    cls.extra = field(default_factory=dict)  # dataclass() turns it into the field
+    dataclass(frozen=True)(cls)
 
-    class RunConfig(_RunConfigMethods, metaclass=_Defaults): ...
 
-else:
-    RunConfig = make_dataclass(
-        "RunConfig",
-        [(s.name, Any, field(default=s.default, metadata={"setting": s})) for s in SETTINGS]
-        + [("extra", dict[str, Any], field(default_factory=dict))],
-        bases=(_RunConfigMethods,),
-        frozen=True,
-    )
-RunConfig.__module__ = __name__
-RunConfig.__doc__ = (
-    "Everything that defines a run, one field per row of :data:`proxgt.settings.SETTINGS` (plus ``extra``, "
-    "method-specific tables such as ``extra['deepstorm'] = {'beta': 0.1}``). Immutable: use :meth:`replace`."
-)
+_add_fields(RunConfig)
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
