@@ -49,6 +49,7 @@ from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
 from proxgt.mixing import Communicator
+from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 
@@ -116,6 +117,7 @@ class DistributedExecutor:
                             sum_over_processes=_sum_over_processes)
 
     def communicator(self, spec: RunSpec) -> DistributedCommunicator:
+        refuse_on_real_time(spec.settings)
         blocks = partition_nodes(spec.settings.nodes, self.world)
         self.comm = DistributedCommunicator(spec.topology, blocks, self.rank, timeout_s=self.timeout_s,
                                             monitor=self.monitor)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -256,6 +257,13 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         if live is not None and (writer is not None or (not out and rank == 0)):  # the writing process only
             live.add_row(row)
 
+    def on_nodes(node_rows: list[dict[str, float]]) -> None:  # per-site results (local_test_fraction)
+        writer = folder if folder is not None else executor.folder
+        if writer is not None:
+            writer.add_node_rows(node_rows)
+
+    loop = partial(train, on_nodes=on_nodes) if spec.local_test is not None else train
+
     ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) if checkpointing else None
 
     def after_iteration(st: Any, wall: float) -> None:
@@ -272,7 +280,7 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
     t_start = time.perf_counter()
     try:
         with compute_settings(spec.settings.threads):
-            state, metrics = executor.train(train, spec, comm, oracle, state=state, start_wall=start_wall,
+            state, metrics = executor.train(loop, spec, comm, oracle, state=state, start_wall=start_wall,
                                             on_row=on_row, after_iteration=after_iteration,
                                             progress=progress and rank == 0, rows=rows, folder=folder, mixer=mixer)
     except DivergenceError as exc:

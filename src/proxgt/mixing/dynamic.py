@@ -323,7 +323,7 @@ class DynamicCommunicator(SimulatedCommunicator):
     ) -> torch.Tensor:
         """``out = alpha W_{t,k} Z + beta prev`` for this round's matrix W_{t,k}."""
         rw = self.round_weights()
-        self.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=rw.degrees)
+        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=rw.degrees, edges=rw.edges)
         n = Z.shape[0]
         Z2, out2 = Z.reshape(n, -1), out.view(n, -1)
         diag = torch.as_tensor(rw.diag * alpha, dtype=Z.dtype, device=Z.device).unsqueeze(1)

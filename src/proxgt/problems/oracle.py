@@ -199,8 +199,9 @@ class GradientOracle:
         return None if self.privacy is None else self.privacy.epsilon(self.dp_releases)
 
     # ----------------------------------------------------------------- uncounted (metrics)
-    def full_loss_grad(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full local loss and gradient per node, not counted (used for metrics at logging time)."""
+    def full_loss_grad(self, X: torch.Tensor, *, penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full local loss and gradient per node, not counted (used for metrics at logging time); ``penalty=False``
+        leaves the smooth penalty r(x) out (the data loss alone, as a test loss is reported)."""
         step = self.m_max if not self.chunk_size else int(self.chunk_size)
         loss: torch.Tensor | None = None
         grad: torch.Tensor | None = None
@@ -208,7 +209,7 @@ class GradientOracle:
             sl = slice(s, min(self.m_max, s + step))
             w = self._full_weights[:, sl]
             # the smooth penalty r(x) belongs to f_i once, not once per chunk
-            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=s == 0)
+            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=penalty and s == 0)
             if loss is None or grad is None:
                 # the first chunk; when it is the only one (the linear problems), its result as it is, with no
                 # (k, d) accumulator beside it

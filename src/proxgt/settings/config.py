@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxgt.errors import ProxGTValueError
-from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS
+from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS, SPEC_OR_PATH_SETTINGS
 
 __all__ = ["RunConfig", "read_toml", "load_config_file", "flatten"]
 
@@ -162,6 +162,10 @@ class RunConfig(metaclass=_Settings):
         for name in PATH_SETTINGS:
             v = getattr(self, name)
             if v is not None:
+                changes[name] = str(Path(v).expanduser().resolve())
+        for name in SPEC_OR_PATH_SETTINGS:
+            v = getattr(self, name)
+            if isinstance(v, str) and Path(v).expanduser().is_file():
                 changes[name] = str(Path(v).expanduser().resolve())
         import proxgt.registry as registry
 
