@@ -140,7 +140,8 @@ class CompressedMixer:
             if beta != 0.0:
                 nxt = nxt + beta * prev
             prev, Zf = Zf, nxt
-        self.public[key] = H
+        if H is not None:  # None only for a schedule of no rounds
+            self.public[key] = H
         return Zf.reshape(Z.shape)
 
     def _round(self, Zf: torch.Tensor, H: torch.Tensor | None, key: str) -> tuple[torch.Tensor, torch.Tensor]:
