@@ -141,7 +141,12 @@ def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: Netwo
     found = [(k, _rounds_for(topology, network, k, target, seed)) for k in kinds]
     reached = [(r, i) for i, (_, r) in enumerate(found) if r is not None]
     kind, k_auto = found[min(reached)[1]] if reached else found[-1]
-    if k_auto is None and rounds == "auto":
+    if mixing == "auto" and lossy:
+        kind = "plain"  # the rounds stay those of the uncompressed run: bytes shrink by the payload ratio
+    warn_unstable_mixing(kind, compress, lossy)
+    if rounds != "auto":
+        return kind, int(rounds)
+    if k_auto is None:
         warnings.warn(
             f"rounds = auto: {kind} mixing on this graph (lambda = {topology.lam:.7f}) needs more than "
             f"{AUTO_ROUNDS_CAP} rounds to reach ||M_K - J|| <= {target}; using {AUTO_ROUNDS_CAP} "
@@ -149,7 +154,4 @@ def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: Netwo
             stacklevel=3,
         )
         k_auto = AUTO_ROUNDS_CAP
-    if mixing == "auto" and lossy:
-        kind = "plain"  # the rounds stay those of the uncompressed run: bytes shrink by the payload ratio
-    warn_unstable_mixing(kind, compress, lossy)
-    return kind, int(k_auto) if rounds == "auto" else int(rounds)
+    return kind, int(k_auto)
