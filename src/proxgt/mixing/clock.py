@@ -346,8 +346,11 @@ def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
 
 
 def refuse_on_real_time(cfg: Any) -> None:
-    """The distributed executor runs on real time, not on the simulator's clock: a clock setting there is a
-    one-line error rather than a silently ignored one."""
+    """The distributed executor runs on real time and a real network, not on the simulator's clock and loss
+    pattern: a clock setting or ``message_loss`` there is a one-line error rather than a silently ignored one."""
+    if float(cfg.message_loss or 0.0) > 0.0:
+        raise ProxGTValueError("message_loss (--message-loss) simulates lost messages (proxgt run); the distributed "
+                               "executor's messages are real: leave it at 0 with proxgt launch")
     given = [name for name in CLOCK_SETTINGS if getattr(cfg, name) is not None]
     if given:
         flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in given)

@@ -36,6 +36,7 @@ import torch
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
+from proxgt.mixing.running_sums import running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
@@ -186,8 +187,11 @@ def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
 
 
 def make_mixer(comm: Any, spec: Any) -> Any:
-    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip, else
-    :class:`Mixer` with the run's kind and rounds."""
+    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip,
+    :class:`~proxgt.mixing.running_sums.RunningSumMixer` when messages may be lost, else :class:`Mixer` with the
+    run's kind and rounds."""
+    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+        return running_sum_mixer(comm, spec)
     if not uses_compressed_gossip(spec.settings, spec.algorithm):
         return Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
     from proxgt.compression.operators import make_compressor

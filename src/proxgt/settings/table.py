@@ -127,6 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
             "probability that a link is down in a gossip round (independently per link and round)"),
     Setting("node_dropout", "graph", 0.0, Float(0.0, 1.0),
             "probability that a node sits out an iteration (no gradient, no messages, state kept)"),
+    Setting("message_loss", "graph", 0.0, Float(0.0, 1.0),
+            "probability that a gossip message is lost without its sender knowing (independently per message and "
+            "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K"),

@@ -33,6 +33,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
+from proxgt.mixing.running_sums import check_message_loss
 from proxgt.mixing.spectral import rounds_within
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
@@ -356,6 +357,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             f"algorithm {cfg.algorithm!r}: its builder returned a {type(algorithm).__name__}, which lacks init, update "
             "or capabilities (see proxgt.algorithms.base.Algorithm)")
     caps: Capabilities = algorithm.capabilities
+    check_message_loss(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
     x0 = _initial_point(cfg, problem)
 

@@ -64,7 +64,7 @@ class DProxSGT:
 
     @property
     def capabilities(self) -> Capabilities:
-        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "DProxSGT")
