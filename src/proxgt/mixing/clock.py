@@ -120,7 +120,7 @@ class ClockProfile:
 
     def link_index(self, edges: np.ndarray) -> np.ndarray:
         """Positions in :attr:`edges` of the links ``edges`` ((E', 2), i < j)."""
-        keys = edges[:, 0] * self.n + edges[:, 1]
+        keys: np.ndarray = edges[:, 0] * self.n + edges[:, 1]
         idx = np.searchsorted(self._keys, keys)  # type: ignore[attr-defined]
         return idx
 
@@ -188,6 +188,7 @@ class VirtualClock:
         self._charge()
         p = self.profile
         times = p.link_times(self.rounds, int(nbytes))
+        idx: slice | np.ndarray
         if edges is None:
             e, idx = p.edges, slice(None)
         else:

@@ -70,7 +70,7 @@ class CommCounter:
         return float(self.bytes.mean()) if self.degrees.size else 0.0
 
     def state_dict(self) -> dict:
-        state = {"rounds": self.rounds, "units": self.units}
+        state: dict[str, Any] = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
             # tensors, not arrays: checkpoints are read back with torch.load(weights_only=True)
             state.update(unsent_messages=torch.from_numpy(self.unsent_messages.copy()),

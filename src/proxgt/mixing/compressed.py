@@ -140,7 +140,8 @@ class CompressedMixer:
             if beta != 0.0:
                 nxt = nxt + beta * prev
             prev, Zf = Zf, nxt
-        self.public[key] = H
+        if H is not None:  # None only for a schedule of no rounds
+            self.public[key] = H
         return Zf.reshape(Z.shape)
 
 
@@ -160,7 +161,7 @@ def consensus_step_for(cfg: Any) -> float:
     name, arg = parse_compress(cfg.compress)
     if name == "none":
         return 1.0
-    if name in ("topk", "randk"):
+    if name in ("topk", "randk") and arg is not None:
         return min(DEFAULT_CONSENSUS_STEP, 5.0 * float(arg))
     return DEFAULT_CONSENSUS_STEP
 

@@ -182,7 +182,7 @@ class NetworkSchedule:
             # one draw per link of the static list (or of the round's candidates) keeps the draw per link fixed
             # whoever else is active
             if self.family is None:
-                up_all = _rng(self.seed, _TAG_LINK, t, k).random(self.edges.shape[0]) >= self.link_failure
+                up_all = _rng(self.seed, _TAG_LINK, t, k).random(len(self.edges)) >= self.link_failure
                 if e.shape[0] != self.edges.shape[0]:
                     idx = np.searchsorted(self.edges[:, 0] * self.n + self.edges[:, 1], e[:, 0] * self.n + e[:, 1])
                     return e[up_all[idx]]

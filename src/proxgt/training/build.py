@@ -276,12 +276,12 @@ def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
 def _dense_data(train: Dataset, test: Dataset | None, node_data: NodeData,
                 what: str) -> tuple[Dataset, Dataset | None, NodeData]:
     """The data with dense features (unchanged when already dense); one line giving the size if it cannot fit."""
-    def dense(ds: Dataset | None) -> Dataset | None:
-        if ds is None or not is_sparse(ds.X):
+    def dense(ds: Dataset) -> Dataset:
+        if not is_sparse(ds.X):
             return ds
         return Dataset(densify(ds.X, what), ds.y, ds.n_classes, ds.name)
 
-    return dense(train), dense(test), node_data.densified(what)
+    return dense(train), None if test is None else dense(test), node_data.densified(what)
 
 
 def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None) -> RunSpec:

@@ -42,6 +42,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DProxSGT", "DProxSGTState"]
 
@@ -58,7 +59,7 @@ class DProxSGT:
     """DProxSGT with a minibatch estimator and a constant step: see the module docstring."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     name: str = "dproxsgt"
 
