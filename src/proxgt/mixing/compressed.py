@@ -238,7 +238,7 @@ class LinkCompressedMixer(CompressedMixer):
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
     """Whether a run mixes with :class:`CompressedMixer`: ``compress`` is set, or the algorithm is defined with
     compressed gossip (CDProxSGT, whose ``none`` form is DProxSGT run through public copies)."""
-    return cfg.compress != "none" or algorithm.capabilities.compressed_gossip
+    return bool(cfg.compress != "none" or algorithm.capabilities.compressed_gossip)
 
 
 def consensus_step_for(cfg: Any, dim: int) -> float:

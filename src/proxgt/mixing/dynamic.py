@@ -194,8 +194,10 @@ class NetworkSchedule:
                 up_all = _rng(self.seed, _TAG_LINK, t, k).random(len(self.edges)) >= self.link_failure
                 if e.shape[0] != self.edges.shape[0]:
                     idx = np.searchsorted(self.edges[:, 0] * self.n + self.edges[:, 1], e[:, 0] * self.n + e[:, 1])
-                    return e[up_all[idx]]
-                return e[up_all]
+                    up: np.ndarray = e[up_all[idx]]
+                    return up
+                up = e[up_all]
+                return up
             e = e[_rng(self.seed, _TAG_LINK, t, k).random(e.shape[0]) >= self.link_failure]
         return e
 
