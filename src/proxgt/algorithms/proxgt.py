@@ -26,6 +26,7 @@ from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, pro
 from proxgt.algorithms.base import Capabilities
 from proxgt.estimators import Estimator
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxGT", "ProxGTState", "ORDERS", "build"]
 
@@ -59,7 +60,7 @@ class ProxGT:
     """
 
     estimator: Estimator
-    regularizer: object
+    regularizer: Regularizer
     step: float
     order: str = "prox-mix"
     name: str = "proxgt"

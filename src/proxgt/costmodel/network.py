@@ -88,7 +88,7 @@ def failure_contraction(graph: Any, link_failure: float, *, samples: int = 400, 
         return 0.0
     rng = np.random.default_rng([int(seed), 0])
     draws = 1 if p == 0.0 else samples
-    acc = None  # sum of W_t^2
+    acc: Any = None  # sum of W_t^2 (a numpy array, or a scipy sparse matrix)
     for _ in range(draws):
         up = rng.random(len(edges)) >= p if p > 0.0 else np.ones(len(edges), dtype=bool)
         W = _surviving_metropolis(n, edges, up, lazy)

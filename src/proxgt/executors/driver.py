@@ -49,10 +49,15 @@ class Executor(Protocol):
 
     rank: int
     world: int
-    #: the rows this process loads (None: every row, as the simulation does)
-    shard: ShardRequest | None
-    #: the run folder this process took over from a lost rank 0 (None: it writes none, or rank 0 does)
-    folder: RunFolder | None
+    @property
+    def shard(self) -> ShardRequest | None:
+        """The rows this process loads (None: every row, as the simulation does)."""
+        ...
+
+    @property
+    def folder(self) -> RunFolder | None:
+        """The run folder this process took over from a lost rank 0 (None: it writes none, or rank 0 does)."""
+        ...
     #: whether checkpoints can still be written (a checkpoint needs a file from every process of the run)
     can_checkpoint: bool
 

@@ -77,10 +77,9 @@ class MetricsEvaluator:
         self.test_chunk = int(test_chunk)
         self.density_mask = density_mask
         self.clock = clock
-        self._test_X = self._test_y = None
+        self._test_data: tuple[torch.Tensor, torch.Tensor] | None = None  # features (dense or CSR), labels
         if test is not None and len(test) > 0:
-            self._test_X = test.X.to(device=oracle.device, dtype=oracle.dtype)
-            self._test_y = test.y.to(device=oracle.device)
+            self._test_data = (test.X.to(device=oracle.device, dtype=oracle.dtype), test.y.to(device=oracle.device))
         # per-site results (local_test_fraction): every node's own held-out data (proxgt.metrics.per_node)
         self.local = None if local_test is None else LocalTestMetrics(
             problem, local_test, comm, dtype=oracle.dtype, device=oracle.device, chunk_size=problem.chunk_size)
@@ -90,7 +89,7 @@ class MetricsEvaluator:
         cols = list(BASE_COLUMNS)
         if self.classification:
             cols.append("train_accuracy")
-        if self._test_X is not None:
+        if self._test_data is not None:
             if self.classification:
                 cols.append("test_accuracy")
             cols.append("test_loss")
@@ -108,13 +107,13 @@ class MetricsEvaluator:
         """The per-node rows of the last metrics row (per_node.csv); empty without local test data."""
         return self.local.rows if self.local is not None else []
 
-    def _test_metrics(self, xbar: torch.Tensor) -> tuple[float, float]:
+    def _test_metrics(self, xbar: torch.Tensor, test_X: torch.Tensor, test_y: torch.Tensor) -> tuple[float, float]:
         X1 = xbar.unsqueeze(0)
-        N = self._test_X.shape[0]
+        N = test_X.shape[0]
         correct, loss = 0.0, 0.0
         for s in range(0, N, self.test_chunk):
-            feats = row_block(self._test_X, s, s + self.test_chunk)  # (1, b, ...), or CSR rows for sparse data
-            labels = self._test_y[s : s + self.test_chunk].unsqueeze(0)
+            feats = row_block(test_X, s, s + self.test_chunk)  # (1, b, ...), or CSR rows for sparse data
+            labels = test_y[s : s + self.test_chunk].unsqueeze(0)
             w = torch.full(labels.shape, 1.0 / N, dtype=X1.dtype, device=X1.device)
             loss += float(self.problem.loss_grad(X1, feats, labels, w, with_penalty=False)[0][0])
             if self.classification:
@@ -152,8 +151,8 @@ class MetricsEvaluator:
             correct, count = self.train_oracle.predictions(Xb)
             tot = comm.sum_over_nodes(torch.stack([correct, count], dim=1))
             row["train_accuracy"] = float(tot[0] / tot[1])
-        if self._test_X is not None:
-            acc, tloss = self._test_metrics(xbar)
+        if self._test_data is not None:
+            acc, tloss = self._test_metrics(xbar, *self._test_data)
             if self.classification:
                 row["test_accuracy"] = acc
             row["test_loss"] = tloss

@@ -120,14 +120,15 @@ class ClockProfile:
 
     def link_index(self, edges: np.ndarray) -> np.ndarray:
         """Positions in :attr:`edges` of the links ``edges`` ((E', 2), i < j)."""
-        keys = edges[:, 0] * self.n + edges[:, 1]
+        keys: np.ndarray = edges[:, 0] * self.n + edges[:, 1]
         idx = np.searchsorted(self._keys, keys)  # type: ignore[attr-defined]
         return idx
 
     def speeds(self, r: int) -> np.ndarray:
         """(n,) seconds per gradient of the compute phase that ends at round ``r``."""
         rng = _rng(self.seed, _TAG_SPEED, r) if self.speed.random else None
-        return self.speed.draw(rng)[0]
+        speeds: np.ndarray = self.speed.draw(rng)[0]
+        return speeds
 
     def link_times(self, r: int, nbytes: int) -> np.ndarray:
         """(2, E) seconds a message of ``nbytes`` takes in round ``r``: row 0 from i to j, row 1 from j to i."""
@@ -188,6 +189,7 @@ class VirtualClock:
         self._charge()
         p = self.profile
         times = p.link_times(self.rounds, int(nbytes))
+        idx: slice | np.ndarray
         if edges is None:
             e, idx = p.edges, slice(None)
         else:
@@ -206,10 +208,10 @@ class VirtualClock:
         self._charge()
         return float(self.time.max()) if self.time.size else 0.0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"time": self.time.tolist(), "charged": self._charged.tolist(), "rounds": self.rounds}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.time = np.asarray(state["time"], dtype=np.float64).copy()
         self._charged = np.asarray(state["charged"], dtype=np.int64).copy()
         self.rounds = int(state["rounds"])

@@ -9,7 +9,7 @@ is no accuracy, the measure is the loss and the worst node is the one with the h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def worst_node(per_node: dict[int, dict[str, float]]) -> tuple[int, float, float
     return node, per_node[node][key], sum(vals) / len(vals)
 
 
-def per_node_markdown(series: dict[str, Sequence[Any]]) -> str | None:
+def per_node_markdown(series: Mapping[str, Sequence[Any]]) -> str | None:
     """The report's "Per-site results" section (None when no series has per-node results)."""
     lines: list[str] = []
     for label, recs in series.items():
@@ -93,7 +93,7 @@ def per_node_markdown(series: dict[str, Sequence[Any]]) -> str | None:
     ])
 
 
-def plot_per_node(series: dict[str, Sequence[Any]], path: str | Path, *, title: str = "") -> bool:
+def plot_per_node(series: Mapping[str, Sequence[Any]], path: str | Path, *, title: str = "") -> bool:
     """A bar chart per series (one panel each, at most 12): every node's final local measure, the average model
     beside the node's own model, with the mean over nodes as a line and the worst node marked. False (nothing
     written) when no series has per-node results."""

@@ -253,6 +253,10 @@ def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines) + "\n"
 
 
+def _csv_cell(v: Any) -> Any:
+    return "" if isinstance(v, float) and math.isnan(v) else v
+
+
 def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """CSV of ``rows``: a cost never reached is written ``inf``, a value without finished runs left empty."""
     columns = table_columns(rows) if columns is None else columns
@@ -260,7 +264,7 @@ def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = No
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if isinstance(r.get(c), float) and math.isnan(r.get(c)) else r.get(c, "") for c in columns])
+        w.writerow([_csv_cell(r.get(c, "")) for c in columns])
     return buf.getvalue()
 
 

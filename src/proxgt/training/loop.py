@@ -13,7 +13,7 @@ from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
 from proxgt.mixing.asynchrony import AsyncNetwork
-from proxgt.mixing.communicator import Clocked
+from proxgt.mixing.communicator import Clocked, Scheduled
 from proxgt.mixing.compressed import make_mixer
 from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
@@ -129,7 +129,7 @@ def train(
     # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
     schedule = spec.network
     # the executor made a communicator that follows it (proxgt.mixing.communicator.Scheduled)
-    begin_iteration = comm.begin_iteration if schedule is not None else None
+    begin_iteration = cast(Scheduled, comm).begin_iteration if schedule is not None else None
     dropout = schedule is not None and schedule.dynamic_nodes
     if state is None:
         t0 = time.perf_counter()

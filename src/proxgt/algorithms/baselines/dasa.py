@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -59,6 +59,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDASA", "ProxDASAState", "ProxDASAGT", "ProxDASAGTState"]
 
@@ -88,7 +89,7 @@ def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
 @dataclass(frozen=True)
 class _DASABase:
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     n_nodes: int
     alpha: float = 1.0
@@ -159,11 +160,11 @@ class ProxDASAGT(_DASABase):
 _DEFAULTS = {"alpha": 1.0, "schedule": "diminishing"}
 
 
-def build_dasa(ctx) -> ProxDASA:
+def build_dasa(ctx: Any) -> ProxDASA:
     p = params(ctx, "prox-dasa", _DEFAULTS)
     return ProxDASA(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, ctx.n_nodes, p["alpha"], p["schedule"])
 
 
-def build(ctx) -> ProxDASAGT:
+def build(ctx: Any) -> ProxDASAGT:
     p = params(ctx, "prox-dasa-gt", _DEFAULTS)
     return ProxDASAGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, ctx.n_nodes, p["alpha"], p["schedule"])

@@ -63,8 +63,9 @@ its fork in the Prox-DASA repository differ from this implementation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -73,6 +74,7 @@ from proxgt.algorithms._parts import Mix, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
 from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
 
@@ -98,7 +100,7 @@ class DeepStorm:
         version: 2 (STORM) or 1 (hybrid).
     """
 
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=lambda: Schedule("constant", 1.0, power=1.0 / 3.0, t0=5.0))
     beta: float = 1.0
     batch: int = 8
@@ -144,11 +146,11 @@ class DeepStorm:
         return DeepStormState(x=X_new, d=D_new, y=Y_new, t=state.t + 1)
 
 
-def _builder(table: str, name: str, version: int, schedule: str | None):
+def _builder(table: str, name: str, version: int, schedule: str | None) -> Callable[[Any], DeepStorm]:
     """A builder for ``name``; ``schedule`` None lets ``[extra.<table>] schedule`` choose (default diminishing)."""
 
-    def build(ctx) -> DeepStorm:
-        defaults: dict = {"beta": 1.0, "k0": 5.0}
+    def build(ctx: Any) -> DeepStorm:
+        defaults: dict[str, Any] = {"beta": 1.0, "k0": 5.0}
         if schedule is None:
             defaults["schedule"] = "diminishing"
         p = params(ctx, table, defaults)

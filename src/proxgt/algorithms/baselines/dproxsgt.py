@@ -32,7 +32,7 @@ Where the authors' code (github.com/yonggui-yan/DProxSGT, ``RegL1_*/core.py``, `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -42,6 +42,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DProxSGT", "DProxSGTState"]
 
@@ -58,7 +59,7 @@ class DProxSGT:
     """DProxSGT with a minibatch estimator and a constant step: see the module docstring."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     name: str = "dproxsgt"
 
@@ -80,6 +81,6 @@ class DProxSGT:
         return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
-def build(ctx) -> DProxSGT:
+def build(ctx: Any) -> DProxSGT:
     params(ctx, "dproxsgt", {})  # no settings of its own: any [extra.dproxsgt] key is an error
     return DProxSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)

@@ -16,7 +16,7 @@ Reference: Zeng & Yin, "On nonconvergence of decentralized gradient descent" / Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,6 +25,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDSGD", "ProxDSGDState"]
 
@@ -40,7 +41,7 @@ class ProxDSGD:
     """Prox-DSGD with a minibatch estimator and a (constant or diminishing) step schedule."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgd"
 
@@ -64,7 +65,7 @@ class ProxDSGD:
 
 
 
-def build(ctx) -> ProxDSGD:
+def build(ctx: Any) -> ProxDSGD:
     p = params(ctx, "prox-dsgd", {"schedule": "constant", "power": 0.5, "t0": 100.0})
     sched = Schedule(p["schedule"], ctx.step, power=p["power"], t0=p["t0"])
     return ProxDSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, sched)

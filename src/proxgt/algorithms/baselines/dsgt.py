@@ -40,7 +40,7 @@ Where the authors' code differs (so its published curves differ from runs of thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -49,6 +49,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDSGT", "ProxDSGTState"]
 
@@ -65,7 +66,7 @@ class ProxDSGT:
     """DSGT of the DEEPSTORM repository with a minibatch estimator and a constant or 1/sqrt(t+1) step."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgt"
 
@@ -91,7 +92,7 @@ class ProxDSGT:
         return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
-def build(ctx) -> ProxDSGT:
+def build(ctx: Any) -> ProxDSGT:
     p = params(ctx, "prox-dsgt", {"schedule": "constant"})
     # a_t = a (1 + t)^(-1/2) = a / sqrt(t + 1) when diminishing
     return ProxDSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, Schedule(p["schedule"], ctx.step, power=0.5, t0=1.0))

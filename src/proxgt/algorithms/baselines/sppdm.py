@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -100,6 +100,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import FULL, GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["SPPDM", "SPPDMState", "MOMENTUM"]
 
@@ -124,7 +125,7 @@ class SPPDM:
     """SPPDM with step a = 1/phi and dimensionless constants (see the module docstring)."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     penalty: float = 0.3
     smoothing: float = 0.01
@@ -188,7 +189,7 @@ class SPPDM:
         return SPPDMState(x=X_new, x_prev=X, lam=lam, z=z, g=G, theta=theta, t=state.t + 1)
 
 
-def build(ctx) -> SPPDM:
+def build(ctx: Any) -> SPPDM:
     p = params(ctx, "sppdm", {"penalty": 0.3, "smoothing": 0.01, "dual": 0.3, "omega": 0.9,
                               "momentum": "nesterov", "eta": 0.8})
     return SPPDM(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, **p)
