@@ -201,7 +201,7 @@ class LinkCompressedMixer(CompressedMixer):
     def _up(self, edges: np.ndarray) -> np.ndarray:
         """The union-graph index of each up link of a round."""
         keys = edges[:, 0] * self.comm.n_nodes + edges[:, 1]
-        idx = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
+        idx: np.ndarray = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
         if (self._keys[idx] != keys).any():  # the schedule and the union graph disagree: a bug, not bad input
             raise RuntimeError("a gossip round used a link outside the run's graph")
         return idx

@@ -87,7 +87,7 @@ class RunSpec:
     topology: Topology
     problem: Problem
     regularizer: Regularizer
-    algorithm: Algorithm
+    algorithm: Algorithm[Any]
     x0: torch.Tensor  # (d,) shared by every node, or (n, d)
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -118,7 +118,7 @@ class RunSpec:
 
     @property
     def full_batch(self) -> bool:
-        return self.settings.batch == "full"
+        return bool(self.settings.batch == "full")
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved settings, flat, plus a ``meta`` table (what :class:`~proxgt.training.History` carries)."""
