@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
-from proxgt.mixing.clock import ClockProfile, CountsGradients
+from proxgt.mixing.clock import ClockProfile, CountsGradients, canonical_edges
 from proxgt.mixing.communicator import SimulatedCommunicator
 from proxgt.mixing.running_sums import edge_weights
 
@@ -220,8 +220,6 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
 def async_network(comm: SimulatedCommunicator, spec: Any) -> AsyncNetwork:
     """The :class:`AsyncNetwork` of an asynchronous run: the topology's links and weights, the algorithm's tracked
     keys, the run's clock profile and staleness bound."""
-    edges = np.asarray(spec.topology.edges, dtype=np.int64).reshape(-1, 2)
-    edges = np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1)
-    edges = np.unique(edges, axis=0) if edges.size else edges
+    edges = canonical_edges(spec.topology.edges)
     return AsyncNetwork(comm, edges, edge_weights(spec.topology.W, edges), spec.algorithm.capabilities.tracked_keys,
                         spec.clock, int(spec.settings.max_staleness))

@@ -38,14 +38,21 @@ from proxgt.delays import Delay, parse_delay_or_file
 from proxgt.errors import ProxGTValueError
 from proxgt.settings.table import BY_NAME
 
-__all__ = ["CLOCK_SETTINGS", "ClockProfile", "CountsGradients", "DelayTable", "VirtualClock", "clock_profile",
-           "read_link_file", "read_node_file", "refuse_on_real_time"]
+__all__ = ["CLOCK_SETTINGS", "ClockProfile", "CountsGradients", "DelayTable", "VirtualClock", "canonical_edges",
+           "clock_profile", "read_link_file", "read_node_file", "refuse_on_real_time"]
 
 #: the settings that drive the clock (a run that sets any of them logs sim_time_s)
 CLOCK_SETTINGS = ("node_speed", "link_latency", "link_bandwidth")
 
 _TAG_SPEED, _TAG_LATENCY, _TAG_BANDWIDTH = 0x5EED, 0x1A7E, 0xBA4D
 _KIND_CODE = {"none": 0, "const": 0, "exp": 1, "lognormal": 2}
+
+
+def canonical_edges(edges: Any) -> np.ndarray:
+    """(E, 2) int64 links ``(i, j)`` with i < j, each once, sorted: the order in which per-link values are kept."""
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
+    return np.unique(e, axis=0) if e.size else e
 
 
 def _rng(*words: int) -> np.random.Generator:
@@ -338,9 +345,7 @@ def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
     ``sim_time_s`` column). Bad values and files are one-line errors."""
     if all(getattr(cfg, name) is None for name in CLOCK_SETTINGS):
         return None
-    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
-    e = np.unique(e, axis=0) if e.size else e
+    e = canonical_edges(edges)
     return ClockProfile(n, e, _node_delays(cfg.node_speed, n),
                         _link_delays(cfg.link_latency, n, e, "link_latency", positive=False, unset=0.0),
                         _link_delays(cfg.link_bandwidth, n, e, "link_bandwidth", positive=True, unset=math.inf),

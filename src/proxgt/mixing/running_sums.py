@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.clock import canonical_edges
 from proxgt.mixing.communicator import Gossip
 
 __all__ = ["MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "running_sum_mixer"]
@@ -207,8 +208,7 @@ def running_sum_mixer(comm: Gossip, spec: Any, *, p: float | None = None,
                       tracked: tuple[str, ...] | None = None) -> RunningSumMixer:
     """The mixer of a run with ``message_loss`` (simulator): the topology's links and weights, the run's rounds,
     its seeded loss pattern and the algorithm's tracked keys (``p`` and ``tracked`` replace the last two)."""
-    edges = np.asarray(spec.topology.edges, dtype=np.int64).reshape(-1, 2)
-    edges = np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1)
+    edges = canonical_edges(spec.topology.edges)
     w = edge_weights(spec.topology.W, edges)
     loss = MessageLoss(float(spec.settings.message_loss) if p is None else p, len(edges), seed=spec.settings.seed)
     keys = spec.algorithm.capabilities.tracked_keys if tracked is None else tracked
