@@ -50,7 +50,7 @@ from proxgt.mixing.asynchrony import async_network
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
-from proxgt.mixing.running_sums import running_sum_mixer
+from proxgt.mixing.running_sums import messages_may_miss, running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
@@ -288,7 +288,7 @@ def make_mixer(comm: Any, spec: Any) -> Any:
     :class:`Mixer` with the run's kind and rounds."""
     if spec.settings.asynchronous:  # nodes on their own clocks (proxgt.mixing.asynchrony)
         return async_network(comm, spec)
-    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+    if messages_may_miss(spec.settings):  # lost or late messages: running sums (proxgt.mixing.running_sums)
         return running_sum_mixer(comm, spec)
     kind = spec.resolved.mixing
     if not uses_compressed_gossip(spec.settings, spec.algorithm):

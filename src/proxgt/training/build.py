@@ -34,7 +34,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
-from proxgt.mixing.running_sums import check_message_loss
+from proxgt.mixing.running_sums import check_message_loss, messages_may_miss
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
 from proxgt.problems.linear import LinearProblem
@@ -344,7 +344,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     gamma, lossy = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
     mixing, rounds = resolve_gossip(cfg.mixing, cfg.rounds, topology, network, compress=cfg.compress, lossy=lossy,
                                     target=cfg.mix_target, seed=cfg.seed,
-                                    plain_only=float(cfg.message_loss or 0.0) > 0.0 or cfg.asynchronous)
+                                    plain_only=messages_may_miss(cfg) or cfg.asynchronous)
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "mixing": mixing, "weights": weights}
     if gamma is not None:
         derived["consensus_step"] = gamma
