@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import pytest
 import torch
@@ -94,20 +95,29 @@ def test_bad_values_are_refused():
 
 @dataclass(frozen=True)
 class _Doubling:
-    """A user estimator: twice the minibatch gradient (enough to tell it apart)."""
+    """A user estimator: twice the minibatch gradient (enough to tell it apart); its state counts its updates."""
 
     batch: int
     name: str = "mine"
+    oracle_calls: ClassVar[frozenset[str]] = frozenset({"minibatch"})
+    recursion_ratio: ClassVar[float] = 0.0
 
     @classmethod
     def from_settings(cls, *, n_nodes, local_size, batch=None, big_batch=None, period=None):
         return cls(batch=batch if batch is not None else local_size // n_nodes)
 
-    def init(self, oracle, X0):
-        return 2 * oracle.grad(X0, oracle.sample(self.batch))
+    def samples_per_iter(self, local_size):
+        return float(self.batch)
 
-    def update(self, oracle, X_new, X_old, V_old, t):
-        return 2 * oracle.grad(X_new, oracle.sample(self.batch))
+    def init(self, oracle, X0):
+        return 2 * oracle.grad(X0, oracle.sample(self.batch)), _Count(0)
+
+    def update(self, state, oracle, X_new, X_old, V_old, t):
+        return 2 * oracle.grad(X_new, oracle.sample(self.batch)), _Count(state.updates + 1)
+
+
+class _Count(NamedTuple):
+    updates: int
 
 
 def test_registered_estimator_is_built_by_make_estimator(restore_estimators):
@@ -135,6 +145,10 @@ def test_registered_estimator_drives_proxgt(restore_estimators):
     X0 = torch.ones(4, 3)
 
     alg = ProxGT(make_estimator("mine", n_nodes=4, local_size=10, batch=5), make_regularizer("l1", 0.0), step=0.1)
-    state = alg.init(X0, GradientOracle(LeastSquares(3), shards, seed=0), mix)
-    reference = Minibatch(5).init(GradientOracle(LeastSquares(3), shards, seed=0), X0)  # same sample stream
+    oracle = GradientOracle(LeastSquares(3), shards, seed=0)
+    state = alg.init(X0, oracle, mix)
+    reference, _ = Minibatch(5).init(GradientOracle(LeastSquares(3), shards, seed=0), X0)  # same sample stream
     torch.testing.assert_close(state.v, 2 * reference)
+    for _ in range(3):  # the algorithm carries the estimator's state from one update to the next
+        state = alg.update(state, oracle, mix)
+    assert state.est == _Count(3)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from proxgt._io import atomic_write_bytes, atomic_write_with
+from proxgt._state import map_state
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import RunConfig
 from proxgt.training.folder import CHECKPOINT_DIR
@@ -40,8 +41,8 @@ _ITER_RE = re.compile(r"^iter(\d{9})$")
 
 
 def state_to(state: Any, device: str | torch.device) -> Any:
-    """A copy of a NamedTuple state with every tensor field moved to ``device``."""
-    return type(state)(*[v.detach().to(device) if isinstance(v, torch.Tensor) else v for v in state])
+    """A copy of a NamedTuple state with every tensor (nested states too) moved to ``device``."""
+    return map_state(lambda v: v.detach().to(device), state)
 
 
 def _iter_dirs(root: Path) -> list[tuple[int, Path]]:

@@ -166,6 +166,7 @@ class _LinearCapabilities:
     density_mask: torch.Tensor | None = None
     chunk_size: int | None = None
     metrics_samples: int | None = None
+    recursion_ratio: float | None = None
 
     def default_step_for(self, estimator: str | None) -> float | None:
         return None

@@ -20,7 +20,7 @@ speedup yardstick.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -39,6 +39,19 @@ class CentralState(NamedTuple):
     x: torch.Tensor
     v: torch.Tensor
     t: int
+    est: Any  # the estimator's state
+
+
+def _central_init(estimator: Estimator, x0: torch.Tensor, oracle: GradientOracle) -> CentralState:
+    X = x0.clone()
+    V, est = estimator.init(oracle, X)
+    return CentralState(x=X, v=V, t=0, est=est)
+
+
+def _central_step(estimator: Estimator, state: CentralState, X_new: torch.Tensor,
+                  oracle: GradientOracle) -> CentralState:
+    V, est = estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)
+    return CentralState(x=X_new, v=V, t=state.t + 1, est=est)
 
 
 @dataclass(frozen=True)
@@ -49,12 +62,10 @@ class CentralProxSGD:
     name: str = "central-prox-sgd"
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X = x0.clone()
-        return CentralState(x=X, v=self.estimator.init(oracle, X), t=0)
+        return _central_init(self.estimator, x0, oracle)
 
     def update(self, state: CentralState, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X_new = prox_step(self.regularizer, state.x, state.v, self.step)
-        return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
+        return _central_step(self.estimator, state, prox_step(self.regularizer, state.x, state.v, self.step), oracle)
 
 
 
@@ -71,13 +82,11 @@ class CentralProxSARAH:
             raise ProxGTValueError(f"The 'gamma' parameter of ProxSARAH must be in (0, 1]. Got {self.gamma!r}.")
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X = x0.clone()
-        return CentralState(x=X, v=self.estimator.init(oracle, X), t=0)
+        return _central_init(self.estimator, x0, oracle)
 
     def update(self, state: CentralState, oracle: GradientOracle, mix: Mix) -> CentralState:
         xhat = prox_step(self.regularizer, state.x, state.v, self.step)
-        X_new = torch.lerp(state.x, xhat, self.gamma)
-        return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
+        return _central_step(self.estimator, state, torch.lerp(state.x, xhat, self.gamma), oracle)
 
 
 

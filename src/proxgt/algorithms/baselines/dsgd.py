@@ -16,7 +16,7 @@ Reference: Zeng & Yin, "On nonconvergence of decentralized gradient descent" / Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -32,6 +32,7 @@ class ProxDSGDState(NamedTuple):
     x: torch.Tensor
     g: torch.Tensor  # minibatch gradient at x (already paid for)
     t: int
+    est: Any  # the estimator's state
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,14 @@ class ProxDSGD:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDSGDState:
         X = x0.clone()
-        return ProxDSGDState(x=X, g=self.estimator.init(oracle, X), t=0)
+        G, est = self.estimator.init(oracle, X)
+        return ProxDSGDState(x=X, g=G, t=0, est=est)
 
     def update(self, state: ProxDSGDState, oracle: GradientOracle, mix: Mix) -> ProxDSGDState:
         a = self.schedule(state.t)
         X_new = self.regularizer.prox(torch.add(mix(state.x), state.g, alpha=-a), a)
-        G_new = self.estimator.update(oracle, X_new, state.x, state.g, state.t + 1)
-        return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1)
+        G_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.g, state.t + 1)
+        return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1, est=est)
 
 
 

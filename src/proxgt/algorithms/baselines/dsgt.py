@@ -40,7 +40,7 @@ Where the authors' code differs (so its published curves differ from runs of thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -57,6 +57,7 @@ class ProxDSGTState(NamedTuple):
     v: torch.Tensor  # G_t, the minibatch gradient at X_t
     y: torch.Tensor
     t: int
+    est: Any  # the estimator's state
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,16 @@ class ProxDSGT:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         X = x0.clone()
-        V = self.estimator.init(oracle, X)
-        return ProxDSGTState(x=X, v=V, y=mix(V), t=0)
+        V, est = self.estimator.init(oracle, X)
+        return ProxDSGTState(x=X, v=V, y=mix(V), t=0, est=est)
 
     def update(self, state: ProxDSGTState, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         a = self.schedule(state.t)
         P = self.regularizer.prox(torch.add(mix(state.x), state.y, alpha=-a), a)
         X_new = mix_owned(mix, P)
-        V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
+        V_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = mix(state.y) + V_new - state.v
-        return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
+        return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1, est=est)
 
 
 def build(ctx) -> ProxDSGT:

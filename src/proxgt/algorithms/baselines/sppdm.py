@@ -82,7 +82,7 @@ import torch
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_float
 from proxgt.algorithms._parts import Mix
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["SPPDM", "SPPDMState", "MOMENTUM"]
@@ -155,7 +155,7 @@ class SPPDM:
                 eta = self.eta if self.momentum == "constant" else 0.0
             lam = state.lam + (self.dual / a) * (X - MX)
             S = X + eta * (X - state.x_prev)
-            G = self.estimator.update(oracle, S, X, state.g, state.t)
+            G, _ = self.estimator.update(NoState(), oracle, S, X, state.g, state.t)  # a Minibatch: no state
         V = (self.gamma_share * S + self.penalty * (X + MX) + self.smoothing * state.z) - a * (G + lam)
         X_new = self.regularizer.prox(V, a)
         z = state.z if state.t == 0 else torch.lerp(state.z, X_new, self.omega)
