@@ -244,8 +244,8 @@ class TorchModelProblem:
         dim: d, the number of parameters.
         reg_mask: bool (d,), the coordinates h acts on (weights; biases too if ``reg_bias``).
         density_mask: bool (d,), the weights (``density`` is the share of non-zero weights).
-        chunk_size, default_step, estimator_steps, recursion_ratio, metrics_samples, grad_mode (the resolved mode), param_shapes
-        (name -> shape).
+        chunk_size, default_step, estimator_steps, recursion_ratio, metrics_samples, grad_mode (the resolved
+        mode), param_shapes (name -> shape).
     """
 
     task = "classification"
