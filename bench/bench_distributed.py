@@ -36,8 +36,8 @@ def _worker(argv: list[str]) -> int:
 
     from proxgt.cli.flags import config_from_args
     from proxgt.executors.distributed import DistributedCommunicator, partition_nodes, run_distributed
+    from proxgt.executors.launch.worker import build_worker_parser
     from proxgt.topology import make_topology
-    from proxgt.worker import build_worker_parser
 
     p = build_worker_parser()
     p.add_argument("--report", required=True)
@@ -105,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from proxgt.cli._launch import launch
+    from proxgt.executors.launch.launcher import launch
     from proxgt.executors.simulation import run_simulation
 
     flags = {"data": args.data, "nodes": args.nodes, "topology": args.topology, "algorithm": args.algorithm,

@@ -37,7 +37,7 @@ def _worker(argv: list[str]) -> int:
     start_kib = _status_kib("VmRSS")
     from proxgt.cli.flags import config_from_args
     from proxgt.executors import distributed
-    from proxgt.worker import build_worker_parser
+    from proxgt.executors.launch.worker import build_worker_parser
 
     p = build_worker_parser()
     p.add_argument("--report", required=True)
@@ -86,7 +86,7 @@ def main() -> int:
                     help="held-out share (default: the run's, 0.2); every process keeps the whole test set")
     args = ap.parse_args()
 
-    from proxgt.cli._launch import launch
+    from proxgt.executors.launch.launcher import launch
 
     with tempfile.TemporaryDirectory(prefix="proxgt-bench-sharded-") as tmp:
         if args.data is None:

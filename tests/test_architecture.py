@@ -1,5 +1,6 @@
-"""The architecture's promises: no import cycle among proxgt modules, leaf registries, thin package
-``__init__`` files, and a command line whose help imports no heavy library."""
+"""The architecture's promises: no import cycle among proxgt modules (not even through imports inside
+functions), leaf registries, thin package ``__init__`` files, no probing of components with getattr/hasattr in
+the run machinery, and a command line whose help imports no heavy library."""
 
 from __future__ import annotations
 
@@ -56,20 +57,54 @@ def _module_level_imports(path: Path) -> set[str]:
     return out
 
 
+def _all_imports(path: Path) -> set[str]:
+    """proxgt modules imported anywhere in the file, inside functions too (TYPE_CHECKING blocks aside): a
+    lazy import only postpones a cycle to the first call."""
+    tree = ast.parse(path.read_text())
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            if "TYPE_CHECKING" in ast.unparse(node.test):
+                for child in node.orelse:
+                    self.visit(child)
+                return
+            self.generic_visit(node)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            out.update(a.name for a in node.names if a.name.startswith("proxgt"))
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            if node.level:
+                base = package.split(".")
+                mod = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("proxgt"):
+                out.add(mod)
+                out.update(f"{mod}.{a.name}" for a in node.names)
+
+    Visitor().visit(tree)
+    return out
+
+
 def _ancestors(name: str) -> set[str]:
     parts = name.split(".")
     return {".".join(parts[:i]) for i in range(1, len(parts))}
 
 
-def _graph() -> dict[str, set[str]]:
-    """Module -> the proxgt modules its module-level imports run. Importing a.b.c runs a/__init__, a/b/__init__
-    and a/b/c; a package that contains the importer is already being initialized, so it is not an edge."""
+def _graph(imports=_module_level_imports) -> dict[str, set[str]]:
+    """Module -> the proxgt modules its imports run (``imports``: module level only, or all). Importing a.b.c
+    runs a/__init__, a/b/__init__ and a/b/c; a package that contains the importer is already being
+    initialized, so it is not an edge."""
     files = {_module_name(p): p for p in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         deps = set()
         own = _ancestors(name) | ({name} if path.name == "__init__.py" else set())
-        for imp in _module_level_imports(path):
+        for imp in imports(path):
             parts = imp.split(".")
             for i in range(1, len(parts) + 1):
                 cand = ".".join(parts[:i])
@@ -114,6 +149,17 @@ def test_cycle_finder_finds_a_cycle():
 def test_no_import_cycle_among_proxgt_modules():
     cycle = find_cycle(_graph())
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_no_import_cycle_counting_imports_inside_functions():
+    cycle = find_cycle(_graph(_all_imports))
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_lazy_import_finder_sees_imports_inside_functions():
+    launch_cli = SRC / "cli" / "_launch.py"  # imports the launcher inside its handler, to keep --help light
+    assert "proxgt.executors.launch.launcher" in _all_imports(launch_cli)
+    assert "proxgt.executors.launch.launcher" not in _module_level_imports(launch_cli)
 
 
 def test_modules_import_siblings_directly():

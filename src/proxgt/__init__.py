@@ -14,15 +14,18 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING, Any, Literal  # noqa: E402
 
 from proxgt.errors import DivergenceError, ProxGTValueError  # noqa: E402
 from proxgt.settings import RunConfig  # noqa: E402
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from proxgt.training import History
 
-__all__ = ["run", "RunConfig", "History", "ProxGTValueError", "DivergenceError", "__version__"]
+__all__ = ["run", "load_run", "load_suite", "RunConfig", "History", "ProxGTValueError", "DivergenceError",
+           "__version__"]
 
 
 def run(
@@ -41,6 +44,24 @@ def run(
     from proxgt.executors.simulation import run_simulation
 
     return run_simulation(config, out=out, progress=progress, overwrite=overwrite)
+
+
+def load_run(path: str | Path, *, table: Literal["metrics", "per_node"] = "metrics",
+             settings: bool = True) -> pd.DataFrame:
+    """A run folder's metrics.csv (``table="per_node"``: per_node.csv) as a pandas DataFrame, its settings as
+    constant columns (:func:`proxgt.reporting.load.load_run`; needs ``pip install 'proxgt[pandas]'``)."""
+    from proxgt.reporting.load import load_run as _load_run
+
+    return _load_run(path, table=table, settings=settings)
+
+
+def load_suite(path: str | Path, *, table: Literal["metrics", "per_node"] = "metrics",
+               settings: bool = True) -> pd.DataFrame:
+    """Every run under a folder (a suite's output, or any folder of run folders) in one pandas DataFrame, with
+    ``run``, ``series`` and ``status`` columns (:func:`proxgt.reporting.load.load_suite`)."""
+    from proxgt.reporting.load import load_suite as _load_suite
+
+    return _load_suite(path, table=table, settings=settings)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_write_with", "atomic_write_text", "metrics_csv_text", "json_safe",
-           "read_metrics_csv"]
+__all__ = ["atomic_write_bytes", "atomic_write_with", "atomic_write_text", "append_text", "metrics_csv_text",
+           "json_safe", "read_complete_lines", "read_metrics_csv", "INTEGER_COLUMNS"]
+
+#: Columns of metrics.csv and per_node.csv that hold integers (read back as int); every other column is a float.
+INTEGER_COLUMNS = ("iter", "comm_rounds", "active_nodes", "node")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -41,6 +44,20 @@ def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``\\n``-terminated lines to ``path`` with one write (an append-only log: metrics.csv).
+
+    A run killed during the write leaves at most an unterminated last line, which
+    :func:`read_complete_lines` drops, so readers still see only whole rows."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -75,20 +92,37 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def metrics_csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    """metrics.csv as text: a header and one line per row (floats written so that they read back exactly)."""
+def metrics_csv_text(columns: list[str], rows: list[dict[str, Any]], *, header: bool = True) -> str:
+    """metrics.csv as text: a header (unless ``header=False``: rows to append) and one line per row (floats
+    written so that they read back exactly)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
+    if header:
+        w.writerow(columns)
     for r in rows:
         w.writerow([_fmt(r.get(c, "")) for c in columns])
     return buf.getvalue()
 
 
+def read_complete_lines(path: str | Path) -> str:
+    """The text of ``path`` up to its last ``\\n``: an append-only file (:func:`append_text`) read while it is
+    written, or left by a killed run, may end in a partial line, which is not part of the data."""
+    text = Path(path).read_text(encoding="utf-8")
+    return text[: text.rfind("\n") + 1]
+
+
 def read_metrics_csv(path: str | Path) -> tuple[list[str], list[dict[str, float]]]:
-    """Read a metrics.csv back as (columns, rows of floats)."""
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        rows = [{c: float(v) if v != "" else math.nan for c, v in zip(header, line, strict=True)} for line in reader]
+    """Read a metrics.csv (or per_node.csv) back as (columns, rows of floats; the :data:`INTEGER_COLUMNS` as
+    int), whole lines only (:func:`read_complete_lines`)."""
+    reader = csv.reader(io.StringIO(read_complete_lines(path), newline=""))
+    header = next(reader, [])
+    ints = [c in INTEGER_COLUMNS for c in header]
+    rows = [{c: _number(v, is_int) for c, v, is_int in zip(header, line, ints, strict=True)} for line in reader]
     return header, rows
+
+
+def _number(text: str, integer: bool) -> float | int:
+    if text == "":
+        return math.nan
+    v = float(text)
+    return int(v) if integer and v.is_integer() else v

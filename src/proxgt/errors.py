@@ -5,7 +5,7 @@ The CLI maps them to exit codes: :class:`ProxGTValueError` -> 2 (bad input), :cl
 
 from __future__ import annotations
 
-__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError"]
+__all__ = ["ProxGTValueError", "DivergenceError", "UnknownNameError", "RegistrationError", "MissingDependencyError"]
 
 
 class ProxGTValueError(ValueError):
@@ -18,3 +18,11 @@ class DivergenceError(RuntimeError):
 
 class UnknownNameError(ProxGTValueError):
     """A name that no registry knows (an algorithm, a problem, a topology, ...)."""
+
+
+class RegistrationError(ProxGTValueError):
+    """A registered name whose implementation cannot be imported (e.g. a user package's entry point)."""
+
+
+class MissingDependencyError(ProxGTValueError):
+    """A feature asked for an optional package that is not installed; the message names the extra to install."""

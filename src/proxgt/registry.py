@@ -9,6 +9,19 @@ target (``functools.partial``), which lets one builder serve several names::
 
 Adding a baseline, an estimator, a regularizer, a topology family, a problem or a data set is one new file plus
 one registration line below (or a ``register`` call in user code, with an object instead of a string).
+
+A package of the user's own registers names through Python entry points, one group per table
+(``proxgt.algorithms``, ``proxgt.estimators``, ``proxgt.problems``, ``proxgt.regularizers``,
+``proxgt.topologies``, ``proxgt.datasets``); in its ``pyproject.toml``::
+
+    [project.entry-points."proxgt.algorithms"]
+    my-method = "my_package.method:build"
+
+They are read the first time a table is looked up (in every process, so ``proxgt launch`` workers see them too);
+a target that cannot be imported is a one-line error naming the entry point, when a run asks for it.
+
+``traits`` are plain words an entry declares about its target without importing it (e.g. a topology family that
+changes every round, a problem that takes sparse features); rules read them with :meth:`Registry.traits`.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from proxgt.errors import UnknownNameError
+from proxgt.errors import RegistrationError, UnknownNameError
 
 __all__ = [
     "Registry",
@@ -30,6 +43,9 @@ __all__ = [
     "REGULARIZERS",
     "TOPOLOGIES",
     "DATASETS",
+    "TIME_VARYING",
+    "SPARSE_FEATURES",
+    "POOLED",
 ]
 
 T = TypeVar("T")
@@ -43,6 +59,8 @@ class Entry:
     target: Any  # "module:attribute" or the object itself
     summary: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    traits: frozenset[str] = frozenset()
+    origin: str = ""  # where the registration came from, for messages (an entry point's "group: name = value")
 
 
 class Registry(Generic[T]):
@@ -56,29 +74,45 @@ class Registry(Generic[T]):
     '5'
     """
 
-    def __init__(self, kind: str, setting: str | None = None):
+    def __init__(self, kind: str, setting: str | None = None, group: str | None = None):
         self.kind = kind
         self.setting = setting or kind  # the setting users choose it with, for messages
+        self.group = group  # entry-point group of user packages' registrations (None: none)
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
         self._loaded: dict[str, T] = {}
+        self._plugins_read = group is None
 
     # ------------------------------------------------------------------ registering
     def register(self, name: str, target: Any, *, summary: str = "", aliases: tuple[str, ...] = (),
-                 replace: bool = False, **kwargs: Any) -> None:
+                 replace: bool = False, traits: tuple[str, ...] | frozenset[str] = (), origin: str = "",
+                 **kwargs: Any) -> None:
         """Add ``name``; ``target`` is an object or a ``"module:attribute"`` string imported on first use."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a {self.kind} name must be a non-empty str, got {name!r}")
         if name in self._entries and not replace:
             raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to override it)")
-        self._entries[name] = Entry(name, target, summary, dict(kwargs))
+        self._entries[name] = Entry(name, target, summary, dict(kwargs), frozenset(traits), origin)
         self._loaded.pop(name, None)
         for alias in aliases:
             self._aliases[alias] = name
 
+    def _read_plugins(self) -> None:
+        """Register the entry points of this table's group (once; names already registered win)."""
+        if self._plugins_read:
+            return
+        self._plugins_read = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.group or ""):
+            if ep.name not in self._entries:
+                self.register(ep.name, ep.value, summary=f"from {ep.value}",
+                              origin=f"entry point {ep.group}: {ep.name} = {ep.value}")
+
     # ------------------------------------------------------------------ looking up
     def canonical(self, name: Any) -> str:
         """The registered name for ``name`` or one of its aliases; unknown names raise UnknownNameError."""
+        self._read_plugins()
         if isinstance(name, str):
             if name in self._entries:
                 return name
@@ -104,6 +138,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names in registration order (aliases excluded)."""
+        self._read_plugins()
         return list(self._entries)
 
     def aliases(self) -> dict[str, str]:
@@ -116,12 +151,16 @@ class Registry(Generic[T]):
     def summary(self, name: str) -> str:
         return self.entry(name).summary
 
+    def traits(self, name: str) -> frozenset[str]:
+        """The words ``name``'s registration declares about it (no import of its target)."""
+        return self.entry(name).traits
+
     def get(self, name: str) -> T:
         """The implementation registered as ``name`` (imported on first use)."""
         key = self.canonical(name)
         if key not in self._loaded:
             entry = self._entries[key]
-            obj = _resolve(entry.target) if isinstance(entry.target, str) else entry.target
+            obj = self._import(entry) if isinstance(entry.target, str) else entry.target
             if entry.kwargs:
                 obj = functools.partial(obj, **entry.kwargs)
             self._loaded[key] = obj
@@ -129,6 +168,17 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+    def _import(self, entry: Entry) -> Any:
+        try:
+            return _resolve(entry.target)
+        except (ImportError, AttributeError) as exc:  # a user package's registration, or a broken install
+            where = entry.origin or f"{entry.target!r}"
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RegistrationError(
+                f"{self.kind} {entry.name!r} ({where}) cannot be imported: {type(exc).__name__}: {detail}"
+            ) from None
 
 
 def _resolve(target: str) -> Any:
@@ -139,19 +189,27 @@ def _resolve(target: str) -> Any:
     return obj
 
 
+# ---------------------------------------------------------------------------------------------- traits
+#: a topology family whose graph changes every gossip round (its registered builder gives the union graph)
+TIME_VARYING = "time-varying"
+#: a problem whose builder accepts sparse (CSR) features as they are (the others get dense features)
+SPARSE_FEATURES = "sparse-features"
+#: a centralized reference: one node on the pooled data, standing in for n nodes in suites (extra.pooled_nodes)
+POOLED = "pooled"
+
 # ---------------------------------------------------------------------------------------------- the tables
 #: builder(ctx: proxgt.run.build.AlgorithmContext) -> algorithm object with init/update
-ALGORITHMS: Registry[Callable[..., Any]] = Registry("algorithm")
+ALGORITHMS: Registry[Callable[..., Any]] = Registry("algorithm", group="proxgt.algorithms")
 #: estimator class with ``from_settings(n_nodes=, local_size=, batch=, big_batch=, period=)``
-ESTIMATORS: Registry[Any] = Registry("estimator")
+ESTIMATORS: Registry[Any] = Registry("estimator", group="proxgt.estimators")
 #: builder(settings, train: Dataset) -> Problem
-PROBLEMS: Registry[Callable[..., Any]] = Registry("problem")
+PROBLEMS: Registry[Callable[..., Any]] = Registry("problem", group="proxgt.problems")
 #: regularizer class with ``from_settings(strength, **params)`` and ``PARAMS``/``REQUIRED`` tuples
-REGULARIZERS: Registry[Any] = Registry("regularizer", "reg")
+REGULARIZERS: Registry[Any] = Registry("regularizer", "reg", group="proxgt.regularizers")
 #: graph builder(n, *, seed, p, radius, edge_file) -> networkx.Graph
-TOPOLOGIES: Registry[Callable[..., Any]] = Registry("topology")
+TOPOLOGIES: Registry[Callable[..., Any]] = Registry("topology", group="proxgt.topologies")
 #: loader(*, seed, data_dir) -> (train, test or None)
-DATASETS: Registry[Callable[..., Any]] = Registry("data set", "data")
+DATASETS: Registry[Callable[..., Any]] = Registry("data set", "data", group="proxgt.datasets")
 
 
 # ---------------------------------------------------------------------------------------------- built-ins
@@ -178,9 +236,9 @@ ALGORITHMS.register("cdproxsgt", "proxgt.algorithms.baselines.cdproxsgt:build",
                     summary="CDProxSGT: DProxSGT with compressed gossip (--compress, --consensus-step)")
 ALGORITHMS.register("prox-dasa", "proxgt.algorithms.baselines.dasa:build_dasa", summary="Prox-DASA")
 ALGORITHMS.register("sppdm", "proxgt.algorithms.baselines.sppdm:build", summary="SPPDM")
-ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd",
+ALGORITHMS.register("central-prox-sgd", "proxgt.algorithms.baselines.central:build_sgd", traits=(POOLED,),
                     summary="centralized prox-SGD on pooled data (nodes = 1)")
-ALGORITHMS.register("central-proxsarah", "proxgt.algorithms.baselines.central:build_sarah",
+ALGORITHMS.register("central-proxsarah", "proxgt.algorithms.baselines.central:build_sarah", traits=(POOLED,),
                     summary="centralized ProxSARAH on pooled data (nodes = 1)")
 
 # --- estimators
@@ -189,10 +247,12 @@ ESTIMATORS.register("sr-o", "proxgt.estimators.sarah:SarahOnline", summary="SARA
 ESTIMATORS.register("sr-e", "proxgt.estimators.sarah:SarahFinite", summary="SARAH, full local gradient every q")
 
 # --- problems
-PROBLEMS.register("logistic", "proxgt.problems.linear:build_logistic",
+PROBLEMS.register("logistic", "proxgt.problems.linear:build_logistic", traits=(SPARSE_FEATURES,),
                   summary="binary logistic regression with a non-convex penalty")
-PROBLEMS.register("softmax", "proxgt.problems.linear:build_softmax", summary="multinomial logistic regression")
-PROBLEMS.register("least_squares", "proxgt.problems.linear:build_least_squares", summary="least squares")
+PROBLEMS.register("softmax", "proxgt.problems.linear:build_softmax", traits=(SPARSE_FEATURES,),
+                  summary="multinomial logistic regression")
+PROBLEMS.register("least_squares", "proxgt.problems.linear:build_least_squares", traits=(SPARSE_FEATURES,),
+                  summary="least squares")
 PROBLEMS.register("mlp", "proxgt.problems.nn:build_mlp", summary="784-256-10 ReLU network (--hidden)")
 PROBLEMS.register("lenet", "proxgt.problems.nn:build_lenet", summary="LeNet-5 convolutional network")
 
@@ -231,9 +291,10 @@ TOPOLOGIES.register("random_geometric", "proxgt.topology.families:random_geometr
 TOPOLOGIES.register("file", "proxgt.topology.families:file", aliases=("edge_list", "edgelist"),
                     summary="edge list (--edge-file) or the support of the mixing matrix (--weights-file)")
 TOPOLOGIES.register("one-peer-exponential", "proxgt.topology.time_varying:one_peer_exponential",
-                    aliases=("one_peer_exponential",),
+                    aliases=("one_peer_exponential",), traits=(TIME_VARYING,),
                     summary="time-varying: each round node i talks to i XOR 2^k, k cycling (nodes a power of 2)")
 TOPOLOGIES.register("random-matching", "proxgt.topology.time_varying:random_matching", aliases=("random_matching",),
+                    traits=(TIME_VARYING,),
                     summary="time-varying: a fresh random matching each round")
 
 # --- data sets

@@ -13,9 +13,9 @@ import pytest
 
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
-from proxgt.cli._launch import launch
 from proxgt.compression.operators import make_compressor
 from proxgt.executors.distributed import partition_nodes
+from proxgt.executors.launch.launcher import launch
 from proxgt.executors.simulation import run_simulation
 from proxgt.topology import make_topology
 

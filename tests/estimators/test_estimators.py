@@ -12,7 +12,6 @@ import torch
 from proxgt._validation import ProxGTValueError
 from proxgt.estimators import (
     ESTIMATOR_NAMES,
-    ORACLE_CALLS,
     Estimator,
     Minibatch,
     NoState,
@@ -21,6 +20,7 @@ from proxgt.estimators import (
     Storm,
     make_estimator,
 )
+from proxgt.problems.oracle import ORACLE_CALLS
 from proxgt.registry import ESTIMATORS
 
 
@@ -108,6 +108,14 @@ class _Doubling:
     @classmethod
     def from_settings(cls, *, n_nodes, local_size, batch=None, big_batch=None, period=None):
         return cls(batch=batch if batch is not None else local_size // n_nodes)
+
+    @property
+    def batch_per_iter(self):
+        return self.batch
+
+    @property
+    def sizes(self):
+        return {"batch": self.batch}
 
     def samples_per_iter(self, local_size):
         return float(self.batch)
@@ -198,7 +206,7 @@ def test_declared_costs_are_what_the_oracle_counts(index):
         X_new = X - 0.01 * V
         V, state = est.update(state, oracle, X_new, X, V, t)
         X = X_new
-    assert seen == est.oracle_calls and est.oracle_calls <= ORACLE_CALLS
+    assert seen == est.oracle_calls and est.oracle_calls <= set(ORACLE_CALLS)
     assert (oracle.ifo - start).tolist() == [est.samples_per_iter(m) * iters] * 2
     assert isinstance(est, Estimator) and isinstance(est.batch, int) and est.recursion_ratio >= 0.0
 

@@ -12,9 +12,9 @@ import torch.distributed as dist
 
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.cli._launch import _first_failed
 from proxgt.executors.distributed import DistributedCommunicator, DistributedFailure, FaultMonitor, partition_nodes
 from proxgt.executors.failures import describe_exit, publish_failure, published_failure, resolve_culprit
+from proxgt.executors.launch.launcher import _first_failed
 from proxgt.topology import make_topology
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from proxgt._io import read_metrics_csv
-from proxgt.cli._launch import launch
+from proxgt.executors.launch.launcher import launch
 from proxgt.executors.simulation import run_simulation
 from proxgt.training import build_run
 

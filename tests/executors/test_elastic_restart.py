@@ -17,7 +17,7 @@ import pytest
 
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
-from proxgt.cli._launch import launch
+from proxgt.executors.launch.launcher import launch
 
 from .launching import tiny_classification
 
@@ -111,6 +111,28 @@ def test_a_restarted_run_ends_with_the_uninterrupted_metrics(uninterrupted, data
         assert f"proxgt: resuming {out} at iteration {resumed_at} of 30" in err, err[-3000:]
     else:  # killed before the first checkpoint: the restart runs from the start
         assert "resuming" not in err, err[-3000:]
+    _assert_same_run(uninterrupted, out)
+
+
+def test_a_restart_falls_back_from_a_corrupt_newest_checkpoint(uninterrupted, data_file, tmp_path):
+    """Rank 2 corrupts rank 1's file of the checkpoint at 20, then dies at 25: the restart warns once, resumes
+    from the checkpoint at 10 and ends with the uninterrupted metrics (it never retries the corrupt file)."""
+    out = tmp_path / "restarted"
+    bad = out / "checkpoint" / "iter000000020" / "rank1.pt"
+    kill = _kill_once(2, 25)
+
+    def hook(r: int, it: int) -> None:
+        if (r, it) == (2, 25) and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+            bad.write_bytes(bad.read_bytes()[:100])  # truncated
+        kill(r, it)
+
+    code, err = _launch([*FLAGS, "--data", data_file, "--out", str(out)], hook, max_restarts=2)
+    assert code == 0, err[-3000:]
+    assert err.count("proxgt: restarting all 4 workers") == 1, err[-3000:]
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and f"checkpoint file {bad} cannot be used" in warned[0], err[-3000:]
+    assert f"proxgt: resuming {out} at iteration 10 of 30" in err, err[-3000:]
+    assert "Traceback" not in err
     _assert_same_run(uninterrupted, out)
 
 

@@ -2,7 +2,7 @@
 SIGKILL and go on with the survivors (docs/fault-tolerance.md).
 
 The worker kills itself with ``os.kill(os.getpid(), SIGKILL)`` from the ``fault_hook(rank, t)`` of
-:func:`proxgt.cli._launch.launch` (forked workers inherit it). Nothing here depends on timing: a SIGKILLed
+:func:`proxgt.executors.launch.launcher.launch` (forked workers inherit it). Nothing here depends on timing: a SIGKILLed
 peer is seen at once (gloo's connection is lost), and the survivors agree as soon as the launcher has reported
 the dead process's exit, which it does within a poll of 50 ms.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from proxgt._io import read_metrics_csv
 from proxgt.cli import main
-from proxgt.cli._launch import launch
+from proxgt.executors.launch.launcher import launch
 
 from .launching import CRASH_MARKS, tiny_classification
 from .launching import captured as _captured
@@ -181,8 +181,8 @@ def test_the_survivors_agree_on_one_verdict(tmp_path):
 
     import torch.distributed as dist
 
-    from proxgt.cli._launch import _free_port
     from proxgt.executors.failures import FaultMonitor, PeerLost, Verdict, published_verdicts
+    from proxgt.executors.launch.launcher import _free_port
 
     port = _free_port()
     host = dist.TCPStore("127.0.0.1", port, 1, is_master=True, wait_for_workers=False,

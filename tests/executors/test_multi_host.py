@@ -17,7 +17,7 @@ import pytest
 
 import proxgt
 from proxgt.cli import main
-from proxgt.cli._launch import _free_port
+from proxgt.executors.launch.launcher import _free_port
 from proxgt.executors.simulation import run_simulation
 
 from .launching import CRASH_MARKS, tiny_classification

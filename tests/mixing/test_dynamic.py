@@ -11,7 +11,7 @@ import torch
 from proxgt.cli import main
 from proxgt.executors.simulation import simulated_communicator
 from proxgt.mixing import Mixer, SimulatedCommunicator
-from proxgt.mixing.dynamic import DynamicCommunicator, NetworkSchedule, network_schedule
+from proxgt.mixing.dynamic import DynamicCommunicator, NetworkSchedule
 from proxgt.settings import RunConfig
 from proxgt.topology import make_topology, metropolis_weights
 from proxgt.training import build_run
@@ -122,7 +122,7 @@ FAST = {"data": "breast_cancer", "nodes": 6, "topology": "ring", "iters": 12, "l
 
 def test_a_reliable_static_graph_keeps_the_plain_communicator():
     spec = build_run(RunConfig(**FAST))
-    assert network_schedule(spec) is None
+    assert spec.network is None
     assert type(simulated_communicator(spec)) is SimulatedCommunicator
     spec = build_run(RunConfig(**FAST, link_failure=0.1))
     assert isinstance(simulated_communicator(spec), DynamicCommunicator)

@@ -201,8 +201,8 @@ def test_same_seed_same_private_run():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"algorithm": "proxgt-sr-e"}, "SARAH estimator 'sr-e'"),
-    ({"algorithm": "proxgt-sr-o"}, "SARAH estimator 'sr-o'"),
+    ({"algorithm": "proxgt-sr-e"}, "not available with proxgt-sr-e: it uses gradient differences at two points"),
+    ({"algorithm": "proxgt-sr-o"}, "not available with proxgt-sr-o: it uses gradient differences at two points"),
     ({"algorithm": "deepstorm"}, "not available with deepstorm"),
     ({"algorithm": "sppdm"}, "not available with sppdm"),
     ({"batch": "full"}, "batch = full"),
@@ -233,7 +233,7 @@ def test_noise_without_clip_and_epsilon_off():
     (["--dp-clip", "1", "--dp-noise", "1", "--dp-delta", "0"], "dp_delta"),
     (["--dp-clip", "1", "--dp-epsilon", "0"], "dp_epsilon"),
     (["--dp-clip", "1", "--dp-noise", "1", "--dp-epsilon", "2"], "exactly one of"),
-    (["--dp-clip", "1", "--dp-noise", "1", "--algorithm", "proxgt-sr-e"], "SARAH"),
+    (["--dp-clip", "1", "--dp-noise", "1", "--algorithm", "proxgt-sr-e"], "gradient differences"),
 ])
 def test_cli_bad_privacy_input_exits_2_with_one_line(tmp_path, capsys, flags, name):
     code = main(["run", "--data", "breast_cancer", "--nodes", "4", "--iters", "5", "--no-progress", "--out",
@@ -259,7 +259,7 @@ def test_runs_without_privacy_never_import_opacus(tmp_path):
 
 @pytest.mark.parametrize("clip", [1e9, 0.5, 0.02])
 def test_mlp_clipped_sum_without_materializing_equals_clipping_per_sample_grads(clip):
-    from proxgt.problems.per_sample import clip_weights, clipped_grad_sum
+    from proxgt.problems.per_sample import clip_weights
 
     g = torch.Generator().manual_seed(4)
     prob = TorchModelProblem(MLP(12, 3, hidden=[7, 5], activation="tanh"))
@@ -269,19 +269,17 @@ def test_mlp_clipped_sum_without_materializing_equals_clipping_per_sample_grads(
     mask = (torch.rand(3, 6, generator=g) < 0.7).double()
     per = prob.per_sample_grads(X, feats, labels)
     want = torch.einsum("kb,kbd->kd", clip_weights(per.norm(dim=2), clip, mask), per)
-    torch.testing.assert_close(clipped_grad_sum(prob, X, feats, labels, mask, clip), want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(prob.clipped_grad_sum(X, feats, labels, mask, clip), want, rtol=1e-10, atol=1e-12)
 
 
 def test_private_oracle_adds_noise_of_std_sigma_c_over_b_to_the_clipped_sum():
-    from proxgt.problems.per_sample import clipped_grad_sum
-
     prob = LeastSquares(3000)
     oracle = _oracle(prob, PrivacyMechanism(0.5, 2.0, 1e-5, (40, 60, 50)), p=3000)
     X = torch.randn(3, 3000, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     batch = oracle.sample(8)
     v = oracle.grad(X, batch)
     feats, labels, _ = oracle._batch(batch.idx)
-    noise = v - clipped_grad_sum(prob, X, feats, labels, batch.mask, 0.5) / 8
+    noise = v - prob.clipped_grad_sum(X, feats, labels, batch.mask, 0.5) / 8
     for row in noise:  # per node: 3000 draws of N(0, (sigma C / b)^2)
         assert abs(float(row.std()) / (2.0 * 0.5 / 8) - 1) < 0.1
 

@@ -21,7 +21,8 @@ from proxgt.problems import (
 from proxgt.problems.nn import MLP, NN_DEFAULT_STEP, LeNet5, TorchModelProblem, build_lenet, build_mlp
 from proxgt.registry import PROBLEMS
 
-CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples", "recursion_ratio")
+CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples", "per_sample_gradients",
+                "recursion_ratio")
 
 
 def _settings(**kw):
@@ -78,7 +79,8 @@ def test_shipped_problem_declares_every_capability(problem):
 
 def test_linear_problems_declare_none():
     for problem in (LogisticRegression(5), SoftmaxRegression(5, 3), LeastSquares(5)):
-        assert all(getattr(problem, name) is None for name in CAPABILITIES)
+        assert all(getattr(problem, name) is None for name in CAPABILITIES if name != "per_sample_gradients")
+        assert problem.per_sample_gradients  # so differential privacy can run on them
 
 
 def test_network_capabilities_follow_the_settings():
@@ -97,6 +99,7 @@ def test_protocol_requires_the_capabilities():
         def predict(self, X, feats): ...
         def init_params(self, generator): ...
         def smoothness(self): ...
+        def clipped_grad_sum(self, X, feats, labels, mask, clip): ...
 
     assert not isinstance(Bare(), Problem)
     for name in CAPABILITIES:

@@ -39,7 +39,7 @@ def _cfg(**kw) -> RunConfig:
 
 def test_documented_recursion_ratios():
     assert NN_DEFAULT_STEP == 0.1
-    assert NN_RECURSION_RATIO == {"mlp": 0.25, "lenet": 0.0625}
+    assert NN_RECURSION_RATIO == {"mlp": 0.25, "lenet": 0.125}
     p = TorchModelProblem(MLP(16, 3, hidden=4))  # a module of your own: LeNet-5's (the smaller) ratio
     assert p.recursion_ratio == NN_RECURSION_RATIO["lenet"]
     assert p.default_step_for("sa") == p.default_step_for("sr-o") == p.default_step_for(None) == NN_DEFAULT_STEP

@@ -1,4 +1,4 @@
-"""The settings table: sections as TOML tables, validation that never mutates, flags and README from the table."""
+"""The settings table: TOML sections, validation that never mutates, flags and docs/settings.md from it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from proxgt.cli.flags import add_setting_flags, config_from_args
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import SECTIONS, SETTINGS, RunConfig, load_config_file, reference_markdown
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_every_setting_has_a_known_section_a_flag_and_help():
@@ -85,12 +85,12 @@ def test_flags_come_from_the_table_and_override_the_file(tmp_path):
     assert {s.cli_flag for s in SETTINGS} <= every_flag
 
 
-def test_readme_settings_reference_is_the_generated_one():
-    text = README.read_text()
+def test_settings_page_reference_is_the_generated_one():
+    text = SETTINGS_PAGE.read_text()
     m = re.search(r"<!-- settings-reference:start -->\n(.*?)<!-- settings-reference:end -->", text, re.S)
-    assert m, "README has no settings reference block"
+    assert m, "docs/settings.md has no settings reference block"
     assert m.group(1).strip() == reference_markdown().strip(), (
-        "README's settings reference is out of date: regenerate it with "
+        "docs/settings.md's settings reference is out of date: regenerate it with "
         "python -c 'from proxgt.settings import reference_markdown; print(reference_markdown())'"
     )
 

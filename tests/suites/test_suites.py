@@ -47,7 +47,11 @@ def test_grid_overrides_and_pooled_cells(tmp_path):
     ]
     assert s.cells[2].config["batch"] == 8 and "batch" not in s.cells[0].config
     central = s.cells[4].config
-    assert central["nodes"] == 1 and central["batch"] == 3 * 32 and central["extra"]["pooled_nodes"] == 3
+    assert central["nodes"] == 1 and central["extra"]["pooled_nodes"] == 3
+    from proxgt.training import build_run
+
+    # the pooled batch of 3 nodes of SA's default 32, resolved by the algorithm from extra.pooled_nodes
+    assert build_run(central).resolved.batch == 3 * 32
     assert s.cells[0].series == "algorithm=proxgt-sa"
 
 
@@ -119,7 +123,7 @@ def test_parallel_jobs(tmp_path):
 def test_gpu_cells_start_their_workers_with_spawn(tmp_path, monkeypatch):
     import multiprocessing as mp
 
-    import proxgt.suites as suites
+    import proxgt.suites.runner as suites
 
     s = load_suite(_write(tmp_path))
     fork = "fork" if "fork" in mp.get_all_start_methods() else "spawn"

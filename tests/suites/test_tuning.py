@@ -11,7 +11,7 @@ from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
 from proxgt.settings import load_config_file
 from proxgt.suites import load_suite, run_suite
-from proxgt.tuning import apply_setting
+from proxgt.suites.tuning import apply_setting
 
 # least squares on breast_cancer: step 100 blows up (NaN/Inf within the pilot), 0.001 and 0.003 are slow, 0.01 wins
 SUITE = """

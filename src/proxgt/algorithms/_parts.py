@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 import torch
 
+from proxgt.algorithms.base import Capabilities
+
 #: ``mix(Z, key=None)``: the executor's mixing; ``key`` names the quantity ("x", "y") for mixers that keep
 #: per-quantity state (compressed gossip, :mod:`proxgt.mixing.compressed`)
 Mix = Callable[..., torch.Tensor]
 
-__all__ = ["Mix", "mix_owned", "track", "prox_step"]
+__all__ = ["Mix", "mix_owned", "track", "prox_step", "estimator_capabilities"]
 
 
 def mix_owned(mix: Mix, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
@@ -31,3 +33,12 @@ def track(Y: torch.Tensor, V_new: torch.Tensor, V_old: torch.Tensor, mix: Mix) -
 def prox_step(regularizer, X: torch.Tensor, direction: torch.Tensor, step: float) -> torch.Tensor:
     """Row-wise ``prox_{step h}(X - step * direction)``."""
     return regularizer.prox(torch.add(X, direction, alpha=-step), step)
+
+
+def estimator_capabilities(estimator, *, extra_calls: frozenset[str] = frozenset(), **declared) -> Capabilities:
+    """The :class:`Capabilities` of an algorithm whose local gradients all come from ``estimator`` (plus the
+    oracle calls ``extra_calls`` it makes itself): its oracle calls, batch, sizes and recursion ratio are the
+    estimator's."""
+    return Capabilities(oracle_calls=frozenset(estimator.oracle_calls) | extra_calls,
+                        batch_per_iter=estimator.batch_per_iter, sizes=dict(estimator.sizes),
+                        recursion_ratio=float(estimator.recursion_ratio), **declared)

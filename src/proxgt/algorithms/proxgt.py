@@ -22,8 +22,9 @@ from typing import Any, NamedTuple
 import torch
 
 from proxgt._validation import check_choice, check_positive_float
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
-from proxgt.estimators import Estimator
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
+from proxgt.algorithms.base import Capabilities
+from proxgt.estimators import Estimator, EstimatorState
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["ProxGT", "ProxGTState", "ORDERS", "build"]
@@ -38,7 +39,7 @@ class ProxGTState(NamedTuple):
     v: torch.Tensor
     y: torch.Tensor
     t: int
-    est: Any  # the estimator's own state (e.g. :class:`~proxgt.estimators.SarahState`)
+    est: EstimatorState  # the estimator's own state (e.g. :class:`~proxgt.estimators.SarahState`)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ class ProxGT:
     step: float
     order: str = "prox-mix"
     name: str = "proxgt"
-    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")

@@ -31,7 +31,7 @@ def _handle(args: argparse.Namespace) -> int:
           f"already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")
     if suite.tune is not None:
         from proxgt.reporting.runs import tuning_markdown
-        from proxgt.tuning import read_tuning
+        from proxgt.suites.tuning import read_tuning
 
         tuning = read_tuning(suite.out)
         if tuning is not None:

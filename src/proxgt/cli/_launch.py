@@ -1,38 +1,18 @@
-"""``proxgt launch --nprocs N <run flags>``: one process per node (or block of nodes) on this machine.
-
-The launcher hosts the rendezvous store on 127.0.0.1 (a free port) and starts N worker processes (on Linux
-forked from the launcher once its imports are done, so that they start in well under a second; elsewhere
-``python -m proxgt.worker``) with the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT,
-TORCHELASTIC_USE_AGENT_STORE, OMP_NUM_THREADS=1, PROXGT_LAUNCHER_PID), then waits. When a worker fails, the
-others detect it within ``--timeout`` seconds and exit naming the failed rank; a worker that ends with an error
-before they agreed on one is named by the launcher itself (it saw that process exit first). The launcher waits
-``--timeout`` (plus a grace period) after the first failure, kills any worker still running, and exits non-zero
-naming the first failed rank. If the launcher itself ends (SIGTERM is forwarded to the workers; after kill -9
-they see it gone within a fraction of a second), every worker ends too, with one line at most. Several
-machines: ``--nnodes N --node-rank R --master-addr HOST --master-port P`` on each (node rank 0's launcher hosts
-the store on P; see :func:`launch` and docs/multi-machine.md); torchrun with ``-m proxgt.worker`` works too.
-"""
+"""``proxgt launch``: the command line of the torch.distributed launcher (:mod:`proxgt.executors.launch`)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import multiprocessing
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from proxgt.cli._run import add_folder_flags, raise_conflict
+from proxgt.cli._run import add_folder_flags
 from proxgt.cli.flags import add_setting_flags, config_from_args, resume_overrides, setting_argv
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import RESUMABLE
 
-__all__ = ["register", "launch", "worker_argv"]
+__all__ = ["register", "worker_argv"]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -49,379 +29,25 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _can_fork() -> bool:
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-
-
-def _forked_worker(env: dict[str, str], argv: list[str], fault_hook: Any = None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the launcher's handler: SIGTERM ends a worker quietly
-    os.environ.clear()
-    os.environ.update(env)
-    import torch
-
-    torch.set_num_threads(max(1, int(env.get("OMP_NUM_THREADS", "1") or 1)))
-    from proxgt.worker import main
-
-    os._exit(main(argv, fault_hook=fault_hook))
-
-
-class _Forked:
-    """A forked worker with the part of the ``subprocess.Popen`` interface the launcher uses."""
-
-    def __init__(self, env: dict[str, str], argv: list[str], fault_hook: Any = None):
-        self._p = multiprocessing.get_context("fork").Process(target=_forked_worker, args=(env, argv, fault_hook))
-        self._p.start()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._p.exitcode
-
-    def poll(self) -> int | None:
-        self._p.join(0)
-        return self._p.exitcode
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        self._p.join(timeout)
-        if self._p.exitcode is None:
-            raise subprocess.TimeoutExpired("proxgt.worker", timeout or 0)
-        return self._p.exitcode
-
-    def kill(self) -> None:
-        self._p.kill()
-
-    def terminate(self) -> None:
-        self._p.terminate()
-
-
-class _Terminated(Exception):
-    """The launcher received SIGTERM."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated
-
-
-def _first_failed(ranks: list[int], codes: list[int | None], verdict: str, first_rank: int = 0) -> int:
-    """Which of ``ranks``, seen ended with an error in the same poll, failed first: the one the workers' verdict
-    names, else one that did not exit with 1 (the code of a worker stopped by another's failure), else the
-    lowest. ``ranks`` are local; the verdict names global ranks (local + ``first_rank``)."""
-    for r in ranks:
-        if verdict.startswith(f"rank {r + first_rank} "):
-            return r
-    return min(ranks, key=lambda r: (codes[r] == 1, r))
-
-
-def _stop_workers(procs: list[Any]) -> None:
-    """SIGTERM to the running workers (its default action: a quiet exit); SIGKILL to those left after 5 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    end = time.monotonic() + 5.0
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def launch(
-    nprocs: int,
-    argv: list[str],
-    *,
-    timeout_s: float,
-    env: dict[str, str] | None = None,
-    command: list[str] | None = None,
-    fault_hook: Any = None,
-    nnodes: int = 1,
-    node_rank: int = 0,
-    master_addr: str | None = None,
-    master_port: int | None = None,
-    on_failure: str = "abort",
-    max_restarts: int = 0,
-    restart: int = 0,
-) -> int:
-    """Start ``nprocs`` workers ``command + argv`` (default ``python -m proxgt.worker``) and wait; returns the
-    launcher's exit code (0, or 1/2/3 naming the first failed rank on stderr; 130 interrupted, 143 SIGTERM).
-
-    The workers get ``PROXGT_LAUNCHER_PID`` and end (exit code 1, one line) as soon as this process is gone,
-    however it ends; SIGTERM is forwarded to them. When a worker ends with an error before the workers agreed on
-    a failure, that worker failed on its own (a worker that sees another fail publishes the failure before it
-    exits): the launcher publishes it, so that every worker names it.
-
-    ``fault_hook(rank, t)`` runs in every worker after every iteration (forked workers only; tests use it to
-    kill or hang a worker).
-
-    ``on_failure = "continue"`` (docs/fault-tolerance.md): a worker that ends with an error is reported to the
-    others (``exited/<rank>`` in the store) instead of failing the run; the launch exits 0 when the survivors
-    finished and every other worker was one they dropped. ``max_restarts`` N > 0: after a failed attempt, all
-    workers are started again (``TORCHELASTIC_RESTART_COUNT`` = the attempt) at most N times, on a fresh store;
-    they resume from the newest checkpoint (``restart`` is the attempt number, for that recursion).
-
-    Several machines: every machine runs a launcher with the same ``nnodes``, ``nprocs``, ``master_addr`` and
-    ``master_port`` and its own ``node_rank``; its workers get the global ranks ``node_rank * nprocs + i``.
-    The launcher of node rank 0 hosts the store on ``master_port`` (all interfaces) and keeps it until every
-    launcher has reported its workers done (at most ``timeout_s`` + 10 s after its own workers ended); the others
-    connect to ``master_addr:master_port`` and stop their workers, naming the cause, when the store is lost
-    (node rank 0's launcher gone) while workers still run (see :func:`_supervise`)."""
-    import threading
-
-    import torch.distributed as dist
-
-    if max_restarts > 0:  # elastic restarts (docs/fault-tolerance.md): the whole group again, from the checkpoint
-        for attempt in range(max_restarts + 1):
-            code = launch(nprocs, argv, timeout_s=timeout_s, env=env, command=command, fault_hook=fault_hook,
-                          nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-                          on_failure=on_failure, restart=attempt)
-            if code != 1 or attempt == max_restarts:  # success, bad input, divergence, interrupted: final
-                return code
-            sys.stderr.write(f"proxgt: restarting all {nprocs} workers from the newest checkpoint "
-                             f"(restart {attempt + 1} of at most {max_restarts})\n")
-        return 1
-    base = dict(os.environ if env is None else env)
-    base.setdefault("OMP_NUM_THREADS", "1")
-    host = master_addr or "127.0.0.1"
-    port = master_port or _free_port()
-    world, first_rank = nnodes * nprocs, node_rank * nprocs
-    base.update(MASTER_ADDR=host, MASTER_PORT=str(port), WORLD_SIZE=str(world), GROUP_RANK=str(node_rank),
-                LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True",
-                TORCHELASTIC_RESTART_COUNT=str(restart), PROXGT_LAUNCHER_PID=str(os.getpid()))
-    envs = [dict(base, RANK=str(first_rank + r), LOCAL_RANK=str(r)) for r in range(nprocs)]
-    old_term = None
-    procs: list[Any] = []
-    try:
-        if command is None and _can_fork():
-            # fork after the imports: the workers start without paying for them again
-            import proxgt.executors.distributed  # noqa: F401  (imported here so that the children inherit it)
-            import proxgt.worker  # noqa: F401
-
-            for e in envs:
-                procs.append(_Forked(e, argv, fault_hook))
-        else:
-            if fault_hook is not None:
-                raise ValueError("fault_hook needs forked workers (Linux, no command)")
-            cmd = command if command is not None else [sys.executable, "-m", "proxgt.worker"]
-            for e in envs:
-                procs.append(subprocess.Popen([*cmd, *argv], env=e))
-        if threading.current_thread() is threading.main_thread():  # after the fork: the workers keep the default
-            old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-        # the store comes after the fork, so that no worker inherits its server thread or socket
-        if node_rank != 0:  # no C++ stack traces from this store client when node rank 0's launcher is gone
-            from proxgt.worker import quiet_cpp_warnings
-
-            quiet_cpp_warnings()
-        try:
-            store = dist.TCPStore(host, port, world, is_master=node_rank == 0, wait_for_workers=False,
-                                  timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
-        except Exception as exc:  # port taken (node rank 0), or node rank 0's launcher not reachable in time
-            _stop_workers(procs)
-            what = f"host the rendezvous store on port {port}" if node_rank == 0 else \
-                f"reach the rendezvous store at {host}:{port} (node rank 0's launcher)"
-            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            sys.stderr.write(f"proxgt: error: launch: cannot {what}: {detail}\n")
-            return 1
-        if nnodes == 1:
-            return _supervise(procs, store, timeout_s, prefix=f"proxgt/{restart}/", on_failure=on_failure)
-        return _supervise_node(procs, store, timeout_s, nnodes, node_rank, f"{host}:{port}",
-                               prefix=f"proxgt/{restart}/", on_failure=on_failure)
-    except KeyboardInterrupt:
-        _stop_workers(procs)
-        sys.stderr.write("proxgt: interrupted\n")
-        return 130
-    except _Terminated:
-        _stop_workers(procs)
-        sys.stderr.write("proxgt: terminated (SIGTERM); the workers were stopped\n")
-        return 143
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-
-
-def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int = 0,
-               store_lost: Any = None, prefix: str = "proxgt/0/", on_failure: str = "abort") -> int:
-    """Wait for the workers; the launcher's exit code and its one-line report of a failure.
-
-    ``first_rank``: the global rank of the first local worker (several machines). ``store_lost()``, polled
-    while workers run, returns why the store is gone ('' while it is there): the running workers are then
-    stopped and the launcher exits 1 saying why."""
-    from proxgt.executors.failures import describe_exit, publish_failure, published_failure
-
-    # prefix: the workers' key_prefix(), from their TORCHELASTIC_RESTART_COUNT
-    nprocs = len(procs)
-    codes: list[int | None] = [None] * nprocs
-    ended: list[float] = [0.0] * nprocs
-    first_fail: tuple[int, int] | None = None
-    named_by_launcher = False
-    deadline: float | None = None
-    killed: list[int] = []
-    while any(c is None for c in codes):
-        now = time.monotonic()
-        lost = store_lost() if store_lost is not None else ""
-        if lost:
-            running = [r for r, c in enumerate(codes) if c is None]
-            _stop_workers([procs[r] for r in running])
-            sys.stderr.write(f"proxgt: error: launch failed: {lost}; stopped rank(s) "
-                             f"{', '.join(str(r + first_rank) for r in running)} still running\n")
-            return 1
-        failed_now = []
-        for r, p in enumerate(procs):
-            if codes[r] is None and p.poll() is not None:
-                codes[r] = p.returncode
-                ended[r] = now
-                if p.returncode != 0:
-                    failed_now.append(r)
-        if on_failure == "continue" and first_fail is None:  # a lost worker is the survivors' business
-            failed_now = _lost_or_failed(store, prefix, failed_now, codes, first_rank)
-        if failed_now and first_fail is None:
-            r0 = _first_failed(failed_now, codes, published_failure(store, prefix), first_rank)
-            first_fail = (r0, int(codes[r0]))  # type: ignore[arg-type]
-            deadline = now + timeout_s + 10.0
-            # nothing published yet: this worker failed on its own; tell the others, who may be waiting for a
-            # verdict (their suspicions would name it too, but this is what was seen, not inferred)
-            named_by_launcher = publish_failure(
-                store, f"rank {r0 + first_rank} failed: its process {describe_exit(codes[r0])}", prefix)
-        if deadline is not None and time.monotonic() > deadline:
-            for r, p in enumerate(procs):
-                if codes[r] is None:
-                    p.kill()
-                    p.wait()
-                    codes[r] = p.returncode
-                    killed.append(r)
-        time.sleep(0.05)
-    if first_fail is None and on_failure == "continue":
-        return _report_survivors(store, prefix, codes, first_rank)
-    if first_fail is None:
-        return 0
-    culprit = "" if named_by_launcher else published_failure(store, prefix)
-    r0, c0 = first_fail
-    others = [f"rank {r + first_rank} {describe_exit(c)} {ended[r] - ended[r0]:.1f} s later"
-              for r, c in enumerate(codes) if r != r0 and c != 0 and r not in killed]
-    msg = (f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}"
-           f"rank {r0 + first_rank} {describe_exit(c0)} first")
-    if others:
-        msg += "; then " + ", ".join(others)
-    if killed:
-        msg += (f"; killed rank(s) {', '.join(str(r + first_rank) for r in killed)} still running "
-                f"{timeout_s + 10:g} s later")
-    sys.stderr.write(msg + "\n")
-    done = [c for c in codes if c is not None]
-    if all(c == 2 for c in done):
-        return 2
-    if 3 in done:
-        return 3
-    return 1
-
-
-def _lost_or_failed(store: Any, prefix: str, failed_now: list[int], codes: list[int | None],
-                    first_rank: int) -> list[int]:
-    """On_failure = continue: tell the survivors which workers ended (``exited/<rank>``, so that they need not wait
-    for them); the workers that failed, for the launcher, only once the run itself failed (a published verdict)."""
-    from proxgt.executors.failures import describe_exit, published_failure
-
-    for r in failed_now:
-        with contextlib.suppress(Exception):
-            store.set(f"{prefix}exited/{r + first_rank}", describe_exit(int(codes[r])))  # type: ignore[arg-type]
-    if not published_failure(store, prefix):
-        return []
-    return [r for r, c in enumerate(codes) if c not in (None, 0)]
-
-
-def _report_survivors(store: Any, prefix: str, codes: list[int | None], first_rank: int) -> int:
-    """On_failure = continue, every worker ended and the run did not fail: 0 when the survivors finished and every
-    other worker was one the survivors dropped (one line each), else 1."""
-    from proxgt.executors.failures import describe_exit, published_verdicts
-
-    lost = {r: v for v in published_verdicts(store, prefix) for r in v.lost}
-    unexplained = [r for r, c in enumerate(codes) if c != 0 and r + first_rank not in lost]
-    if unexplained or all(c != 0 for c in codes):
-        what = ", ".join(f"rank {r + first_rank} {describe_exit(int(codes[r]))}" for r in unexplained)  # type: ignore[arg-type]
-        sys.stderr.write(f"proxgt: error: launch failed: {what or 'no worker finished'}\n")
-        return 1
-    for r, v in sorted(lost.items()):
-        sys.stderr.write(f"proxgt: lost rank {r} at iteration {v.iteration} ({v.lost[r]}); "
-                         f"{len(v.survivors)} process(es) went on\n")
-    return 0
-
-
-_DONE = "launch/done/"  # after the attempt prefix, + node rank: that machine's workers all ended (value: exit code)
-
-
-class _StoreWatch:
-    """``store_lost()`` of :func:`_supervise` on node ranks > 0: why the store (node rank 0's launcher) is gone,
-    once it has not answered for ``grace_s``; '' while it answers. Pings at most every 0.5 s."""
-
-    def __init__(self, store: Any, address: str, grace_s: float = 2.0):
-        self.store, self.address, self.grace_s = store, address, grace_s
-        self._next = self._since = 0.0
-        self.reported = False
-
-    def __call__(self) -> str:
-        now = time.monotonic()
-        if now < self._next:
-            return ""
-        self._next = now + 0.5
-        try:
-            self.store.check([_DONE + "0"])
-            self._since = 0.0
-            return ""
-        except Exception:
-            self._since = self._since or now
-            if now - self._since < self.grace_s:
-                return ""
-            self.reported = True
-            return f"lost the rendezvous store at {self.address}: node rank 0's launcher is gone or unreachable"
-
-
-def _supervise_node(procs: list[Any], store: Any, timeout_s: float, nnodes: int, node_rank: int,
-                    address: str, prefix: str = "proxgt/0/", on_failure: str = "abort") -> int:
-    """Several machines: supervise this machine's workers (:func:`_supervise`), then report them done in the
-    store. Node rank 0's launcher hosts the store, so it waits (at most ``timeout_s`` + 10 s) for every other
-    launcher's report before it returns: a worker elsewhere may still need the store (a verdict to read, the
-    end of its run). The others stop their workers when the store is lost while they run."""
-    nprocs = len(procs)
-    lost = _StoreWatch(store, address) if node_rank else None
-    code = _supervise(procs, store, timeout_s, node_rank * nprocs, lost, prefix=prefix, on_failure=on_failure)
-    try:
-        store.set(f"{prefix}{_DONE}{node_rank}", str(code))
-    except Exception:
-        if code != 0 and not (lost is not None and lost.reported):
-            sys.stderr.write(f"proxgt: error: launch: the rendezvous store at {address} is gone too: node rank 0's "
-                             "launcher has ended (a failure there, or it was killed)\n")
-    if node_rank != 0:
-        return code
-    end = time.monotonic() + timeout_s + 10.0
-    missing = list(range(1, nnodes))
-    while missing and time.monotonic() < end:
-        missing = [k for k in missing if not store.check([f"{prefix}{_DONE}{k}"])]
-        time.sleep(0.1)
-    if missing:
-        sys.stderr.write(f"proxgt: error: launch: node rank(s) {', '.join(map(str, missing))} did not report their "
-                         f"workers done within {timeout_s + 10:g} s of this machine's\n")
-        return code or 1
-    return code
-
 
 def _handle(args: argparse.Namespace) -> int:
-    from proxgt.executors.driver import resume_settings
+    from proxgt.executors.driver import plan_resume
+    from proxgt.executors.launch.launcher import launch
     from proxgt.training import RunFolder
 
     if args.nprocs < 1:
         raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
     _check_machines(args)
     world = args.nprocs * args.nnodes
+    start_over = False
     if args.resume:
-        if args.overwrite:
-            raise_conflict("--resume", "--overwrite")
-        cfg, ck_world, _ = resume_settings(args.resume, resume_overrides(args, RESUMABLE))
-        if ck_world != world:
+        # rank 0 names a corrupt checkpoint it falls back from; a start-over reads only the settings, here
+        plan = plan_resume(args.resume, resume_overrides(args, RESUMABLE), overwrite=args.overwrite,
+                           warn=args.overwrite)
+        cfg, start_over = plan.cfg, plan.start_over
+        if not start_over and plan.world != world:
             raise ProxGTValueError(
-                f"the checkpoint in {args.resume} was written by {ck_world} process(es); use --nprocs {ck_world}"
+                f"the checkpoint in {args.resume} was written by {plan.world} process(es); use --nprocs {plan.world}"
                 + (" in all, --nprocs x --nnodes" if args.nnodes > 1 else "")
             )
     else:
@@ -447,10 +73,30 @@ def _handle(args: argparse.Namespace) -> int:
                                "several machines do not yet tell the survivors which workers ended")
     if args.max_restarts and args.nnodes > 1:
         raise ProxGTValueError("--max-restarts works on one machine; for several, use torchrun --max-restarts "
-                               "with -m proxgt.worker (docs/fault-tolerance.md)")
-    return launch(args.nprocs, worker_argv(args), timeout_s=cfg.timeout_s, nnodes=args.nnodes,
-                  node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
-                  on_failure=cfg.on_failure, max_restarts=args.max_restarts)
+                               "with -m proxgt.executors.launch.worker (docs/fault-tolerance.md)")
+    if args.overwrite and args.node_rank == 0:
+        # replaced here, before any worker starts: a restart (--max-restarts) must never find the old run's
+        # checkpoints and resume that run instead of this one
+        RunFolder(cfg.out, overwrite=True).close()
+    with tempfile.TemporaryDirectory(prefix="proxgt-launch-") as tmp:
+        argv = worker_argv(args)
+        if start_over:  # the workers start a fresh run with the settings of DIR's checkpoint
+            argv = _fresh_run_argv(args, cfg, Path(tmp) / "settings.toml")
+        return launch(args.nprocs, argv, timeout_s=cfg.timeout_s, nnodes=args.nnodes,
+                      node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
+                      on_failure=cfg.on_failure, max_restarts=args.max_restarts)
+
+
+def _fresh_run_argv(args: argparse.Namespace, cfg: Any, path: Path) -> list[str]:
+    """Worker flags that run ``cfg`` from the start in its folder (``--resume DIR --overwrite``): the settings go
+    in a TOML file that lives as long as the launcher, so that every restart reads the same ones."""
+    import tomli_w
+
+    from proxgt._io import atomic_write_text, json_safe
+
+    atomic_write_text(path, tomli_w.dumps(json_safe(cfg.to_toml_dict())))
+    return worker_argv(argparse.Namespace(config=str(path), overwrite=True, backend=args.backend,
+                                          no_progress=args.no_progress))
 
 
 def _check_machines(args: argparse.Namespace) -> None:

@@ -53,15 +53,15 @@ def _handle(args: argparse.Namespace) -> int:
         if m not in MIXING_KINDS:
             raise ProxGTValueError(f"The 'mixings' parameter of plan must list {', '.join(MIXING_KINDS)}. Got {m!r}.")
     network_model = network_from_args(args, cfg)
-    if getattr(cfg, "link_failure", None):
+    if cfg.link_failure:
         cfg = cfg.merged({"link_failure": 0.0})  # the pilots run on a reliable network; the model adds failures
     cost = cost_from_args(args, cfg)
     network = None
     if network_model.link_failure > 0 or network_model.straggler.kind != "none":
-        from proxgt.mixing.dynamic import TIME_VARYING
+        from proxgt.registry import TIME_VARYING, TOPOLOGIES
         from proxgt.training import build_run
 
-        if str(cfg.topology).replace("_", "-") in TIME_VARYING:
+        if TIME_VARYING in TOPOLOGIES.traits(cfg.topology):
             raise ProxGTValueError(
                 f"--link-failure and --straggler in plan model a fixed graph; --topology {cfg.topology} changes it "
                 "every round (measure it instead: proxgt run --link-failure P, or a suite)")

@@ -74,12 +74,9 @@ class NodeShard:
     n_train: int  # training samples over all nodes
     request: ShardRequest
 
-    def fix_problem(self, problem: Any) -> None:
-        """Replace a constant the problem computed from this process's rows by the one of all rows: the
-        linear problems' ``lambda_max(A^T A / N)`` (their ``_gram``)."""
-        if getattr(problem, "_gram", None) is not None:
-            problem._gram = distributed_lambda_max_gram(self.train.X, self.n_train,
-                                                        self.request.sum_over_processes)
+    def gram_lambda_max(self) -> float:
+        """lambda_max(A^T A / N) of the training rows of all processes (every process gets the same value)."""
+        return distributed_lambda_max_gram(self.train.X, self.n_train, self.request.sum_over_processes)
 
 
 def distributed_lambda_max_gram(

@@ -14,16 +14,16 @@ B or m per refresh. Defaults follow spec section 5b and are computed from the nu
 m (:func:`make_estimator`). Modules: ``base`` (the protocol), ``minibatch``, ``sarah``, ``storm``, ``factory``.
 """
 
-from .base import ORACLE_CALLS, Estimator, NoState
+from .base import Estimator, EstimatorState, NoState, SarahState
 from .factory import ESTIMATOR_NAMES, make_estimator
 from .minibatch import SA_BATCH, Minibatch
-from .sarah import RESTART_RATIO, SarahFinite, SarahOnline, SarahState
+from .sarah import RESTART_RATIO, SarahFinite, SarahOnline
 from .storm import Storm
 
 __all__ = [
     "Estimator",
     "NoState",
-    "ORACLE_CALLS",
+    "EstimatorState",
     "Minibatch",
     "SA_BATCH",
     "SarahOnline",

@@ -8,9 +8,11 @@ typed state of its own (a NamedTuple of tensors, ints and floats, optax-style)::
 
 The algorithm keeps ``V`` (it needs it for tracking) and carries ``s`` as a field of its own state, so a
 checkpoint of the algorithm's state holds the estimator's too. What an estimator costs is declared, not
-probed: ``batch`` (b, the fresh samples of an ordinary iteration), ``oracle_calls`` (which of the oracle's
-calls it makes: ``"minibatch"``, ``"pair"`` (gradients at two points on the same samples), ``"full"``),
-``recursion_ratio`` (q / b of an undamped recursion, 0 for none) and :meth:`Estimator.samples_per_iter`.
+probed: ``oracle_calls`` (which of the oracle's calls it makes: :data:`~proxgt.problems.oracle.MINIBATCH`,
+:data:`~proxgt.problems.oracle.PAIR` (gradients at two points on the same samples),
+:data:`~proxgt.problems.oracle.FULL`), ``batch_per_iter`` (fresh samples of an ordinary iteration), ``sizes``,
+``recursion_ratio`` (q / b of an undamped recursion, 0 for none) and :meth:`Estimator.samples_per_iter`
+(component gradients per iteration, refreshes included).
 
 The shipped estimators are registered in :data:`proxgt.registry.ESTIMATORS`; each registered class also has a
 classmethod ``from_settings(*, n_nodes, local_size, batch=None, big_batch=None, period=None, ratio=None)`` that
@@ -25,15 +27,24 @@ import torch
 
 from proxgt.problems.oracle import GradientOracle
 
-__all__ = ["Estimator", "NoState", "ORACLE_CALLS"]
-
-#: The oracle calls an estimator may declare: fresh minibatch gradients, gradient pairs (two points, same
-#: samples) and full local gradients.
-ORACLE_CALLS: frozenset[str] = frozenset({"minibatch", "pair", "full"})
+__all__ = ["Estimator", "NoState", "SarahState", "EstimatorState"]
 
 
 class NoState(NamedTuple):
     """The state of an estimator that remembers nothing between iterations."""
+
+
+class SarahState(NamedTuple):
+    """What a SARAH estimator remembers (:mod:`proxgt.estimators.sarah`): per row, the norm of its last fresh
+    estimate (the safeguard's reference) and how often the safeguard restarted it."""
+
+    ref: torch.Tensor  # (k,) float
+    restarts: torch.Tensor  # (k,) int64
+
+
+#: The states of the shipped estimators (the type of the ``est`` field of an algorithm's state; a checkpoint
+#: rebuilds it as the member whose fields it stored).
+EstimatorState = NoState | SarahState
 
 
 @runtime_checkable
@@ -42,17 +53,23 @@ class Estimator(Protocol):
 
     Attributes:
         name: the registered name (``"sa"``, ``"sr-o"``, ``"sr-e"``, ...).
-        batch: b, the fresh samples per node of an ordinary iteration.
-        oracle_calls: the oracle calls it makes (a subset of :data:`ORACLE_CALLS`).
+        oracle_calls: the kinds of oracle call it makes (``proxgt.problems.oracle.MINIBATCH``, ``PAIR``, ``FULL``).
+        batch_per_iter: fresh samples it draws per node in an ordinary iteration (what ``epochs`` counts).
+        sizes: its resolved sizes by setting name (``batch``, ``big_batch``, ``period``).
         recursion_ratio: q / b of an undamped gradient-difference recursion (SARAH), whose error grows with
-            (q / b) (a L)^2 between refreshes; 0.0 for estimators without one.
+            (q / b) (a s)^2 between refreshes (:mod:`proxgt.estimators.sarah`); 0.0 for estimators without one.
     """
 
     name: str
-    batch: int
 
     @property
     def oracle_calls(self) -> frozenset[str]: ...
+
+    @property
+    def batch_per_iter(self) -> int: ...
+
+    @property
+    def sizes(self) -> dict[str, int]: ...
 
     @property
     def recursion_ratio(self) -> float: ...

@@ -9,7 +9,7 @@ import torch
 
 from proxgt._validation import check_positive_int
 from proxgt.estimators.base import NoState
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import MINIBATCH, GradientOracle
 
 __all__ = ["Minibatch", "SA_BATCH"]
 
@@ -23,11 +23,22 @@ class Minibatch:
 
     batch: int = SA_BATCH
     name: str = "sa"
-    oracle_calls: ClassVar[frozenset[str]] = frozenset({"minibatch"})
     recursion_ratio: ClassVar[float] = 0.0
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "Minibatch")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({MINIBATCH})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch}
 
     @classmethod
     def from_settings(

@@ -30,14 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
 from proxgt._validation import ProxGTValueError, check_positive_int
+from proxgt.estimators.base import SarahState
 from proxgt.estimators.minibatch import SA_BATCH
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
 
 __all__ = ["SarahOnline", "SarahFinite", "SarahState", "RESTART_RATIO"]
 
@@ -46,13 +46,6 @@ RESTART_RATIO = 4.0
 
 #: Fresh estimate of the rows ``rows`` (bool (k,); None: all) at X.
 _Fresh = Callable[[GradientOracle, torch.Tensor, "np.ndarray | None"], torch.Tensor]
-
-
-class SarahState(NamedTuple):
-    """What a SARAH estimator remembers: per row, the norm of its last fresh estimate and its restarts."""
-
-    ref: torch.Tensor  # (k,) float
-    restarts: torch.Tensor  # (k,) int64
 
 
 def _sarah_step(oracle: GradientOracle, X_new, X_old, V_old, batch: int) -> torch.Tensor:
@@ -107,13 +100,24 @@ class SarahOnline:
     period: int
     restart: float = RESTART_RATIO
     name: str = "sr-o"
-    oracle_calls: ClassVar[frozenset[str]] = frozenset({"minibatch", "pair"})
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "SarahOnline")
         check_positive_int(self.big_batch, "big_batch", "SarahOnline")
         check_positive_int(self.period, "period", "SarahOnline")
         _check_restart(self.restart, "SarahOnline")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({MINIBATCH, PAIR})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch, "big_batch": self.big_batch, "period": self.period}
 
     @classmethod
     def from_settings(
@@ -170,12 +174,23 @@ class SarahFinite:
     period: int
     restart: float = RESTART_RATIO
     name: str = "sr-e"
-    oracle_calls: ClassVar[frozenset[str]] = frozenset({"full", "pair"})
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "SarahFinite")
         check_positive_int(self.period, "period", "SarahFinite")
         _check_restart(self.restart, "SarahFinite")
+
+    @property
+    def oracle_calls(self) -> frozenset[str]:
+        return frozenset({FULL, PAIR})
+
+    @property
+    def batch_per_iter(self) -> int:
+        return self.batch
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch, "period": self.period}
 
     @classmethod
     def from_settings(

@@ -27,7 +27,7 @@ import torch
 
 from proxgt._validation import check_positive_float, check_positive_int
 from proxgt.estimators.base import NoState
-from proxgt.problems.oracle import GradientOracle
+from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
 
 __all__ = ["Storm"]
 
@@ -57,7 +57,16 @@ class Storm:
 
     @property
     def oracle_calls(self) -> frozenset[str]:
-        return frozenset({"full", "pair", "minibatch"} if self.hybrid else {"full", "pair"})
+        return frozenset({FULL, PAIR, MINIBATCH} if self.hybrid else {FULL, PAIR})
+
+    @property
+    def batch_per_iter(self) -> int:
+        # one batch B (used at two points), the hybrid form also a second, independent batch B'
+        return self.batch * (2 if self.hybrid else 1)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"batch": self.batch}
 
     def samples_per_iter(self, local_size: float) -> float:
         return float((3 if self.hybrid else 2) * self.batch)

@@ -30,12 +30,12 @@ evaluated at the network average.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ import torch.distributed as dist
 from proxgt._state import map_state
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
-from proxgt.executors.driver import FaultHook, drive, resume_settings
+from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
 from proxgt.settings import RunConfig
@@ -119,6 +119,8 @@ class DistributedExecutor:
         blocks = partition_nodes(spec.settings.nodes, self.world)
         self.comm = DistributedCommunicator(spec.topology, blocks, self.rank, timeout_s=self.timeout_s,
                                             monitor=self.monitor)
+        if spec.network is not None:
+            self.comm.attach_schedule(spec.network)
         spec.keep_only(self.comm.node_ids)
         return self.comm
 
@@ -162,14 +164,14 @@ class DistributedExecutor:
                                                "(active_nodes) and final.npz has NaN rows for the lost nodes")
 
     # ------------------------------------------------------------ on_failure = continue
-    def train(self, train_fn: Callable[..., Any], spec: RunSpec, comm: DistributedCommunicator, oracle: Any, *,
+    def train(self, train_fn: TrainFn, spec: RunSpec, comm: DistributedCommunicator, oracle: Any, *,
               state: Any, start_wall: float, on_row: Any, after_iteration: Any, progress: bool,
-              rows: list[dict[str, float]], folder: Any = None) -> tuple[Any, Any]:
+              rows: list[dict[str, float]], folder: Any = None, mixer: Any = None) -> tuple[Any, Any]:
         """``train_fn`` (the shared loop); under ``on_failure = "continue"`` it goes on after lost processes
         (module docstring): a failed op rolls the survivors back to the agreed iteration on the surviving graph."""
         if self.monitor.on_failure != "continue":
             return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
-                            after_iteration=after_iteration, progress=progress)
+                            after_iteration=after_iteration, progress=progress, mixer=mixer)
         ring: deque[tuple[int, Any, Any, Any, float]] = deque(maxlen=spec.settings.log_every + 2)
 
         def remember(st: Any, wall: float) -> None:
@@ -181,23 +183,21 @@ class DistributedExecutor:
             ring.append((int(state.t), _copy_state(state), oracle.state_dict(), comm.counter.state_dict(),
                          start_wall))
             self.monitor.iteration = int(state.t) + 1
-        topology, wall = spec.topology, start_wall
-        try:
-            while True:
-                try:
-                    out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=on_row,
-                                   after_iteration=remember, progress=progress)
-                    self.monitor.iteration = spec.iters + 1
-                    comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
-                    return out
-                except PeerLost as lost:
-                    state, wall = self._go_on(lost, spec, comm, oracle, ring, rows, topology, folder)
-        finally:
-            spec.topology = topology
+        current, wall = spec, start_wall  # current: the run on the graph of the surviving nodes
+        while True:
+            try:
+                out = train_fn(current, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                               after_iteration=remember, progress=progress, mixer=mixer)
+                self.monitor.iteration = current.iters + 1
+                comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
+                return out
+            except PeerLost as lost:
+                state, wall, current, mixer = self._go_on(lost, spec, comm, oracle, ring, rows, folder)
 
     def _go_on(self, lost: PeerLost, spec: RunSpec, comm: DistributedCommunicator, oracle: Any,
-               ring: deque, rows: list[dict[str, float]], topology: Any, folder: Any) -> tuple[Any, float]:
-        """Agree on the survivors, re-form the group on the surviving graph and return the state to go on from."""
+               ring: deque, rows: list[dict[str, float]], folder: Any) -> tuple[Any, float, RunSpec, Any]:
+        """Agree on the survivors, re-form the group on the surviving graph and return the state to go on from,
+        its wall time, the run on the surviving graph (``spec`` itself is left as built) and its mixer."""
         from proxgt.mixing.compressed import make_mixer
         from proxgt.topology import Topology
 
@@ -206,6 +206,7 @@ class DistributedExecutor:
         self.can_checkpoint = False
         T = verdict.iteration
         nodes = sorted(i for r in verdict.survivors for i in comm.blocks[r])
+        topology = spec.topology
         sub = topology.graph.subgraph(nodes)
         parts = sorted(sorted(int(i) for i in c) for c in nx.connected_components(sub))
         if len(parts) > 1:
@@ -224,7 +225,8 @@ class DistributedExecutor:
         oracle.load_state_dict(snap[2])
         comm.counter.load_state_dict(snap[3])  # the counts after T - 1; then the surviving degrees from T on
         comm.drop_ranks(verdict.survivors, topology.graph)
-        spec.topology = Topology.from_graph(sub, "metropolis", name=f"{topology.name} (surviving)")
+        survived = dataclasses.replace(spec, topology=Topology.from_graph(sub, "metropolis",
+                                                                         name=f"{topology.name} (surviving)"))
         # a row of iteration >= T was logged only if the lost process died in that row's all_reduce after some
         # survivors had their result: it is logged again, over the survivors
         keep = next((k for k, r in enumerate(rows) if r["iter"] >= T), len(rows))
@@ -235,8 +237,9 @@ class DistributedExecutor:
                 writer.start_metrics(list(rows[0]), rows)
         if self.rank == comm.members[0] and writer is None and spec.settings.out:
             self._take_over_folder(spec.settings.out, rows)
-        st = spec.algorithm.init(snap[1].x, oracle, make_mixer(comm, spec))
-        return st._replace(t=T - 1), float(snap[4])
+        mixer = make_mixer(comm, survived)  # with the surviving graph's lambda
+        st = spec.algorithm.init(snap[1].x, oracle, mixer)
+        return st._replace(t=T - 1), float(snap[4]), survived, mixer
 
     def _regroup(self, verdict: Verdict) -> None:
         """A new default process group of the survivors (lowest surviving rank first)."""
@@ -295,13 +298,18 @@ def run_distributed(
     """Run ``cfg`` as this process's part of a torch.distributed job (started by ``proxgt launch``/torchrun).
 
     Every rank returns a :class:`History` whose ``x`` holds its local rows; on rank 0 ``x`` holds all n rows
-    and rank 0 writes the run folder. ``resume`` continues from the newest checkpoint of that run folder.
+    and rank 0 writes the run folder. ``resume`` continues the run in that folder from its newest usable
+    checkpoint (``overrides`` may extend a finished one; ``overwrite`` starts it over: see
+    :func:`~proxgt.executors.driver.plan_resume`).
     ``fault_hook(rank, t)`` runs after every iteration (tests use it to kill or hang a process). Raises
     DistributedFailure naming the failed rank when another process fails or stops answering within
     ``timeout_s``.
     """
-    if resume is not None:
-        cfg, _, _ = resume_settings(resume, overrides)
+    plan: ResumePlan | None = None
+    if resume is not None:  # every process plans from the same files; rank 0 says what it falls back from
+        plan = plan_resume(resume, overrides, overwrite=overwrite, warn=os.environ.get("RANK", "0") == "0")
+        cfg, overwrite = plan.cfg, plan.start_over
+        plan = None if plan.start_over else plan
     elif cfg is None:
         raise ProxGTValueError("nothing to run: give a config or resume=DIR")
     elif isinstance(cfg, dict):
@@ -321,8 +329,9 @@ def run_distributed(
     monitor.start()
     try:
         executor = DistributedExecutor(rank, world, monitor, cfg.timeout_s, store=store, backend=backend)
-        # on resume, cfg holds the settings resolved above (checkpoint, overrides, this process's GPU)
-        return drive(executor, cfg, resume=resume, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+        # on resume, the plan holds the settings resolved above (checkpoint, overrides, this process's GPU)
+        return drive(executor, cfg, resume=None if plan is None else dataclasses.replace(plan, cfg=cfg),
+                     overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except DistributedFailure:
         raise
     except BaseException as exc:

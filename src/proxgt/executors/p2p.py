@@ -16,6 +16,7 @@ import torch.distributed as dist
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.failures import FaultMonitor
 from proxgt.mixing import CommCounter
+from proxgt.mixing.communicator import fused_round
 from proxgt.topology import Topology
 
 __all__ = ["DistributedCommunicator", "partition_nodes"]
@@ -213,6 +214,11 @@ class DistributedCommunicator:
         self.exchange_s += t1 - t0
         self.gossip_s += t2 - t0
         return out
+
+    def gossip_into(self, Z: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, beta: float = 0.0,
+                    prev: torch.Tensor | None = None) -> torch.Tensor:
+        """One round fused with the mixing recurrence (:meth:`proxgt.mixing.communicator.Gossip.gossip_into`)."""
+        return fused_round(self.gossip(Z), out, alpha, beta, prev)
 
     def share(self, payload: torch.Tensor) -> torch.Tensor:
         """One round of compressed gossip (:mod:`proxgt.mixing.compressed`): send the encoded rows (uint8,

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from proxgt.executors.driver import FaultHook, drive
+from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.mixing import SimulatedCommunicator
-from proxgt.mixing.dynamic import DynamicCommunicator, network_schedule
+from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 
@@ -19,10 +19,9 @@ __all__ = ["SimulationExecutor", "run_simulation", "simulated_communicator"]
 def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
     """W @ Z per round on a reliable static graph (the fast path); the round matrices of the run's
     :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph."""
-    schedule = network_schedule(spec)
-    if schedule is None:
+    if spec.network is None:
         return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
-    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, schedule)
+    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
 
 
 class SimulationExecutor:
@@ -30,6 +29,9 @@ class SimulationExecutor:
 
     rank = 0
     world = 1
+    shard = None  # every row
+    folder = None  # the driver's own run folder is the only one
+    can_checkpoint = True
 
     def communicator(self, spec: RunSpec) -> SimulatedCommunicator:
         return simulated_communicator(spec)
@@ -42,6 +44,12 @@ class SimulationExecutor:
 
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         pass
+
+    def train(self, train_fn: TrainFn, spec: RunSpec, comm: Any, oracle: Any, *, state: Any, start_wall: float,
+              on_row: Any, after_iteration: Any, progress: bool, rows: list[dict[str, float]], folder: Any,
+              mixer: Any) -> tuple[Any, Any]:
+        return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                        after_iteration=after_iteration, progress=progress, mixer=mixer)
 
 
 def run_simulation(
@@ -59,8 +67,9 @@ def run_simulation(
     Writes the run folder when ``out`` (or ``cfg.out``) is set: config.toml first, metrics.csv after every
     logged row, final.npz and summary.json at the end. On divergence the rows logged so far stay on disk,
     summary.json records the failure, and DivergenceError is raised. A folder that already holds a run is
-    refused unless ``overwrite``; ``resume=DIR`` continues DIR's run from its newest checkpoint (see
-    :func:`proxgt.executors.driver.drive`).
+    refused unless ``overwrite``; ``resume=DIR`` continues DIR's run from its newest usable checkpoint, extends a
+    finished one (``overrides={"iters": N}``) or, with ``overwrite``, starts it over (see
+    :func:`proxgt.executors.driver.plan_resume`).
     """
     # on resume the settings come from the checkpoint, whatever cfg says
     return drive(SimulationExecutor(), None if resume is not None else cfg, out=out, resume=resume,

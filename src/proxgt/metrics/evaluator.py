@@ -87,7 +87,7 @@ class MetricsEvaluator:
                 cols.append("test_accuracy")
             cols.append("test_loss")
         cols.append("density")
-        if getattr(self.oracle, "privacy", None) is not None:
+        if self.oracle.privacy is not None:
             cols.extend(PRIVACY_COLUMNS)
         return cols
 
@@ -106,7 +106,7 @@ class MetricsEvaluator:
 
     @torch.no_grad()
     def __call__(self, X: torch.Tensor, t: int, wall_s: float) -> dict[str, float]:
-        comm, n = self.comm, int(getattr(self.comm, "active_nodes", self.n))  # survivors (a lost site is gone)
+        comm, n = self.comm, int(self.comm.active_nodes)  # survivors (a lost site is gone)
         xbar = comm.sum_over_nodes(X) / n
         dev_sq = comm.sum_over_nodes(((X - xbar) ** 2).sum(dim=1, keepdim=True))[0]
         Xb = xbar.unsqueeze(0).expand(X.shape[0], -1).contiguous()
@@ -122,7 +122,7 @@ class MetricsEvaluator:
             "iter": t,
             "ifo_per_node": float(comm.sum_over_nodes(ifo)[0]) / n,
             "comm_rounds": counter.rounds,
-            "bytes_per_node": counter.bytes_per_node if getattr(comm, "active_mask", None) is None
+            "bytes_per_node": counter.bytes_per_node if comm.active_mask is None
             else float(counter.bytes[comm.active_mask].mean()),
             "wall_s": wall_s,
             "grad_mapping_sq": float(s.double().square().sum()),
@@ -142,6 +142,6 @@ class MetricsEvaluator:
             row["test_loss"] = tloss
         vals = z if self.density_mask is None else z[self.density_mask.to(z.device)]
         row["density"] = float((vals != 0).sum()) / max(1, vals.numel())
-        if getattr(self.oracle, "privacy", None) is not None:
+        if self.oracle.privacy is not None:
             row["epsilon"] = self.oracle.epsilon()
         return row

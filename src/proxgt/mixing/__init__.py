@@ -15,7 +15,7 @@ Contraction factors ``||M_K - J||_2`` are computed exactly from the spectrum of 
 dropout and time-varying graphs: a seeded per-round :class:`NetworkSchedule` (module ``dynamic``).
 """
 
-from .communicator import CommCounter, Communicator, SimulatedCommunicator
+from .communicator import CommCounter, Communicator, Gossip, PayloadGossip, Scheduled, SimulatedCommunicator
 from .dynamic import DynamicCommunicator, NetworkSchedule
 from .mixer import MIXING_KINDS, Mixer, chebyshev_coefficients
 from .spectral import contraction, mixing_matrix, mixing_polynomial, rounds_for_target
@@ -24,6 +24,9 @@ __all__ = [
     "MIXING_KINDS",
     "CommCounter",
     "Communicator",
+    "Gossip",
+    "PayloadGossip",
+    "Scheduled",
     "SimulatedCommunicator",
     "DynamicCommunicator",
     "NetworkSchedule",

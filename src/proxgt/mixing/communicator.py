@@ -19,7 +19,8 @@ import torch
 
 from proxgt._validation import ProxGTValueError
 
-__all__ = ["CommCounter", "Communicator", "SimulatedCommunicator"]
+__all__ = ["CommCounter", "Communicator", "Gossip", "PayloadGossip", "Scheduled", "SimulatedCommunicator",
+           "fused_round"]
 
 
 @dataclass
@@ -70,7 +71,9 @@ class CommCounter:
     def state_dict(self) -> dict:
         state = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
-            state.update(unsent_messages=self.unsent_messages.copy(), unsent_bytes=self.unsent_bytes.copy())
+            # tensors, not arrays: checkpoints are read back with torch.load(weights_only=True)
+            state.update(unsent_messages=torch.from_numpy(self.unsent_messages.copy()),
+                         unsent_bytes=torch.from_numpy(self.unsent_bytes.copy()))
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -82,21 +85,33 @@ class CommCounter:
 
 
 @runtime_checkable
-class Communicator(Protocol):
-    """The only object that touches the node axis across processes.
+class Gossip(Protocol):
+    """What :class:`~proxgt.mixing.mixer.Mixer` needs: the only object that touches the node axis across
+    processes, one counted round at a time.
 
     Attributes:
         n_nodes: number of nodes in the whole network.
         node_ids: global ids of the rows this process hosts (all of them in the simulator).
         counter: iteration communication accounting.
+        active_nodes: nodes still in the run (fewer than ``n_nodes`` after a lost site, ``on_failure =
+            continue``); metrics average over them.
+        active_mask: bool (n_nodes,) of those nodes, or None while every node is in the run.
     """
 
     n_nodes: int
     node_ids: tuple[int, ...]
     counter: CommCounter
+    active_nodes: int
+    active_mask: np.ndarray | None
 
     def gossip(self, Z: torch.Tensor) -> torch.Tensor:
         """One round: return the local rows of ``W @ Z_global``; ``Z`` is left unmodified. Counted."""
+        ...
+
+    def gossip_into(self, Z: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, beta: float = 0.0,
+                    prev: torch.Tensor | None = None) -> torch.Tensor:
+        """One counted round fused with the multi-round recurrence: ``out = alpha W Z + beta prev`` (``out``
+        aliases neither ``Z`` nor ``prev``); returns ``out``."""
         ...
 
     def sum_over_nodes(self, T: torch.Tensor) -> torch.Tensor:
@@ -109,6 +124,45 @@ class Communicator(Protocol):
         ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+#: The name the executors and the driver use for the communicator they make (every one is a :class:`Gossip`).
+Communicator = Gossip
+
+
+@runtime_checkable
+class PayloadGossip(Gossip, Protocol):
+    """What compressed gossip (:class:`~proxgt.mixing.compressed.CompressedMixer`) needs besides a round of W:
+    sending an encoded payload as it is, and mixing rows laid out as that exchange returned them."""
+
+    def share(self, payload: torch.Tensor) -> torch.Tensor:
+        """Send the local encoded rows (k, w) to the neighbours, receive theirs: ``[local rows; received rows]``.
+        Counted as ``w`` bytes of ``payload``'s dtype per message."""
+        ...
+
+    def mix_shared(self, H: torch.Tensor) -> torch.Tensor:
+        """Local rows of ``W @ H_global`` for ``H`` laid out as :meth:`share` returned it (not counted)."""
+        ...
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A communicator that follows a per-round graph (:class:`proxgt.mixing.dynamic.NetworkSchedule`): link
+    failures, node dropout, time-varying families. The loop tells it when an iteration starts."""
+
+    def begin_iteration(self, t: int) -> None:
+        """Iteration ``t`` starts (0: the initialization): its rounds are numbered from 0 again."""
+        ...
+
+
+def fused_round(round_result: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,
+                prev: torch.Tensor | None) -> torch.Tensor:
+    """``out = alpha * round_result + beta * prev``: :meth:`Gossip.gossip_into` for a communicator whose round
+    returns a fresh tensor (the distributed ones)."""
+    torch.mul(round_result.reshape(out.shape), alpha, out=out)
+    if beta != 0.0 and prev is not None:
+        out.add_(prev, alpha=beta)
+    return out
 
 
 def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -141,6 +195,8 @@ class SimulatedCommunicator:
         self.n_nodes = int(W.shape[0])
         self.node_ids = tuple(range(self.n_nodes))
         self.counter = CommCounter(np.asarray(degrees))
+        self.active_nodes = self.n_nodes  # every node stays: nodes sit out rounds here, never leave the run
+        self.active_mask: np.ndarray | None = None
         self._W64 = W
         nnz = int(W.values().numel()) if given_sparse else int((W != 0).sum())
         self.density = nnz / max(1, self.n_nodes * self.n_nodes)

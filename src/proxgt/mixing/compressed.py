@@ -34,10 +34,12 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
+from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
-__all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for", "gossip_state",
-           "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
+__all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
+           "make_mixer", "uses_compressed_gossip"]
 
 #: consensus step gamma for ``consensus_step = auto`` with an operator other than ``none`` (the CDProxSGT
 #: authors' default, Top40 with gamma = 0.8, is too large for sparser operators; see docs/compression.md);
@@ -65,26 +67,34 @@ class CompressedMixer:
         seed: the run seed (the random operators' per-node generators derive from it).
     """
 
-    def __init__(self, comm: Any, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
+    def __init__(self, comm: PayloadGossip, compressor: Any, gamma: float, rounds: int = 1, *, seed: int = 0,
                  schedule: list[tuple[float, float]] | None = None):
         if not 0.0 < gamma <= 1.0:
             raise ProxGTValueError(f"the consensus step must be in (0, 1]; got {gamma}")
-        if not (hasattr(comm, "share") and hasattr(comm, "mix_shared")):
-            raise ProxGTValueError(f"{type(comm).__name__} cannot send compressed payloads (no share/mix_shared)")
         self.comm = comm
         self.compressor = compressor
         self.gamma = float(gamma)
         self.schedule = list(schedule) if schedule is not None else [(1.0, 0.0)] * int(rounds)
         self.rounds = len(self.schedule)
         self.seed = int(seed)
-        # The public copies (key -> (local + received rows, d)) and the random operators' generators are what
-        # each node holds of its neighbours: they live on the communicator, so that a checkpoint of the
-        # communication state (gossip_state / load_gossip_state) carries them and a resumed run goes on exactly.
-        held = comm.__dict__.setdefault("_gossip", {"public": {}, "generators": {}, "loaded": {}})
-        self.public: dict[str, torch.Tensor] = held["public"]
+        # What each node holds of its neighbours: the public copies (key -> (local + received rows, d)) and the
+        # random operators' generators; state_dict / load_state_dict carry them through a checkpoint.
+        self.public: dict[str, torch.Tensor] = {}
         self._scales: dict[int, float] = {}
-        self._generators: dict[str, list[torch.Generator]] = held["generators"]
-        self._loaded: dict[str, list[torch.Tensor]] = held["loaded"]  # generator states from a checkpoint
+        self._generators: dict[str, list[torch.Generator]] = {}
+        self._loaded: dict[str, list[torch.Tensor]] = {}  # generator states from a checkpoint, until first used
+
+    def state_dict(self) -> dict[str, Any]:
+        """The public copies and the generator states (plain tensors, on the CPU), for checkpoints."""
+        gens = {k: [g.get_state() for g in v] for k, v in self._generators.items()}
+        gens.update({k: list(v) for k, v in self._loaded.items() if k not in gens})
+        return {"public": {k: v.detach().to("cpu") for k, v in self.public.items()}, "generators": gens}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back, before the first call: the run goes on exactly as it would have."""
+        self.public = dict(state["public"])
+        self._generators = {}
+        self._loaded = {k: list(v) for k, v in state["generators"].items()}
 
     def _gens(self, key: str) -> list[torch.Generator] | None:
         if not self.compressor.random:
@@ -133,18 +143,10 @@ class CompressedMixer:
         return Zf.reshape(Z.shape)
 
 
-def _time_varying() -> tuple[str, ...]:
-    try:
-        from proxgt.mixing.dynamic import TIME_VARYING
-    except ImportError:  # pragma: no cover - a tree without time-varying graphs
-        return ()
-    return tuple(TIME_VARYING)
-
-
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
     """Whether a run mixes with :class:`CompressedMixer`: ``compress`` is set, or the algorithm is defined with
     compressed gossip (CDProxSGT, whose ``none`` form is DProxSGT run through public copies)."""
-    return cfg.compress != "none" or bool(getattr(algorithm, "COMPRESSED_GOSSIP", False))
+    return cfg.compress != "none" or algorithm.capabilities.compressed_gossip
 
 
 def consensus_step_for(cfg: Any) -> float:
@@ -170,35 +172,17 @@ def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
                                    "set compress (--compress) too, or drop it")
         return None
     name = cfg.algorithm
-    if not getattr(algorithm, "GOSSIP_CHANNELS", None):
-        raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes, so it cannot run with compressed "
-                               "gossip (--compress); use proxgt-sa, proxgt-sr-o, proxgt-sr-e, dproxsgt or cdproxsgt")
-    if getattr(cfg, "link_failure", 0.0) or getattr(cfg, "node_dropout", 0.0) or cfg.topology in _time_varying():
+    if not algorithm.capabilities.compressible:
+        raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes (Capabilities.gossip_keys), so it "
+                               "cannot run with compressed gossip (--compress); use proxgt-sa, proxgt-sr-o, "
+                               "proxgt-sr-e, dproxsgt or cdproxsgt")
+    if cfg.link_failure or cfg.node_dropout or TIME_VARYING in TOPOLOGIES.traits(cfg.topology):
         raise ProxGTValueError("compressed gossip runs on a fixed, reliable graph; drop --compress, or "
                                "--link-failure/--node-dropout and time-varying topologies")
-    if getattr(cfg, "on_failure", "abort") != "abort":
+    if cfg.on_failure != "abort":
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
     return consensus_step_for(cfg)
-
-
-def gossip_state(comm: Any) -> dict[str, Any] | None:
-    """The compressed-gossip state a communicator holds (public copies, generator states), for checkpoints;
-    None when the run does not use compressed gossip."""
-    held = getattr(comm, "_gossip", None)
-    if held is None:
-        return None
-    gens = {k: [g.get_state() for g in v] for k, v in held["generators"].items()}
-    gens.update({k: v for k, v in held["loaded"].items() if k not in gens})
-    return {"public": {k: v.detach().to("cpu") for k, v in held["public"].items()}, "generators": gens}
-
-
-def load_gossip_state(comm: Any, state: dict[str, Any] | None) -> None:
-    """Give ``comm`` the compressed-gossip state of a checkpoint (before the mixer is made)."""
-    if state is None:
-        return
-    comm.__dict__["_gossip"] = {"public": dict(state["public"]), "generators": {},
-                                "loaded": {k: list(v) for k, v in state["generators"].items()}}
 
 
 def make_mixer(comm: Any, spec: Any) -> Any:

@@ -207,38 +207,35 @@ class NetworkSchedule:
         return self.round_weights(t, k, r).sparse()
 
 
-def network_schedule(spec: Any) -> NetworkSchedule | None:
-    """The schedule of a built run, or None when its network is static and reliable (today's code path)."""
-    cfg = spec.settings
-    p_link = float(getattr(cfg, "link_failure", 0.0) or 0.0)
-    p_drop = float(getattr(cfg, "node_dropout", 0.0) or 0.0)
-    family = spec.topology.name if spec.topology.name in TIME_VARYING else None
+def network_schedule(cfg: Any, topology: Any, algorithm: Any, weights: str) -> NetworkSchedule | None:
+    """The round-by-round network of a run (built once, by the run builder), or None when it is static and
+    reliable (the fast path). ``weights``: the run's resolved weight rule."""
+    p_link = float(cfg.link_failure or 0.0)
+    p_drop = float(cfg.node_dropout or 0.0)
+    family = topology.name if topology.time_varying else None
     if family is None and p_link == 0.0 and p_drop == 0.0:
         return None
-    if getattr(cfg, "compress", "none") != "none" or getattr(spec.algorithm, "COMPRESSED_GOSSIP", False):
+    if cfg.compress != "none" or algorithm.capabilities.compressed_gossip:
         raise ProxGTValueError(
             "compressed gossip (compress, or a compressed-gossip algorithm) mixes with the static W; it cannot "
             "follow link_failure, node_dropout or a time-varying topology"
         )
-    edges = getattr(spec.topology, "edges", None)  # the (E, 2) edge array of a topology that keeps one
-    if not isinstance(edges, np.ndarray):
-        edges = np.array([(i, j) for i, j in spec.topology.graph.edges() if i != j], dtype=np.int64).reshape(-1, 2)
-    return NetworkSchedule(spec.topology.n, edges if family is None else np.zeros((0, 2), dtype=np.int64),
+    edges = topology.edges  # (E, 2), each undirected link once
+    return NetworkSchedule(topology.n, edges if family is None else np.zeros((0, 2), dtype=np.int64),
                            link_failure=p_link, node_dropout=p_drop, family=family, seed=cfg.seed,
-                           lazy=spec.resolved.weights == "lazy_metropolis")
+                           lazy=weights == "lazy_metropolis")
 
 
-def check_network_settings(cfg: Any, topology_name: str) -> None:
+def check_network_settings(cfg: Any, topology_name: str, time_varying: bool) -> None:
     """Refuse settings an unreliable or time-varying network cannot honour (one line each)."""
-    p_link = float(getattr(cfg, "link_failure", 0.0) or 0.0)
-    p_drop = float(getattr(cfg, "node_dropout", 0.0) or 0.0)
-    if getattr(cfg, "on_failure", "abort") == "continue" and (p_link > 0.0 or p_drop > 0.0
-                                                               or topology_name in TIME_VARYING):
+    p_link = float(cfg.link_failure or 0.0)
+    p_drop = float(cfg.node_dropout or 0.0)
+    if cfg.on_failure == "continue" and (p_link > 0.0 or p_drop > 0.0 or time_varying):
         raise ProxGTValueError(
             "on_failure = 'continue' (--on-failure) does not yet combine with link_failure, node_dropout or a "
             "time-varying topology: the round schedule does not know which ranks were lost; use on_failure = 'abort'"
         )
-    if topology_name in TIME_VARYING:
+    if time_varying:
         if cfg.weights_file is not None or cfg.weights != "metropolis":
             given = f"weights_file = {cfg.weights_file!r} (--weights-file)" if cfg.weights_file is not None \
                 else f"weights = {cfg.weights!r} (--weights)"
@@ -255,9 +252,10 @@ def check_network_settings(cfg: Any, topology_name: str) -> None:
             )
 
 
-def warn_time_varying_mixing(cfg: Any, topology_name: str) -> None:
+def warn_time_varying_mixing(cfg: Any, topology: Any) -> None:
     """Chebyshev / fastmix on a time-varying family: allowed (average-preserving), but say what it means."""
-    if topology_name in TIME_VARYING and cfg.mixing != "plain":
+    topology_name = topology.name
+    if topology.time_varying and cfg.mixing != "plain":
         warnings.warn(
             f"mixing = '{cfg.mixing}' with topology = '{topology_name}': the coefficients come from the expected "
             "round matrix, but the matrix changes every round, so there is no acceleration guarantee; "

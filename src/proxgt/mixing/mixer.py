@@ -8,11 +8,12 @@ the node average exactly (its polynomial p satisfies p(1) = 1) up to float round
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
-from proxgt.mixing.communicator import Communicator
+from proxgt.mixing.communicator import Gossip
 
 __all__ = ["MIXING_KINDS", "Mixer", "chebyshev_coefficients"]
 
@@ -66,7 +67,7 @@ class Mixer:
         [[1.0], [1.0]]
     """
 
-    def __init__(self, comm: Communicator, kind: str = "chebyshev", rounds: int = 1, *, lam: float):
+    def __init__(self, comm: Gossip, kind: str = "chebyshev", rounds: int = 1, *, lam: float):
         self.comm = comm
         self.kind = check_choice(kind, "mixing", MIXING_KINDS, "Mixer")
         self.rounds = check_positive_int(rounds, "rounds", "Mixer")
@@ -109,6 +110,16 @@ class Mixer:
             bufs = self._buffers[key] = [torch.empty_like(Z) for _ in range(2)]
         return bufs[:count]
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this mixer: nothing (its scratch buffers are reused memory, not state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back (checkpoints); only the empty one fits."""
+        if state:
+            raise ProxGTValueError(f"{self.kind} mixing keeps no state; a checkpoint gave it "
+                                   f"{', '.join(sorted(state))}")
+
     #: ``__call__`` takes ``consume=True`` (see :func:`proxgt.algorithms._parts.mix_owned`)
     can_consume = True
 
@@ -123,18 +134,9 @@ class Mixer:
         one scratch buffer and ``Z`` itself when consumed. The turns are counted back from the last round so
         that the last one writes the result, and no round needs a copy.
         """
-        into = getattr(self.comm, "gossip_into", None)
+        into = self.comm.gossip_into
         schedule = self._schedule
         prev, cur = Z, Z
-        if into is None:  # a communicator with only the basic one-round primitive
-            for alpha, beta in schedule:
-                nxt = self.comm.gossip(cur)
-                if alpha != 1.0:
-                    nxt.mul_(alpha)
-                if beta != 0.0:
-                    nxt.add_(prev, alpha=beta)
-                prev, cur = cur, nxt
-            return cur
         last = len(schedule) - 1
         out = torch.empty_like(Z)
         if consume and last >= 2 and last % 3 != 2:

@@ -1,8 +1,9 @@
 """Differential privacy per node: Poisson subsampling, per-sample clipping, Gaussian noise, and accounting by
 Opacus's RDP accountant (see docs/privacy.md).
 
-Modules: ``mechanism`` (:class:`PrivacyMechanism`, the sampler, clipping and noise, the checks a DP run
-passes), ``accountant`` (epsilon and the noise multiplier for a target epsilon; imports Opacus lazily).
+Modules: ``mechanism`` (:class:`PrivacyMechanism`, the sampler, clipping and noise), ``accountant`` (epsilon
+and the noise multiplier for a target epsilon; imports Opacus lazily). Which runs may be made private is decided
+beside the run builder (:mod:`proxgt.training.privacy`); this package is the math only.
 """
 
 from .accountant import epsilon_spent, node_epsilons, noise_for_epsilon
@@ -12,7 +13,6 @@ from .mechanism import (
     add_noise,
     clip_and_noise,
     poisson_sample,
-    privacy_from_settings,
 )
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "poisson_sample",
     "clip_and_noise",
     "add_noise",
-    "privacy_from_settings",
     "epsilon_spent",
     "node_epsilons",
     "noise_for_epsilon",

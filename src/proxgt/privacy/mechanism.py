@@ -1,5 +1,5 @@
 """The per-node Gaussian mechanism of a DP run: Poisson subsampling, per-sample clipping, noise, and the checks
-that decide whether a run can be made private.
+(the pure math of a DP run).
 
 Each node i, at every gradient step, releases
 
@@ -10,34 +10,20 @@ subsampling, the sampler Opacus's RDP accountant assumes; |S_i| varies, b is its
 ``clip_C(g) = g * min(1, C / ||g||)`` bounds one record's contribution to the sum by C, and r is the problem's
 data-independent smooth penalty (not a function of any record, so it needs no noise). Adding or removing one
 record changes the sum by at most C, so each release is the subsampled Gaussian mechanism with noise
-multiplier sigma (see :mod:`proxgt.privacy.accountant` for its accounting).
+multiplier sigma (see :mod:`proxgt.privacy.accountant` for its accounting). Which runs may use it is the run
+builder's decision (:mod:`proxgt.training.privacy`); this module is the math only.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["PrivacyMechanism", "PoissonBatch", "poisson_sample", "clip_and_noise", "add_noise",
-           "privacy_from_settings", "NOT_PRIVATE_ALGORITHMS"]
-
-#: Algorithms that read the local data outside a fresh minibatch gradient (full local gradients or SARAH-type
-#: gradient differences at two points on the same samples), whose releases the Gaussian mechanism here does not
-#: cover: a DP run refuses them.
-NOT_PRIVATE_ALGORITHMS: dict[str, str] = {
-    "sppdm": "its first step uses the exact full local gradient",
-    "deepstorm": "its STORM recursion uses gradient differences and a full local gradient",
-    "deepstorm-diminishing": "its STORM recursion uses gradient differences and a full local gradient",
-    "deepstorm-v1": "its hybrid recursion uses gradient differences and a full local gradient",
-    "central-proxsarah": "its SARAH recursion uses gradient differences and full gradients",
-}
-
+__all__ = ["PrivacyMechanism", "PoissonBatch", "poisson_sample", "clip_and_noise", "add_noise"]
 
 @dataclass(frozen=True)
 class PrivacyMechanism:
@@ -118,71 +104,3 @@ def add_noise(clipped_sum: torch.Tensor, clip: float, noise: float, expected: in
         z = torch.stack([torch.randn(d, generator=g, dtype=clipped_sum.dtype) for g in generators])
         total = total + (float(noise) * float(clip)) * z.to(clipped_sum.device)
     return total / float(expected)
-
-
-def _algorithm_refusal(name: str, algorithm: Any) -> str | None:
-    """Why ``algorithm`` cannot run with DP, or None."""
-    from proxgt.estimators import Minibatch
-
-    est = getattr(algorithm, "estimator", None)
-    est_name = getattr(est, "name", None)
-    if est_name in ("sr-o", "sr-e"):
-        return (f"differential privacy is not available with the SARAH estimator {est_name!r} of {name}: its "
-                "gradient differences at two points on the same samples have a sensitivity the per-sample "
-                "clipping here does not bound; use a minibatch method (proxgt-sa, prox-dsgt, dproxsgt, prox-dsgd)")
-    if name in NOT_PRIVATE_ALGORITHMS:
-        return (f"differential privacy is not available with {name}: {NOT_PRIVATE_ALGORITHMS[name]}; use a "
-                "minibatch method (proxgt-sa, prox-dsgt, dproxsgt, prox-dsgd)")
-    if not isinstance(est, Minibatch):
-        return (f"differential privacy is not available with {name}: only methods whose every local gradient is "
-                "a fresh minibatch gradient can be made private here; use proxgt-sa, prox-dsgt, dproxsgt or "
-                "prox-dsgd")
-    return None
-
-
-def privacy_from_settings(cfg: Any, *, algorithm: Any, problem: Any, local_sizes: Sequence[int],
-                          iters: int) -> tuple[PrivacyMechanism | None, dict[str, Any]]:
-    """The run's mechanism (None when DP is off) and the values it resolved (``dp_noise`` solved from
-    ``dp_epsilon``). Raises a one-line ProxGTValueError for an inconsistent combination.
-
-    ``dp_epsilon`` is solved for the worst node (the smallest m_i, hence the largest q_i = b / m_i) over
-    ``iters + 1`` releases: the initial gradient V_0 and one minibatch gradient per iteration.
-    """
-    clip, noise, target = cfg.dp_clip, cfg.dp_noise, cfg.dp_epsilon
-    if target == "off":
-        return None, {}
-    if clip is None:
-        given = [f for f, v in (("dp_noise", noise), ("dp_epsilon", target)) if v is not None]
-        if given:
-            raise ProxGTValueError(f"{given[0]} (--{given[0].replace('_', '-')}) needs dp_clip (--dp-clip): "
-                                   "differential privacy clips each per-sample gradient to norm C first")
-        return None, {}
-    if (noise is None) == (target is None):
-        raise ProxGTValueError("with dp_clip give exactly one of dp_noise (--dp-noise SIGMA) and dp_epsilon "
-                               "(--dp-epsilon TARGET, which solves sigma)" + ("; got both" if noise else ""))
-    if cfg.batch == "full":
-        raise ProxGTValueError("differential privacy needs a minibatch (Poisson subsampling): batch = full is not "
-                               "available with dp_clip")
-    reason = _algorithm_refusal(cfg.algorithm, algorithm)
-    if reason:
-        raise ProxGTValueError(reason)
-    if not callable(getattr(problem, "per_sample_grads", None)):
-        raise ProxGTValueError(f"differential privacy needs per-sample gradients, which problem {cfg.problem!r} "
-                               "does not provide")
-    batch = int(algorithm.estimator.batch)
-    smallest = min(int(m) for m in local_sizes)
-    if batch > smallest:
-        raise ProxGTValueError(
-            f"differential privacy samples each record with probability b / m; batch {batch} exceeds the smallest "
-            f"node's {smallest} samples: use a batch <= {smallest}"
-        )
-    resolved: dict[str, Any] = {}
-    if target is not None:
-        from proxgt.privacy.accountant import noise_for_epsilon
-
-        noise = noise_for_epsilon(float(target), float(cfg.dp_delta), batch / smallest, int(iters) + 1)
-        if not math.isfinite(noise) or noise <= 0:
-            raise ProxGTValueError(f"dp_epsilon {target:g}: the accountant found no usable noise multiplier")
-        resolved["dp_noise"] = noise
-    mech = PrivacyMechanism(float(clip), float(noise), float(cfg.dp_delta), tuple(int(m) for m in local_sizes))
-    return mech, resolved

@@ -37,6 +37,7 @@ class Problem(Protocol):
             the default step (its error grows like exp((q / b) (a s)^2) between refreshes, s the spread of the
             per-sample curvature: :mod:`proxgt.estimators.sarah`); the SARAH estimators size themselves from it.
             None: no limit known (the spec's sizes apply).
+        per_sample_gradients: whether :meth:`clipped_grad_sum` is available (differential privacy needs it).
     """
 
     dim: int
@@ -47,6 +48,7 @@ class Problem(Protocol):
     chunk_size: int | None
     metrics_samples: int | None
     recursion_ratio: float | None
+    per_sample_gradients: bool
 
     def loss_grad(
         self,
@@ -77,4 +79,10 @@ class Problem(Protocol):
         """The step for ``step = "auto"`` when ``smoothness()`` is None, for a run whose gradient estimator is
         ``estimator`` (``"sa"``, ``"sr-o"``, ...; None for methods without a registered one); None: the run's
         own fallback."""
+        ...
+
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        """``sum_j mask_ij clip_C(grad l(X[i]; feats[i, j], labels[i, j]))`` (k, d): every per-sample gradient
+        clipped to norm ``clip`` before the sum, no penalty term (only where ``per_sample_gradients``)."""
         ...

@@ -9,15 +9,17 @@ data's Gram matrix (:func:`lambda_max_gram`), so a run can take the step 1/L. Ne
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError, check_nonneg_float
+from proxgt.problems.per_sample import clipped_grad_sum
 
 if TYPE_CHECKING:
     from proxgt.data import Dataset
@@ -157,9 +159,16 @@ def _batch_size(X: torch.Tensor, feats: torch.Tensor) -> int:
     return int(feats.shape[0]) // X.shape[0] if _is_sparse(feats) else int(feats.shape[1])
 
 
-class _LinearCapabilities:
-    """What the linear problems declare on :class:`proxgt.problems.base.Problem`: L is known (so no default
-    step), every coordinate is regularized and counted, full passes run at once on all local data."""
+class LinearProblem:
+    """What the linear problems share and declare on :class:`proxgt.problems.base.Problem`: L is known (so no
+    default step), every coordinate is regularized and counted, full passes run at once on all local data.
+
+    Their smoothness bound comes from ``gram_lambda_max`` = lambda_max(A^T A / N) of the training rows; a
+    process that loaded only its nodes' rows (sharded loading) gets the value of all rows with
+    :meth:`with_gram_lambda_max`.
+    """
+
+    _gram: float | None = None
 
     default_step: float | None = None
     reg_mask: torch.Tensor | None = None
@@ -167,12 +176,27 @@ class _LinearCapabilities:
     chunk_size: int | None = None
     metrics_samples: int | None = None
     recursion_ratio: float | None = None
+    per_sample_gradients: bool = True
 
     def default_step_for(self, estimator: str | None) -> float | None:
         return None
 
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        return clipped_grad_sum(self, X, feats, labels, mask, clip)
 
-class LogisticRegression(_LinearCapabilities):
+    @property
+    def gram_lambda_max(self) -> float | None:
+        return self._gram
+
+    def with_gram_lambda_max(self, value: float) -> Self:
+        """A copy whose smoothness bound uses ``value`` for lambda_max(A^T A / N)."""
+        other = copy.copy(self)
+        other._gram = float(value)
+        return other
+
+
+class LogisticRegression(LinearProblem):
     """Binary logistic loss with the non-convex penalty of the decentralized-optimization literature.
 
     ``l(x; a, y) = log(1 + exp(-y a^T x))`` with y in {-1, +1} (class id 1 -> +1, 0 -> -1), and
@@ -233,7 +257,7 @@ class LogisticRegression(_LinearCapabilities):
         return self._gram / 4.0 + 2.0 * self.rho
 
 
-class SoftmaxRegression(_LinearCapabilities):
+class SoftmaxRegression(LinearProblem):
     """Multinomial logistic regression, parameters a p x C matrix flattened row-major (feature-major).
 
     ``l(x; a, y) = -log softmax(a^T X)_y``, optional ``(mu/2)||x||^2`` smooth term. The Hessian is bounded by
@@ -293,7 +317,7 @@ class SoftmaxRegression(_LinearCapabilities):
         return self._gram / 2.0 + self.mu
 
 
-class LeastSquares(_LinearCapabilities):
+class LeastSquares(LinearProblem):
     """``l(x; a, y) = (a^T x - y)^2 / 2``; ``L_f = lambda_max(A^T A) / N``."""
 
     task = "regression"
@@ -379,9 +403,3 @@ def build_least_squares(settings: Any, train: Dataset) -> LeastSquares:
     """Least squares on the data's (real-valued or class-id) labels."""
     _check_state_memory(settings, "least_squares", train.n_features)
     return LeastSquares(train.n_features, gram_lambda_max=_linear_gram(train))
-
-
-# Builders whose problems compute on sparse CSR features as they are (the run builder densifies the data first,
-# with a size check, for any other problem, e.g. the networks).
-for _builder in (build_logistic, build_softmax, build_least_squares):
-    _builder.sparse_features = True  # type: ignore[attr-defined]

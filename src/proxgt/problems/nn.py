@@ -49,6 +49,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from proxgt._validation import ProxGTValueError
+from proxgt.problems.per_sample import clip_weights, clipped_grad_sum, module_per_sample_grads
 
 __all__ = [
     "TorchModelProblem",
@@ -83,9 +84,9 @@ NN_DEFAULT_STEP = 0.1
 #: iterations, LeNet-5 NaN by iteration 164), and only steps 5-10x smaller were stable (0.02 MLP, 0.01 LeNet-5),
 #: which made the default runs slow. Measured on Fashion-MNIST, 8 nodes, ring, shards split, step 0.1 (the
 #: table and its command: ``bench/bench_sarah_networks.py``): the MLP oscillated at q / b = 1 (b = 16, q = 16)
-#: and was steady at q / b = 1/4. LeNet-5 needed a step about half as large at the spec's sizes, so its ratio
-#: is a quarter of the MLP's.
-NN_RECURSION_RATIO: dict[str, float] = {"mlp": 0.25, "lenet": 0.0625}
+#: and matched ProxGT-SA at q / b = 1/4 (b = 16, q = 4); LeNet-5 (15,000 training images, 3 passes) was 3.7
+#: points behind SA at q / b = 1/4 and matched it at 1/8 (b = 16, q = 2).
+NN_RECURSION_RATIO: dict[str, float] = {"mlp": 0.25, "lenet": 0.125}
 
 #: Samples per node per chunk in full passes (metrics, SR-E refreshes): bounds the memory of activations.
 NN_CHUNK_SIZE = {"mlp": 2048, "lenet": 512}
@@ -249,6 +250,7 @@ class TorchModelProblem:
     """
 
     task = "classification"
+    per_sample_gradients = True
     # capabilities (proxgt.problems.base.Problem), set per instance in __init__
     default_step: float | None
     reg_mask: torch.Tensor | None
@@ -381,9 +383,23 @@ class TorchModelProblem:
     def per_sample_grads(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Gradients (k, b, d) of every sample's own loss ``CE(model(feats[i, j]; X[i]), labels[i, j])``, for
         differentially private training (:mod:`proxgt.privacy`): ``torch.func`` vmap over nodes and samples."""
-        from proxgt.problems.per_sample import module_per_sample_grads
-
         return module_per_sample_grads(self.model, self.unflatten, X, self._reshape_feats(feats).to(X.dtype), labels)
+
+    def clipped_grad_sum(self, X: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                         clip: float) -> torch.Tensor:
+        """``sum_j mask_ij clip_C(grad l(X[i]; feats[i, j], labels[i, j]))`` (k, d), no penalty term.
+
+        For a network made of Linear layers and elementwise activations (the shipped MLP) the per-sample
+        gradients are never materialized: one forward pass and one backward pass to the layer outputs give, per
+        sample j and layer l, the layer's input a_lj and output gradient g_lj; the sample's weight gradient is
+        g_lj a_lj^T, whose squared norm is ||g_lj||^2 ||a_lj||^2 (its bias gradient g_lj), so the per-sample norms
+        and then the clipped sum ``sum_j s_j g_lj a_lj^T`` (one batched product per layer) follow directly (the
+        "ghost norm" identity of Goodfellow, 2015, and Li et al., 2022). Other networks: per-sample gradients,
+        clipped and summed."""
+        layers = _linear_stack(self.model)
+        if layers is not None and self.input_shape is None:
+            return _linear_stack_clipped_sum(self, layers, X, feats.to(X.dtype), labels, mask, clip)
+        return clipped_grad_sum(self, X, feats, labels, mask, clip)
 
     @torch.no_grad()
     def logits(self, X: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -556,3 +572,56 @@ def build_lenet(settings, train) -> TorchModelProblem:
     model = LeNet5(shape, train.n_classes, settings.activation)
     return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"],
                              recursion_ratio=NN_RECURSION_RATIO["lenet"], **kw)
+
+
+def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The model's leaves if it is a Sequential of Flatten, Linear and elementwise layers only, else None."""
+    leaves = _leaves(model)
+    if leaves is None:
+        return None
+    for _, m in leaves:
+        ok = isinstance(m, nn.Linear | nn.Flatten) or isinstance(m, _ELEMENTWISE)
+        if not ok or (isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1)):
+            return None
+    return leaves
+
+
+def _linear_stack_clipped_sum(problem, layers, X, feats, labels, mask, clip) -> torch.Tensor:
+    k, b = labels.shape
+    P = dict(zip(problem.param_names, torch.split(X.detach(), problem._numels, dim=1), strict=True))
+    h = feats.reshape(k, b, -1)
+    inputs, outputs, names = [], [], []
+    with torch.enable_grad():
+        first = True
+        for prefix, m in layers:
+            if isinstance(m, nn.Linear):
+                W = P[f"{prefix}.weight"].reshape(k, m.out_features, m.in_features)
+                bias = P.get(f"{prefix}.bias")
+                z = torch.bmm(h, W.transpose(1, 2))
+                if bias is not None:
+                    z = z + bias.unsqueeze(1)
+                if first:  # the graph starts here: the backward pass runs to the layer outputs only
+                    z.requires_grad_(True)
+                    first = False
+                inputs.append(h.detach())
+                outputs.append(z)
+                names.append((f"{prefix}.weight", f"{prefix}.bias" if bias is not None else None))
+                h = z
+            elif isinstance(m, nn.Flatten):
+                h = h.reshape(k, b, -1)
+            else:
+                h = m(h)
+        loss = F.cross_entropy(h.reshape(k * b, -1), labels.reshape(-1), reduction="sum")
+        out_grads = torch.autograd.grad(loss, outputs)
+    sq = torch.zeros((k, b), dtype=X.dtype, device=X.device)
+    for a, g, (_, bias_name) in zip(inputs, out_grads, names, strict=True):
+        gg = g.square().sum(dim=2)
+        sq += gg * (a.square().sum(dim=2) + (1.0 if bias_name is not None else 0.0))
+    s = clip_weights(sq.sqrt(), clip, mask)
+    grads: dict[str, torch.Tensor] = {}
+    for a, g, (w_name, bias_name) in zip(inputs, out_grads, names, strict=True):
+        sg = g * s.unsqueeze(2)
+        grads[w_name] = torch.bmm(sg.transpose(1, 2), a).reshape(k, -1)
+        if bias_name is not None:
+            grads[bias_name] = sg.sum(dim=1)
+    return torch.cat([grads[n] for n in problem.param_names], dim=1)

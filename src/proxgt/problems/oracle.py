@@ -15,9 +15,18 @@ from proxgt.data._dataset import csr_rows, is_sparse
 from proxgt.errors import ProxGTValueError
 from proxgt.privacy.mechanism import PoissonBatch, PrivacyMechanism, add_noise, poisson_sample
 from proxgt.problems.base import Problem
-from proxgt.problems.per_sample import clipped_grad_sum
 
-__all__ = ["GradientOracle", "node_generator_seed"]
+__all__ = ["GradientOracle", "node_generator_seed", "MINIBATCH", "PAIR", "FULL", "ORACLE_CALLS"]
+
+# The kinds of call an estimator or algorithm declares it makes (proxgt.algorithms.base.Capabilities): what
+# differential privacy, epochs and the other run features depend on.
+#: a fresh minibatch gradient at one point (:meth:`GradientOracle.grad` on :meth:`GradientOracle.sample`)
+MINIBATCH = "minibatch"
+#: gradients at two points on the same samples (:meth:`GradientOracle.grad_pair`: SARAH/STORM differences)
+PAIR = "pair"
+#: the exact full local gradient (:meth:`GradientOracle.full_grad`)
+FULL = "full"
+ORACLE_CALLS = (MINIBATCH, PAIR, FULL)
 
 
 # grad_pair evaluates both points in one batched call (one forward pass of 2k networks: faster for small models)
@@ -179,7 +188,7 @@ class GradientOracle:
         gradient (a zero-weight loss_grad call returns exactly that). Costs |S_i| at node i."""
         mech = self.privacy
         feats, labels, _ = self._batch(batch.idx)
-        clipped = clipped_grad_sum(self.problem, X, feats, labels, batch.mask, mech.clip)
+        clipped = self.problem.clipped_grad_sum(X, feats, labels, batch.mask, mech.clip)
         v = add_noise(clipped, mech.clip, mech.noise, batch.expected, self.noise_generators)
         zero = torch.zeros((self.k, 1), dtype=self.dtype, device=self.device)
         v = v + self.problem.loss_grad(X, feats[:, :1], labels[:, :1], zero)[1]
@@ -263,7 +272,8 @@ class GradientOracle:
 
     # ----------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        state = {"ifo": self.ifo.copy(), "generators": [g.get_state() for g in self.generators]}
+        # plain tensors and numbers only: checkpoints are read back with torch.load(weights_only=True)
+        state = {"ifo": torch.from_numpy(self.ifo.copy()), "generators": [g.get_state() for g in self.generators]}
         if self.privacy is not None:
             state["dp_releases"] = dict(self.dp_releases)
             state["noise_generators"] = [g.get_state() for g in self.noise_generators]

@@ -12,7 +12,8 @@ seed-mean curve over the last 20% of the logged points (:func:`final_median`).
   :func:`first_dip_cost`, :func:`final_median` (and their array forms :func:`sustained_index`,
   :func:`first_dip_index`, :func:`tail_median`), :func:`curves_figure`, :func:`plot_curves` (re-exported here);
 - :mod:`proxgt.reporting.runs`: reading run folders back, series and their tables;
-- :mod:`proxgt.reporting.report`: ``report.md`` with plots and a table for a folder of runs.
+- :mod:`proxgt.reporting.report`: ``report.md`` with plots and a table for a folder of runs;
+- :mod:`proxgt.reporting.load`: run folders as pandas DataFrames (``proxgt.load_run``, ``proxgt.load_suite``).
 """
 
 from proxgt.reporting.curves import (

@@ -11,7 +11,6 @@ adds a "Tuning" section (:func:`proxgt.reporting.runs.tuning_markdown`: grid, pi
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from proxgt._io import atomic_write_text
 from proxgt._validation import ProxGTValueError
 from proxgt.reporting.curves import plot_curves
 from proxgt.reporting.runs import (
-    find_runs,
     group_series,
     series_table,
+    suite_records,
     table_caption,
     table_markdown,
     tuning_markdown,
@@ -61,13 +60,7 @@ def write_report(
     root = Path(root)
     if not root.is_dir():
         raise ProxGTValueError(f"report folder not found: {root}")
-    info: dict[str, Any] = {}
-    if (root / "suite.json").is_file():
-        info = json.loads((root / "suite.json").read_text())
-        names = set(info.get("cells", []))
-        records = [r for r in find_runs(root / "runs") if r.path.name in names] if (root / "runs").is_dir() else []
-    else:
-        records = find_runs(root)
+    info, records = suite_records(root)
     if not records:
         raise ProxGTValueError(f"no run folders (with metrics.csv) under {root}")
     metric = metric or info.get("metric", "grad_mapping_sq")
@@ -93,7 +86,7 @@ def write_report(
     rows, curves = series_table(series, target=float(target), metric=metric, cost=cost)
     caption = table_caption(metric, float(target))
     _, table_md = write_table(rows, out / "table", caption=caption)
-    from proxgt.tuning import read_tuning
+    from proxgt.suites.tuning import read_tuning
 
     tuning = read_tuning(root)  # a tuned suite: its pilots and choices, below the table
     if tuning is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "COMPLETE_STATUSES",
     "load_run",
     "find_runs",
+    "suite_records",
     "group_series",
     "series_table",
     "TABLE_COLUMNS",
@@ -49,7 +50,7 @@ __all__ = [
 COMPLETE_STATUSES = ("ok", "diverged")
 COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s")
 # Settings that never name a series (they differ between seeds or are bookkeeping).
-_NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device"}
+_NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device", "tensorboard"}
 
 
 @dataclass
@@ -96,6 +97,17 @@ def find_runs(root: str | Path) -> list[RunRecord]:
     root = Path(root)
     recs = [load_run(m.parent) for m in sorted(root.rglob("metrics.csv"))]
     return sorted(recs, key=lambda r: (r.cell.get("index", 0) if r.cell else 0, str(r.path)))
+
+
+def suite_records(root: Path) -> tuple[dict[str, Any], list[RunRecord]]:
+    """(suite.json's content, the runs of its cells) for a suite's output folder; ({}, every run folder below
+    ``root``) for any other folder."""
+    if (root / "suite.json").is_file():
+        info = json.loads((root / "suite.json").read_text())
+        names = set(info.get("cells", []))
+        runs = root / "runs"
+        return info, [r for r in find_runs(runs) if r.path.name in names] if runs.is_dir() else []
+    return {}, find_runs(root)
 
 
 def _series_label(rec: RunRecord, varying: Sequence[str]) -> str:
@@ -261,7 +273,7 @@ def _val(v: Any) -> str:
 
 def tuning_markdown(tuning: dict[str, Any]) -> str:
     """The "Tuning" section of a tuned suite's table and report, from ``tune/tuning.json``
-    (:func:`proxgt.tuning.resolve_tuning`): per series the grid, each pilot's final value ("diverged" or
+    (:func:`proxgt.suites.tuning.resolve_tuning`): per series the grid, each pilot's final value ("diverged" or
     "failed" where it has none), the choice and the pilot cost, plus the total cost of all pilots."""
     metric = tuning.get("metric", "grad_mapping_sq")
     series = tuning.get("series", [])

@@ -175,6 +175,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device", "run", "cpu", Str(), "cpu or cuda[:i]"),
     Setting("threads", "run", "auto", Either("auto", Int(1)), "intra-op threads (auto: 1)"),
     Setting("checkpoint_every", "run", 0, Int(0), "write a checkpoint every N iterations (0: never; see --resume)"),
+    Setting("tensorboard", "run", None, PathValue(must_exist=False, folder=True),
+            "also write every logged metric as TensorBoard scalars, to DIR/<run folder name> (needs "
+            "pip install 'proxgt[tensorboard]')", metavar="DIR"),
     # ------------------------------------------------------------------ distributed
     Setting("timeout_s", "distributed", 120.0, Float(0.0, low_open=True),
             "seconds a distributed process waits for a peer before failing", flag="--timeout"),
@@ -184,8 +187,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-#: settings a resumed run may change; every other one comes from its checkpoint
-RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s", "on_failure")
+#: settings a resumed run may change; every other one comes from its checkpoint (a larger ``iters`` extends a
+#: finished run: proxgt.executors.driver.plan_resume)
+RESUMABLE: tuple[str, ...] = ("iters", "checkpoint_every", "timeout_s", "on_failure", "tensorboard")
 #: settings that hold a path, recorded absolute in a run's config.toml
 PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, PathValue))
 

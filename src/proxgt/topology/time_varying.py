@@ -73,4 +73,4 @@ def expected_matrix(name: str, n: int) -> np.ndarray:
 def time_varying_topology(name: str, graph: nx.Graph) -> Topology:
     """The :class:`Topology` of a time-varying family: its union ``graph`` and the expected round matrix."""
     W = torch.from_numpy(expected_matrix(name, graph.number_of_nodes()))
-    return Topology(name, graph, W, "matching")
+    return Topology(name, graph, W, "matching", time_varying=True)

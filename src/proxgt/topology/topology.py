@@ -49,17 +49,20 @@ class Topology:
             array, list) or a scipy sparse matrix. Stored as a float64 torch tensor, dense up to
             ``DENSE_MAX_NODES`` nodes and sparse CSR above (:attr:`W_csr` is the scipy CSR form in both cases).
         weights: the weight rule that produced ``W`` (one of :data:`WEIGHT_RULES`; ``"user"`` if unknown).
+        time_varying: the graph changes every gossip round (``graph`` is the union of the rounds' graphs and
+            ``W`` their expected matrix; see :mod:`proxgt.topology.time_varying`).
 
     Small topologies compute W's full spectrum once (``numpy.linalg.eigvalsh``); large ones only its ends
     (``eigsh``), so :attr:`eigenvalues` exists only for the small ones and :attr:`spectrum` for both.
     """
 
-    def __init__(self, name: str, graph: nx.Graph | SparseGraph, W: Any, weights: str = "user"):
+    def __init__(self, name: str, graph: nx.Graph | SparseGraph, W: Any, weights: str = "user", *,
+                 time_varying: bool = False):
         if not isinstance(name, str) or not name:
             raise _param_error("Topology", "name", "a non-empty str", name)
         if not isinstance(weights, str):
             raise _param_error("Topology", "weights", "a str", weights)
-        self.name, self.weights = name, weights
+        self.name, self.weights, self.time_varying = name, weights, bool(time_varying)
         n = graph.number_of_nodes() if isinstance(graph, nx.Graph | SparseGraph) else None
         sparse_form = n is not None and n > DENSE_MAX_NODES
         if not sparse_form:

@@ -18,21 +18,30 @@ import numpy as np
 import torch
 
 from proxgt import __version__
+from proxgt.algorithms.base import Algorithm, Capabilities
 from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
 from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.compressed import check_compressed_run
-from proxgt.mixing.dynamic import TIME_VARYING, auto_rounds, check_network_settings, warn_time_varying_mixing
+from proxgt.mixing.dynamic import (
+    NetworkSchedule,
+    auto_rounds,
+    check_network_settings,
+    network_schedule,
+    warn_time_varying_mixing,
+)
 from proxgt.mixing.spectral import rounds_within
-from proxgt.privacy.mechanism import PrivacyMechanism, privacy_from_settings
+from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
+from proxgt.problems.linear import LinearProblem
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer, make_regularizer
-from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS
+from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES, TIME_VARYING, TOPOLOGIES
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
 from proxgt.topology.time_varying import time_varying_topology
+from proxgt.training.privacy import privacy_from_settings
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
 
@@ -76,11 +85,14 @@ class RunSpec:
     topology: Topology
     problem: Problem
     regularizer: Regularizer
-    algorithm: Any
+    algorithm: Algorithm
     x0: torch.Tensor  # (d,) shared by every node, or (n, d)
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
     privacy: PrivacyMechanism | None = None  # differential privacy per node (proxgt.privacy); None: off
+    #: the round-by-round network (link failures, node dropout, a time-varying graph), built once here and
+    #: followed by every executor's communicator; None: a static, reliable graph
+    network: NetworkSchedule | None = None
 
     @property
     def step(self) -> float:
@@ -210,10 +222,9 @@ def _initial_point(cfg: RunConfig, problem: Problem) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float64))
 
 
-def _check_batch_fits(cfg: RunConfig, node_data: NodeData, algorithm: Any) -> None:
+def _check_batch_fits(cfg: RunConfig, node_data: NodeData, caps: Capabilities) -> None:
     """A minibatch larger than a node's local data: say what happens instead of silently resampling."""
-    est = getattr(algorithm, "estimator", None)
-    batch = getattr(est, "batch", None) if est is not None else None
+    batch = caps.batch_per_iter
     smallest = int(node_data.counts.min())
     if batch is not None and cfg.batch != "full" and batch > smallest:
         warnings.warn(
@@ -223,20 +234,19 @@ def _check_batch_fits(cfg: RunConfig, node_data: NodeData, algorithm: Any) -> No
         )
 
 
-def _check_recursion(cfg: RunConfig, problem: Problem, algorithm: Any, step: float) -> None:
+def _check_recursion(cfg: RunConfig, problem: Problem, caps: Capabilities, step: float) -> None:
     """A SARAH recursion set (by step, batch or period) past the problem's stable ratio: say so, run it anyway.
     Its error grows like exp((q / b) (a s)^2) between refreshes (:mod:`proxgt.estimators.sarah`), so the
     stable q / b at the default step a0 becomes ratio (a0 / a)^2 at a step a."""
-    est = getattr(algorithm, "estimator", None)
-    limit, a0 = problem.recursion_ratio, problem.default_step_for(None)
-    if est is None or limit is None or not a0 or cfg.batch == "full" or not est.recursion_ratio:
+    ratio, limit, a0 = caps.recursion_ratio, problem.recursion_ratio, problem.default_step_for(None)
+    if not ratio or limit is None or not a0 or cfg.batch == "full":
         return
-    effective = est.recursion_ratio * (step / a0) ** 2
+    effective = ratio * (step / a0) ** 2
     if effective > 1.5 * limit:
         warnings.warn(
-            f"the {est.name} recursion may diverge: period / batch = {est.recursion_ratio:.3g} at step {step:g} is "
+            f"the {cfg.algorithm} recursion may diverge: period / batch = {ratio:.3g} at step {step:g} is "
             f"{effective / limit:.3g}x what is stable on this problem ({limit:g} at step {a0:g}); leave step, batch "
-            f"and period to the defaults or use step <= {a0 * (limit / est.recursion_ratio) ** 0.5:.2g}",
+            f"and period to the defaults or use step <= {a0 * (limit / ratio) ** 0.5:.2g}",
             stacklevel=3,
         )
 
@@ -296,14 +306,15 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     cfg = cfg.validate()
     # the graph first: it needs no data, and too many nodes or a disconnected graph should fail at once
     weights = "user" if cfg.weights_file is not None else cfg.weights
-    check_network_settings(cfg, cfg.topology)
+    time_varying = TIME_VARYING in TOPOLOGIES.traits(cfg.topology)
+    check_network_settings(cfg, cfg.topology, time_varying)
     topology = make_topology(
         cfg.topology, cfg.nodes, weights=weights, seed=cfg.seed, p=cfg.topology_p, radius=cfg.topology_radius,
         edge_file=cfg.edge_file, matrix=cfg.weights_file,
     )
-    if topology.name in TIME_VARYING:  # the union graph of its rounds, with the expected round matrix as W
+    if time_varying:  # the union graph of its rounds, with the expected round matrix as W
         topology = time_varying_topology(topology.name, topology.graph)
-        warn_time_varying_mixing(cfg, topology.name)
+        warn_time_varying_mixing(cfg, topology)
     hosted = load_node_shard(cfg, shard) if shard is not None else None  # None: not a file it shards
     if hosted is None:
         train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
@@ -319,11 +330,13 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         train, test, node_data = hosted.train, hosted.test, hosted.node_data
     counts = node_data.counts if hosted is None else hosted.counts  # every node's number of samples
     builder = PROBLEMS.get(cfg.problem)
-    if not getattr(builder, "sparse_features", False):  # e.g. the networks: dense features, refused if too large
+    if SPARSE_FEATURES not in PROBLEMS.traits(cfg.problem):  # e.g. the networks: dense features, refused if too large
         train, test, node_data = _dense_data(train, test, node_data, f"problem = {cfg.problem!r}")
     problem: Problem = builder(cfg, train)
     if hosted is not None:
-        hosted.fix_problem(problem)  # constants of all rows (L of the linear problems), summed over processes
+        if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
+            # L of all rows, not of this process's: summed over processes
+            problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":
@@ -343,22 +356,23 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step,
                          recursion_ratio=problem.recursion_ratio)
     )
-    _check_batch_fits(cfg, node_data, algorithm)
-    _check_recursion(cfg, problem, algorithm, step)
+    if not isinstance(algorithm, Algorithm):
+        raise ProxGTValueError(
+            f"algorithm {cfg.algorithm!r}: its builder returned a {type(algorithm).__name__}, which lacks init, update "
+            "or capabilities (see proxgt.algorithms.base.Algorithm)")
+    caps: Capabilities = algorithm.capabilities
+    _check_batch_fits(cfg, node_data, caps)
+    _check_recursion(cfg, problem, caps, step)
     x0 = _initial_point(cfg, problem)
 
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "weights": weights}
     gamma = check_compressed_run(cfg, algorithm)  # None: no compressed gossip
     if gamma is not None:
         derived["consensus_step"] = gamma
-    est = getattr(algorithm, "estimator", None)
-    if est is not None and cfg.batch != "full":
-        for key in ("batch", "big_batch", "period"):
-            if getattr(est, key, None) is not None:
-                derived[key] = int(getattr(est, key))
-    if cfg.epochs is not None:
-        per_iter = getattr(est, "batch", None) or (32 if cfg.batch in (None, "full") else cfg.batch)
-        per_iter = local_size if cfg.batch == "full" else per_iter
+    if cfg.batch != "full":
+        derived.update({key: int(v) for key, v in caps.sizes.items()})
+    if cfg.epochs is not None:  # an epoch: as many fresh samples per node as it holds
+        per_iter = local_size if cfg.batch == "full" or caps.batch_per_iter is None else caps.batch_per_iter
         derived["iters"] = max(1, math.ceil(cfg.epochs * local_size / per_iter))
     privacy, dp_derived = privacy_from_settings(cfg, algorithm=algorithm, problem=problem,
                                                 local_sizes=counts.tolist(),
@@ -376,6 +390,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         "local_sizes": [int(c) for c in counts.tolist()],
         **({"smoothness_L": L} if L is not None else {}),
     }
+    network = network_schedule(cfg, topology, algorithm, weights=str(resolved.weights))
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy)
+                   privacy=privacy, network=network)

@@ -1,4 +1,5 @@
-"""The run folder: config.toml, metrics.csv, final.npz and summary.json, each written atomically.
+"""The run folder: config.toml, final.npz and summary.json, each written atomically, and metrics.csv, appended
+one row at a time (:class:`CsvLog`: readers and a killed run still see whole rows only).
 
 A folder is safe to use:
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from proxgt._io import atomic_write_text, atomic_write_with, json_safe, metrics_csv_text
+from proxgt._io import append_text, atomic_write_text, atomic_write_with, json_safe, metrics_csv_text
 from proxgt.errors import ProxGTValueError
 
 try:  # POSIX; elsewhere the folder is used without a lock
@@ -27,7 +28,7 @@ try:  # POSIX; elsewhere the folder is used without a lock
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunFolder", "RUN_FILES", "CHECKPOINT_DIR"]
+__all__ = ["RunFolder", "CsvLog", "RUN_FILES", "CHECKPOINT_DIR"]
 
 RUN_FILES = ("config.toml", "metrics.csv", "final.npz", "summary.json")
 CHECKPOINT_DIR = "checkpoint"
@@ -44,6 +45,36 @@ def _describe_problem(path: Path) -> str | None:
                 return f"cannot create output folder {path}: {parent} is not writable"
             return None
     return None
+
+
+class CsvLog:
+    """An append-only CSV file of rows (metrics.csv, per_node.csv): each row is appended as it is logged, so a
+    long run does not rewrite its whole history at every log step.
+
+    The first rows (and any restart: a resumed run, or a distributed run going on after a lost process) write
+    the whole file atomically; a run killed during an append leaves at most a partial last line, which readers
+    (:func:`proxgt._io.read_complete_lines`) drop and a resumed run rewrites.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] = []
+        self._started = False
+
+    def restart(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        """The file is exactly ``rows`` from now on (nothing is written until there is a row)."""
+        self.columns = list(columns)
+        self._started = bool(rows)
+        if rows:
+            atomic_write_text(self.path, metrics_csv_text(self.columns, rows))
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if not self._started:
+            self.restart(self.columns or list(rows[0]), rows)
+        else:
+            append_text(self.path, metrics_csv_text(self.columns, rows, header=False))
 
 
 class RunFolder:
@@ -72,8 +103,7 @@ class RunFolder:
         except BaseException:
             self.close()
             raise
-        self._columns: list[str] = []
-        self._rows: list[dict[str, Any]] = []
+        self._metrics = CsvLog(self.path / "metrics.csv")
 
     # ------------------------------------------------------------------ lock and policy
     def _lock(self) -> None:
@@ -109,6 +139,12 @@ class RunFolder:
             else:
                 p.unlink()
 
+    def reopen(self) -> None:
+        """The run in the folder goes on (resumed, or extended past its end): remove its results (summary.json,
+        final.npz), so that the folder holds an unfinished run until the run writes them again."""
+        for name in ("summary.json", "final.npz"):
+            (self.path / name).unlink(missing_ok=True)
+
     def close(self) -> None:
         """Release the lock (the lock file stays; it is empty)."""
         if self._lock_fh is not None:
@@ -128,17 +164,12 @@ class RunFolder:
         atomic_write_text(self.path / "config.toml", tomli_w.dumps(json_safe(sections)))
 
     def start_metrics(self, columns: list[str], rows: list[dict[str, Any]] | None = None) -> None:
-        self._columns = list(columns)
-        self._rows = list(rows or [])
-        if self._rows:
-            atomic_write_text(self.path / "metrics.csv", metrics_csv_text(self._columns, self._rows))
+        """metrics.csv holds exactly ``rows`` from now on (a resumed run: the rows of its checkpoint)."""
+        self._metrics.restart(columns, list(rows or []))
 
     def add_row(self, row: dict[str, Any]) -> None:
-        """Append a metrics row and rewrite metrics.csv atomically (rows are few: one per log step)."""
-        if not self._columns:
-            self._columns = list(row)
-        self._rows.append(row)
-        atomic_write_text(self.path / "metrics.csv", metrics_csv_text(self._columns, self._rows))
+        """Append a metrics row to metrics.csv (:class:`CsvLog`)."""
+        self._metrics.append([row])
 
     def write_final(self, x: np.ndarray) -> None:
         # rows of nodes lost in a run that went on without them are NaN: x_bar averages the survivors

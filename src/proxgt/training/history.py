@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from proxgt import __version__
+from proxgt._frames import rows_frame
+from proxgt._io import read_metrics_csv
+from proxgt.errors import ProxGTValueError
+from proxgt.settings import load_config_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["History", "summarize"]
 
@@ -27,6 +37,35 @@ class History:
     @property
     def x_bar(self) -> torch.Tensor:
         return self.x.mean(dim=0)
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        """The History a finished run returned, read back from its run folder: the rows of metrics.csv (iteration,
+        round and node counts as int), the final iterates of final.npz (all n rows, in the run's dtype), the
+        resolved settings of config.toml (with its ``meta`` table) and summary.json.
+
+        A run that diverged returned no History and left no final iterates: loading it is a one-line error
+        (its rows are still there for :func:`proxgt.load_run`).
+        """
+        p = Path(path)
+        if not (p / "summary.json").is_file():
+            what = "an unfinished run" if (p / "metrics.csv").is_file() else "no run"
+            raise ProxGTValueError(f"{p} holds {what} (no summary.json); a History is loaded from a finished run")
+        summary = json.loads((p / "summary.json").read_text())
+        if not (p / "final.npz").is_file():
+            raise ProxGTValueError(f"{p}: the run ended with status {summary.get('status')!r} and left no final "
+                                   "iterates (final.npz); read its rows with proxgt.load_run")
+        columns, rows = read_metrics_csv(p / "metrics.csv")
+        config = load_config_file(p / "config.toml")
+        with np.load(p / "final.npz", allow_pickle=False) as z:
+            x = torch.from_numpy(np.asarray(z["x"]))
+        dtype = torch.float64 if config.get("dtype") == "float64" else torch.float32
+        return cls(columns=columns, rows=rows, x=x.to(dtype), config=config, summary=summary)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The logged rows as a DataFrame (as :func:`proxgt.load_run` reads metrics.csv, without settings
+        columns; needs pandas: ``pip install 'proxgt[pandas]'``)."""
+        return rows_frame(self.columns, self.rows)
 
     def column(self, name: str) -> list[float]:
         if name not in self.columns:
@@ -61,8 +100,7 @@ def summarize(rows: list[dict[str, float]], spec: Any, status: str = "ok", messa
     best = min((r["grad_mapping_sq"] for r in rows), default=math.nan)
     # a differentially private run: the final per-node epsilon at dp_delta (the last row is the last iteration)
     privacy = {"epsilon": last["epsilon"], "dp_delta": spec.privacy.delta, "dp_noise": spec.privacy.noise,
-               "dp_clip": spec.privacy.clip} if getattr(spec, "privacy", None) is not None and "epsilon" in last \
-        else {}
+               "dp_clip": spec.privacy.clip} if spec.privacy is not None and "epsilon" in last else {}
     return {
         "status": status,
         "message": message,

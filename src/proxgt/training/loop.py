@@ -13,7 +13,7 @@ from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
 from proxgt.mixing.compressed import make_mixer
-from proxgt.mixing.dynamic import keep_inactive_rows, network_schedule
+from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["compute_settings", "train"]
@@ -99,27 +99,27 @@ def train(
     on_row: Callable[[dict[str, float]], None] | None = None,
     after_iteration: Callable[[Any, float], None] | None = None,
     progress: bool = False,
+    mixer: Any = None,
 ) -> tuple[Any, MetricsEvaluator]:
     """Run ``spec``'s algorithm to ``spec.iters`` iterations on the rows ``comm.node_ids``.
 
     ``state`` resumes a run (``None`` starts at x0 and logs row 0); ``on_row`` receives each metrics row as it
     is logged; ``after_iteration(state, wall_s)`` runs after every iteration. Raises DivergenceError when the
-    iterates stop being finite (the rows logged so far were already passed on).
+    iterates stop being finite (the rows logged so far were already passed on). ``mixer`` is the run's mixing
+    operator (default :func:`~proxgt.mixing.compressed.make_mixer`; the driver passes its own, to checkpoint it).
     """
     node_ids = list(comm.node_ids)
-    mixer = make_mixer(comm, spec)  # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    mixer = make_mixer(comm, spec) if mixer is None else mixer
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
                                density_mask=spec.problem.density_mask)
     alg = spec.algorithm
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
     # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
-    schedule = network_schedule(spec)
-    begin_iteration = None
-    if schedule is not None:
-        if getattr(comm, "schedule", None) is None:
-            comm.attach_schedule(schedule)
-        begin_iteration = comm.begin_iteration
+    schedule = spec.network
+    # the executor made a communicator that follows it (proxgt.mixing.communicator.Scheduled)
+    begin_iteration = comm.begin_iteration if schedule is not None else None
     dropout = schedule is not None and schedule.dynamic_nodes
     if state is None:
         t0 = time.perf_counter()

@@ -24,8 +24,9 @@ Settings: ``step``, ``batch`` (default 32), ``compress``, ``consensus_step``; ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.algorithms.baselines.dproxsgt import DProxSGT
 from proxgt.estimators import Minibatch
@@ -38,7 +39,11 @@ class CDProxSGT(DProxSGT):
     """DProxSGT whose mixings always run through compressed gossip (see the module docstring)."""
 
     name: str = "cdproxsgt"
-    COMPRESSED_GOSSIP = True  # class attribute: the run's mixer is a CompressedMixer even with compress = none
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # its mixer is a CompressedMixer even with compress = none
+        return replace(super().capabilities, compressed_gossip=True)
 
 
 def build(ctx) -> CDProxSGT:

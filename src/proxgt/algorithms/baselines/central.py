@@ -20,14 +20,15 @@ speedup yardstick.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from proxgt._validation import ProxGTValueError
-from proxgt.algorithms._parts import Mix, prox_step
+from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Estimator, Minibatch, make_estimator
+from proxgt.estimators import Estimator, EstimatorState, Minibatch, make_estimator
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["CentralProxSGD", "CentralProxSARAH", "CentralState", "CENTRAL_NAMES"]
@@ -39,7 +40,7 @@ class CentralState(NamedTuple):
     x: torch.Tensor
     v: torch.Tensor
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 def _central_init(estimator: Estimator, x0: torch.Tensor, oracle: GradientOracle) -> CentralState:
@@ -61,6 +62,10 @@ class CentralProxSGD:
     step: float
     name: str = "central-prox-sgd"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
+
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
         return _central_init(self.estimator, x0, oracle)
 
@@ -76,6 +81,10 @@ class CentralProxSARAH:
     step: float
     gamma: float = 1.0
     name: str = "central-proxsarah"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -100,7 +109,10 @@ def _check_pooled(ctx, name: str) -> None:
 
 def build_sgd(ctx) -> CentralProxSGD:
     _check_pooled(ctx, "central-prox-sgd")
-    return CentralProxSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)
+    # standing in for n nodes (extra.pooled_nodes): the pooled batch of n nodes of SA's default batch
+    pooled = int(ctx.cfg.extra.get("pooled_nodes", 1))
+    batch = sa_batch(ctx) if ctx.cfg.batch is not None else pooled * sa_batch(ctx)
+    return CentralProxSGD(Minibatch(batch), ctx.regularizer, ctx.step)
 
 
 def build_sarah(ctx) -> CentralProxSARAH:

@@ -49,14 +49,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
-from proxgt.estimators import Minibatch, NoState
+from proxgt.estimators import EstimatorState, Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["ProxDASA", "ProxDASAState", "ProxDASAGT", "ProxDASAGTState"]
@@ -66,7 +67,7 @@ class ProxDASAState(NamedTuple):
     x: torch.Tensor
     z: torch.Tensor  # averaged gradient
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 class ProxDASAGTState(NamedTuple):
@@ -75,7 +76,7 @@ class ProxDASAGTState(NamedTuple):
     v: torch.Tensor  # the last minibatch gradient (at the previous x)
     u: torch.Tensor  # tracker of mean(v)
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -94,6 +95,10 @@ class _DASABase:
     n_nodes: int
     alpha: float = 1.0
     schedule: str = "diminishing"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     def __post_init__(self) -> None:
         cls = type(self).__name__

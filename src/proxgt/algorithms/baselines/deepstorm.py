@@ -64,14 +64,15 @@ its fork in the Prox-DASA repository differ from this implementation:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from proxgt._validation import check_choice, check_positive_float, check_positive_int
-from proxgt.algorithms._parts import Mix, prox_step, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step, track
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
-from proxgt.estimators import Storm
+from proxgt.estimators import EstimatorState, Storm
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
@@ -84,7 +85,7 @@ class DeepStormState(NamedTuple):
     d: torch.Tensor
     y: torch.Tensor
     t: int
-    est: Any  # the STORM estimator's state
+    est: EstimatorState  # the STORM estimator's state
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ class DeepStorm:
     def estimator(self) -> Storm:
         """The STORM (v2) or hybrid (v1) estimator, on the same schedule as the steps."""
         return Storm(self.batch, self.schedule, beta=self.beta, hybrid=self.version == 1)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     def beta_at(self, t: int) -> float:
         """beta_t = min(1, 1 - a_t+1 / a_t + beta0 a_t+1^2) (for a constant schedule: beta0 a^2)."""

@@ -32,14 +32,15 @@ Where the authors' code (github.com/yonggui-yan/DProxSGT, ``RegL1_*/core.py``, `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from proxgt._validation import check_positive_float
-from proxgt.algorithms._parts import Mix, mix_owned, prox_step, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Minibatch, NoState
+from proxgt.estimators import EstimatorState, Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["DProxSGT", "DProxSGTState"]
@@ -50,7 +51,7 @@ class DProxSGTState(NamedTuple):
     v: torch.Tensor  # the minibatch gradient at the previous iterate (0 before the first iteration)
     y: torch.Tensor  # the mixed tracker Y_t-1 (0 before the first iteration)
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ class DProxSGT:
     regularizer: object
     step: float
     name: str = "dproxsgt"
-    GOSSIP_CHANNELS = ("x", "y")  # mix keys used (class attribute): compressed gossip keeps a public copy per key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "DProxSGT")

@@ -16,13 +16,14 @@ Reference: Zeng & Yin, "On nonconvergence of decentralized gradient descent" / Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix
+from proxgt.algorithms._parts import Mix, estimator_capabilities
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import EstimatorState, Minibatch
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["ProxDSGD", "ProxDSGDState"]
@@ -32,7 +33,7 @@ class ProxDSGDState(NamedTuple):
     x: torch.Tensor
     g: torch.Tensor  # minibatch gradient at x (already paid for)
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class ProxDSGD:
     regularizer: object
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgd"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     @property
     def step(self) -> float:

@@ -40,13 +40,14 @@ Where the authors' code differs (so its published curves differ from runs of thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from proxgt.algorithms._parts import Mix, mix_owned
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned
+from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import EstimatorState, Minibatch
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["ProxDSGT", "ProxDSGTState"]
@@ -57,7 +58,7 @@ class ProxDSGTState(NamedTuple):
     v: torch.Tensor  # G_t, the minibatch gradient at X_t
     y: torch.Tensor
     t: int
-    est: Any  # the estimator's state
+    est: EstimatorState  # the estimator's state
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class ProxDSGT:
     regularizer: object
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgt"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return estimator_capabilities(self.estimator)
 
     @property
     def step(self) -> float:

@@ -1,10 +1,10 @@
-"""One process of a distributed run: ``python -m proxgt.worker <run flags>``, started by torchrun or
+"""One process of a distributed run: ``python -m proxgt.executors.launch.worker <run flags>``, started by torchrun or
 ``proxgt launch``.
 
 Several machines (each runs the same command; the rendezvous of torchrun connects them)::
 
     torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --rdzv-endpoint HOST0:29500 \\
-        -m proxgt.worker --nodes 16 --data a9a-synthetic --out runs/dist --timeout 60
+        -m proxgt.executors.launch.worker --nodes 16 --data a9a-synthetic --out runs/dist --timeout 60
 
 The worker reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment (torchrun sets them),
 hosts the block of nodes of its rank, and rank 0 writes the run folder. Exit codes: 0 ok, 1 another rank (or
@@ -32,7 +32,7 @@ def build_worker_parser() -> argparse.ArgumentParser:
     from proxgt.cli._run import add_folder_flags
     from proxgt.cli.flags import add_setting_flags
 
-    p = argparse.ArgumentParser(prog="python -m proxgt.worker",
+    p = argparse.ArgumentParser(prog="python -m proxgt.executors.launch.worker",
                                 description="One process of a distributed proxgt run (see 'proxgt launch').")
     add_setting_flags(p)
     add_folder_flags(p)
@@ -129,11 +129,11 @@ def quiet_cpp_warnings() -> None:
         pass
 
 
-def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any] | None:
+def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any, bool] | None:
     """None on a first start; on an elastic restart (``TORCHELASTIC_RESTART_COUNT`` > 0), (the run folder to
-    resume from or None to start over, the resumable settings of this command, its settings).
+    resume from or None to start over, the resumable settings of this command, its settings, overwrite).
 
-    A restart resumes from the newest complete checkpoint of the run folder (``--resume DIR`` or ``--out``). With
+    A restart resumes from the newest usable checkpoint of the run folder (``--resume DIR`` or ``--out``). With
     none yet (no ``--checkpoint-every``, or the failure came before the first one) the run starts over; a folder
     that holds a finished run is never replaced that way (that is the first start's one-line error again)."""
     from pathlib import Path
@@ -146,15 +146,20 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     if not count.isdigit() or int(count) == 0:
         return None
     if args.resume:
-        return str(args.resume), {k: getattr(args, k) for k in RESUMABLE if getattr(args, k, None) is not None}, None
+        # what the first attempt began goes on: an extension left the folder unfinished (or had not started yet,
+        # then it is planned again); a start-over by hand starts over until its run is under way
+        given = vars(args)
+        overrides = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
+        again = bool(args.overwrite) and (Path(args.resume) / "summary.json").exists()
+        return str(args.resume), overrides, None, again
     cfg = config_from_args(args)
     if not cfg.out:
         cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
-    if latest_checkpoint(cfg.out) is not None:
-        return str(cfg.out), {k: getattr(cfg, k) for k in RESUMABLE}, cfg
     if (Path(cfg.out) / "summary.json").exists():
         return None
-    return None, {}, cfg
+    if latest_checkpoint(cfg.out) is not None:  # this command's run, with the settings of its checkpoint
+        return str(cfg.out), {}, cfg, False
+    return None, {}, cfg, True
 
 
 def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], None] | None = None) -> int:
@@ -164,7 +169,14 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     if _watched is not None:
         quiet_cpp_warnings()
     args = build_worker_parser().parse_args(argv)
+    import warnings
+
     import torch.distributed as dist
+
+    def one_line(message: Any, *_: Any, **__: Any) -> None:
+        sys.stderr.write(f"proxgt: warning: rank {rank}: {message}\n")
+
+    warnings.showwarning = one_line
 
     from proxgt.cli._run import summary_line
     from proxgt.cli.flags import config_from_args, resume_overrides
@@ -177,13 +189,14 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     try:
         restarted = _restart_plan(args)
         if restarted is not None:  # an elastic restart: from the newest checkpoint, or over
-            resume_dir, overrides, cfg = restarted
+            resume_dir, overrides, cfg, overwrite = restarted
             hist = run_distributed(cfg if resume_dir is None else None, resume=resume_dir, backend=backend,
-                                   progress=progress, overrides=overrides, overwrite=resume_dir is None,
+                                   progress=progress, overrides=overrides, overwrite=overwrite,
                                    fault_hook=fault_hook)
-        elif args.resume:
+        elif args.resume:  # continue, extend (--iters) or start over (--overwrite)
             hist = run_distributed(None, resume=args.resume, backend=backend, progress=progress,
-                                   overrides=resume_overrides(args, RESUMABLE), fault_hook=fault_hook)
+                                   overrides=resume_overrides(args, RESUMABLE), overwrite=args.overwrite,
+                                   fault_hook=fault_hook)
         else:
             hist = run_distributed(config_from_args(args), backend=backend, progress=progress,
                                    overwrite=args.overwrite, fault_hook=fault_hook)

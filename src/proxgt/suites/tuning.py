@@ -33,13 +33,11 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt._validation import ProxGTValueError
-
-if TYPE_CHECKING:
-    from proxgt.suites import Cell, Suite
+from proxgt.suites.cells import Cell, Suite, cell_slug
 
 __all__ = ["Tune", "TuneSeries", "parse_tune", "apply_setting", "resolve_tuning", "METRIC_COLUMNS"]
 
@@ -174,11 +172,11 @@ def _pilot_budget(cfg: dict[str, Any], tune: Tune) -> dict[str, Any]:
 def build_pilots(tune: Tune, cells: list[Cell], src: str) -> None:
     """Fill ``tune.series`` with the pilots of every series whose algorithm has a grid; validates each pilot."""
     from proxgt.settings import RunConfig
-    from proxgt.suites import Cell, _slug
 
     by_series: dict[str, list[Cell]] = {}  # a series: the cells that differ only by their seed
     for c in cells:
-        by_series.setdefault("__".join(_slug(k, v) for k, v in c.axes.items() if k != "seed") or "run", []).append(c)
+        series = "__".join(cell_slug(k, v) for k, v in c.axes.items() if k != "seed") or "run"
+        by_series.setdefault(series, []).append(c)
     tune.series = []
     index = 0
     for slug, members in by_series.items():
@@ -192,7 +190,7 @@ def build_pilots(tune: Tune, cells: list[Cell], src: str) -> None:
         combos = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
         pilots: list[list[Cell]] = []
         for combo in combos:
-            cslug = "__".join(_slug(k.split(".")[-1], v) for k, v in combo.items())
+            cslug = "__".join(cell_slug(k.split(".")[-1], v) for k, v in combo.items())
             seeds = []
             for m in members[: tune.seeds]:
                 cfg = _pilot_budget(apply_setting(m.config, combo), tune)
