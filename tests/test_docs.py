@@ -92,7 +92,7 @@ def _proxgt_argv(command: str) -> list[str] | None:
 
 
 def check_block(block: Block) -> None:
-    """What a runnable example must be: complete (no ``...``) and writing only into folders it names."""
+    """What a runnable example must be: complete (no ``...``), writing only into folders it names, under runs/."""
     where = f"{block.page} block {block.index}"
     assert "..." not in block.body, f"{where}: a runnable example contains '...'"
     if block.lang != "bash":
@@ -102,6 +102,10 @@ def check_block(block: Block) -> None:
         if argv[:1] == ["proxgt"] and len(argv) > 1 and argv[1] in _WRITERS:
             writes = not {"--help", "-h", "--dry-run"} & set(argv)
             assert not writes or {"--out", "--resume"} & set(argv), f"{where}: '{command}' writes to a default folder"
+        for flag, value in zip(argv, argv[1:], strict=False):
+            # a reader runs the examples in the repository's root, where runs/ is ignored by git
+            if argv[:1] == ["proxgt"] and flag in {"--out", "--tensorboard"}:
+                assert value.startswith("runs/"), f"{where}: '{command}' writes outside runs/"
 
 
 def _shim(folder: Path) -> Path:
@@ -218,6 +222,8 @@ def test_a_runnable_example_is_checked(tmp_path):
     with pytest.raises(AssertionError, match="default folder"):
         check_block(Block("p.md", 0, "bash", "proxgt run --iters 5 \\\n  --nodes 2\n"))
     check_block(Block("p.md", 0, "bash", "proxgt run --iters 5 \\\n  --out runs/a   # comment\n"))
+    with pytest.raises(AssertionError, match="outside runs/"):
+        check_block(Block("p.md", 0, "bash", "proxgt compare -c examples/suite.toml --out results/s\n"))
     page = tmp_path / "p.md"
     page.write_text(f"{MARKER}\n\nsome text\n```bash\nproxgt --help\n```\n")
     with pytest.raises(AssertionError, match="not followed by a code block"):

@@ -5,6 +5,7 @@ complete checkpoint, so the run ends with the metrics of an uninterrupted one (w
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -19,7 +20,7 @@ from proxgt._io import read_metrics_csv
 from proxgt.cli import main
 from proxgt.executors.launch.launcher import launch
 
-from .launching import tiny_classification
+from .launching import deadline, tiny_classification
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
@@ -54,17 +55,8 @@ def _quiet() -> Iterator[dict[str, str]]:
 
 
 def _launch(argv: list[str], hook: Callable[[int, int], None] | None = None, max_restarts: int = 0) -> tuple[int, str]:
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(120)
-    try:
-        with _quiet() as got:
-            code = launch(NPROCS, argv, timeout_s=10, fault_hook=hook, max_restarts=max_restarts)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    with deadline(120), _quiet() as got:
+        code = launch(NPROCS, argv, timeout_s=10, fault_hook=hook, max_restarts=max_restarts)
     return code, got["all"]
 
 
@@ -133,6 +125,25 @@ def test_a_restart_falls_back_from_a_corrupt_newest_checkpoint(uninterrupted, da
     assert len(warned) == 1 and f"checkpoint file {bad} cannot be used" in warned[0], err[-3000:]
     assert f"proxgt: resuming {out} at iteration 10 of 30" in err, err[-3000:]
     assert "Traceback" not in err
+    _assert_same_run(uninterrupted, out)
+
+
+def test_a_restarted_start_over_resumes_its_own_checkpoints(uninterrupted, tmp_path, monkeypatch):
+    """``launch --resume DIR --overwrite`` on a finished run starts it over; killed at 25, the restart resumes the
+    new run's checkpoint at 20 (the old run's are gone) and ends as the uninterrupted run."""
+    import shutil
+
+    import proxgt.executors.launch.launcher as launcher
+
+    out = tmp_path / "again"
+    shutil.copytree(uninterrupted, out)
+    monkeypatch.setattr(launcher, "launch", functools.partial(launch, fault_hook=_kill_once(2, 25)))
+    with deadline(120), _quiet() as got:
+        code = main(["launch", "--nprocs", str(NPROCS), "--resume", str(out), "--overwrite", "--max-restarts", "1"])
+    err = got["all"]
+    assert code == 0, err[-3000:]
+    assert err.count("proxgt: restarting all 4 workers") == 1, err[-3000:]
+    assert f"proxgt: resuming {out} at iteration 20 of 30" in err, err[-3000:]
     _assert_same_run(uninterrupted, out)
 
 

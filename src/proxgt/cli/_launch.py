@@ -33,6 +33,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 def _handle(args: argparse.Namespace) -> int:
     from proxgt.executors.driver import plan_resume
     from proxgt.executors.launch.launcher import launch
+    from proxgt.mixing.clock import refuse_on_real_time
     from proxgt.training import RunFolder
 
     if args.nprocs < 1:
@@ -56,6 +57,7 @@ def _handle(args: argparse.Namespace) -> int:
             cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
             args.out = cfg.out
     cfg = cfg.validate()
+    refuse_on_real_time(cfg)
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")

@@ -80,9 +80,9 @@ def _is_record_type(tp: Any) -> bool:
                                      or dataclasses.is_dataclass(tp))
 
 
-def _field_names(tp: type) -> list[str]:
+def _field_names(tp: type[Any]) -> list[str]:
     if issubclass(tp, tuple):
-        return list(tp._fields)  # type: ignore[attr-defined]
+        return list(tp._fields)  # type: ignore[attr-defined]  # a NamedTuple class
     return [f.name for f in dataclasses.fields(tp)]
 
 

@@ -49,6 +49,8 @@ from proxgt.errors import ProxGTValueError
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
+from proxgt.mixing import Communicator
+from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 
@@ -116,6 +118,7 @@ class DistributedExecutor:
                             sum_over_processes=_sum_over_processes)
 
     def communicator(self, spec: RunSpec) -> DistributedCommunicator:
+        refuse_on_real_time(spec.settings)
         blocks = partition_nodes(spec.settings.nodes, self.world)
         self.comm = DistributedCommunicator(spec.topology, blocks, self.rank, timeout_s=self.timeout_s,
                                             monitor=self.monitor)
@@ -164,7 +167,7 @@ class DistributedExecutor:
                                                "(active_nodes) and final.npz has NaN rows for the lost nodes")
 
     # ------------------------------------------------------------ on_failure = continue
-    def train(self, train_fn: TrainFn, spec: RunSpec, comm: DistributedCommunicator, oracle: Any, *,
+    def train(self, train_fn: TrainFn, spec: RunSpec, comm: Communicator, oracle: Any, *,
               state: Any, start_wall: float, on_row: Any, after_iteration: Any, progress: bool,
               rows: list[dict[str, float]], folder: Any = None, mixer: Any = None) -> tuple[Any, Any]:
         """``train_fn`` (the shared loop); under ``on_failure = "continue"`` it goes on after lost processes
@@ -172,6 +175,7 @@ class DistributedExecutor:
         if self.monitor.on_failure != "continue":
             return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
                             after_iteration=after_iteration, progress=progress, mixer=mixer)
+        assert isinstance(comm, DistributedCommunicator)  # the one self.communicator() made
         ring: deque[tuple[int, Any, Any, Any, float]] = deque(maxlen=spec.settings.log_every + 2)
 
         def remember(st: Any, wall: float) -> None:

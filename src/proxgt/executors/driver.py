@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,10 +49,15 @@ class Executor(Protocol):
 
     rank: int
     world: int
-    #: the rows this process loads (None: every row, as the simulation does)
-    shard: ShardRequest | None
-    #: the run folder this process took over from a lost rank 0 (None: it writes none, or rank 0 does)
-    folder: RunFolder | None
+    @property
+    def shard(self) -> ShardRequest | None:
+        """The rows this process loads (None: every row, as the simulation does)."""
+        ...
+
+    @property
+    def folder(self) -> RunFolder | None:
+        """The run folder this process took over from a lost rank 0 (None: it writes none, or rank 0 does)."""
+        ...
     #: whether checkpoints can still be written (a checkpoint needs a file from every process of the run)
     can_checkpoint: bool
 
@@ -251,6 +257,13 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         if live is not None and (writer is not None or (not out and rank == 0)):  # the writing process only
             live.add_row(row)
 
+    def on_nodes(node_rows: list[dict[str, float]]) -> None:  # per-site results (local_test_fraction)
+        writer = folder if folder is not None else executor.folder
+        if writer is not None:
+            writer.add_node_rows(node_rows)
+
+    loop = partial(train, on_nodes=on_nodes) if spec.local_test is not None else train
+
     ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) if checkpointing else None
 
     def after_iteration(st: Any, wall: float) -> None:
@@ -267,7 +280,7 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
     t_start = time.perf_counter()
     try:
         with compute_settings(spec.settings.threads):
-            state, metrics = executor.train(train, spec, comm, oracle, state=state, start_wall=start_wall,
+            state, metrics = executor.train(loop, spec, comm, oracle, state=state, start_wall=start_wall,
                                             on_row=on_row, after_iteration=after_iteration,
                                             progress=progress and rank == 0, rows=rows, folder=folder, mixer=mixer)
     except DivergenceError as exc:

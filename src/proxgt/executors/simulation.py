@@ -9,6 +9,7 @@ import torch
 
 from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.mixing import SimulatedCommunicator
+from proxgt.mixing.clock import VirtualClock
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
@@ -18,10 +19,15 @@ __all__ = ["SimulationExecutor", "run_simulation", "simulated_communicator"]
 
 def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
     """W @ Z per round on a reliable static graph (the fast path); the round matrices of the run's
-    :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph."""
+    :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph; with
+    the run's virtual clock (:mod:`proxgt.mixing.clock`) when it sets one."""
     if spec.network is None:
-        return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
-    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
+        comm = SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
+    else:
+        comm = DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
+    if spec.clock is not None:  # node_speed, link_latency or link_bandwidth: the run logs sim_time_s
+        comm.attach_clock(VirtualClock(spec.clock))
+    return comm
 
 
 class SimulationExecutor:

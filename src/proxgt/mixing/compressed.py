@@ -36,6 +36,7 @@ import torch
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
+from proxgt.mixing.running_sums import running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
@@ -139,14 +140,15 @@ class CompressedMixer:
             if beta != 0.0:
                 nxt = nxt + beta * prev
             prev, Zf = Zf, nxt
-        self.public[key] = H
+        if H is not None:  # None only for a schedule of no rounds
+            self.public[key] = H
         return Zf.reshape(Z.shape)
 
 
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
     """Whether a run mixes with :class:`CompressedMixer`: ``compress`` is set, or the algorithm is defined with
     compressed gossip (CDProxSGT, whose ``none`` form is DProxSGT run through public copies)."""
-    return cfg.compress != "none" or algorithm.capabilities.compressed_gossip
+    return bool(cfg.compress != "none" or algorithm.capabilities.compressed_gossip)
 
 
 def consensus_step_for(cfg: Any) -> float:
@@ -159,7 +161,7 @@ def consensus_step_for(cfg: Any) -> float:
     name, arg = parse_compress(cfg.compress)
     if name == "none":
         return 1.0
-    if name in ("topk", "randk"):
+    if name in ("topk", "randk") and arg is not None:
         return min(DEFAULT_CONSENSUS_STEP, 5.0 * float(arg))
     return DEFAULT_CONSENSUS_STEP
 
@@ -186,8 +188,11 @@ def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
 
 
 def make_mixer(comm: Any, spec: Any) -> Any:
-    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip, else
-    :class:`Mixer` with the run's kind and rounds."""
+    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip,
+    :class:`~proxgt.mixing.running_sums.RunningSumMixer` when messages may be lost, else :class:`Mixer` with the
+    run's kind and rounds."""
+    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+        return running_sum_mixer(comm, spec)
     if not uses_compressed_gossip(spec.settings, spec.algorithm):
         return Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
     from proxgt.compression.operators import make_compressor

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from proxgt._validation import ProxGTValueError, param_error
+
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------------------------------
 # Protocol
@@ -142,7 +145,7 @@ class RegularizerBase:
       private dict that is not part of equality, hashing or pickling).
     """
 
-    name: str = ""
+    name: ClassVar[str] = ""
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
@@ -182,9 +185,9 @@ class RegularizerBase:
             object.__setattr__(self, key, val)
         object.__setattr__(self, "_cache", {})
 
-    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
         cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_cache", {})
-        hit = cache.get(key)
+        hit: _T | None = cache.get(key)
         if hit is None:
             hit = make()
             cache[key] = hit

@@ -30,6 +30,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Estimator, EstimatorState, Minibatch, make_estimator
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["CentralProxSGD", "CentralProxSARAH", "CentralState", "CENTRAL_NAMES"]
 
@@ -58,7 +59,7 @@ def _central_step(estimator: Estimator, state: CentralState, X_new: torch.Tensor
 @dataclass(frozen=True)
 class CentralProxSGD:
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     name: str = "central-prox-sgd"
 
@@ -77,7 +78,7 @@ class CentralProxSGD:
 @dataclass(frozen=True)
 class CentralProxSARAH:
     estimator: Estimator
-    regularizer: object
+    regularizer: Regularizer
     step: float
     gamma: float = 1.0
     name: str = "central-proxsarah"

@@ -74,6 +74,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
 from proxgt.estimators import EstimatorState, Storm
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
 
@@ -101,7 +102,7 @@ class DeepStorm:
         version: 2 (STORM) or 1 (hybrid).
     """
 
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=lambda: Schedule("constant", 1.0, power=1.0 / 3.0, t0=5.0))
     beta: float = 1.0
     batch: int = 8
