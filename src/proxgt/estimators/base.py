@@ -60,7 +60,8 @@ class Estimator(Protocol):
             (q / b) (a s)^2 between refreshes (:mod:`proxgt.estimators.sarah`); 0.0 for estimators without one.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def oracle_calls(self) -> frozenset[str]: ...

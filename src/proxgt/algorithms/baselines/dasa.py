@@ -57,7 +57,7 @@ from proxgt._validation import ProxGTValueError, check_choice, check_positive_in
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
-from proxgt.estimators import EstimatorState, Minibatch, NoState
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -68,7 +68,7 @@ class ProxDASAState(NamedTuple):
     x: torch.Tensor
     z: torch.Tensor  # averaged gradient
     t: int
-    est: EstimatorState  # the estimator's state
+    est: NoState  # the (minibatch) estimator's state
 
 
 class ProxDASAGTState(NamedTuple):
@@ -77,7 +77,7 @@ class ProxDASAGTState(NamedTuple):
     v: torch.Tensor  # the last minibatch gradient (at the previous x)
     u: torch.Tensor  # tracker of mean(v)
     t: int
-    est: EstimatorState  # the estimator's state
+    est: NoState  # the (minibatch) estimator's state
 
 
 def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:

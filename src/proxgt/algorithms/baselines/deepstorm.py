@@ -72,7 +72,7 @@ from proxgt._validation import check_choice, check_positive_float, check_positiv
 from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
-from proxgt.estimators import EstimatorState, Storm
+from proxgt.estimators import NoState, Storm
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -86,7 +86,7 @@ class DeepStormState(NamedTuple):
     d: torch.Tensor
     y: torch.Tensor
     t: int
-    est: EstimatorState  # the STORM estimator's state
+    est: NoState  # the STORM estimator's state
 
 
 @dataclass(frozen=True)

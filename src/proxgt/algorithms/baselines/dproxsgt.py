@@ -40,7 +40,7 @@ from proxgt._validation import check_positive_float
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import EstimatorState, Minibatch, NoState
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -52,7 +52,7 @@ class DProxSGTState(NamedTuple):
     v: torch.Tensor  # the minibatch gradient at the previous iterate (0 before the first iteration)
     y: torch.Tensor  # the mixed tracker Y_t-1 (0 before the first iteration)
     t: int
-    est: EstimatorState  # the estimator's state
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 from proxgt.algorithms._parts import Mix, estimator_capabilities
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import EstimatorState, Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -34,7 +34,7 @@ class ProxDSGDState(NamedTuple):
     x: torch.Tensor
     g: torch.Tensor  # minibatch gradient at x (already paid for)
     t: int
-    est: EstimatorState  # the estimator's state
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import torch
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import EstimatorState, Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -59,7 +59,7 @@ class ProxDSGTState(NamedTuple):
     v: torch.Tensor  # G_t, the minibatch gradient at X_t
     y: torch.Tensor
     t: int
-    est: EstimatorState  # the estimator's state
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)
