@@ -68,7 +68,10 @@ class ProxGT:
 
     @property
     def capabilities(self) -> Capabilities:
-        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",))
+        # a refresh period (SR-O, SR-E) counts the network's iterations, which nodes on their own clocks do not
+        # share: asynchronously, only the estimators without one (SA)
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",),
+                                      asynchronous="period" not in self.estimator.sizes)
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")

@@ -38,6 +38,7 @@ def make_estimator(
     An unknown name raises :class:`proxgt.errors.UnknownNameError` (a ``ProxGTValueError``) listing the names.
     """
     extra = {} if ratio is None else {"ratio": ratio}
-    return ESTIMATORS.get(name).from_settings(
+    estimator: Estimator = ESTIMATORS.get(name).from_settings(
         n_nodes=n_nodes, local_size=local_size, batch=batch, big_batch=big_batch, period=period, **extra
     )
+    return estimator

@@ -48,7 +48,8 @@ RESTART_RATIO = 4.0
 _Fresh = Callable[[GradientOracle, torch.Tensor, "np.ndarray | None"], torch.Tensor]
 
 
-def _sarah_step(oracle: GradientOracle, X_new, X_old, V_old, batch: int) -> torch.Tensor:
+def _sarah_step(oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor,
+                batch: int) -> torch.Tensor:
     g_new, g_old = oracle.grad_pair(X_new, X_old, oracle.sample(batch))
     # one fresh (k, d) result, no temporary beside it: for a wide model each is as large as a node state
     return torch.sub(g_new, g_old).add_(V_old)

@@ -350,6 +350,9 @@ def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
 def refuse_on_real_time(cfg: Any) -> None:
     """The distributed executor runs on real time and a real network, not on the simulator's clock and loss
     pattern: a clock setting or ``message_loss`` there is a one-line error rather than a silently ignored one."""
+    if cfg.asynchronous:
+        raise ProxGTValueError("asynchronous (--async) runs on the simulator's virtual clock (proxgt run); the "
+                               "distributed executor does not run asynchronously yet: leave it off with proxgt launch")
     if float(cfg.message_loss or 0.0) > 0.0:
         raise ProxGTValueError("message_loss (--message-loss) simulates lost messages (proxgt run); the distributed "
                                "executor's messages are real: leave it at 0 with proxgt launch")

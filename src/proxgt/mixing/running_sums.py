@@ -186,7 +186,7 @@ def check_message_loss(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     p = float(cfg.message_loss or 0.0)
     if p == 0.0:
         return
-    if cfg.mixing != "plain":
+    if cfg.mixing not in ("plain", "auto"):  # auto picks plain under message loss (proxgt.mixing.auto)
         raise ProxGTValueError(
             f"message_loss needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
             "trackers' sum exact round by round, which a Chebyshev or fastmix recurrence over rounds does not")

@@ -131,8 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
             "probability that a gossip message is lost without its sender knowing (independently per message and "
             "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
     # ------------------------------------------------------------------ mixing
-    Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
-            "multi-round gossip M_K"),
+    Setting("mixing", "mixing", "auto", Choice(("auto", "plain", "chebyshev", "fastmix")),
+            "multi-round gossip M_K, or auto (plain with lossy compression or a time-varying topology, "
+            "chebyshev on a static graph; see docs/unreliable-networks.md for failures)"),
     Setting("rounds", "mixing", "auto", Either("auto", Int(1)),
             "gossip rounds K per mixing, or auto (smallest K with ||M_K - J|| <= mix_target)"),
     Setting("mix_target", "mixing", 0.2, Float(0.0, 1.0, low_open=True), "target ||M_K - J|| for rounds = auto"),
@@ -140,8 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
             "compress gossip messages, with error feedback: none, topk:RATIO, randk:RATIO, qsgd:LEVELS, sign, "
             "fp16 or bf16 (docs/compression.md)", metavar="SPEC"),
     Setting("consensus_step", "mixing", "auto", Either("auto", Float(0.0, 1.0, low_open=True, high_open=False)),
-            "consensus step gamma of compressed gossip, or auto (1 for none, min(0.5, 5 RATIO) for topk and "
-            "randk, else 0.5)"),
+            "consensus step gamma of compressed gossip, or auto (min(1, delta) with delta the operator's "
+            "contraction, e.g. k/d for topk:RATIO; docs/compression.md)"),
     # ------------------------------------------------------------------ algorithm
     Setting("algorithm", "algorithm", "proxgt-sa", Registered("ALGORITHMS"), "the method"),
     Setting("order", "algorithm", "prox-mix", Choice(("prox-mix", "mix-prox")), "ProxGT: prox before or after mixing"),
@@ -187,6 +188,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("link_bandwidth", "clock", None, _ClockSpec("bytes per second, > 0", positive=True),
             "bytes per second of a link, drawn per message, or a CSV file of I,J,SPEC rows [default: infinite]",
             metavar="SPEC|CSV"),
+    Setting("asynchronous", "clock", False, Bool(),
+            "nodes compute and send on their own virtual clocks and mix with the newest message from each "
+            "neighbour, never waiting for one (ProxGT-SA; needs --mixing plain --rounds 1)", flag="--async"),
+    Setting("max_staleness", "clock", 4, Int(0),
+            "with --async: a node waits rather than mix with a neighbour's message more than this many of its "
+            "iterations old (0 would be the synchronous run)"),
     # ------------------------------------------------------------------ privacy
     Setting("dp_clip", "privacy", None, Float(0.0, low_open=True),
             "differential privacy: clip each per-sample gradient to this norm C [default: no DP]", metavar="C"),
