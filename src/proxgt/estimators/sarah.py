@@ -56,7 +56,8 @@ def _sarah_step(oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor
 
 
 def _norms(V: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(V, dim=1)
+    norms: torch.Tensor = torch.linalg.vector_norm(V, dim=1)
+    return norms
 
 
 def _check_restart(restart: float, cls: str) -> None:
@@ -71,8 +72,8 @@ def _init(fresh: _Fresh, oracle: GradientOracle, X0: torch.Tensor) -> tuple[torc
     return V, SarahState(ref=_norms(V), restarts=torch.zeros(V.shape[0], dtype=torch.int64, device=V.device))
 
 
-def _update(fresh: _Fresh, est, state: SarahState, oracle: GradientOracle, X_new, X_old, V_old,
-            t: int) -> tuple[torch.Tensor, SarahState]:
+def _update(fresh: _Fresh, est: SarahOnline | SarahFinite, state: SarahState, oracle: GradientOracle,
+            X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int) -> tuple[torch.Tensor, SarahState]:
     if t % est.period == 0:
         V = fresh(oracle, X_new, None)
         return V, state._replace(ref=_norms(V))
