@@ -73,6 +73,7 @@ class AlgorithmContext:
     local_size: int
     regularizer: Regularizer
     step: float
+    recursion_ratio: float | None = None  # the problem's stable q / b of a SARAH recursion (None: no limit known)
 
 
 @dataclass
@@ -242,6 +243,23 @@ def _check_batch_fits(cfg: RunConfig, node_data: NodeData, caps: Capabilities) -
         )
 
 
+def _check_recursion(cfg: RunConfig, problem: Problem, caps: Capabilities, step: float) -> None:
+    """A SARAH recursion set (by step, batch or period) past the problem's stable ratio: say so, run it anyway.
+    Its error grows like exp((q / b) (a s)^2) between refreshes (:mod:`proxgt.estimators.sarah`), so the
+    stable q / b at the default step a0 becomes ratio (a0 / a)^2 at a step a."""
+    ratio, limit, a0 = caps.recursion_ratio, problem.recursion_ratio, problem.default_step_for(None)
+    if not ratio or limit is None or not a0 or cfg.batch == "full":
+        return
+    effective = ratio * (step / a0) ** 2
+    if effective > 1.5 * limit:
+        warnings.warn(
+            f"the {cfg.algorithm} recursion may diverge: period / batch = {ratio:.3g} at step {step:g} is "
+            f"{effective / limit:.3g}x what is stable on this problem ({limit:g} at step {a0:g}); leave step, batch "
+            f"and period to the defaults or use step <= {a0 * (limit / ratio) ** 0.5:.2g}",
+            stacklevel=3,
+        )
+
+
 def _default_step(problem: Problem, algorithm: str) -> float:
     """``step = auto`` on a problem without a smoothness constant: the problem's default for the algorithm's
     gradient estimator (``default_step_for``, e.g. the networks' smaller step for SARAH-type estimators), else
@@ -327,7 +345,8 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     local_size = int(round(int(counts.sum()) / len(counts)))
     ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
     algorithm = ALGORITHMS.get(cfg.algorithm)(
-        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step)
+        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step,
+                         recursion_ratio=problem.recursion_ratio)
     )
     if not isinstance(algorithm, Algorithm):
         raise ProxGTValueError(
@@ -337,6 +356,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     check_message_loss(cfg, algorithm, time_varying)
     check_async(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
+    _check_recursion(cfg, problem, caps, step)
     x0 = _initial_point(cfg, problem)
 
     # the network first: auto mixing and rounds are chosen for the graph the run really has, and for its operator
