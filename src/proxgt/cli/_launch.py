@@ -32,6 +32,7 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.executors.driver import resume_settings
     from proxgt.executors.launch.launcher import launch
     from proxgt.training import RunFolder
+    from proxgt.training.folder import default_run_folder
 
     if args.nprocs < 1:
         raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
@@ -49,7 +50,7 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         if not cfg.out:
-            cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+            cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
             args.out = cfg.out
     cfg = cfg.validate()
     if world > cfg.nodes:

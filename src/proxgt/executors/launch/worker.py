@@ -141,6 +141,7 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     from proxgt.cli.flags import config_from_args
     from proxgt.executors.checkpoint import latest_checkpoint
     from proxgt.settings import RESUMABLE
+    from proxgt.training.folder import default_run_folder
 
     count = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if not count.isdigit() or int(count) == 0:
@@ -150,7 +151,7 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
         return str(args.resume), {k: given[k] for k in RESUMABLE if given.get(k) is not None}, None
     cfg = config_from_args(args)
     if not cfg.out:
-        cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+        cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
     if latest_checkpoint(cfg.out) is not None:
         return str(cfg.out), {k: getattr(cfg, k) for k in RESUMABLE}, cfg
     if (Path(cfg.out) / "summary.json").exists():
