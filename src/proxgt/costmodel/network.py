@@ -58,7 +58,7 @@ class Straggler:
         """``none``, ``const:S``, ``exp:MEAN`` or ``lognormal:MU,SIGMA``; anything else is a one-line error."""
         if isinstance(spec, Straggler):
             return spec
-        bad = ProxGTValueError(f"The 'straggler' parameter must be {STRAGGLER_SPECS}. Got {spec!r} instead.")
+        bad = param_error("", "straggler", STRAGGLER_SPECS, spec)
         kind, _, rest = str(spec).strip().partition(":")
         kind = kind.strip().lower()
         try:
