@@ -1,11 +1,13 @@
 """The documentation's runnable examples run as a reader meets them, and the docs refer only to what ships.
 
-A fenced code block preceded by the line ``<!-- runnable -->`` is executed: the pages in the order of the
-site's navigation (``mkdocs.yml``), the blocks of a page in order, in one fresh working folder per page that
-holds a link to the repository's ``examples/``. Bash blocks run line by line (continuation lines joined);
-a ``proxgt ...`` line runs the command line in this process, any other line runs in bash with ``proxgt`` on
-the PATH. Python blocks share one namespace per page. Examples keep their budgets small (few iterations) so
-that this stays fast, and every command that writes a run folder names its own ``--out``.
+A fenced code block preceded by the line ``<!-- runnable -->`` is executed: the pages in the order of the site's
+navigation (``mkdocs.yml``), the blocks of a page in order, in one fresh working folder per page that holds a
+link to the repository's ``examples/``. Bash blocks run line by line (continuation lines joined); a
+``proxgt ...`` line runs the command line in this process, any other line runs in bash with ``proxgt`` on the
+PATH. Python blocks share one namespace per page. ``<!-- runnable requires pandas -->`` marks a block that needs
+an optional module: its page runs where the module is installed (CI installs the extras) and is skipped
+elsewhere. Examples keep their budgets small (few iterations) so that this stays fast, and every command that
+writes a run folder names its own ``--out``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 MKDOCS = ROOT / "mkdocs.yml"
 MARKER = "<!-- runnable -->"
+_MARKER = r"<!-- runnable(?: requires (?P<requires>[\w., ]+?))? -->[ \t]*"
+_MARKER_LINE = re.compile(rf"^[ \t]*{_MARKER}$", re.M)
 _BLOCK = re.compile(
-    r"^(?P<indent>[ \t]*)<!-- runnable -->[ \t]*\n(?P=indent)```(?P<lang>\w+)[^\n]*\n(?P<body>.*?)^(?P=indent)```",
-    re.M | re.S,
+    rf"^(?P<indent>[ \t]*){_MARKER}\n(?P=indent)```(?P<lang>\w+)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
 )
-_FENCE_OPEN = re.compile(r"^[ \t]*```")
 # sub-commands that write a run folder: each runnable use names its own --out (or resumes one)
 _WRITERS = {"run", "demo", "launch", "compare"}
 _SHELL_SYNTAX = re.compile(r"[|&;<>$`()]")
@@ -43,16 +45,18 @@ class Block:
     index: int
     lang: str
     body: str
+    requires: tuple[str, ...] = ()  # optional modules the block needs
 
 
 def runnable_blocks(path: Path) -> list[Block]:
     text = path.read_text()
     blocks = [
-        Block(path.name, i, m.group("lang"), textwrap.dedent(m.group("body")))
+        Block(path.name, i, m.group("lang"), textwrap.dedent(m.group("body")),
+              tuple(r.strip() for r in (m.group("requires") or "").split(",") if r.strip()))
         for i, m in enumerate(_BLOCK.finditer(text))
     ]
     # a marker that is not directly followed by a fence would silently skip its block
-    markers = sum(line.strip() == MARKER for line in text.splitlines())
+    markers = len(_MARKER_LINE.findall(text))
     assert markers == len(blocks), f"{path.name}: a {MARKER} marker is not followed by a code block"
     return blocks
 
@@ -88,7 +92,7 @@ def _proxgt_argv(command: str) -> list[str] | None:
 
 
 def check_block(block: Block) -> None:
-    """What a runnable example must be: complete (no ``...``) and writing only into folders it names."""
+    """What a runnable example must be: complete (no ``...``), writing only into folders it names, under runs/."""
     where = f"{block.page} block {block.index}"
     assert "..." not in block.body, f"{where}: a runnable example contains '...'"
     if block.lang != "bash":
@@ -98,6 +102,10 @@ def check_block(block: Block) -> None:
         if argv[:1] == ["proxgt"] and len(argv) > 1 and argv[1] in _WRITERS:
             writes = not {"--help", "-h", "--dry-run"} & set(argv)
             assert not writes or {"--out", "--resume"} & set(argv), f"{where}: '{command}' writes to a default folder"
+        for flag, value in zip(argv, argv[1:], strict=False):
+            # a reader runs the examples in the repository's root, where runs/ is ignored by git
+            if argv[:1] == ["proxgt"] and flag in {"--out", "--tensorboard"}:
+                assert value.startswith("runs/"), f"{where}: '{command}' writes outside runs/"
 
 
 def _shim(folder: Path) -> Path:
@@ -189,6 +197,8 @@ def test_runnable_examples_of_a_page_run_in_order(page, tmp_path, monkeypatch, c
     blocks = runnable_blocks(DOCS / page)
     if not blocks:
         pytest.skip(f"{page} has no runnable examples")
+    for module in sorted({m for b in blocks for m in b.requires}):
+        pytest.importorskip(module, reason=f"{page}'s examples need {module} (an optional extra)")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # the CLI replaces it
     isolate_registries(monkeypatch)
@@ -212,9 +222,13 @@ def test_a_runnable_example_is_checked(tmp_path):
     with pytest.raises(AssertionError, match="default folder"):
         check_block(Block("p.md", 0, "bash", "proxgt run --iters 5 \\\n  --nodes 2\n"))
     check_block(Block("p.md", 0, "bash", "proxgt run --iters 5 \\\n  --out runs/a   # comment\n"))
+    with pytest.raises(AssertionError, match="outside runs/"):
+        check_block(Block("p.md", 0, "bash", "proxgt compare -c examples/suite.toml --out results/s\n"))
     page = tmp_path / "p.md"
     page.write_text(f"{MARKER}\n\nsome text\n```bash\nproxgt --help\n```\n")
     with pytest.raises(AssertionError, match="not followed by a code block"):
         runnable_blocks(page)
     page.write_text(f"- item\n\n    {MARKER}\n    ```bash\n    proxgt --version\n    ```\n")
     assert [b.body for b in runnable_blocks(page)] == ["proxgt --version\n"]
+    page.write_text("<!-- runnable requires pandas, scipy.sparse -->\n```python\nimport pandas\n```\n")
+    assert [b.requires for b in runnable_blocks(page)] == [("pandas", "scipy.sparse")]

@@ -19,7 +19,7 @@ __all__ = ["atomic_write_bytes", "atomic_write_with", "atomic_write_text", "appe
            "json_safe", "read_complete_lines", "read_metrics_csv", "INTEGER_COLUMNS"]
 
 #: Columns of metrics.csv and per_node.csv that hold integers (read back as int); every other column is a float.
-INTEGER_COLUMNS = ("iter", "comm_rounds", "active_nodes", "node")
+INTEGER_COLUMNS = ("iter", "comm_rounds", "active_nodes", "node", "local_worst_node")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

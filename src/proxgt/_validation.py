@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from proxgt.errors import DivergenceError, ProxGTValueError
 
@@ -72,10 +73,13 @@ def check_nonneg_float(value: Any, name: str, owner: str = "") -> float:
     return float(value)
 
 
-def check_choice(value: Any, name: str, choices: list[str] | tuple[str, ...], owner: str = "") -> str:
+_C = TypeVar("_C")
+
+
+def check_choice(value: Any, name: str, choices: Sequence[_C], owner: str = "") -> _C:
     if value not in choices:
         raise param_error(owner, name, "one of " + ", ".join(repr(c) for c in choices), value)
-    return value
+    return value  # one of ``choices``
 
 
 def check_int(value: Any, name: str, owner: str = "", *, low: int = 1) -> int:

@@ -63,7 +63,7 @@ def test_demo_plot_shows_plain_and_chebyshev_even_where_they_coincide(tmp_path, 
     _, table = run_demo(tmp_path / "demo", nodes=4, iters=30, seeds=1, target=1e-2)
     assert len(table) == 6 and len(figures) == 1
     fig = figures[0]
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == 7 and labels[-1] == "target 0.01"  # six series and the target
     samples_panel = fig.axes[0]
     lines = {ln.get_label(): ln for ln in samples_panel.get_lines() if ln.get_label() in labels[:6]}

@@ -1,17 +1,20 @@
-"""Helper of the checkpoint tests: stop a run right after a checkpoint, resume it, and return both runs."""
+"""Helpers of the checkpoint tests: stop a run right after a checkpoint, resume it, and return both runs; craft a
+checkpoint file that would run code if it were unpickled."""
 
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from proxgt.executors.checkpoint import Checkpointer, latest_checkpoint
 from proxgt.executors.simulation import run_simulation
 from proxgt.training import History
 
-__all__ = ["stopped_and_resumed"]
+__all__ = ["doctored_checkpoint", "stopped_and_resumed"]
 
 
 class _Stop(Exception):
@@ -36,3 +39,21 @@ def stopped_and_resumed(cfg: dict[str, Any], folder: Path, monkeypatch: pytest.M
     monkeypatch.undo()
     assert latest_checkpoint(folder)[0] == stop_at
     return ref, run_simulation(None, resume=folder)
+
+
+class _Payload:
+    """Unpickled, it creates ``path`` (a stand-in for any code a doctored checkpoint could run)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (builtins.open, (self.path, "w"))
+
+
+def doctored_checkpoint(path: Path, marker: Path, like: Path) -> None:
+    """Write ``path``: the checkpoint file ``like`` with a pickle payload that creates ``marker`` in its oracle
+    state (every key and header is right)."""
+    record = torch.load(like, weights_only=True)
+    record["oracle"]["generators"] = _Payload(marker)
+    torch.save(record, path)

@@ -15,7 +15,7 @@ import torch
 from proxgt._io import read_metrics_csv
 from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
-from proxgt.executors.checkpoint import Checkpointer, latest_checkpoint, load_checkpoint
+from proxgt.executors.checkpoint import Checkpointer, complete_checkpoints, latest_checkpoint, load_checkpoint
 from proxgt.executors.simulation import run_simulation
 from proxgt.registry import ALGORITHMS
 
@@ -70,13 +70,34 @@ def test_kill_9_then_resume_gives_the_uninterrupted_metrics(data_file, tmp_path)
     assert latest_checkpoint(out)[0] == cfg["iters"]
 
 
-def test_resume_takes_settings_from_the_checkpoint_only(data_file, tmp_path):
-    out = tmp_path / "r"
-    run_simulation(dict(CFG, data=data_file, iters=20, log_every=5, checkpoint_every=10), out=out)
-    assert latest_checkpoint(out)[0] == 20
-    assert main(["run", "--resume", str(out), "--iters", "50"]) == 2
-    hist = run_simulation(None, resume=out, overrides={"checkpoint_every": 5})
-    assert [r["iter"] for r in hist.rows] == [0, 5, 10, 15, 20]
+def test_resume_takes_settings_from_the_checkpoint_only(data_file, tmp_path, capsys):
+    cfg = dict(CFG, data=data_file, iters=20, log_every=5)
+    ref = run_simulation(dict(cfg, checkpoint_every=0))
+    out = tmp_path / "u"
+    with pytest.raises(_Stop):  # the hook runs before the checkpoint of its iteration: 5 is the newest
+        run_simulation(dict(cfg, checkpoint_every=5), out=out, fault_hook=_stop_at(10))
+    assert main(["run", "--resume", str(out), "--batch", "3"]) == 2
+    assert "drop --batch" in capsys.readouterr().err
+    hist = run_simulation(None, resume=out, overrides={"checkpoint_every": 3})
+    assert [r["iter"] for r in hist.rows] == [0, 5, 10, 15, 20] and torch.equal(hist.x, ref.x)
+    assert latest_checkpoint(out)[0] == 20 and (out / "checkpoint" / "iter000000018").is_dir()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(t_stop: int):
+    def hook(rank: int, t: int) -> None:
+        if t == t_stop:
+            raise _Stop
+
+    return hook
+
+
+def _components(x: torch.Tensor) -> dict:
+    return {"algorithm": {"x": x}, "oracle": {}, "comm": {}, "mixer": {}, "metrics": {"columns": [], "rows": []},
+            "executor": {"wall": 0.0, "node_ids": [0]}, "config": {}}
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
@@ -87,29 +108,36 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
         run_simulation({"checkpoint_every": -1, "data": "x"})
 
 
-def test_only_complete_checkpoints_count_and_old_ones_are_removed(tmp_path):
+def test_only_complete_checkpoints_count_and_the_last_two_are_kept(tmp_path):
     a = Checkpointer(tmp_path, 0, 2, every=5)
     b = Checkpointer(tmp_path, 1, 2, every=5)
     assert not a.due(0) and a.due(5) and not a.due(7)
-    a.save(5, {"x": torch.ones(2)})
+    a.save(5, _components(torch.ones(2)))
     assert latest_checkpoint(tmp_path) is None  # rank 1's file is missing
-    b.save(5, {"x": torch.zeros(2)})
+    b.save(5, _components(torch.zeros(2)))
     assert latest_checkpoint(tmp_path)[:1] == (5,) and latest_checkpoint(tmp_path)[2] == 2
-    a.save(10, {"x": torch.ones(2)})  # rank 0 is ahead: 5 stays the newest complete checkpoint
-    t, d, w = latest_checkpoint(tmp_path)
-    assert t == 5 and (d / "rank1.pt").exists()
-    b.save(10, {"x": torch.zeros(2)})
-    assert latest_checkpoint(tmp_path)[0] == 10
-    assert not (d / "rank1.pt").exists() and (d / "rank0.pt").exists()  # rank 0 cleans up at its next save
-    a.save(15, {"x": torch.ones(2)})
-    assert not d.exists()
-    assert torch.equal(load_checkpoint(tmp_path, 1, 2)["x"], torch.zeros(2))
+    a.save(10, _components(torch.ones(2)))  # rank 0 is ahead: 5 stays the newest complete checkpoint
+    t, d5, w = latest_checkpoint(tmp_path)
+    assert t == 5 and (d5 / "rank1.pt").exists()
+    b.save(10, _components(torch.zeros(2)))
+    assert [c[0] for c in complete_checkpoints(tmp_path)] == [10, 5]  # two complete ones are kept
+    a.save(15, _components(torch.ones(2)))
+    b.save(15, _components(torch.zeros(2)))
+    assert [c[0] for c in complete_checkpoints(tmp_path)] == [15, 10]
+    assert not (d5 / "rank1.pt").exists() and (d5 / "rank0.pt").exists()  # rank 0 cleans up at its next save
+    a.save(20, _components(torch.ones(2)))
+    assert not d5.exists()
+    assert torch.equal(load_checkpoint(tmp_path, 1, 2)["algorithm"]["x"], torch.zeros(2))
     with pytest.raises(ProxGTValueError, match="written by 2 process"):
         load_checkpoint(tmp_path, 0, 4)
     # leftover temporary files from a kill during a write are ignored
-    (d.parent / "iter000000020").mkdir()
-    (d.parent / "iter000000020" / ".rank0.pt.abc.tmp").write_bytes(b"partial")
-    assert latest_checkpoint(tmp_path)[0] == 10
+    (d5.parent / "iter000000025").mkdir()
+    (d5.parent / "iter000000025" / ".rank0.pt.abc.tmp").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path)[0] == 15
+    with pytest.raises(ValueError, match="components"):  # a checkpoint holds every component
+        a.save(25, {"algorithm": {}})
+    with pytest.raises(ValueError, match="numpy.ndarray"):  # and plain values only
+        a.save(25, dict(_components(torch.ones(2)), oracle={"ifo": np.zeros(2)}))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())

@@ -38,6 +38,7 @@ from .launching import captured as _captured
 from .launching import children as _children
 from .launching import deadline as _deadline
 from .launching import running as _running
+from .resuming import doctored_checkpoint
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers and /proc: Linux")
 
@@ -154,11 +155,47 @@ def test_measured_bytes_equal_the_accounting(full_run):
 
 def test_a_finished_run_leaves_only_complete_checkpoints(full_run):
     folders = sorted((full_run / "checkpoint").glob("iter*"))
-    assert folders, "no checkpoint left"
+    assert [d.name for d in folders] == ["iter000000028", "iter000000030"]  # the last two: the final state too
     for d in folders:
         names = {p.name for p in d.iterdir()}
         assert names == {f"rank{r}.pt" for r in range(NPROCS)} | {f"world{NPROCS}"}, (d.name, sorted(names))
-    assert latest_checkpoint(full_run)[0] == 28
+    assert latest_checkpoint(full_run)[0] == 30
+
+
+def test_launch_resume_refuses_a_finished_run_and_extends_it_with_a_larger_iters(full_run, data_file, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()}
+    code, out, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(full_run), "--no-progress"])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"{full_run} holds a finished run (30 iterations)" in err and "--iters N > 30" in err
+    assert {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()} == before  # no worker started
+    longer = tmp_path / "longer"
+    shutil.copytree(full_run, longer)
+    code, _, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(longer), "--iters", "40",
+                         "--no-progress"])
+    assert code == 0, err[-3000:]
+    assert f"proxgt: resuming {longer} at iteration 30 of 40" in err
+    rows_full, rows_long = _metrics(full_run)[1], _metrics(longer)[1]
+    assert [r["iter"] for r in rows_long] == [0, 5, 10, 15, 20, 25, 30, 35, 40]
+    assert [{c: v for c, v in r.items() if c != "wall_s"} for r in rows_long[:7]] == \
+        [{c: v for c, v in r.items() if c != "wall_s"} for r in rows_full]
+    sim = run_simulation(dict(CFG, data=data_file, iters=40))  # the uninterrupted longer run
+    for rd, rs in zip(rows_long, sim.rows, strict=True):
+        for c in ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node"):
+            assert rd[c] == rs[c], c
+        assert rd["grad_mapping_sq"] == pytest.approx(rs["grad_mapping_sq"], rel=1e-4, abs=1e-6)
+
+
+def test_launch_resume_overwrite_starts_the_run_over(full_run, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(full_run, again)
+    (again / "metrics.csv").write_text("iter\n0\n")
+    code, _, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(again), "--overwrite", "--no-progress"])
+    assert code == 0, err[-3000:]
+    assert "resuming" not in err
+    assert _metrics(again)[0] == _metrics(full_run)[0]
+    for ra, rb in zip(_metrics(full_run)[1], _metrics(again)[1], strict=True):
+        assert {c: v for c, v in ra.items() if c != "wall_s"} == {c: v for c, v in rb.items() if c != "wall_s"}
+    np.testing.assert_array_equal(np.load(full_run / "final.npz")["x"], np.load(again / "final.npz")["x"])
 
 
 def test_launch_refuses_a_folder_holding_a_finished_run_unless_overwrite(full_run, data_file, tmp_path):
@@ -234,6 +271,35 @@ def test_a_neighbour_that_posts_after_the_death_still_names_the_dead_rank(data_f
     for r in (0, 1, 3):
         assert re.search(rf"^proxgt: error: rank {r}: rank 2 failed or stopped answering", err, re.M), err[-3000:]
     assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+
+
+def test_a_doctored_checkpoint_is_refused_unread_and_launch_falls_back(full_run, faulty_run, tmp_path):
+    """(Before the test below resumes faulty_run in place.) Rank 1's file of the newest checkpoint holds a pickle
+    payload: every rank falls back to the checkpoint at 10, rank 0 says why in one line, and no payload runs."""
+    out = tmp_path / "doctored"
+    shutil.copytree(faulty_run[0], out)
+    assert not (out / "summary.json").exists()
+    bad = out / "checkpoint" / "iter000000020" / "rank1.pt"
+    marker = tmp_path / "payload-ran"
+    doctored_checkpoint(bad, marker, bad)
+    code, _, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(out), "--no-progress"])
+    assert code == 0, err[-3000:]
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"proxgt: warning: rank 0: checkpoint file {bad} cannot be "
+                                                     "used"), err[-3000:]
+    assert "falling back to the checkpoint at iteration 10" in warned[0]
+    assert f"proxgt: resuming {out} at iteration 10 of 30" in err
+    assert not any(mark in err for mark in CRASH_MARKS), err[-3000:]
+    assert not marker.exists()
+    assert _metrics(out)[0] == _metrics(full_run)[0]
+    for ra, rb in zip(_metrics(full_run)[1], _metrics(out)[1], strict=True):
+        assert {c: v for c, v in ra.items() if c != "wall_s"} == {c: v for c, v in rb.items() if c != "wall_s"}
+    (out / "summary.json").unlink()
+    for d in (out / "checkpoint").iterdir():  # nothing usable left: the launcher refuses before any worker starts
+        for f in d.glob("rank*.pt"):
+            f.write_bytes(b"garbage")
+    code, out_text, err = _cli(["launch", "--nprocs", str(NPROCS), "--resume", str(out), "--no-progress"])
+    assert code == 2 and out_text == "" and err.count("\n") == 1 and "no usable checkpoint under" in err, err
 
 
 def test_resumed_distributed_run_ends_with_the_uninterrupted_metrics(full_run, faulty_run):

@@ -5,6 +5,7 @@ complete checkpoint, so the run ends with the metrics of an uninterrupted one (w
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import signal
@@ -19,7 +20,7 @@ from proxgt._io import read_metrics_csv
 from proxgt.cli import main
 from proxgt.executors.launch.launcher import launch
 
-from .launching import tiny_classification
+from .launching import deadline, tiny_classification
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 
@@ -54,17 +55,8 @@ def _quiet() -> Iterator[dict[str, str]]:
 
 
 def _launch(argv: list[str], hook: Callable[[int, int], None] | None = None, max_restarts: int = 0) -> tuple[int, str]:
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGALRM, interrupt)
-    signal.alarm(120)
-    try:
-        with _quiet() as got:
-            code = launch(NPROCS, argv, timeout_s=10, fault_hook=hook, max_restarts=max_restarts)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    with deadline(120), _quiet() as got:
+        code = launch(NPROCS, argv, timeout_s=10, fault_hook=hook, max_restarts=max_restarts)
     return code, got["all"]
 
 
@@ -111,6 +103,47 @@ def test_a_restarted_run_ends_with_the_uninterrupted_metrics(uninterrupted, data
         assert f"proxgt: resuming {out} at iteration {resumed_at} of 30" in err, err[-3000:]
     else:  # killed before the first checkpoint: the restart runs from the start
         assert "resuming" not in err, err[-3000:]
+    _assert_same_run(uninterrupted, out)
+
+
+def test_a_restart_falls_back_from_a_corrupt_newest_checkpoint(uninterrupted, data_file, tmp_path):
+    """Rank 2 corrupts rank 1's file of the checkpoint at 20, then dies at 25: the restart warns once, resumes
+    from the checkpoint at 10 and ends with the uninterrupted metrics (it never retries the corrupt file)."""
+    out = tmp_path / "restarted"
+    bad = out / "checkpoint" / "iter000000020" / "rank1.pt"
+    kill = _kill_once(2, 25)
+
+    def hook(r: int, it: int) -> None:
+        if (r, it) == (2, 25) and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+            bad.write_bytes(bad.read_bytes()[:100])  # truncated
+        kill(r, it)
+
+    code, err = _launch([*FLAGS, "--data", data_file, "--out", str(out)], hook, max_restarts=2)
+    assert code == 0, err[-3000:]
+    assert err.count("proxgt: restarting all 4 workers") == 1, err[-3000:]
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and f"checkpoint file {bad} cannot be used" in warned[0], err[-3000:]
+    assert f"proxgt: resuming {out} at iteration 10 of 30" in err, err[-3000:]
+    assert "Traceback" not in err
+    _assert_same_run(uninterrupted, out)
+
+
+def test_a_restarted_start_over_resumes_its_own_checkpoints(uninterrupted, tmp_path, monkeypatch):
+    """``launch --resume DIR --overwrite`` on a finished run starts it over; killed at 25, the restart resumes the
+    new run's checkpoint at 20 (the old run's are gone) and ends as the uninterrupted run."""
+    import shutil
+
+    import proxgt.executors.launch.launcher as launcher
+
+    out = tmp_path / "again"
+    shutil.copytree(uninterrupted, out)
+    monkeypatch.setattr(launcher, "launch", functools.partial(launch, fault_hook=_kill_once(2, 25)))
+    with deadline(120), _quiet() as got:
+        code = main(["launch", "--nprocs", str(NPROCS), "--resume", str(out), "--overwrite", "--max-restarts", "1"])
+    err = got["all"]
+    assert code == 0, err[-3000:]
+    assert err.count("proxgt: restarting all 4 workers") == 1, err[-3000:]
+    assert f"proxgt: resuming {out} at iteration 20 of 30" in err, err[-3000:]
     _assert_same_run(uninterrupted, out)
 
 

@@ -62,8 +62,7 @@ def test_two_identical_curves_are_drawn_differently_and_both_have_a_legend_entry
         assert la.get_marker() != lb.get_marker() and la.get_color() != lb.get_color()
         assert la.get_markevery() != lb.get_markevery()  # markers at different offsets
         assert la.get_linewidth() > lb.get_linewidth() and la.get_zorder() < lb.get_zorder()  # later: thinner, on top
-    legend = fig.axes[0].get_legend()
-    assert legend is not None
+    (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [*labels, "target 0.001"]
 
 
@@ -71,7 +70,7 @@ def test_both_coincident_series_show_in_the_pixels() -> None:
     a = mean_curve(_runs(1.0), label="first")
     b = mean_curve(_runs(1.0), label="second")
     fig = curves_figure([a, b], axes=("ifo_per_node",))
-    fig.axes[0].get_legend().remove()  # count only pixels of the drawn curves
+    fig.legends[0].remove()  # count only pixels of the drawn curves
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     img = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(float) / 255.0
@@ -96,7 +95,7 @@ def test_every_series_has_a_legend_entry_even_when_missing_from_the_first_panel(
     a = mean_curve(_runs(1.0), label="has rounds")
     b = mean_curve(_runs(1.0), label="no rounds", axes=("iter", "ifo_per_node"))
     fig = curves_figure([a, b], axes=("comm_rounds", "ifo_per_node"))
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["has rounds", "no rounds"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["has rounds", "no rounds"]
     # colours belong to the series, not to the order of drawing in a panel
     colors = {ln.get_label(): ln.get_color() for ax in fig.axes for ln in _series_lines(ax, ["no rounds"])}
     assert colors["no rounds"] == series_style(1, 2)["color"]
@@ -111,3 +110,15 @@ def test_plot_curves_writes_a_png_without_touching_pyplot(tmp_path) -> None:
     plot_curves([c], tmp_path / "one.png", axes=("ifo_per_node",), title="t")
     assert (tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ("matplotlib.pyplot" in sys.modules) == before
+
+
+def test_the_legend_covers_no_panel_even_with_many_series() -> None:
+    curves = [mean_curve(_runs(1.0 + 0.1 * i), label=f"series {i} with a long label") for i in range(16)]
+    fig = curves_figure(curves, axes=("ifo_per_node", "comm_rounds", "wall_s"), target=1e-3, ncols=2)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        if ax.get_visible():
+            assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_xlabel()

@@ -138,3 +138,19 @@ def test_gpu_cells_start_their_workers_with_spawn(tmp_path, monkeypatch):
     res = run_suite(spawned, jobs=2)
     assert sorted(res.ran) == ["seed0", "seed1"] and not res.failed
     assert all((spawned.folder(c) / "summary.json").is_file() for c in spawned.cells)
+
+
+def test_progress_counts_cells_done_of_all_with_the_time_left(tmp_path, capsys):
+    s = load_suite(_write(tmp_path))
+    first = s.cells[:2]
+    s.cells = first  # two cells finish first, then the whole suite runs: the line starts at 2 of 6 done
+    run_suite(s, jobs=1)
+    capsys.readouterr()
+    s = load_suite(_write(tmp_path))
+    res = run_suite(s, jobs=1, progress=True)
+    assert sorted(res.skipped) == sorted(c.name for c in first) and len(res.ran) == 4
+    frames = [f.strip() for f in capsys.readouterr().err.replace("\r", "\n").splitlines() if "cells done" in f]
+    done = [int(f.split(": ", 1)[1].split("/")[0]) for f in frames]
+    assert done[0] == 2 and done[-1] == 6 and done == sorted(done)
+    assert all("/6 cells done" in f for f in frames)
+    assert "about ? left" in frames[0] and "left" in frames[-1] and "about ? left" not in frames[-1]

@@ -65,8 +65,8 @@ def test_overwrite_removes_a_stale_checkpoint(tmp_path, capsys):
     assert (out / "checkpoint").is_dir()
     assert _cli(["run", *FAST, "--seed", "3", "--out", str(out), "--overwrite"], capsys)[0] == 0
     assert not (out / "checkpoint").exists()  # the new run could never resume from the old run's state
-    code, _, err = _cli(["run", "--resume", str(out)], capsys)
-    assert code == 2 and "no complete checkpoint" in err
+    code, _, err = _cli(["run", "--resume", str(out), "--iters", "30"], capsys)
+    assert code == 2 and "without a usable checkpoint to extend (no complete checkpoint" in err, err
 
 
 def test_python_api_refuses_a_used_folder_too(tmp_path):

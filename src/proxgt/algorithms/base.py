@@ -55,6 +55,9 @@ class Capabilities:
         gossip_keys: the quantities it mixes, each under its own ``key`` of ``mix(Z, key=...)``. Compressed
             gossip keeps a public copy per key, so only an algorithm that names every mixed quantity can be
             compressed; empty: it cannot.
+        tracked_keys: the gossip keys whose network sum it relies on (gradient trackers: sum_i y_i = sum_i v_i).
+            When messages can be lost (``message_loss``) these go by running sums, which keep that sum exact;
+            the other keys use the newest value received from each neighbour (:mod:`proxgt.mixing.running_sums`).
         compressed_gossip: it is defined with compressed gossip (its mixer is always compressed, e.g. CDProxSGT).
         changing_graph: it stays correct when W changes from round to round (time-varying graphs, link
             failures, node dropout): everything it mixes is averaged, never divided by a fixed W.
@@ -66,6 +69,7 @@ class Capabilities:
     oracle_calls: frozenset[str]
     batch_per_iter: int | None
     gossip_keys: tuple[str, ...] = ()
+    tracked_keys: tuple[str, ...] = ()
     compressed_gossip: bool = False
     changing_graph: bool = True
     asynchronous: bool = False
@@ -75,6 +79,8 @@ class Capabilities:
         unknown = set(self.oracle_calls) - set(ORACLE_CALLS)
         if unknown or not self.oracle_calls:
             raise ValueError(f"oracle_calls must be a non-empty subset of {ORACLE_CALLS}; got {set(self.oracle_calls)}")
+        if not set(self.tracked_keys) <= set(self.gossip_keys):
+            raise ValueError(f"tracked_keys {self.tracked_keys} must be among the gossip_keys {self.gossip_keys}")
         if self.compressed_gossip and not self.gossip_keys:
             raise ValueError("an algorithm defined with compressed gossip must name its gossip_keys")
 

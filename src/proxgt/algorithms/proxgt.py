@@ -26,6 +26,7 @@ from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, pro
 from proxgt.algorithms.base import Capabilities
 from proxgt.estimators import Estimator
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxGT", "ProxGTState", "ORDERS", "build"]
 
@@ -59,14 +60,14 @@ class ProxGT:
     """
 
     estimator: Estimator
-    regularizer: object
+    regularizer: Regularizer
     step: float
     order: str = "prox-mix"
     name: str = "proxgt"
 
     @property
     def capabilities(self) -> Capabilities:
-        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")

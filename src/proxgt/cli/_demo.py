@@ -36,6 +36,7 @@ import io
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt.settings import RunConfig
@@ -149,7 +150,8 @@ def run_demo(
     if bar is not None:
         bar.close()
 
-    curves, table = [], []
+    curves: list[Any] = []
+    table: list[dict[str, Any]] = []
     for (alg, mix), runs in histories.items():
         c = mean_curve(runs, "grad_mapping_sq", label=f"{alg} {mix} K={rounds_used[(alg, mix)]}")
         curves.append(c)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from proxgt.cli._run import add_folder_flags, raise_conflict
+from proxgt.cli._run import add_folder_flags
 from proxgt.cli.flags import add_setting_flags, config_from_args, resume_overrides, setting_argv
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import RESUMABLE
@@ -29,8 +31,9 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from proxgt.executors.driver import resume_settings
+    from proxgt.executors.driver import plan_resume
     from proxgt.executors.launch.launcher import launch
+    from proxgt.mixing.clock import refuse_on_real_time
     from proxgt.training import RunFolder
     from proxgt.training.folder import default_run_folder
 
@@ -38,13 +41,15 @@ def _handle(args: argparse.Namespace) -> int:
         raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
     _check_machines(args)
     world = args.nprocs * args.nnodes
+    start_over = False
     if args.resume:
-        if args.overwrite:
-            raise_conflict("--resume", "--overwrite")
-        cfg, ck_world, _ = resume_settings(args.resume, resume_overrides(args, RESUMABLE))
-        if ck_world != world:
+        # rank 0 names a corrupt checkpoint it falls back from; a start-over reads only the settings, here
+        plan = plan_resume(args.resume, resume_overrides(args, RESUMABLE), overwrite=args.overwrite,
+                           warn=args.overwrite)
+        cfg, start_over = plan.cfg, plan.start_over
+        if not start_over and plan.world != world:
             raise ProxGTValueError(
-                f"the checkpoint in {args.resume} was written by {ck_world} process(es); use --nprocs {ck_world}"
+                f"the checkpoint in {args.resume} was written by {plan.world} process(es); use --nprocs {plan.world}"
                 + (" in all, --nprocs x --nnodes" if args.nnodes > 1 else "")
             )
     else:
@@ -53,6 +58,7 @@ def _handle(args: argparse.Namespace) -> int:
             cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
             args.out = cfg.out
     cfg = cfg.validate()
+    refuse_on_real_time(cfg)
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")
@@ -71,9 +77,29 @@ def _handle(args: argparse.Namespace) -> int:
     if args.max_restarts and args.nnodes > 1:
         raise ProxGTValueError("--max-restarts works on one machine; for several, use torchrun --max-restarts "
                                "with -m proxgt.executors.launch.worker (docs/fault-tolerance.md)")
-    return launch(args.nprocs, worker_argv(args), timeout_s=cfg.timeout_s, nnodes=args.nnodes,
-                  node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
-                  on_failure=cfg.on_failure, max_restarts=args.max_restarts)
+    if args.overwrite and args.node_rank == 0:
+        # replaced here, before any worker starts: a restart (--max-restarts) must never find the old run's
+        # checkpoints and resume that run instead of this one
+        RunFolder(cfg.out, overwrite=True).close()
+    with tempfile.TemporaryDirectory(prefix="proxgt-launch-") as tmp:
+        argv = worker_argv(args)
+        if start_over:  # the workers start a fresh run with the settings of DIR's checkpoint
+            argv = _fresh_run_argv(args, cfg, Path(tmp) / "settings.toml")
+        return launch(args.nprocs, argv, timeout_s=cfg.timeout_s, nnodes=args.nnodes,
+                      node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
+                      on_failure=cfg.on_failure, max_restarts=args.max_restarts)
+
+
+def _fresh_run_argv(args: argparse.Namespace, cfg: Any, path: Path) -> list[str]:
+    """Worker flags that run ``cfg`` from the start in its folder (``--resume DIR --overwrite``): the settings go
+    in a TOML file that lives as long as the launcher, so that every restart reads the same ones."""
+    import tomli_w
+
+    from proxgt._io import atomic_write_text, json_safe
+
+    atomic_write_text(path, tomli_w.dumps(json_safe(cfg.to_toml_dict())))
+    return worker_argv(argparse.Namespace(config=str(path), overwrite=True, backend=args.backend,
+                                          no_progress=args.no_progress))
 
 
 def _check_machines(args: argparse.Namespace) -> None:

@@ -27,10 +27,8 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.training.folder import default_run_folder
 
     progress = sys.stderr.isatty() and not args.no_progress
-    if args.resume:
-        if args.overwrite:
-            raise_conflict("--resume", "--overwrite")
-        hist = run_simulation(None, resume=args.resume, progress=progress,
+    if args.resume:  # continue, extend (--iters) or start over (--overwrite): plan_resume decides
+        hist = run_simulation(None, resume=args.resume, progress=progress, overwrite=args.overwrite,
                               overrides=resume_overrides(args, RESUMABLE))
         out = args.resume
     else:
@@ -42,17 +40,14 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def raise_conflict(a: str, b: str) -> None:
-    from proxgt.errors import ProxGTValueError
-
-    raise ProxGTValueError(f"{a} and {b} exclude each other: {a} continues the run in the folder, {b} replaces it")
-
-
 def add_folder_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="DIR", default=None,
-                   help="continue the run in folder DIR from its newest checkpoint (settings from the checkpoint)")
+                   help="continue the unfinished run in folder DIR from its newest usable checkpoint (settings from "
+                        "the checkpoint); a finished run only with --iters N larger than its iterations (extends it) "
+                        "or --overwrite")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a run already in the output folder (default: refuse)")
+                   help="replace a run already in the output folder (default: refuse); with --resume DIR, start "
+                        "DIR's run over with its settings")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from proxgt import __version__
 from proxgt.errors import DivergenceError, ProxGTValueError
@@ -32,7 +33,7 @@ COMMAND_MODULES = [
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit code 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"proxgt: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 

@@ -292,16 +292,16 @@ def make_compressor(spec: str) -> Compressor:
     66
     """
     name, arg = parse_compress(spec)
+    if arg is not None:  # the operators with a parameter (checked by parse_compress)
+        if name == "topk":
+            return TopK(float(arg))
+        if name == "randk":
+            return RandK(float(arg))
+        return QSGD(int(arg))
     if name == "none":
         return Identity()
     if name == "fp16":
         return Cast(torch.float16)
     if name == "bf16":
         return Cast(torch.bfloat16)
-    if name == "topk":
-        return TopK(float(arg))
-    if name == "randk":
-        return RandK(float(arg))
-    if name == "qsgd":
-        return QSGD(int(arg))
     return ScaledSign()

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxgt._validation import (
-    ProxGTValueError,
     check_positive_int,
     param_error,
 )
+from proxgt.delays import DELAY_SPECS, Delay
 
 if TYPE_CHECKING:  # numpy is imported where used: `proxgt --help` imports this module and stays light
     import numpy as np
@@ -21,80 +21,10 @@ __all__ = ["Straggler", "NetworkModel", "NetworkEffect", "StragglerWait", "failu
 
 MIX_TARGET = 0.05
 
-_STRAGGLER_ARITY = {"none": 0, "const": 1, "exp": 1, "lognormal": 2}
-STRAGGLER_SPECS = "none, const:S, exp:MEAN or lognormal:MU,SIGMA (S, MEAN, SIGMA >= 0; seconds)"
-
-
-@dataclass(frozen=True)
-class Straggler:
-    """How late a node is in one gossip round (seconds), independently per node and round.
-
-    ``kind`` is ``none`` (never late), ``const`` (``params = (S,)``: always S), ``exp`` (``(MEAN,)``:
-    exponential with that mean) or ``lognormal`` (``(MU, SIGMA)``: exp of a normal N(MU, SIGMA^2)).
-    :meth:`parse` reads the command-line form, e.g. ``"exp:0.02"``.
-
-    >>> round(Straggler.parse("lognormal:-4,0.5").mean, 6)  # exp(MU + SIGMA^2 / 2)
-    0.020754
-    """
-
-    kind: str = "none"
-    params: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        arity = _STRAGGLER_ARITY
-        if self.kind not in arity:
-            raise param_error("Straggler", "kind", "one of none, const, exp, lognormal", self.kind)
-        params = tuple(float(v) for v in self.params)
-        if len(params) != arity[self.kind] or not all(math.isfinite(v) for v in params):
-            raise param_error("Straggler", "params", f"{arity[self.kind]} finite numbers for {self.kind}",
-                              self.params)
-        nonneg = params if self.kind in ("const", "exp") else params[1:]
-        if any(v < 0 for v in nonneg):
-            raise ProxGTValueError(f"The straggler model {self.spec!r} needs S, MEAN and SIGMA >= 0 (seconds).")
-        object.__setattr__(self, "params", params)
-
-    @classmethod
-    def parse(cls, spec: str | Straggler) -> Straggler:
-        """``none``, ``const:S``, ``exp:MEAN`` or ``lognormal:MU,SIGMA``; anything else is a one-line error."""
-        if isinstance(spec, Straggler):
-            return spec
-        bad = param_error("", "straggler", STRAGGLER_SPECS, spec)
-        kind, _, rest = str(spec).strip().partition(":")
-        kind = kind.strip().lower()
-        try:
-            params = tuple(float(v) for v in rest.split(",")) if rest.strip() else ()
-        except ValueError:
-            raise bad from None
-        if len(params) != _STRAGGLER_ARITY.get(kind, -1):
-            raise bad
-        return cls(kind, params)
-
-    @property
-    def spec(self) -> str:
-        """The command-line form, e.g. ``exp:0.02``."""
-        return self.kind if not self.params else f"{self.kind}:{','.join(f'{v:g}' for v in self.params)}"
-
-    @property
-    def mean(self) -> float:
-        """Expected delay of one node in one round (seconds)."""
-        if self.kind == "none":
-            return 0.0
-        if self.kind == "lognormal":
-            mu, sigma = self.params
-            return math.exp(mu + sigma * sigma / 2)
-        return self.params[0]
-
-    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        """Delays of the given shape (float64 seconds) drawn from ``rng``."""
-        import numpy as np
-
-        if self.kind == "none":
-            return np.zeros(shape)
-        if self.kind == "const":
-            return np.full(shape, self.params[0])
-        if self.kind == "exp":
-            return rng.exponential(self.params[0], shape)
-        return rng.lognormal(self.params[0], self.params[1], shape)
+#: the straggler distribution of the cost model is the library's delay distribution (one parser, see
+#: :mod:`proxgt.delays`): ``Straggler.parse("exp:0.02")``
+Straggler = Delay
+STRAGGLER_SPECS = DELAY_SPECS
 
 
 def _graph_edges(graph: Any) -> tuple[int, np.ndarray]:
@@ -160,7 +90,7 @@ def failure_contraction(graph: Any, link_failure: float, *, samples: int = 400, 
         return 0.0
     rng = np.random.default_rng([int(seed), 0])
     draws = 1 if p == 0.0 else samples
-    acc = None  # sum of W_t^2
+    acc: Any = None  # sum of W_t^2 (a numpy array, or a scipy sparse matrix)
     for _ in range(draws):
         up = rng.random(len(edges)) >= p if p > 0.0 else np.ones(len(edges), dtype=bool)
         W = _surviving_metropolis(n, edges, up, lazy)

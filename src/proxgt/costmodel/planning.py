@@ -83,8 +83,11 @@ def candidate_from_runs(
                    axes=("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "modeled_s"))
     cand = Candidate(
         mixing, int(rounds), float(contraction_),
-        *(sustained_cost(c, target, a) for a in ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node",
-                                                  "modeled_s")),
+        iters=sustained_cost(c, target, "iter"),
+        samples_per_node=sustained_cost(c, target, "ifo_per_node"),
+        comm_rounds=sustained_cost(c, target, "comm_rounds"),
+        bytes_per_node=sustained_cost(c, target, "bytes_per_node"),
+        modeled_s=sustained_cost(c, target, "modeled_s"),
         first_dip_samples=first_dip_cost(c, target, "ifo_per_node"),
         first_dip_rounds=first_dip_cost(c, target, "comm_rounds"),
         final_median=final_median(c),

@@ -183,14 +183,14 @@ def _binarize(
     width = sum(w for _, _, w in codes)
     out = []
     for part in (0, 1):
-        n = len(codes[0][part])
+        n = len(codes[0][0] if part == 0 else codes[0][1])
         X = np.zeros((n, width), dtype=np.float32)
         offset = 0
-        for code in codes:
-            c = code[part]
+        for train_codes, test_codes, w in codes:
+            c = train_codes if part == 0 else test_codes
             rows = np.flatnonzero(c >= 0)
             X[rows, offset + c[rows]] = 1.0
-            offset += code[2]
+            offset += w
         out.append(X)
     return out[0], out[1]
 

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,11 @@ import torch.distributed as dist
 
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
-from proxgt.executors.driver import FaultHook, drive, resume_settings
+from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
+from proxgt.mixing import Communicator
+from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 from proxgt.training.folder import default_run_folder
@@ -117,6 +118,7 @@ class DistributedExecutor:
                             sum_over_processes=_sum_over_processes)
 
     def communicator(self, spec: RunSpec) -> DistributedCommunicator:
+        refuse_on_real_time(spec.settings)
         blocks = partition_nodes(spec.settings.nodes, self.world)
         self.comm = DistributedCommunicator(spec.topology, blocks, self.rank, timeout_s=self.timeout_s,
                                             monitor=self.monitor)
@@ -165,14 +167,15 @@ class DistributedExecutor:
                                                "(active_nodes) and final.npz has NaN rows for the lost nodes")
 
     # ------------------------------------------------------------ on_failure = continue
-    def train(self, train_fn: Callable[..., Any], spec: RunSpec, comm: DistributedCommunicator, oracle: Any, *,
+    def train(self, train_fn: TrainFn, spec: RunSpec, comm: Communicator, oracle: Any, *,
               state: Any, start_wall: float, on_row: Any, after_iteration: Any, progress: bool,
-              rows: list[dict[str, float]], folder: Any = None) -> tuple[Any, Any]:
+              rows: list[dict[str, float]], folder: Any = None, mixer: Any = None) -> tuple[Any, Any]:
         """``train_fn`` (the shared loop); under ``on_failure = "continue"`` it goes on after lost processes
         (module docstring): a failed op rolls the survivors back to the agreed iteration on the surviving graph."""
         if self.monitor.on_failure != "continue":
             return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
-                            after_iteration=after_iteration, progress=progress)
+                            after_iteration=after_iteration, progress=progress, mixer=mixer)
+        assert isinstance(comm, DistributedCommunicator)  # the one self.communicator() made
         ring: deque[tuple[int, Any, Any, Any, float]] = deque(maxlen=spec.settings.log_every + 2)
 
         def remember(st: Any, wall: float) -> None:
@@ -188,17 +191,17 @@ class DistributedExecutor:
         while True:
             try:
                 out = train_fn(current, comm, oracle, state=state, start_wall=wall, on_row=on_row,
-                               after_iteration=remember, progress=progress)
+                               after_iteration=remember, progress=progress, mixer=mixer)
                 self.monitor.iteration = current.iters + 1
                 comm.barrier()  # every survivor finished: a process lost after the last iteration is seen here
                 return out
             except PeerLost as lost:
-                state, wall, current = self._go_on(lost, spec, comm, oracle, ring, rows, folder)
+                state, wall, current, mixer = self._go_on(lost, spec, comm, oracle, ring, rows, folder)
 
     def _go_on(self, lost: PeerLost, spec: RunSpec, comm: DistributedCommunicator, oracle: Any,
-               ring: deque, rows: list[dict[str, float]], folder: Any) -> tuple[Any, float, RunSpec]:
+               ring: deque, rows: list[dict[str, float]], folder: Any) -> tuple[Any, float, RunSpec, Any]:
         """Agree on the survivors, re-form the group on the surviving graph and return the state to go on from,
-        its wall time, and the run on the surviving graph (``spec`` itself is left as built)."""
+        its wall time, the run on the surviving graph (``spec`` itself is left as built) and its mixer."""
         from proxgt.mixing.compressed import make_mixer
         from proxgt.topology import Topology
 
@@ -238,8 +241,9 @@ class DistributedExecutor:
                 writer.start_metrics(list(rows[0]), rows)
         if self.rank == comm.members[0] and writer is None and spec.settings.out:
             self._take_over_folder(spec.settings.out, rows)
-        st = spec.algorithm.init(snap[1].x, oracle, make_mixer(comm, survived))
-        return st._replace(t=T - 1), float(snap[4]), survived
+        mixer = make_mixer(comm, survived)  # with the surviving graph's lambda
+        st = spec.algorithm.init(snap[1].x, oracle, mixer)
+        return st._replace(t=T - 1), float(snap[4]), survived, mixer
 
     def _regroup(self, verdict: Verdict) -> None:
         """A new default process group of the survivors (lowest surviving rank first)."""
@@ -298,13 +302,18 @@ def run_distributed(
     """Run ``cfg`` as this process's part of a torch.distributed job (started by ``proxgt launch``/torchrun).
 
     Every rank returns a :class:`History` whose ``x`` holds its local rows; on rank 0 ``x`` holds all n rows
-    and rank 0 writes the run folder. ``resume`` continues from the newest checkpoint of that run folder.
+    and rank 0 writes the run folder. ``resume`` continues the run in that folder from its newest usable
+    checkpoint (``overrides`` may extend a finished one; ``overwrite`` starts it over: see
+    :func:`~proxgt.executors.driver.plan_resume`).
     ``fault_hook(rank, t)`` runs after every iteration (tests use it to kill or hang a process). Raises
     DistributedFailure naming the failed rank when another process fails or stops answering within
     ``timeout_s``.
     """
-    if resume is not None:
-        cfg, _, _ = resume_settings(resume, overrides)
+    plan: ResumePlan | None = None
+    if resume is not None:  # every process plans from the same files; rank 0 says what it falls back from
+        plan = plan_resume(resume, overrides, overwrite=overwrite, warn=os.environ.get("RANK", "0") == "0")
+        cfg, overwrite = plan.cfg, plan.start_over
+        plan = None if plan.start_over else plan
     elif cfg is None:
         raise ProxGTValueError("nothing to run: give a config or resume=DIR")
     elif isinstance(cfg, dict):
@@ -324,8 +333,9 @@ def run_distributed(
     monitor.start()
     try:
         executor = DistributedExecutor(rank, world, monitor, cfg.timeout_s, store=store, backend=backend)
-        # on resume, cfg holds the settings resolved above (checkpoint, overrides, this process's GPU)
-        return drive(executor, cfg, resume=resume, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+        # on resume, the plan holds the settings resolved above (checkpoint, overrides, this process's GPU)
+        return drive(executor, cfg, resume=None if plan is None else dataclasses.replace(plan, cfg=cfg),
+                     overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except DistributedFailure:
         raise
     except BaseException as exc:

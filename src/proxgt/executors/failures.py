@@ -319,22 +319,25 @@ class FaultMonitor:
             self._thread = None
 
     def _watch(self) -> None:
+        store = self._watch_store
+        if store is None:  # start() runs the watchdog only with a store
+            return
         key = self.prefix + _FAILED
         dropped = f"{self.prefix}lost/{self.rank}"
         while not self._stop.wait(0.25):
             try:
-                if self.on_failure == "continue" and self._watch_store.check([dropped]):
+                if self.on_failure == "continue" and store.check([dropped]):
                     # the survivors went on without this process (it was hung, or too slow to answer)
-                    why = self._watch_store.get(dropped).decode()
+                    why = store.get(dropped).decode()
                     if self._stop.wait(self.grace_s + 1.0):
                         return
                     sys.stderr.write(f"proxgt: error: rank {self.rank}: the other ranks went on without this "
                                      f"process ({why})\n")
                     sys.stderr.flush()
                     os._exit(1)
-                if not self._watch_store.check([key]):
+                if not store.check([key]):
                     continue
-                msg = self._watch_store.get(key).decode()
+                msg = store.get(key).decode()
             except Exception:  # store gone (e.g. its host finished): nothing left to watch
                 return
             # give the main thread the chance to raise (and report) the same failure itself

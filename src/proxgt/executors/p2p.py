@@ -270,7 +270,7 @@ class DistributedCommunicator:
         self.monitor.op += 1
         work = self._post(lambda: dist.gather(pad, bufs, dst=0, group=self.group, async_op=True), "the final gather")
         self._wait([work], [None], "the final gather")
-        if not writer:
+        if bufs is None:  # not the writer
             return None
         if len(self.members) == self.world:
             rows = [bufs[r][: len(self.blocks[r])] for r in range(self.world)]

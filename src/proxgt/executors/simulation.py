@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from proxgt.executors.driver import FaultHook, drive
+from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.mixing import SimulatedCommunicator
+from proxgt.mixing.clock import VirtualClock
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
@@ -18,10 +19,15 @@ __all__ = ["SimulationExecutor", "run_simulation", "simulated_communicator"]
 
 def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
     """W @ Z per round on a reliable static graph (the fast path); the round matrices of the run's
-    :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph."""
+    :class:`~proxgt.mixing.dynamic.NetworkSchedule` under link failures, node dropout or a time-varying graph; with
+    the run's virtual clock (:mod:`proxgt.mixing.clock`) when it sets one."""
     if spec.network is None:
-        return SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
-    return DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
+        comm = SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
+    else:
+        comm = DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
+    if spec.clock is not None:  # node_speed, link_latency or link_bandwidth: the run logs sim_time_s
+        comm.attach_clock(VirtualClock(spec.clock))
+    return comm
 
 
 class SimulationExecutor:
@@ -29,6 +35,9 @@ class SimulationExecutor:
 
     rank = 0
     world = 1
+    shard = None  # every row
+    folder = None  # the driver's own run folder is the only one
+    can_checkpoint = True
 
     def communicator(self, spec: RunSpec) -> SimulatedCommunicator:
         return simulated_communicator(spec)
@@ -41,6 +50,12 @@ class SimulationExecutor:
 
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         pass
+
+    def train(self, train_fn: TrainFn, spec: RunSpec, comm: Any, oracle: Any, *, state: Any, start_wall: float,
+              on_row: Any, after_iteration: Any, progress: bool, rows: list[dict[str, float]], folder: Any,
+              mixer: Any) -> tuple[Any, Any]:
+        return train_fn(spec, comm, oracle, state=state, start_wall=start_wall, on_row=on_row,
+                        after_iteration=after_iteration, progress=progress, mixer=mixer)
 
 
 def run_simulation(
@@ -58,8 +73,9 @@ def run_simulation(
     Writes the run folder when ``out`` (or ``cfg.out``) is set: config.toml first, metrics.csv after every
     logged row, final.npz and summary.json at the end. On divergence the rows logged so far stay on disk,
     summary.json records the failure, and DivergenceError is raised. A folder that already holds a run is
-    refused unless ``overwrite``; ``resume=DIR`` continues DIR's run from its newest checkpoint (see
-    :func:`proxgt.executors.driver.drive`).
+    refused unless ``overwrite``; ``resume=DIR`` continues DIR's run from its newest usable checkpoint, extends a
+    finished one (``overrides={"iters": N}``) or, with ``overwrite``, starts it over (see
+    :func:`proxgt.executors.driver.plan_resume`).
     """
     # on resume the settings come from the checkpoint, whatever cfg says
     return drive(SimulationExecutor(), None if resume is not None else cfg, out=out, resume=resume,

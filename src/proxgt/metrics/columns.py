@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BASE_COLUMNS", "PRIVACY_COLUMNS"]
+__all__ = ["BASE_COLUMNS", "CLOCK_COLUMNS", "PRIVACY_COLUMNS"]
 
 #: Columns of every metrics row, in order; classification and test-set columns follow (see ``evaluator``).
 BASE_COLUMNS = (
@@ -21,3 +21,7 @@ BASE_COLUMNS = (
 #: Columns a differentially private run adds after the others: the largest per-node epsilon spent so far at the
 #: run's dp_delta (see proxgt.privacy).
 PRIVACY_COLUMNS = ("epsilon",)
+
+#: Columns of a run with a virtual clock (a clock setting given; the simulator, see proxgt.mixing.clock): the
+#: virtual seconds at which the logged state exists.
+CLOCK_COLUMNS = ("sim_time_s",)

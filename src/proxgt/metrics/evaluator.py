@@ -12,6 +12,8 @@ Columns:
                      then xbar, every sum and mean above (consensus, ifo_per_node, bytes_per_node, f) are over the
                      surviving nodes only (docs/fault-tolerance.md)
     train_accuracy, test_accuracy, test_loss   where the problem is a classification (test: if a test set)
+    sim_time_s       runs with a virtual clock only (node_speed, link_latency or link_bandwidth set): the virtual
+                     seconds at which the logged state exists (proxgt.mixing.clock)
     epsilon          differentially private runs only: the largest per-node epsilon spent so far at dp_delta
                      (every node of the run; Opacus's RDP accountant, see proxgt.privacy)
     density          share of non-zero entries of the proximal point z = prox_{a h}(xbar - a grad f(xbar)) (over
@@ -33,7 +35,8 @@ from __future__ import annotations
 import torch
 
 from proxgt.data._dataset import row_block
-from proxgt.metrics.columns import BASE_COLUMNS, PRIVACY_COLUMNS
+from proxgt.metrics.columns import BASE_COLUMNS, CLOCK_COLUMNS, PRIVACY_COLUMNS
+from proxgt.metrics.per_node import LocalTestMetrics
 
 __all__ = ["MetricsEvaluator", "gradient_mapping"]
 
@@ -58,10 +61,11 @@ class MetricsEvaluator:
         test: optional held-out ``Dataset`` evaluated at xbar.
         density_mask: optional bool (d,) of coordinates that count in ``density``.
         test_chunk: test samples per forward pass.
+        clock: the run's virtual clock (:class:`proxgt.mixing.clock.VirtualClock`), or None.
     """
 
     def __init__(self, problem, regularizer, oracle, comm, step: float, test=None, density_mask=None,
-                 test_chunk: int = 8192):
+                 test_chunk: int = 8192, clock=None, local_test=None):
         self.problem, self.reg, self.oracle, self.comm = problem, regularizer, oracle, comm
         sub = problem.metrics_samples
         # the oracle the training metrics evaluate: all local data, or a fixed subsample (module docstring)
@@ -72,32 +76,44 @@ class MetricsEvaluator:
         self.test = test
         self.test_chunk = int(test_chunk)
         self.density_mask = density_mask
-        self._test_X = self._test_y = None
+        self.clock = clock
+        self._test_data: tuple[torch.Tensor, torch.Tensor] | None = None  # features (dense or CSR), labels
         if test is not None and len(test) > 0:
-            self._test_X = test.X.to(device=oracle.device, dtype=oracle.dtype)
-            self._test_y = test.y.to(device=oracle.device)
+            self._test_data = (test.X.to(device=oracle.device, dtype=oracle.dtype), test.y.to(device=oracle.device))
+        # per-site results (local_test_fraction): every node's own held-out data (proxgt.metrics.per_node)
+        self.local = None if local_test is None else LocalTestMetrics(
+            problem, local_test, comm, dtype=oracle.dtype, device=oracle.device, chunk_size=problem.chunk_size)
 
     @property
     def columns(self) -> list[str]:
         cols = list(BASE_COLUMNS)
         if self.classification:
             cols.append("train_accuracy")
-        if self._test_X is not None:
+        if self._test_data is not None:
             if self.classification:
                 cols.append("test_accuracy")
             cols.append("test_loss")
         cols.append("density")
+        if self.clock is not None:
+            cols.extend(CLOCK_COLUMNS)
         if self.oracle.privacy is not None:
             cols.extend(PRIVACY_COLUMNS)
+        if self.local is not None:
+            cols.extend(self.local.columns)
         return cols
 
-    def _test_metrics(self, xbar: torch.Tensor) -> tuple[float, float]:
+    @property
+    def per_node_rows(self) -> list[dict[str, float]]:
+        """The per-node rows of the last metrics row (per_node.csv); empty without local test data."""
+        return self.local.rows if self.local is not None else []
+
+    def _test_metrics(self, xbar: torch.Tensor, test_X: torch.Tensor, test_y: torch.Tensor) -> tuple[float, float]:
         X1 = xbar.unsqueeze(0)
-        N = self._test_X.shape[0]
+        N = test_X.shape[0]
         correct, loss = 0.0, 0.0
         for s in range(0, N, self.test_chunk):
-            feats = row_block(self._test_X, s, s + self.test_chunk)  # (1, b, ...), or CSR rows for sparse data
-            labels = self._test_y[s : s + self.test_chunk].unsqueeze(0)
+            feats = row_block(test_X, s, s + self.test_chunk)  # (1, b, ...), or CSR rows for sparse data
+            labels = test_y[s : s + self.test_chunk].unsqueeze(0)
             w = torch.full(labels.shape, 1.0 / N, dtype=X1.dtype, device=X1.device)
             loss += float(self.problem.loss_grad(X1, feats, labels, w, with_penalty=False)[0][0])
             if self.classification:
@@ -135,13 +151,17 @@ class MetricsEvaluator:
             correct, count = self.train_oracle.predictions(Xb)
             tot = comm.sum_over_nodes(torch.stack([correct, count], dim=1))
             row["train_accuracy"] = float(tot[0] / tot[1])
-        if self._test_X is not None:
-            acc, tloss = self._test_metrics(xbar)
+        if self._test_data is not None:
+            acc, tloss = self._test_metrics(xbar, *self._test_data)
             if self.classification:
                 row["test_accuracy"] = acc
             row["test_loss"] = tloss
         vals = z if self.density_mask is None else z[self.density_mask.to(z.device)]
         row["density"] = float((vals != 0).sum()) / max(1, vals.numel())
+        if self.clock is not None:
+            row["sim_time_s"] = self.clock.now()
         if self.oracle.privacy is not None:
             row["epsilon"] = self.oracle.epsilon()
+        if self.local is not None:
+            row.update(self.local(X, xbar, t))
         return row

@@ -18,8 +18,9 @@ import scipy.sparse as sp
 import torch
 
 from proxgt._validation import ProxGTValueError
+from proxgt.mixing.clock import VirtualClock
 
-__all__ = ["CommCounter", "Communicator", "Gossip", "PayloadGossip", "Scheduled", "SimulatedCommunicator",
+__all__ = ["Clocked", "CommCounter", "Communicator", "Gossip", "PayloadGossip", "Scheduled", "SimulatedCommunicator",
            "fused_round"]
 
 
@@ -69,9 +70,11 @@ class CommCounter:
         return float(self.bytes.mean()) if self.degrees.size else 0.0
 
     def state_dict(self) -> dict:
-        state = {"rounds": self.rounds, "units": self.units}
+        state: dict[str, Any] = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
-            state.update(unsent_messages=self.unsent_messages.copy(), unsent_bytes=self.unsent_bytes.copy())
+            # tensors, not arrays: checkpoints are read back with torch.load(weights_only=True)
+            state.update(unsent_messages=torch.from_numpy(self.unsent_messages.copy()),
+                         unsent_bytes=torch.from_numpy(self.unsent_bytes.copy()))
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -153,6 +156,14 @@ class Scheduled(Protocol):
         ...
 
 
+@runtime_checkable
+class Clocked(Protocol):
+    """A communicator that advances a :class:`~proxgt.mixing.clock.VirtualClock` in every round it counts (the
+    simulator's, when the run sets a clock setting); ``clock`` is None when the run has none."""
+
+    clock: VirtualClock | None
+
+
 def fused_round(round_result: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,
                 prev: torch.Tensor | None) -> torch.Tensor:
     """``out = alpha * round_result + beta * prev``: :meth:`Gossip.gossip_into` for a communicator whose round
@@ -202,6 +213,19 @@ class SimulatedCommunicator:
             raise ProxGTValueError("SimulatedCommunicator: sparse=False needs a dense W; got a sparse one")
         self.sparse = True if given_sparse else sparse  # None: chosen per call by size (see _use_sparse)
         self._cache: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = {}
+        self.clock: VirtualClock | None = None
+
+    def attach_clock(self, clock: VirtualClock) -> None:
+        """Advance ``clock`` in every round from now on (the run's virtual time, :mod:`proxgt.mixing.clock`)."""
+        self.clock = clock
+
+    def _record_round(self, width: int, itemsize: int, sent: np.ndarray | None = None,
+                      edges: np.ndarray | None = None) -> None:
+        """Count one round (``sent``: messages per node when links were down) and advance the clock over the
+        links it used (``edges``; None: every link)."""
+        self.counter.record_round(width, itemsize, sent=sent)
+        if self.clock is not None:
+            self.clock.exchange(width * itemsize, edges)
 
     def _use_sparse(self, Z: torch.Tensor) -> bool:
         """CSR touches only the non-zeros of W and wins once Z is large (measured in bench/bench_core.py: on a
@@ -239,7 +263,7 @@ class SimulatedCommunicator:
         A single (dense or CSR) ``addmm`` pass writes into a preallocated ``out``, instead of a product into a
         fresh tensor followed by two more passes for the scaling and the subtraction.
         """
-        self.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
+        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
         sparse = self._use_sparse(Z)
         W = self._matrix(Z, sparse)
         Z2, out2 = Z.reshape(Z.shape[0], -1), out.view(out.shape[0], -1)
@@ -258,7 +282,7 @@ class SimulatedCommunicator:
         """One counted round of compressed gossip (:mod:`proxgt.mixing.compressed`): every node sends its
         payload row (uint8, (k, w)) to its neighbours; returns the rows of every node whose payload this
         process needs, local rows first (here: all of them). Counts ``w`` bytes per message."""
-        self.counter.record_round(payload.shape[1], payload.element_size())
+        self._record_round(payload.shape[1], payload.element_size())
         return payload
 
     def mix_shared(self, H: torch.Tensor) -> torch.Tensor:
@@ -266,7 +290,12 @@ class SimulatedCommunicator:
         return self._matrix(H, self._use_sparse(H)) @ H
 
     def state_dict(self) -> dict:
-        return {"counter": self.counter.state_dict()}
+        state = {"counter": self.counter.state_dict()}
+        if self.clock is not None:
+            state["clock"] = self.clock.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.counter.load_state_dict(state["counter"])
+        if self.clock is not None:
+            self.clock.load_state_dict(state["clock"])

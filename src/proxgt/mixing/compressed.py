@@ -36,10 +36,11 @@ import torch
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.mixer import Mixer
+from proxgt.mixing.running_sums import running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
-__all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for", "gossip_state",
-           "load_gossip_state", "make_mixer", "uses_compressed_gossip"]
+__all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
+           "make_mixer", "uses_compressed_gossip"]
 
 #: consensus step gamma for ``consensus_step = auto`` with an operator other than ``none`` (the CDProxSGT
 #: authors' default, Top40 with gamma = 0.8, is too large for sparser operators; see docs/compression.md);
@@ -77,14 +78,24 @@ class CompressedMixer:
         self.schedule = list(schedule) if schedule is not None else [(1.0, 0.0)] * int(rounds)
         self.rounds = len(self.schedule)
         self.seed = int(seed)
-        # The public copies (key -> (local + received rows, d)) and the random operators' generators are what
-        # each node holds of its neighbours: they live on the communicator, so that a checkpoint of the
-        # communication state (gossip_state / load_gossip_state) carries them and a resumed run goes on exactly.
-        held = comm.__dict__.setdefault("_gossip", {"public": {}, "generators": {}, "loaded": {}})
-        self.public: dict[str, torch.Tensor] = held["public"]
+        # What each node holds of its neighbours: the public copies (key -> (local + received rows, d)) and the
+        # random operators' generators; state_dict / load_state_dict carry them through a checkpoint.
+        self.public: dict[str, torch.Tensor] = {}
         self._scales: dict[int, float] = {}
-        self._generators: dict[str, list[torch.Generator]] = held["generators"]
-        self._loaded: dict[str, list[torch.Tensor]] = held["loaded"]  # generator states from a checkpoint
+        self._generators: dict[str, list[torch.Generator]] = {}
+        self._loaded: dict[str, list[torch.Tensor]] = {}  # generator states from a checkpoint, until first used
+
+    def state_dict(self) -> dict[str, Any]:
+        """The public copies and the generator states (plain tensors, on the CPU), for checkpoints."""
+        gens = {k: [g.get_state() for g in v] for k, v in self._generators.items()}
+        gens.update({k: list(v) for k, v in self._loaded.items() if k not in gens})
+        return {"public": {k: v.detach().to("cpu") for k, v in self.public.items()}, "generators": gens}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back, before the first call: the run goes on exactly as it would have."""
+        self.public = dict(state["public"])
+        self._generators = {}
+        self._loaded = {k: list(v) for k, v in state["generators"].items()}
 
     def _gens(self, key: str) -> list[torch.Generator] | None:
         if not self.compressor.random:
@@ -129,7 +140,8 @@ class CompressedMixer:
             if beta != 0.0:
                 nxt = nxt + beta * prev
             prev, Zf = Zf, nxt
-        self.public[key] = H
+        if H is not None:  # None only for a schedule of no rounds
+            self.public[key] = H
         return Zf.reshape(Z.shape)
 
 
@@ -149,7 +161,7 @@ def consensus_step_for(cfg: Any) -> float:
     name, arg = parse_compress(cfg.compress)
     if name == "none":
         return 1.0
-    if name in ("topk", "randk"):
+    if name in ("topk", "randk") and arg is not None:
         return min(DEFAULT_CONSENSUS_STEP, 5.0 * float(arg))
     return DEFAULT_CONSENSUS_STEP
 
@@ -175,28 +187,12 @@ def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
     return consensus_step_for(cfg)
 
 
-def gossip_state(comm: Any) -> dict[str, Any] | None:
-    """The compressed-gossip state a communicator holds (public copies, generator states), for checkpoints;
-    None when the run does not use compressed gossip."""
-    held = getattr(comm, "_gossip", None)
-    if held is None:
-        return None
-    gens = {k: [g.get_state() for g in v] for k, v in held["generators"].items()}
-    gens.update({k: v for k, v in held["loaded"].items() if k not in gens})
-    return {"public": {k: v.detach().to("cpu") for k, v in held["public"].items()}, "generators": gens}
-
-
-def load_gossip_state(comm: Any, state: dict[str, Any] | None) -> None:
-    """Give ``comm`` the compressed-gossip state of a checkpoint (before the mixer is made)."""
-    if state is None:
-        return
-    comm.__dict__["_gossip"] = {"public": dict(state["public"]), "generators": {},
-                                "loaded": {k: list(v) for k, v in state["generators"].items()}}
-
-
 def make_mixer(comm: Any, spec: Any) -> Any:
-    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip, else
-    :class:`Mixer` with the run's kind and rounds."""
+    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip,
+    :class:`~proxgt.mixing.running_sums.RunningSumMixer` when messages may be lost, else :class:`Mixer` with the
+    run's kind and rounds."""
+    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+        return running_sum_mixer(comm, spec)
     if not uses_compressed_gossip(spec.settings, spec.algorithm):
         return Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
     from proxgt.compression.operators import make_compressor

@@ -183,7 +183,7 @@ class NetworkSchedule:
             # one draw per link of the static list (or of the round's candidates) keeps the draw per link fixed
             # whoever else is active
             if self.family is None:
-                up_all = _rng(self.seed, _TAG_LINK, t, k).random(self.edges.shape[0]) >= self.link_failure
+                up_all = _rng(self.seed, _TAG_LINK, t, k).random(len(self.edges)) >= self.link_failure
                 if e.shape[0] != self.edges.shape[0]:
                     idx = np.searchsorted(self.edges[:, 0] * self.n + self.edges[:, 1], e[:, 0] * self.n + e[:, 1])
                     return e[up_all[idx]]
@@ -324,7 +324,7 @@ class DynamicCommunicator(SimulatedCommunicator):
     ) -> torch.Tensor:
         """``out = alpha W_{t,k} Z + beta prev`` for this round's matrix W_{t,k}."""
         rw = self.round_weights()
-        self.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=rw.degrees)
+        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=rw.degrees, edges=rw.edges)
         n = Z.shape[0]
         Z2, out2 = Z.reshape(n, -1), out.view(n, -1)
         diag = torch.as_tensor(rw.diag * alpha, dtype=Z.dtype, device=Z.device).unsqueeze(1)

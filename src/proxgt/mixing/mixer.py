@@ -8,6 +8,7 @@ the node average exactly (its polynomial p satisfies p(1) = 1) up to float round
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -108,6 +109,16 @@ class Mixer:
             self._buffers.clear()  # one live shape at a time: iterates and trackers share it
             bufs = self._buffers[key] = [torch.empty_like(Z) for _ in range(2)]
         return bufs[:count]
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this mixer: nothing (its scratch buffers are reused memory, not state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back (checkpoints); only the empty one fits."""
+        if state:
+            raise ProxGTValueError(f"{self.kind} mixing keeps no state; a checkpoint gave it "
+                                   f"{', '.join(sorted(state))}")
 
     #: ``__call__`` takes ``consume=True`` (see :func:`proxgt.algorithms._parts.mix_owned`)
     can_consume = True

@@ -214,7 +214,7 @@ def image_shape(feature_shape: Sequence[int]) -> tuple[int, int, int] | None:
     """(C, H, W) for a sample of shape (C, H, W), (H, W), or a flat square (H*W,); else None."""
     s = tuple(int(v) for v in feature_shape)
     if len(s) == 3:
-        return s  # type: ignore[return-value]
+        return s
     if len(s) == 2:
         return (1, s[0], s[1])
     if len(s) == 1:
@@ -420,7 +420,7 @@ class TorchModelProblem:
         """None: no useful Lipschitz bound is known for a network (the run uses :meth:`default_step_for`)."""
         return None
 
-    def default_step_for(self, estimator: str | None) -> float:
+    def default_step_for(self, estimator: str | None) -> float | None:
         """The step a run with gradient estimator ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``; None for
         methods without a registered estimator) uses when ``step = "auto"``: ``estimator_steps[estimator]``
         where set (SARAH-type estimators: 0.02 for the MLP, 0.01 for LeNet-5), else ``default_step`` (0.1)."""
@@ -443,8 +443,12 @@ class TorchModelProblem:
         parts = torch.split(X, self._numels, dim=1)
         P = {n: t for n, t in zip(self.param_names, parts, strict=True)}
 
-        def param(prefix: str, leaf: str) -> torch.Tensor | None:
-            name = f"{prefix}.{leaf}"
+        def weight_of(prefix: str) -> torch.Tensor:
+            name = f"{prefix}.weight"
+            return P[name].reshape(k, *self.param_shapes[name])
+
+        def bias_of(prefix: str) -> torch.Tensor | None:
+            name = f"{prefix}.bias"
             if name not in self._index:
                 return None
             return P[name].reshape(k, *self.param_shapes[name])
@@ -455,7 +459,7 @@ class TorchModelProblem:
             if isinstance(m, nn.Linear):
                 if folded:
                     h, folded = _unfold(h, k), False
-                W, bias = param(prefix, "weight"), param(prefix, "bias")
+                W, bias = weight_of(prefix), bias_of(prefix)
                 # out^T = W h^T (k, out, b): the weight gradient d(out^T) h then comes out in W's own
                 # (out, in) layout, with no transposed copy before it joins the flat (k, d) gradient.
                 hT = h.reshape(k, b, -1).transpose(1, 2)
@@ -464,7 +468,7 @@ class TorchModelProblem:
             elif isinstance(m, nn.Conv2d):
                 if not folded:
                     h, folded = _fold(h), True
-                W, bias = param(prefix, "weight"), param(prefix, "bias")
+                W, bias = weight_of(prefix), bias_of(prefix)
                 h = F.conv2d(
                     h,
                     W.reshape(k * W.shape[1], *W.shape[2:]),

@@ -102,7 +102,7 @@ class GradientOracle:
         self._full_weights = mask.to(dtype) / counts.unsqueeze(1)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, size: int) -> torch.Tensor | None:
+    def sample(self, size: int) -> torch.Tensor | PoissonBatch | None:
         """Indices (k, size) of fresh samples, drawn with replacement from each node's own shard; in
         ``full_batch`` mode ``None``, which the gradient methods read as "the whole shard"."""
         if self.full_batch:
@@ -135,7 +135,7 @@ class GradientOracle:
     def _count(self, per_node: int | np.ndarray) -> None:
         self.ifo += per_node if self.active is None else np.where(self.active, per_node, 0)
 
-    def grad(self, X: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, idx: torch.Tensor | PoissonBatch | None) -> torch.Tensor:
         """Minibatch gradient of each node at its own row of X on the samples ``idx`` (None: the whole shard).
         Costs b per node (m_i for the whole shard)."""
         if idx is None:
@@ -147,13 +147,14 @@ class GradientOracle:
         return self.problem.loss_grad(X, feats, labels, weights)[1]
 
     def grad_pair(
-        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | None
+        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | PoissonBatch | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients at two points on the *same* samples (the SARAH difference), in one batched call.
         Costs 2b per node (2 m_i for the whole shard, ``idx`` None)."""
         self._refuse_private("gradient differences on the same samples (SARAH-type estimators)")
         if idx is None:
             return self.full_grad(X_new), self.full_grad(X_old)
+        assert not isinstance(idx, PoissonBatch)  # only a private oracle draws one, refused above
         self._count(2 * idx.shape[1])
         if X_new.numel() * X_new.element_size() > _PAIR_CONCAT_BYTES:
             # a wide model: two calls on one batch, without the (2k, d) copy of both points and its gradients
@@ -177,6 +178,7 @@ class GradientOracle:
         C, summed, noised with sigma C, divided by the expected batch b; plus the data-independent smooth penalty's
         gradient (a zero-weight loss_grad call returns exactly that). Costs |S_i| at node i."""
         mech = self.privacy
+        assert mech is not None  # only a private oracle draws a PoissonBatch
         feats, labels, _ = self._batch(batch.idx)
         clipped = self.problem.clipped_grad_sum(X, feats, labels, batch.mask, mech.clip)
         v = add_noise(clipped, mech.clip, mech.noise, batch.expected, self.noise_generators)
@@ -197,21 +199,25 @@ class GradientOracle:
         return None if self.privacy is None else self.privacy.epsilon(self.dp_releases)
 
     # ----------------------------------------------------------------- uncounted (metrics)
-    def full_loss_grad(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Full local loss and gradient per node, not counted (used for metrics at logging time)."""
+    def full_loss_grad(self, X: torch.Tensor, *, penalty: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full local loss and gradient per node, not counted (used for metrics at logging time); ``penalty=False``
+        leaves the smooth penalty r(x) out (the data loss alone, as a test loss is reported)."""
         step = self.m_max if not self.chunk_size else int(self.chunk_size)
-        loss = grad = None
+        loss: torch.Tensor | None = None
+        grad: torch.Tensor | None = None
         for s in range(0, self.m_max, step):
             sl = slice(s, min(self.m_max, s + step))
             w = self._full_weights[:, sl]
             # the smooth penalty r(x) belongs to f_i once, not once per chunk
-            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=s == 0)
-            if grad is None:  # one chunk (the linear problems): its result, with no (k, d) accumulator beside it
+            l_c, g_c = self.problem.loss_grad(X, self._block(sl), self.y[:, sl], w, with_penalty=penalty and s == 0)
+            if loss is None or grad is None:
+                # the first chunk; when it is the only one (the linear problems), its result as it is, with no
+                # (k, d) accumulator beside it
                 loss, grad = (l_c, g_c) if s + step >= self.m_max else (l_c.clone(), g_c.clone())
             else:
                 loss += l_c
                 grad += g_c
-        if grad is None:  # no samples at all (m_max = 0)
+        if loss is None or grad is None:  # no samples at all (m_max = 0)
             return X.new_zeros(self.k), torch.zeros_like(X)
         return loss, grad
 
@@ -243,26 +249,26 @@ class GradientOracle:
         size = int(size)
         keep = [min(size, int(m)) for m in self.counts.tolist()]
         width = max(keep)
-        X = None if self.sparse else self.X.new_zeros((self.k, width, *self.X.shape[2:]))
+        dense = None if self.sparse else self.X.new_zeros((self.k, width, *self.X.shape[2:]))
         rows = torch.full((self.k, width), -1, dtype=torch.int64)  # sparse: flat rows kept (-1: padding)
         y = self.y.new_zeros((self.k, width))
         for r, (node, m, s) in enumerate(zip(self.node_ids, self.counts.tolist(), keep, strict=True)):
             g = torch.Generator().manual_seed(node_generator_seed(seed, node) ^ 0x3E7A1)
             idx = torch.randperm(int(m), generator=g)[:s].sort().values.to(self.device)
-            if self.sparse:
+            if dense is None:  # sparse
                 rows[r, :s] = idx.cpu() + r * self.m_max
             else:
-                X[r, :s] = self.X[r, idx]
+                dense[r, :s] = self.X[r, idx]
             y[r, :s] = self.y[r, idx]
-        if self.sparse:
-            X = csr_rows(self.X, rows.reshape(-1))
+        X = csr_rows(self.X, rows.reshape(-1)) if dense is None else dense
         view = NodeData(X, y, torch.tensor(keep, dtype=torch.int64), self.n_classes, self.node_ids)
         return GradientOracle(self.problem, view, seed, chunk_size=self.chunk_size, dtype=self.dtype,
                               device=self.device, full_batch=self.full_batch)
 
     # ----------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        state = {"ifo": self.ifo.copy(), "generators": [g.get_state() for g in self.generators]}
+        # plain tensors and numbers only: checkpoints are read back with torch.load(weights_only=True)
+        state = {"ifo": torch.from_numpy(self.ifo.copy()), "generators": [g.get_state() for g in self.generators]}
         if self.privacy is not None:
             state["dp_releases"] = dict(self.dp_releases)
             state["noise_generators"] = [g.get_state() for g in self.noise_generators]

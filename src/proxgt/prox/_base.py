@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -124,7 +124,7 @@ class RegularizerBase:
       private dict that is not part of equality, hashing or pickling).
     """
 
-    name: str = ""
+    name: ClassVar[str] = ""
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):

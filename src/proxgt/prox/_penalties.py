@@ -371,8 +371,8 @@ class GroupLasso(RegularizerBase):
             ok = w.dim() == 1 and w.numel() == n_groups
             ok = ok and bool(torch.isfinite(w).all()) and bool((w >= 0).all())
             if not ok:
-                got = w.tolist() if w.numel() <= 8 else f"shape {tuple(w.shape)}"
-                raise param_error("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", got)
+                seen = w.tolist() if w.numel() <= 8 else f"shape {tuple(w.shape)}"
+                raise param_error("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", seen)
             object.__setattr__(self, "weights", w)
 
     # -- layout ------------------------------------------------------------------------------------

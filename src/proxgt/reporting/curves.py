@@ -47,6 +47,7 @@ __all__ = [
     "cost_to_target",
     "curves_figure",
     "plot_curves",
+    "save_figure",
     "series_style",
 ]
 
@@ -251,7 +252,7 @@ def curves_figure(
 ) -> Figure:
     """The figure :func:`plot_curves` saves: one panel per cost axis, log-scale metric, per series the seed
     mean (style of :func:`series_style`, markers at a per-series offset) with a min-max band over seeds, and
-    one legend entry per series (plus the target line) in the first panel.
+    one legend entry per series (plus the target line) in a figure legend beside the panels.
 
     Built on a bare :class:`matplotlib.figure.Figure` (no pyplot, no global backend change).
     """
@@ -283,11 +284,12 @@ def curves_figure(
         ax.set_ylabel(metric_label)
         ax.grid(True, which="both", alpha=0.25)
     legend = [handles[i] for i in sorted(handles)] + ([target_handle] if target_handle is not None else [])
-    if legend:
-        panels[0][0].legend(handles=legend, labels=[h.get_label() for h in legend], fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if legend:  # beside the panels (the saved image widens to hold it): a legend never covers a curve
+        fig.legend(handles=legend, labels=[h.get_label() for h in legend], fontsize=8, loc="upper left",
+                   bbox_to_anchor=(1.0, 0.97), frameon=False)
     return fig
 
 
@@ -303,5 +305,10 @@ def plot_curves(
 ) -> None:
     """Save :func:`curves_figure` as a PNG, written atomically. ``ncols`` wraps the panels into rows of that
     many (default: one row)."""
-    fig = curves_figure(curves, axes=axes, metric_label=metric_label, target=target, title=title, ncols=ncols)
-    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    save_figure(curves_figure(curves, axes=axes, metric_label=metric_label, target=target, title=title,
+                              ncols=ncols), path)
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """Write ``fig`` as a PNG atomically, its bounding box widened to hold legends placed outside the panels."""
+    atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"))

@@ -17,7 +17,7 @@ from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt._validation import ProxGTValueError
-from proxgt.reporting.curves import plot_curves
+from proxgt.reporting.curves import plot_curves, save_figure
 from proxgt.reporting.runs import (
     group_series,
     series_table,
@@ -27,6 +27,7 @@ from proxgt.reporting.runs import (
     tuning_markdown,
     write_table,
 )
+from proxgt.reporting.sweep import find_sweep, small_multiples_figure, summary_figure
 
 __all__ = ["write_report", "PLOT_AXES"]
 
@@ -92,25 +93,39 @@ def write_report(
     if tuning is not None:
         atomic_write_text(table_md, table_md.read_text() + "\n" + tuning_markdown(tuning))
     by_label = {c.label: c for c in curves}
-    groups: dict[str, list] = {}
+    groups: dict[str, list[str]] = {}  # group -> its series labels
     pooled = []  # centralized references: drawn in every group's figure
     for label, recs in series.items():
         if label not in by_label:
             continue
         if group_by and recs[0].pooled_nodes > 1 and group_by in ("topology", "mixing", "rounds", "weights"):
-            pooled.append(by_label[label])
+            pooled.append(label)
             continue
         key = str(recs[0].config.get(group_by, "")) if group_by else ""
-        groups.setdefault(key, []).append(by_label[label])
+        groups.setdefault(key, []).append(label)
     if pooled:
         groups = {k: v + pooled for k, v in groups.items()} if groups else {"pooled": pooled}
-    pngs = []
-    for key, cs in groups.items():
+    finals = {str(r["series"]): float(r["final_median"]) for r in rows}
+    summaries, pngs = [], []
+    for key, labels in groups.items():
         name = f"report-{_slug(key)}.png" if key else "report.png"
         suffix = f" ({group_by} = {key})" if key else ""
-        plot_curves(cs, out / name, axes=PLOT_AXES, metric_label=metric, target=float(target),
-                    title=f"{title}{suffix}: mean and range over seeds", ncols=2)
+        sweep = find_sweep({label: series[label] for label in labels})
+        if sweep is None:
+            plot_curves([by_label[label] for label in labels], out / name, axes=PLOT_AXES, metric_label=metric,
+                        target=float(target), title=f"{title}{suffix}: mean and range over seeds", ncols=2)
+        else:  # the question first (final value against the swept setting), then one panel per method
+            summary = f"summary-{_slug(key)}.png" if key else "summary.png"
+            save_figure(summary_figure(sweep, finals, metric=metric,
+                                       title=f"{title}{suffix}: final {metric} against {sweep.setting}"),
+                        out / summary)
+            summaries.append(summary)
+            save_figure(small_multiples_figure(sweep, by_label, axis=PLOT_AXES[0], metric_label=metric,
+                                               target=float(target),
+                                               title=f"{title}{suffix}: seed-mean curves, one panel per method"),
+                        out / name)
         pngs.append(name)
+    pngs = summaries + pngs
 
     total = len(records)
     finished = sum(r.status in ("ok", "diverged") for r in records)
@@ -137,6 +152,13 @@ def write_report(
         lines += [tuning_markdown(tuning)]
     for name in pngs:
         lines += [f"![{name}]({name})", ""]
+    from proxgt.reporting.per_node import per_node_markdown, plot_per_node
+
+    sites = per_node_markdown(series)  # runs with local test data: every site's result, the worst named
+    if sites is not None:
+        lines += [sites]
+        if plot_per_node(series, out / "per-node.png", title=f"{title}: final local test results per node"):
+            lines += ["![per-node.png](per-node.png)", ""]
     from proxgt.reporting.tradeoff import write_tradeoff
 
     tradeoff = write_tradeoff(root, out, records=records)  # an l1 sweep: density vs accuracy (None otherwise)

@@ -26,6 +26,7 @@ from proxgt.reporting.curves import (
     mean_curve,
     sustained_cost,
 )
+from proxgt.reporting.per_node import final_per_node, worst_node
 from proxgt.settings import load_config_file
 
 __all__ = [
@@ -198,6 +199,9 @@ def series_table(
             for col, axis in FIRST_DIP_COLUMNS:
                 row[col] = first_dip_cost(c, target, axis) if axis in c.x else math.nan
             row["final_median"] = final_median(c)
+            per_node = final_per_node(good)  # runs with local test data: the worst site beside the mean
+            if per_node is not None:
+                row["worst_node"] = worst_node(per_node)[0]
             for col in OPTIONAL_FINALS:
                 if all(r and col in r[0] for r in runs):
                     curve = mean_curve(runs, col, axes=())
@@ -210,7 +214,7 @@ def series_table(
     return rows, curves
 
 
-OPTIONAL_FINALS = ("test_accuracy", "density", "epsilon")
+OPTIONAL_FINALS = ("test_accuracy", "local_accuracy_mean", "local_accuracy_worst", "density", "epsilon")
 #: finals reported as the last logged value (privacy spent so far), not as the tail median
 LAST_VALUE_FINALS = ("epsilon",)
 
@@ -218,6 +222,9 @@ LAST_VALUE_FINALS = ("epsilon",)
 def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     """TABLE_COLUMNS plus the optional final columns (test accuracy, density) some row has."""
     extra = [f"final_{c}" for c in OPTIONAL_FINALS if any(f"final_{c}" in r for r in rows)]
+    if any("worst_node" in r for r in rows):  # beside the local accuracy columns
+        at = next((i + 1 for i, c in enumerate(extra) if c == "final_local_accuracy_worst"), len(extra))
+        extra.insert(at, "worst_node")
     return [*TABLE_COLUMNS, *extra]
 
 
@@ -246,6 +253,10 @@ def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines) + "\n"
 
 
+def _csv_cell(v: Any) -> Any:
+    return "" if isinstance(v, float) and math.isnan(v) else v
+
+
 def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """CSV of ``rows``: a cost never reached is written ``inf``, a value without finished runs left empty."""
     columns = table_columns(rows) if columns is None else columns
@@ -253,7 +264,7 @@ def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = No
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["" if isinstance(r.get(c), float) and math.isnan(r.get(c)) else r.get(c, "") for c in columns])
+        w.writerow([_csv_cell(r.get(c, "")) for c in columns])
     return buf.getvalue()
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import field, make_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxgt._validation import setting_error
 from proxgt.errors import ProxGTValueError
-from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS
+from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS, SPEC_OR_PATH_SETTINGS
 
 __all__ = ["RunConfig", "read_toml", "load_config_file", "flatten"]
 
@@ -66,8 +66,29 @@ def flatten(values: dict[str, Any], *, source: str = "config") -> dict[str, Any]
     return flat
 
 
-class _RunConfigMethods:
-    """Methods of :class:`RunConfig` (its fields come from the settings table)."""
+if TYPE_CHECKING:
+    class _Settings(type):
+        def __getattr__(cls, name: str) -> Any:  # RunConfig.<setting>: the setting's default
+            ...
+else:
+    _Settings = type
+
+
+class RunConfig(metaclass=_Settings):
+    """Everything that defines a run, one field per row of :data:`proxgt.settings.SETTINGS` (plus ``extra``,
+    method-specific tables such as ``extra['deepstorm'] = {'beta': 0.1}``). Immutable: use :meth:`replace`.
+
+    A frozen dataclass whose fields are added from the table when this module loads; on the class, a setting's
+    name gives its default (``RunConfig.nodes``)."""
+
+    if TYPE_CHECKING:
+        # What the type checker sees of the fields added from the table: each is typed Any there.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+        extra: dict[str, Any]
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -76,14 +97,14 @@ class _RunConfigMethods:
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> RunConfig:
         """Build from a flat or sectioned mapping; keys may use '-' or '_'."""
-        return cls(**flatten(values, source=source))  # type: ignore[return-value]
+        return cls(**flatten(values, source=source))
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (this one is immutable)."""
         for key in changes:
             if key not in BY_NAME and key != "extra":
                 raise _unknown(key, "replace()")
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
     def merged(self, overrides: dict[str, Any]) -> RunConfig:
         """A copy with the given values replaced; None values (flags not given) are ignored."""
@@ -92,8 +113,8 @@ class _RunConfigMethods:
     def to_dict(self) -> dict[str, Any]:
         """Flat ``{setting: value}``; ``extra`` only when non-empty."""
         d = {s.name: getattr(self, s.name) for s in SETTINGS}
-        if self.extra:  # type: ignore[attr-defined]
-            d["extra"] = dict(self.extra)  # type: ignore[attr-defined]
+        if self.extra:
+            d["extra"] = dict(self.extra)
         return d
 
     def to_toml_dict(self, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -104,8 +125,8 @@ class _RunConfigMethods:
             if v is None or s.name in skip:
                 continue
             out.setdefault(s.section, {})[s.name] = v
-        if self.extra:  # type: ignore[attr-defined]
-            out["extra"] = dict(self.extra)  # type: ignore[attr-defined]
+        if self.extra:
+            out["extra"] = dict(self.extra)
         return out
 
     def section(self, name: str) -> dict[str, Any]:
@@ -118,7 +139,7 @@ class _RunConfigMethods:
         """A checked, normalized copy (``3.0`` -> ``3`` for int settings); raises a one-line ProxGTValueError on
         the first bad setting. This object is not changed."""
         values = {s.name: s.check(getattr(self, s.name)) for s in SETTINGS}
-        extra = self.extra  # type: ignore[attr-defined]
+        extra = self.extra
         if not isinstance(extra, dict):
             raise setting_error("extra", "a table, e.g. [extra.deepstorm] beta = 0.1", extra)
         device = values["device"]
@@ -133,7 +154,7 @@ class _RunConfigMethods:
             raise ProxGTValueError("weights = 'user' needs the matrix: set weights_file (--weights-file PATH)")
         if device.startswith("cuda"):
             _check_cuda(device)
-        return type(self)(**values, extra=dict(extra))  # type: ignore[return-value]
+        return type(self)(**values, extra=dict(extra))
 
     def with_absolute_paths(self) -> RunConfig:
         """A copy whose file settings are absolute paths, so a config.toml works from any folder."""
@@ -142,9 +163,13 @@ class _RunConfigMethods:
             v = getattr(self, name)
             if v is not None:
                 changes[name] = str(Path(v).expanduser().resolve())
+        for name in SPEC_OR_PATH_SETTINGS:
+            v = getattr(self, name)
+            if isinstance(v, str) and Path(v).expanduser().is_file():
+                changes[name] = str(Path(v).expanduser().resolve())
         import proxgt.registry as registry
 
-        data = self.data  # type: ignore[attr-defined]
+        data = self.data
         if data not in registry.DATASETS and Path(data).expanduser().exists():
             changes["data"] = str(Path(data).expanduser().resolve())
         return self.replace(**changes)
@@ -166,18 +191,17 @@ def _check_cuda(device: str) -> None:
         raise ProxGTValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
 
 
-RunConfig = make_dataclass(
-    "RunConfig",
-    [(s.name, Any, field(default=s.default, metadata={"setting": s})) for s in SETTINGS]
-    + [("extra", dict[str, Any], field(default_factory=dict))],
-    bases=(_RunConfigMethods,),
-    frozen=True,
-)
-RunConfig.__module__ = __name__
-RunConfig.__doc__ = (
-    "Everything that defines a run, one field per row of :data:`proxgt.settings.SETTINGS` (plus ``extra``, "
-    "method-specific tables such as ``extra['deepstorm'] = {'beta': 0.1}``). Immutable: use :meth:`replace`."
-)
+def _add_fields(cls: type[RunConfig]) -> None:
+    """Make ``cls`` the frozen dataclass of the settings table: one field per setting (typed Any, the setting in
+    its metadata), then ``extra``."""
+    cls.__annotations__ = {s.name: Any for s in SETTINGS} | {"extra": dict[str, Any]}
+    for s in SETTINGS:
+        setattr(cls, s.name, field(default=s.default, metadata={"setting": s}))
+    cls.extra = field(default_factory=dict)  # dataclass() turns it into the field
+    dataclass(frozen=True)(cls)
+
+
+_add_fields(RunConfig)
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:

@@ -23,7 +23,8 @@ from proxgt.settings.constraints import (
     Str,
 )
 
-__all__ = ["Setting", "SETTINGS", "SECTIONS", "BY_NAME", "PATH_SETTINGS", "RESUMABLE", "reference_markdown"]
+__all__ = ["Setting", "SETTINGS", "SECTIONS", "BY_NAME", "PATH_SETTINGS", "SPEC_OR_PATH_SETTINGS", "RESUMABLE",
+           "reference_markdown"]
 
 #: section -> what it holds (also the TOML table names, in this order)
 SECTIONS: dict[str, str] = {
@@ -34,6 +35,8 @@ SECTIONS: dict[str, str] = {
     "problem": "the loss, the model and the regularizer",
     "privacy": "differential privacy per node: per-sample clipping, Gaussian noise, accounting (docs/privacy.md)",
     "run": "length, logging, seeds, precision and hardware",
+    "clock": "the simulator's virtual clock (sim_time_s): compute time per node, latency and bandwidth per link "
+             "(docs/virtual-clock.md)",
     "distributed": "the torch.distributed executor",
 }
 
@@ -78,6 +81,23 @@ class _CompressSpec(Constraint):
     def check(self, value: Any, name: str) -> Any:
         return self._spec().check(value, name)
 
+class _ClockSpec(Constraint):
+    """A virtual-clock setting: a delay distribution (:func:`proxgt.delays.parse_delay_or_file`, imported on use)
+    or a CSV file of per-node or per-link values."""
+
+    def __init__(self, unit: str, *, positive: bool = False):
+        self.unit, self.positive = unit, positive
+
+    def describe(self) -> str:
+        lead = "a number B, const:B" if self.positive else "a number S, const:S"
+        return f"{lead}, exp:MEAN, lognormal:MU,SIGMA ({self.unit}) or a .csv file"
+
+    def check(self, value: Any, name: str) -> Any:
+        from proxgt.delays import parse_delay_or_file
+
+        parse_delay_or_file(value, name, self.describe(), positive=self.positive)
+        return value.strip() if isinstance(value, str) else float(value)
+
 SETTINGS: tuple[Setting, ...] = (
     # ------------------------------------------------------------------ data
     Setting("data", "data", "a9a-synthetic", Registered("DATASETS", or_path=True),
@@ -88,6 +108,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("split", "data", "iid", Choice(("iid", "sorted", "dirichlet", "shards", "pairs")),
             "how samples are dealt to nodes (sorted, dirichlet, shards and pairs skew labels)"),
     Setting("alpha", "data", 0.5, Float(0.0, low_open=True), "Dirichlet concentration for split = dirichlet"),
+    Setting("local_test_fraction", "data", None, Float(0.0, 1.0, low_open=True),
+            "each node holds out this share of its own samples and the run logs, per node, accuracy and loss of the "
+            "average and of its own model on them (per_node.csv; docs/per-site-results.md)", metavar="F"),
     # ------------------------------------------------------------------ graph
     Setting("nodes", "graph", 16, Int(1), "number of nodes n"),
     Setting("topology", "graph", "ring", Registered("TOPOLOGIES"), "graph family"),
@@ -104,6 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
             "probability that a link is down in a gossip round (independently per link and round)"),
     Setting("node_dropout", "graph", 0.0, Float(0.0, 1.0),
             "probability that a node sits out an iteration (no gradient, no messages, state kept)"),
+    Setting("message_loss", "graph", 0.0, Float(0.0, 1.0),
+            "probability that a gossip message is lost without its sender knowing (independently per message and "
+            "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K"),
@@ -151,6 +177,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("init", "problem", None, PathValue(),
             "an .npz whose x is the initial point: one (d,) for every node or one row per node (n, d)",
             metavar="PATH"),
+    # ------------------------------------------------------------------ clock
+    Setting("node_speed", "clock", None, _ClockSpec("seconds per component gradient, >= 0"),
+            "seconds per component gradient of each node, drawn per node and compute phase, or a CSV file of "
+            "NODE,SPEC rows; setting any clock setting logs sim_time_s [default: 0]", metavar="SPEC|CSV"),
+    Setting("link_latency", "clock", None, _ClockSpec("seconds, >= 0"),
+            "seconds a message takes on a link besides its size over the bandwidth, drawn per message, or a CSV "
+            "file of I,J,SPEC rows (*,*,SPEC for the links not listed) [default: 0]", metavar="SPEC|CSV"),
+    Setting("link_bandwidth", "clock", None, _ClockSpec("bytes per second, > 0", positive=True),
+            "bytes per second of a link, drawn per message, or a CSV file of I,J,SPEC rows [default: infinite]",
+            metavar="SPEC|CSV"),
     # ------------------------------------------------------------------ privacy
     Setting("dp_clip", "privacy", None, Float(0.0, low_open=True),
             "differential privacy: clip each per-sample gradient to this norm C [default: no DP]", metavar="C"),
@@ -187,10 +223,13 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-#: settings a resumed run may change; every other one comes from its checkpoint
-RESUMABLE: tuple[str, ...] = ("checkpoint_every", "timeout_s", "on_failure", "tensorboard")
+#: settings a resumed run may change; every other one comes from its checkpoint (a larger ``iters`` extends a
+#: finished run: proxgt.executors.driver.plan_resume)
+RESUMABLE: tuple[str, ...] = ("iters", "checkpoint_every", "timeout_s", "on_failure", "tensorboard")
 #: settings that hold a path, recorded absolute in a run's config.toml
 PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, PathValue))
+#: settings that hold a distribution or the path of a file (recorded absolute when they name a file)
+SPEC_OR_PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isinstance(s.constraint, _ClockSpec))
 
 
 def reference_markdown() -> str:

@@ -76,15 +76,22 @@ def _start_method(cells: list[Cell]) -> str:
     return "fork" if not on_gpu and "fork" in mp.get_all_start_methods() else "spawn"
 
 
+#: the suite's progress line: cells done of all (those finished before this invocation included) and, once one
+#: has finished here, an estimate of the time left (from the rate of this invocation's cells)
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} cells done |{bar}| [{elapsed} elapsed, about {remaining} left]{postfix}"
+
+
 def _execute(
     items: list[tuple[Cell, Path]], jobs: int, desc: str, progress: bool, done: Callable[[str, str, str], None],
+    already: int = 0,
 ) -> None:
-    """Run ``(cell, folder)`` items, ``jobs`` at a time (separate processes when > 1); ``done`` per result."""
+    """Run ``(cell, folder)`` items, ``jobs`` at a time (separate processes when > 1); ``done`` per result.
+    ``already``: cells finished before (counted as done on the progress line)."""
     bar = None
     if progress and items:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(items), desc=desc, unit="run")
+        bar = tqdm(total=len(items) + already, initial=already, desc=desc, unit="cell", bar_format=BAR_FORMAT)
     try:
         if jobs == 1 or len(items) <= 1:
             for cell, folder in items:
@@ -135,7 +142,7 @@ def run_tuning(suite: Suite, *, jobs: int = 1, progress: bool = False, result: S
         if on_cell:
             on_cell(f"tune/{name}", status)
 
-    _execute(todo, jobs, f"suite {suite.name} pilots", progress, done)
+    _execute(todo, jobs, f"suite {suite.name} pilots", progress, done, already=len(result.pilots_skipped))
     choices = resolve_tuning(suite)
     for cell in suite.cells:
         if cell.name in choices:
@@ -184,7 +191,7 @@ def run_suite(
         if on_cell:
             on_cell(name, status)
 
-    _execute(todo, jobs, f"suite {suite.name}", progress, done)
+    _execute(todo, jobs, f"suite {suite.name}", progress, done, already=len(result.skipped))
     return result
 
 

@@ -30,7 +30,7 @@ def pooled_config(cfg: dict[str, Any]) -> dict[str, Any]:
     pooled run: nodes = 1, given batches x n, ``extra.pooled_nodes = n`` (the algorithm scales its own default
     batch by it)."""
     n = int(cfg.get("nodes", RunConfig.nodes))
-    name = cfg.get("algorithm")
+    name = str(cfg.get("algorithm", ""))
     if name not in ALGORITHMS or POOLED not in ALGORITHMS.traits(name) or n <= 1:
         return cfg
     out = dict(cfg)

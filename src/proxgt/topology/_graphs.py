@@ -204,7 +204,7 @@ def exponential_graph(n: int) -> nx.Graph:
     well-connected topology in decentralized deep learning.
     """
     n = _check_n(n, "exponential_graph")
-    edges = []
+    edges: list[tuple[int, int]] = []
     step = 1
     while step < n:
         edges.extend((i, (i + step) % n) for i in range(n))
@@ -302,7 +302,7 @@ def random_geometric_graph(n: int, radius: float | None = None, seed: SeedLike =
 
 
 def _is_positive_real(x: Any) -> bool:
-    return is_real(x) and 0 < x < math.inf
+    return is_real(x) and 0 < float(x) < math.inf
 
 
 def _random_geometric_edges(n: int, radius: float, seed: SeedLike, owner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -398,6 +398,9 @@ def _grid_edges(n: int, periodic: bool) -> np.ndarray:
     return np.concatenate(parts)
 
 
+_NO_EDGES = np.zeros((0, 2), dtype=np.int64)  # a graph of one node (np.concatenate copies it)
+
+
 def family_edges(name: str, n: int) -> np.ndarray:
     """Edge array (m, 2) of a deterministic family (``ring``, ``path``, ``star``, ``complete``, ``grid``,
     ``torus``, ``hypercube``, ``exponential``): the edges of the ``*_graph(n)`` generator, without networkx."""
@@ -415,10 +418,10 @@ def family_edges(name: str, n: int) -> np.ndarray:
         return _grid_edges(n, name == "torus")
     if name == "hypercube":
         dim = n.bit_length() - 1
-        return np.concatenate([np.stack([i, i ^ (1 << k)], axis=1) for k in range(dim)] or [np.zeros((0, 2))])
+        return np.concatenate([np.stack([i, i ^ (1 << k)], axis=1) for k in range(dim)] or [_NO_EDGES])
     if name == "exponential":
         steps = [1 << k for k in range(max(1, n.bit_length())) if (1 << k) < n]
-        return np.concatenate([np.stack([i, (i + s) % n], axis=1) for s in steps] or [np.zeros((0, 2))])
+        return np.concatenate([np.stack([i, (i + s) % n], axis=1) for s in steps] or [_NO_EDGES])
     raise ProxGTValueError(f"family_edges: unknown deterministic family {name!r}")
 
 

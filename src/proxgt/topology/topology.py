@@ -64,8 +64,7 @@ class Topology:
             raise _param_error("Topology", "weights", "a str", weights)
         self.name, self.weights, self.time_varying = name, weights, bool(time_varying)
         n = graph.number_of_nodes() if isinstance(graph, nx.Graph | SparseGraph) else None
-        sparse_form = n is not None and n > DENSE_MAX_NODES
-        if not sparse_form:
+        if n is None or n <= DENSE_MAX_NODES:  # not a graph (the check below says so), or a small one
             if isinstance(graph, SparseGraph):
                 graph = graph.to_networkx()
             if sp.issparse(W):

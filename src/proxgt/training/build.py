@@ -21,8 +21,10 @@ from proxgt import __version__
 from proxgt.algorithms.base import Algorithm, Capabilities
 from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
 from proxgt.data._dataset import densify, is_sparse
+from proxgt.data._local import hold_out_local, local_test_counts
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.clock import ClockProfile, clock_profile
 from proxgt.mixing.compressed import check_compressed_run
 from proxgt.mixing.dynamic import (
     NetworkSchedule,
@@ -31,6 +33,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
+from proxgt.mixing.running_sums import check_message_loss
 from proxgt.mixing.spectral import rounds_within
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
@@ -92,6 +95,10 @@ class RunSpec:
     #: the round-by-round network (link failures, node dropout, a time-varying graph), built once here and
     #: followed by every executor's communicator; None: a static, reliable graph
     network: NetworkSchedule | None = None
+    #: compute and link times of the simulator's virtual clock (proxgt.mixing.clock); None: no clock settings
+    clock: ClockProfile | None = None
+    #: each node's held-out local test samples (``local_test_fraction``; proxgt.data._local), rows as node_data's
+    local_test: NodeData | None = None
 
     @property
     def step(self) -> float:
@@ -142,6 +149,8 @@ class RunSpec:
     def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:
         """Drop every training sample the nodes ``node_ids`` do not own (a distributed process keeps its shard)."""
         self.node_data = self.node_data.shard(list(node_ids))
+        if self.local_test is not None:
+            self.local_test = self.local_test.shard(list(node_ids))
         self.train = None
 
 
@@ -267,12 +276,12 @@ def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
 def _dense_data(train: Dataset, test: Dataset | None, node_data: NodeData,
                 what: str) -> tuple[Dataset, Dataset | None, NodeData]:
     """The data with dense features (unchanged when already dense); one line giving the size if it cannot fit."""
-    def dense(ds: Dataset | None) -> Dataset | None:
-        if ds is None or not is_sparse(ds.X):
+    def dense(ds: Dataset) -> Dataset:
+        if not is_sparse(ds.X):
             return ds
         return Dataset(densify(ds.X, what), ds.y, ds.n_classes, ds.name)
 
-    return dense(train), dense(test), node_data.densified(what)
+    return dense(train), None if test is None else dense(test), node_data.densified(what)
 
 
 def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None) -> RunSpec:
@@ -297,6 +306,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     if time_varying:  # the union graph of its rounds, with the expected round matrix as W
         topology = time_varying_topology(topology.name, topology.graph)
         warn_time_varying_mixing(cfg, topology)
+    clock = clock_profile(cfg, topology.n, topology.edges)  # a bad speed or link file fails before the data loads
     hosted = load_node_shard(cfg, shard) if shard is not None else None  # None: not a file it shards
     if hosted is None:
         train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
@@ -314,6 +324,11 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     builder = PROBLEMS.get(cfg.problem)
     if SPARSE_FEATURES not in PROBLEMS.traits(cfg.problem):  # e.g. the networks: dense features, refused if too large
         train, test, node_data = _dense_data(train, test, node_data, f"problem = {cfg.problem!r}")
+    local_test, held = None, None
+    if cfg.local_test_fraction is not None:  # each site keeps part of its own samples to test on
+        node_data, local_test = hold_out_local(node_data, cfg.local_test_fraction, cfg.seed)
+        held = local_test_counts(counts, cfg.local_test_fraction)  # every node's, hosted here or not
+        counts = counts - held
     problem: Problem = builder(cfg, train)
     if hosted is not None:
         if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
@@ -342,6 +357,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             f"algorithm {cfg.algorithm!r}: its builder returned a {type(algorithm).__name__}, which lacks init, update "
             "or capabilities (see proxgt.algorithms.base.Algorithm)")
     caps: Capabilities = algorithm.capabilities
+    check_message_loss(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
     x0 = _initial_point(cfg, problem)
 
@@ -368,9 +384,10 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         "train_samples": int(counts.sum()),
         "test_samples": 0 if test is None else len(test),
         "local_sizes": [int(c) for c in counts.tolist()],
+        **({"local_test_sizes": [int(c) for c in held.tolist()]} if held is not None else {}),
         **({"smoothness_L": L} if L is not None else {}),
     }
     network = network_schedule(cfg, topology, algorithm, weights=str(resolved.weights))
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy, network=network)
+                   privacy=privacy, network=network, clock=clock, local_test=local_test)

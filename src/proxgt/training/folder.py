@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from proxgt._io import append_text, atomic_write_text, atomic_write_with, json_safe, metrics_csv_text
+from proxgt._io import append_text, atomic_write_text, atomic_write_with, json_safe, metrics_csv_text, read_metrics_csv
 from proxgt.errors import ProxGTValueError
 
 try:  # POSIX; elsewhere the folder is used without a lock
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["RunFolder", "CsvLog", "RUN_FILES", "CHECKPOINT_DIR", "default_run_folder"]
 
-RUN_FILES = ("config.toml", "metrics.csv", "final.npz", "summary.json")
+RUN_FILES = ("config.toml", "metrics.csv", "per_node.csv", "final.npz", "summary.json")
 CHECKPOINT_DIR = "checkpoint"
 LOCK_FILE = ".lock"
 
@@ -110,6 +110,7 @@ class RunFolder:
             self.close()
             raise
         self._metrics = CsvLog(self.path / "metrics.csv")
+        self._nodes = CsvLog(self.path / "per_node.csv")
 
     # ------------------------------------------------------------------ lock and policy
     def _lock(self) -> None:
@@ -145,6 +146,12 @@ class RunFolder:
             else:
                 p.unlink()
 
+    def reopen(self) -> None:
+        """The run in the folder goes on (resumed, or extended past its end): remove its results (summary.json,
+        final.npz), so that the folder holds an unfinished run until the run writes them again."""
+        for name in ("summary.json", "final.npz"):
+            (self.path / name).unlink(missing_ok=True)
+
     def close(self) -> None:
         """Release the lock (the lock file stays; it is empty)."""
         if self._lock_fh is not None:
@@ -164,8 +171,21 @@ class RunFolder:
         atomic_write_text(self.path / "config.toml", tomli_w.dumps(json_safe(sections)))
 
     def start_metrics(self, columns: list[str], rows: list[dict[str, Any]] | None = None) -> None:
-        """metrics.csv holds exactly ``rows`` from now on (a resumed run: the rows of its checkpoint)."""
-        self._metrics.restart(columns, list(rows or []))
+        """metrics.csv holds exactly ``rows`` from now on (a resumed run: the rows of its checkpoint), and
+        per_node.csv its rows up to the last of them (those after it are logged again)."""
+        rows = list(rows or [])
+        self._metrics.restart(columns, rows)
+        per_node = self.path / "per_node.csv"
+        if per_node.is_file():
+            node_cols, node_rows = read_metrics_csv(per_node)
+            last = rows[-1]["iter"] if rows else -1
+            self._nodes.restart(node_cols, [r for r in node_rows if r["iter"] <= last])
+            if not rows:
+                per_node.unlink()
+
+    def add_node_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append per-node rows to per_node.csv (runs with local test data; :class:`CsvLog`)."""
+        self._nodes.append(rows)
 
     def add_row(self, row: dict[str, Any]) -> None:
         """Append a metrics row to metrics.csv (:class:`CsvLog`)."""

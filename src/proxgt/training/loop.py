@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
+from proxgt.mixing.communicator import Clocked, Scheduled
 from proxgt.mixing.compressed import make_mixer
 from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
@@ -97,26 +98,35 @@ def train(
     state: Any = None,
     start_wall: float = 0.0,
     on_row: Callable[[dict[str, float]], None] | None = None,
+    on_nodes: Callable[[list[dict[str, float]]], None] | None = None,
     after_iteration: Callable[[Any, float], None] | None = None,
     progress: bool = False,
+    mixer: Any = None,
 ) -> tuple[Any, MetricsEvaluator]:
     """Run ``spec``'s algorithm to ``spec.iters`` iterations on the rows ``comm.node_ids``.
 
     ``state`` resumes a run (``None`` starts at x0 and logs row 0); ``on_row`` receives each metrics row as it
-    is logged; ``after_iteration(state, wall_s)`` runs after every iteration. Raises DivergenceError when the
-    iterates stop being finite (the rows logged so far were already passed on).
+    is logged, and ``on_nodes`` its per-node rows (runs with local test data: per_node.csv);
+    ``after_iteration(state, wall_s)`` runs after every iteration. Raises DivergenceError when the iterates stop
+    being finite (the rows logged so far were already passed on). ``mixer`` is the run's mixing operator (default
+    :func:`~proxgt.mixing.compressed.make_mixer`; the driver passes its own, to checkpoint it).
     """
     node_ids = list(comm.node_ids)
-    mixer = make_mixer(comm, spec)  # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
+    mixer = make_mixer(comm, spec) if mixer is None else mixer
+    # the virtual clock (clock settings, simulator only): compute is charged from this oracle's gradient counts
+    clock = cast(Clocked, comm).clock if spec.clock is not None else None
+    if clock is not None:
+        clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
-                               density_mask=spec.problem.density_mask)
+                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test)
     alg = spec.algorithm
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
     # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
     schedule = spec.network
     # the executor made a communicator that follows it (proxgt.mixing.communicator.Scheduled)
-    begin_iteration = comm.begin_iteration if schedule is not None else None
+    begin_iteration = cast(Scheduled, comm).begin_iteration if schedule is not None else None
     dropout = schedule is not None and schedule.dynamic_nodes
     if state is None:
         t0 = time.perf_counter()
@@ -127,6 +137,8 @@ def train(
         row = metrics(state.x, 0, wall)
         if on_row:
             on_row(row)
+        if on_nodes and metrics.per_node_rows:
+            on_nodes(metrics.per_node_rows)
     # no read-back from a GPU inside the loop: finiteness is recorded on the device and read at logged
     # iterations, before the clock, so that wall_s (metrics excluded) includes all of the iterations' device work
     on_device = _DeviceDivergence(state.x) if state.x.device.type != "cpu" else None
@@ -157,6 +169,8 @@ def train(
                 row = metrics(state.x, state.t, wall)
                 if on_row:
                     on_row(row)
+                if on_nodes and metrics.per_node_rows:
+                    on_nodes(metrics.per_node_rows)
                 if bar is not None:
                     bar.set_postfix(gm=f"{row['grad_mapping_sq']:.2e}", refresh=False)
             if after_iteration:

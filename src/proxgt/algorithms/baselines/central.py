@@ -30,6 +30,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Estimator, Minibatch, make_estimator
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["CentralProxSGD", "CentralProxSARAH", "CentralState", "CENTRAL_NAMES"]
 
@@ -45,7 +46,7 @@ class CentralState(NamedTuple):
 @dataclass(frozen=True)
 class CentralProxSGD:
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     name: str = "central-prox-sgd"
 
@@ -66,7 +67,7 @@ class CentralProxSGD:
 @dataclass(frozen=True)
 class CentralProxSARAH:
     estimator: Estimator
-    regularizer: object
+    regularizer: Regularizer
     step: float
     gamma: float = 1.0
     name: str = "central-proxsarah"

@@ -59,6 +59,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDASA", "ProxDASAState", "ProxDASAGT", "ProxDASAGTState"]
 
@@ -88,7 +89,7 @@ def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
 @dataclass(frozen=True)
 class _DASABase:
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     n_nodes: int
     alpha: float = 1.0

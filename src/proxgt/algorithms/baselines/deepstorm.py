@@ -73,6 +73,7 @@ from proxgt.algorithms._parts import Mix, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
 from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
 
@@ -98,7 +99,7 @@ class DeepStorm:
         version: 2 (STORM) or 1 (hybrid).
     """
 
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=lambda: Schedule("constant", 1.0, power=1.0 / 3.0, t0=5.0))
     beta: float = 1.0
     batch: int = 8

@@ -42,6 +42,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["DProxSGT", "DProxSGTState"]
 
@@ -58,13 +59,13 @@ class DProxSGT:
     """DProxSGT with a minibatch estimator and a constant step: see the module docstring."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     name: str = "dproxsgt"
 
     @property
     def capabilities(self) -> Capabilities:
-        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"))
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",))
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "DProxSGT")

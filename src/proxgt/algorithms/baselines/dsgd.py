@@ -25,6 +25,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDSGD", "ProxDSGDState"]
 
@@ -40,7 +41,7 @@ class ProxDSGD:
     """Prox-DSGD with a minibatch estimator and a (constant or diminishing) step schedule."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgd"
 

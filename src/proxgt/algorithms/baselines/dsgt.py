@@ -49,6 +49,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["ProxDSGT", "ProxDSGTState"]
 
@@ -65,7 +66,7 @@ class ProxDSGT:
     """DSGT of the DEEPSTORM repository with a minibatch estimator and a constant or 1/sqrt(t+1) step."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-dsgt"
 

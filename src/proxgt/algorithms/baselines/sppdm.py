@@ -100,6 +100,7 @@ from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
 from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import FULL, GradientOracle
+from proxgt.prox import Regularizer
 
 __all__ = ["SPPDM", "SPPDMState", "MOMENTUM"]
 
@@ -124,7 +125,7 @@ class SPPDM:
     """SPPDM with step a = 1/phi and dimensionless constants (see the module docstring)."""
 
     estimator: Minibatch
-    regularizer: object
+    regularizer: Regularizer
     step: float
     penalty: float = 0.3
     smoothing: float = 0.01

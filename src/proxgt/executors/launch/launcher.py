@@ -262,12 +262,14 @@ def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int =
             failed_now = _lost_or_failed(store, prefix, failed_now, codes, first_rank)
         if failed_now and first_fail is None:
             r0 = _first_failed(failed_now, codes, published_failure(store, prefix), first_rank)
-            first_fail = (r0, int(codes[r0]))  # type: ignore[arg-type]
+            c_first = codes[r0]
+            assert c_first is not None  # r0 is one of failed_now: ranks seen ended
+            first_fail = (r0, c_first)
             deadline = now + timeout_s + 10.0
             # nothing published yet: this worker failed on its own; tell the others, who may be waiting for a
             # verdict (their suspicions would name it too, but this is what was seen, not inferred)
             named_by_launcher = publish_failure(
-                store, f"rank {r0 + first_rank} failed: its process {describe_exit(codes[r0])}", prefix)
+                store, f"rank {r0 + first_rank} failed: its process {describe_exit(c_first)}", prefix)
         if deadline is not None and time.monotonic() > deadline:
             for r, p in enumerate(procs):
                 if codes[r] is None:
@@ -283,7 +285,7 @@ def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int =
     culprit = "" if named_by_launcher else published_failure(store, prefix)
     r0, c0 = first_fail
     others = [f"rank {r + first_rank} {describe_exit(c)} {ended[r] - ended[r0]:.1f} s later"
-              for r, c in enumerate(codes) if r != r0 and c != 0 and r not in killed]
+              for r, c in enumerate(codes) if c is not None and r != r0 and c != 0 and r not in killed]
     msg = (f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}"
            f"rank {r0 + first_rank} {describe_exit(c0)} first")
     if others:

@@ -129,11 +129,11 @@ def quiet_cpp_warnings() -> None:
         pass
 
 
-def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any] | None:
+def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any, bool] | None:
     """None on a first start; on an elastic restart (``TORCHELASTIC_RESTART_COUNT`` > 0), (the run folder to
-    resume from or None to start over, the resumable settings of this command, its settings).
+    resume from or None to start over, the resumable settings of this command, its settings, overwrite).
 
-    A restart resumes from the newest complete checkpoint of the run folder (``--resume DIR`` or ``--out``). With
+    A restart resumes from the newest usable checkpoint of the run folder (``--resume DIR`` or ``--out``). With
     none yet (no ``--checkpoint-every``, or the failure came before the first one) the run starts over; a folder
     that holds a finished run is never replaced that way (that is the first start's one-line error again)."""
     from pathlib import Path
@@ -147,16 +147,20 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     if not count.isdigit() or int(count) == 0:
         return None
     if args.resume:
+        # what the first attempt began goes on: an extension left the folder unfinished (or had not started yet,
+        # then it is planned again); a start-over by hand starts over until its run is under way
         given = vars(args)
-        return str(args.resume), {k: given[k] for k in RESUMABLE if given.get(k) is not None}, None
+        overrides = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
+        again = bool(args.overwrite) and (Path(args.resume) / "summary.json").exists()
+        return str(args.resume), overrides, None, again
     cfg = config_from_args(args)
     if not cfg.out:
         cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
-    if latest_checkpoint(cfg.out) is not None:
-        return str(cfg.out), {k: getattr(cfg, k) for k in RESUMABLE}, cfg
     if (Path(cfg.out) / "summary.json").exists():
         return None
-    return None, {}, cfg
+    if latest_checkpoint(cfg.out) is not None:  # this command's run, with the settings of its checkpoint
+        return str(cfg.out), {}, cfg, False
+    return None, {}, cfg, True
 
 
 def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], None] | None = None) -> int:
@@ -166,7 +170,14 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     if _watched is not None:
         quiet_cpp_warnings()
     args = build_worker_parser().parse_args(argv)
+    import warnings
+
     import torch.distributed as dist
+
+    def one_line(message: Any, *_: Any, **__: Any) -> None:
+        sys.stderr.write(f"proxgt: warning: rank {rank}: {message}\n")
+
+    warnings.showwarning = one_line
 
     from proxgt.cli._run import summary_line
     from proxgt.cli.flags import config_from_args, resume_overrides
@@ -179,13 +190,14 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     try:
         restarted = _restart_plan(args)
         if restarted is not None:  # an elastic restart: from the newest checkpoint, or over
-            resume_dir, overrides, cfg = restarted
+            resume_dir, overrides, cfg, overwrite = restarted
             hist = run_distributed(cfg if resume_dir is None else None, resume=resume_dir, backend=backend,
-                                   progress=progress, overrides=overrides, overwrite=resume_dir is None,
+                                   progress=progress, overrides=overrides, overwrite=overwrite,
                                    fault_hook=fault_hook)
-        elif args.resume:
+        elif args.resume:  # continue, extend (--iters) or start over (--overwrite)
             hist = run_distributed(None, resume=args.resume, backend=backend, progress=progress,
-                                   overrides=resume_overrides(args, RESUMABLE), fault_hook=fault_hook)
+                                   overrides=resume_overrides(args, RESUMABLE), overwrite=args.overwrite,
+                                   fault_hook=fault_hook)
         else:
             hist = run_distributed(config_from_args(args), backend=backend, progress=progress,
                                    overwrite=args.overwrite, fault_hook=fault_hook)

@@ -1,0 +1,213 @@
+"""Gossip that survives lost messages: running sums for trackers, the newest value for everything else.
+
+In a gossip round node i sends ``w_ji z_i`` to each neighbour j and keeps ``w_ii z_i``; with every message
+delivered the round is ``Z <- W Z``. When a message is lost without the sender knowing (``message_loss``), what
+it carried is gone: for a tracker, whose network sum must equal the sum of the local gradient estimates, that
+breaks tracking for good. Two remedies, one per kind of quantity (``Capabilities.tracked_keys`` says which):
+
+* **Trackers: running sums.** The sender keeps, per out-link, the running sum ``S_ij`` of everything it has
+  ever sent to j, and a message carries ``S_ij`` instead of the increment. The receiver keeps ``R_ij``, the
+  running sum it last received, adds ``S_ij - R_ij`` and sets ``R_ij <- S_ij``. A lost message is then made good
+  by the next one that arrives (its running sum includes the lost mass), and the *in-flight* mass
+  ``S_ij - R_ij`` is all that is missing at any moment::
+
+      sum_i y_i + sum_{links i->j} (S_ij - R_ij) = sum_i v_i        (the tracking invariant)
+
+* **Iterates: the newest value.** The receiver keeps a copy of the last value it received from each
+  neighbour and mixes with it when this round's message is lost, so its row of weights still sums to 1 (as in
+  asynchronous consensus with delayed information). Before the first message on a link arrives the receiver
+  uses its own value in its place.
+
+The simulator keeps, for each directed link and tracked key, the in-flight mass ``S_ij - R_ij`` itself (rather
+than the two running sums, which only ever appear as that difference): a round computes ``W Z`` with the
+communicator as usual, then removes from each receiver the mass of its lost messages (which joins the link's
+in-flight mass) and adds the in-flight mass of each link whose message did arrive. With no message lost this
+is exactly the synchronous round, bit for bit. The loss pattern is a pure function of ``(seed, global round)``
+(``numpy.random.SeedSequence``), the same for every executor and across a resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from proxgt.errors import ProxGTValueError
+from proxgt.mixing.communicator import Gossip
+
+__all__ = ["MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "running_sum_mixer"]
+
+_TAG_LOSS = 0x1055
+
+
+class MessageLoss:
+    """Which messages are lost in each gossip round: each directed message independently with probability
+    ``p`` (a pure function of ``(seed, round)``).
+
+    Args:
+        p: loss probability in [0, 1).
+        n_links: number of undirected links E (each carries two messages a round).
+        seed: the run seed.
+    """
+
+    def __init__(self, p: float, n_links: int, seed: int = 0):
+        if not 0.0 <= float(p) < 1.0:
+            raise ProxGTValueError(f"message_loss = {p!r} must be a probability in [0, 1)")
+        self.p = float(p)
+        self.n_links = int(n_links)
+        self.seed = int(seed)
+
+    def lost(self, r: int) -> np.ndarray:
+        """Bool (2, E) for global round ``r``: row 0 the messages i -> j of each link (i, j), row 1 j -> i."""
+        if self.p == 0.0:
+            return np.zeros((2, self.n_links), dtype=bool)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TAG_LOSS, int(r)]))
+        return rng.random((2, self.n_links)) < self.p
+
+
+def edge_weights(W: torch.Tensor, edges: np.ndarray) -> np.ndarray:
+    """w_ij of each link ``(i, j)`` of ``edges`` ((E, 2)) from a symmetric mixing matrix (dense or sparse CSR)."""
+    if W.layout == torch.sparse_csr:
+        coo = W.to_sparse_coo().coalesce()
+        idx, val = coo.indices().numpy(), coo.values().to(torch.float64).numpy()
+        n = W.shape[0]
+        keys = idx[0] * n + idx[1]
+        order = np.argsort(keys)
+        pos = np.searchsorted(keys[order], edges[:, 0] * n + edges[:, 1])
+        return val[order][pos]
+    Wd = W.to(torch.float64).numpy()
+    return Wd[edges[:, 0], edges[:, 1]]
+
+
+class RunningSumMixer:
+    """Plain K-round gossip (``M_K = W^K`` when nothing is lost) whose messages may be lost (module docstring).
+
+    Args:
+        comm: the communicator (one counted round of ``W Z`` per call of ``gossip``).
+        edges: (E, 2) links ``(i, j)``, i < j.
+        weights: (E,) w_ij of each link.
+        rounds: gossip rounds K per call.
+        loss: the :class:`MessageLoss` pattern.
+        tracked: the keys mixed by running sums (trackers); every other key mixes with the newest values.
+
+    Attributes:
+        in_flight: key -> (2, E, ...) mass sent on each directed link and not yet received (tracked keys; a key
+            is absent while nothing is in flight).
+        copies: key -> (2, E, ...) the newest value each receiver holds from each neighbour (other keys).
+    """
+
+    def __init__(self, comm: Gossip, edges: np.ndarray, weights: np.ndarray, rounds: int, loss: MessageLoss,
+                 tracked: tuple[str, ...] = ()):
+        self.comm = comm
+        e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        self.src = torch.as_tensor(np.stack([e[:, 0], e[:, 1]]))  # (2, E): the sender of each directed message
+        self.dst = torch.as_tensor(np.stack([e[:, 1], e[:, 0]]))  # its receiver
+        self._w = np.asarray(weights, dtype=np.float64)
+        self.rounds = int(rounds)
+        self.loss = loss
+        self.tracked = tuple(tracked)
+        self.in_flight: dict[str, torch.Tensor] = {}
+        self.copies: dict[str, torch.Tensor] = {}
+
+    def _weights(self, like: torch.Tensor) -> torch.Tensor:
+        w = torch.as_tensor(self._w, dtype=like.dtype, device=like.device)
+        return w.view(1, -1, *([1] * (like.ndim - 1)))
+
+    def __call__(self, Z: torch.Tensor, key: str | None = None) -> torch.Tensor:
+        """``rounds`` rounds on ``Z`` (left unmodified) under ``key``'s rule."""
+        if key is None:
+            raise ProxGTValueError("message_loss needs to know which quantity it mixes (mix(Z, key=...)): trackers go "
+                                   "by running sums, iterates by the newest values")
+        for _ in range(self.rounds):
+            Z = self._round(Z, key)
+        return Z
+
+    def _round(self, Z: torch.Tensor, key: str) -> torch.Tensor:
+        lost = self.loss.lost(self.comm.counter.rounds)
+        out = self.comm.gossip(Z)  # every message delivered
+        if key in self.tracked:
+            self._sums(Z, out, key, lost)
+        else:
+            self._values(Z, out, key, lost)
+        return out
+
+    def _sums(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray) -> None:
+        backlog = self.in_flight.get(key)
+        if backlog is None and not lost.any():
+            return
+        m = self._weights(Z) * Z[self.src]  # (2, E, ...) what each message carries this round
+        gone = torch.as_tensor(lost, device=Z.device).view(*lost.shape, *([1] * (Z.ndim - 1)))
+        if backlog is None:
+            backlog = torch.zeros_like(m)
+        # a receiver loses a lost message's mass (W Z counted it) and gains the in-flight mass of a link whose
+        # message arrived: that message's running sum covers everything sent on the link so far
+        out.index_add_(0, self.dst.reshape(-1).to(Z.device),
+                       torch.where(gone, -m, backlog).reshape(-1, *Z.shape[1:]))
+        left = torch.where(gone, backlog + m, torch.zeros_like(m))
+        if bool(left.ne(0).any()):
+            self.in_flight[key] = left
+        else:
+            self.in_flight.pop(key, None)
+
+    def _values(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray) -> None:
+        copy = self.copies.get(key)
+        sent = Z[self.src]
+        if copy is None:  # before a link's first message arrives, the receiver uses its own value instead
+            copy = Z[self.dst].clone()
+        if lost.any():
+            gone = torch.as_tensor(lost, device=Z.device).view(*lost.shape, *([1] * (Z.ndim - 1)))
+            fix = torch.where(gone, self._weights(Z) * (copy - sent), torch.zeros_like(sent))
+            out.index_add_(0, self.dst.reshape(-1).to(Z.device), fix.reshape(-1, *Z.shape[1:]))
+            copy = torch.where(gone, copy, sent)
+        else:
+            copy = sent
+        self.copies[key] = copy
+
+    def in_flight_sum(self, key: str) -> torch.Tensor | None:
+        """Sum over links of the mass of ``key`` in flight (the term of the tracking invariant), or None."""
+        b = self.in_flight.get(key)
+        return None if b is None else b.sum(dim=(0, 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The in-flight mass and the copies (plain CPU tensors), for checkpoints."""
+        return {"in_flight": {k: v.detach().to("cpu") for k, v in self.in_flight.items()},
+                "copies": {k: v.detach().to("cpu") for k, v in self.copies.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.in_flight = dict(state["in_flight"])
+        self.copies = dict(state["copies"])
+
+
+def check_message_loss(cfg: Any, algorithm: Any, time_varying: bool) -> None:
+    """Refuse what ``message_loss`` cannot honour yet (one line each)."""
+    p = float(cfg.message_loss or 0.0)
+    if p == 0.0:
+        return
+    if cfg.mixing != "plain":
+        raise ProxGTValueError(
+            f"message_loss needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
+            "trackers' sum exact round by round, which a Chebyshev or fastmix recurrence over rounds does not")
+    caps = algorithm.capabilities
+    if cfg.compress != "none" or caps.compressed_gossip:
+        raise ProxGTValueError("message_loss does not combine with compressed gossip (compress, or a "
+                               "compressed-gossip algorithm) yet")
+    if float(cfg.link_failure or 0.0) > 0.0 or float(cfg.node_dropout or 0.0) > 0.0 or time_varying:
+        raise ProxGTValueError("message_loss does not combine with link_failure, node_dropout or a time-varying "
+                               "topology yet")
+    if not caps.gossip_keys:
+        raise ProxGTValueError(
+            f"algorithm {cfg.algorithm!r} does not name the quantities it mixes (Capabilities.gossip_keys), so "
+            "message_loss cannot tell its trackers (running sums) from its iterates (newest values)")
+
+
+def running_sum_mixer(comm: Gossip, spec: Any, *, p: float | None = None,
+                      tracked: tuple[str, ...] | None = None) -> RunningSumMixer:
+    """The mixer of a run with ``message_loss`` (simulator): the topology's links and weights, the run's rounds,
+    its seeded loss pattern and the algorithm's tracked keys (``p`` and ``tracked`` replace the last two)."""
+    edges = np.asarray(spec.topology.edges, dtype=np.int64).reshape(-1, 2)
+    edges = np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1)
+    w = edge_weights(spec.topology.W, edges)
+    loss = MessageLoss(float(spec.settings.message_loss) if p is None else p, len(edges), seed=spec.settings.seed)
+    keys = spec.algorithm.capabilities.tracked_keys if tracked is None else tracked
+    return RunningSumMixer(comm, edges, w, spec.rounds, loss, tracked=keys)
