@@ -112,3 +112,13 @@ def test_payload_formula_used_above_is_the_real_encoding():
         gens = [torch.Generator().manual_seed(i) for i in range(3)]
         assert c.encode(torch.randn(3, 21), gens).shape[1] == c.payload_bytes(21) != 4 * 21
     assert math.ceil(21 * 4 / 8) + 4 == make_compressor("qsgd:4").payload_bytes(21)
+
+
+@pytest.mark.parametrize("flags", [["--link-failure", "0.2"], ["--topology", "one-peer-exponential"]])
+def test_launch_refuses_compression_on_a_changing_graph_before_any_worker_starts(flags, capsys, tmp_path):
+    code = main(["launch", "--nprocs", "2", "--data", "breast_cancer", "--nodes", "4", "--iters", "2",
+                 "--compress", "topk:0.5", "--out", str(tmp_path / "r"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "not yet with proxgt launch" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -61,7 +61,7 @@ def test_validate_returns_a_normalized_copy_and_never_mutates():
     ({"test_fraction": 1.0}, "The 'test_fraction' setting must be a number in [0, 1). Got 1.0 instead."),
     ({"rounds": "many"}, "The 'rounds' setting must be an int >= 1 or 'auto'. Got 'many' instead."),
     ({"batch": 0}, "The 'batch' setting must be an int >= 1 or 'full'. Got 0 instead."),
-    ({"mixing": "telepathy"}, "The 'mixing' setting must be one of plain, chebyshev, fastmix."),
+    ({"mixing": "telepathy"}, "The 'mixing' setting must be one of auto, plain, chebyshev, fastmix."),
     ({"algorithm": "sgd-magic"}, "unknown algorithm 'sgd-magic'; choose one of: proxgt-sa"),
     ({"reg_bias": "yes"}, "The 'reg_bias' setting must be true or false."),
     ({"weights": "user"}, "weights = 'user' needs the matrix: set weights_file (--weights-file PATH)"),
@@ -118,6 +118,6 @@ def test_choice_lists_match_the_library():
     from proxgt.settings import BY_NAME
     from proxgt.topology import WEIGHT_RULES
 
-    for name, library in (("split", SPLIT_SCHEMES), ("mixing", MIXING_KINDS), ("order", ORDERS),
+    for name, library in (("split", SPLIT_SCHEMES), ("mixing", ("auto", *MIXING_KINDS)), ("order", ORDERS),
                           ("weights", WEIGHT_RULES), ("activation", ACTIVATIONS), ("nn_grad", GRAD_MODES)):
         assert tuple(BY_NAME[name].constraint.choices()) == tuple(library), name

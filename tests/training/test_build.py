@@ -141,7 +141,7 @@ def test_batch_larger_than_local_data_says_what_happens():
 
 
 def test_auto_rounds_are_capped_with_a_warning_naming_the_cap():
-    from proxgt.training.build import AUTO_ROUNDS_CAP
+    from proxgt.mixing.auto import AUTO_ROUNDS_CAP
 
     # plain gossip on a 100-node ring needs ~1,200 rounds for ||W^K - J|| <= 0.2
     with pytest.warns(UserWarning, match=f"using {AUTO_ROUNDS_CAP}"):

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from proxgt.algorithms.base import Capabilities
+
+if TYPE_CHECKING:
+    from proxgt.estimators import Estimator
+    from proxgt.prox import Regularizer
 
 #: ``mix(Z, key=None)``: the executor's mixing; ``key`` names the quantity ("x", "y") for mixers that keep
 #: per-quantity state (compressed gossip, :mod:`proxgt.mixing.compressed`)
@@ -30,12 +35,13 @@ def track(Y: torch.Tensor, V_new: torch.Tensor, V_old: torch.Tensor, mix: Mix) -
     return mix_owned(mix, torch.sub(V_new, V_old).add_(Y), key="y")
 
 
-def prox_step(regularizer, X: torch.Tensor, direction: torch.Tensor, step: float) -> torch.Tensor:
+def prox_step(regularizer: Regularizer, X: torch.Tensor, direction: torch.Tensor, step: float) -> torch.Tensor:
     """Row-wise ``prox_{step h}(X - step * direction)``."""
     return regularizer.prox(torch.add(X, direction, alpha=-step), step)
 
 
-def estimator_capabilities(estimator, *, extra_calls: frozenset[str] = frozenset(), **declared) -> Capabilities:
+def estimator_capabilities(estimator: Estimator, *, extra_calls: frozenset[str] = frozenset(),
+                           **declared: Any) -> Capabilities:
     """The :class:`Capabilities` of an algorithm whose local gradients all come from ``estimator`` (plus the
     oracle calls ``extra_calls`` it makes itself): its oracle calls, batch and sizes are the estimator's."""
     return Capabilities(oracle_calls=frozenset(estimator.oracle_calls) | extra_calls,

@@ -59,6 +59,9 @@ def _handle(args: argparse.Namespace) -> int:
             args.out = cfg.out
     cfg = cfg.validate()
     refuse_on_real_time(cfg)
+    from proxgt.mixing.compressed import check_launchable  # torch: not imported for --help
+
+    check_launchable(cfg)
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")

@@ -88,15 +88,25 @@ def _uniforms(rows: torch.Tensor, generators: Generators, what: str) -> torch.Te
 
 
 class Compressor:
-    """Base class. Subclasses set ``name``, ``unbiased``, ``random`` and implement the four methods."""
+    """Base class. Subclasses set ``name``, ``unbiased``, ``random`` (and ``lossless`` for the identity) and
+    implement the four methods."""
 
     name: str = ""
     unbiased: bool = False
     random: bool = False
+    #: C(x) = x exactly: compressed gossip with it is the uncompressed recurrence (any mixing kind is safe)
+    lossless: bool = False
 
     def constant(self, d: int) -> float:
         """omega (variance factor) if ``unbiased``, else delta (contraction), for vectors of length ``d``."""
         raise NotImplementedError
+
+    def gossip_contraction(self, d: int) -> float:
+        """The contraction delta that error-compensated gossip sees, in (0, 1]: the declared delta of a
+        contractive operator, 1/(1 + omega) for an unbiased one (gossip uses it rescaled by that factor, which
+        makes it contractive with that delta)."""
+        c = self.constant(d)
+        return 1.0 / (1.0 + c) if self.unbiased else c
 
     def payload_bytes(self, d: int, dtype: torch.dtype = torch.float32) -> int:
         """Bytes one row of length ``d`` and float ``dtype`` encodes to."""
@@ -123,6 +133,7 @@ class Identity(Compressor):
 
     name = "none"
     unbiased = True
+    lossless = True
 
     def constant(self, d: int) -> float:
         return 0.0

@@ -32,7 +32,8 @@ class Estimator(Protocol):
         sizes: its resolved sizes by setting name (``batch``, ``big_batch``, ``period``).
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def oracle_calls(self) -> frozenset[str]: ...

@@ -31,6 +31,7 @@ def make_estimator(
 
     An unknown name raises :class:`proxgt.errors.UnknownNameError` (a ``ProxGTValueError``) listing the names.
     """
-    return ESTIMATORS.get(name).from_settings(
+    estimator: Estimator = ESTIMATORS.get(name).from_settings(
         n_nodes=n_nodes, local_size=local_size, batch=batch, big_batch=big_batch, period=period
     )
+    return estimator

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from proxgt._validation import check_positive_int
-from proxgt.problems.oracle import MINIBATCH
+from proxgt.problems.oracle import MINIBATCH, GradientOracle
 
 __all__ = ["Minibatch"]
 
@@ -45,8 +47,10 @@ class Minibatch:
         """Spec section 5b: b = 32 unless ``batch`` is given (the other settings are not used)."""
         return cls(batch=32 if batch is None else batch)
 
-    def init(self, oracle, X0):
+    def init(self, oracle: GradientOracle, X0: torch.Tensor) -> torch.Tensor:
         return oracle.grad(X0, oracle.sample(self.batch))
 
-    def update(self, oracle, X_new, X_old, V_old, t):
+    def update(
+        self, oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int
+    ) -> torch.Tensor:
         return oracle.grad(X_new, oracle.sample(self.batch))

@@ -18,7 +18,8 @@ from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
 __all__ = ["SarahOnline", "SarahFinite"]
 
 
-def _sarah_step(oracle: GradientOracle, X_new, X_old, V_old, batch: int) -> torch.Tensor:
+def _sarah_step(oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor,
+                batch: int) -> torch.Tensor:
     g_new, g_old = oracle.grad_pair(X_new, X_old, oracle.sample(batch))
     # one fresh (k, d) result, no temporary beside it: for a wide model each is as large as a node state
     return torch.sub(g_new, g_old).add_(V_old)
@@ -68,10 +69,12 @@ class SarahOnline:
         q = math.ceil(B / b) if period is None else period
         return cls(batch=b, big_batch=B, period=q)
 
-    def init(self, oracle, X0):
+    def init(self, oracle: GradientOracle, X0: torch.Tensor) -> torch.Tensor:
         return oracle.grad(X0, oracle.sample(self.big_batch))
 
-    def update(self, oracle, X_new, X_old, V_old, t):
+    def update(
+        self, oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int
+    ) -> torch.Tensor:
         if t % self.period == 0:
             return oracle.grad(X_new, oracle.sample(self.big_batch))
         return _sarah_step(oracle, X_new, X_old, V_old, self.batch)
@@ -119,10 +122,12 @@ class SarahFinite:
         q = math.ceil(m / b) if period is None else period
         return cls(batch=b, period=q)
 
-    def init(self, oracle, X0):
+    def init(self, oracle: GradientOracle, X0: torch.Tensor) -> torch.Tensor:
         return oracle.full_grad(X0)
 
-    def update(self, oracle, X_new, X_old, V_old, t):
+    def update(
+        self, oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int
+    ) -> torch.Tensor:
         if t % self.period == 0:
             return oracle.full_grad(X_new)
         return _sarah_step(oracle, X_new, X_old, V_old, self.batch)

@@ -127,7 +127,8 @@ class ClockProfile:
     def speeds(self, r: int) -> np.ndarray:
         """(n,) seconds per gradient of the compute phase that ends at round ``r``."""
         rng = _rng(self.seed, _TAG_SPEED, r) if self.speed.random else None
-        return self.speed.draw(rng)[0]
+        speeds: np.ndarray = self.speed.draw(rng)[0]
+        return speeds
 
     def link_times(self, r: int, nbytes: int) -> np.ndarray:
         """(2, E) seconds a message of ``nbytes`` takes in round ``r``: row 0 from i to j, row 1 from j to i."""
@@ -207,10 +208,10 @@ class VirtualClock:
         self._charge()
         return float(self.time.max()) if self.time.size else 0.0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"time": self.time.tolist(), "charged": self._charged.tolist(), "rounds": self.rounds}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.time = np.asarray(state["time"], dtype=np.float64).copy()
         self._charged = np.asarray(state["charged"], dtype=np.int64).copy()
         self.rounds = int(state["rounds"])

@@ -57,19 +57,21 @@ class CommCounter:
     @property
     def messages(self) -> np.ndarray:
         """Messages sent by each node so far."""
-        return self.degrees * self.rounds - self.unsent_messages
+        sent: np.ndarray = self.degrees * self.rounds - self.unsent_messages
+        return sent
 
     @property
     def bytes(self) -> np.ndarray:
         """Bytes sent by each node so far."""
-        return self.degrees * self.units - self.unsent_bytes
+        sent: np.ndarray = self.degrees * self.units - self.unsent_bytes
+        return sent
 
     @property
     def bytes_per_node(self) -> float:
         """Mean over nodes of the bytes each node has sent."""
         return float(self.bytes.mean()) if self.degrees.size else 0.0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rounds": self.rounds, "units": self.units}
         if self.unsent_messages.any():
             # tensors, not arrays: checkpoints are read back with torch.load(weights_only=True)
@@ -77,7 +79,7 @@ class CommCounter:
                          unsent_bytes=torch.from_numpy(self.unsent_bytes.copy()))
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rounds = int(state["rounds"])
         self.units = int(state["units"])
         zero = np.zeros_like(self.degrees)
@@ -120,11 +122,11 @@ class Gossip(Protocol):
         not counted in the iteration's communication."""
         ...
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The communication counts so far (checkpoints)."""
         ...
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 #: The name the executors and the driver use for the communicator they make (every one is a :class:`Gossip`).
@@ -289,13 +291,13 @@ class SimulatedCommunicator:
         """Local rows of ``W @ H`` for ``H`` laid out like :meth:`share`'s result; local arithmetic, not counted."""
         return self._matrix(H, self._use_sparse(H)) @ H
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         state = {"counter": self.counter.state_dict()}
         if self.clock is not None:
             state["clock"] = self.clock.state_dict()
         return state
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counter.load_state_dict(state["counter"])
         if self.clock is not None:
             self.clock.load_state_dict(state["clock"])

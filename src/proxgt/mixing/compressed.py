@@ -21,6 +21,17 @@ same public copies. Each compressed round preserves the average and alpha_k + be
 too; with ``none`` and gamma = 1 the call is exactly M_K. (Accelerated recurrences amplify whatever the
 public copies lag behind, so with lossy operators plain rounds are the safe choice.)
 
+**Consensus step** (``consensus_step = auto``): gamma = min(1, delta) with delta the contraction the gossip
+sees (:meth:`~proxgt.compression.operators.Compressor.gossip_contraction`: the declared delta, or
+1/(1 + omega)). CHOCO-gossip's analyses take gamma proportional to delta (times a factor of the graph that is
+far too small in practice); the factor 1 is what the rand-k operator, whose variance bound is tight, needs: in
+pure gossip on rings, a complete graph and a star, rand-k diverged at gamma = 2 delta and converged at delta,
+while every other operator converged at delta too (docs/compression.md).
+
+**Changing graphs** (link failures, node dropout, one-peer-exponential, random matching):
+:class:`LinkCompressedMixer` keeps one public copy per *directed link* instead of one per node, and a copy
+advances only with a message that went through (below).
+
 The payload that travels is the compressor's encoded uint8 row (:mod:`proxgt.compression.operators`); the
 communicator's ``share`` sends it and counts its real width, so the bytes counted equal the bytes on the wire.
 """
@@ -33,19 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from proxgt.compression.operators import Compressor, make_compressor
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import PayloadGossip
+from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
 from proxgt.mixing.running_sums import running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
-__all__ = ["CompressedMixer", "DEFAULT_CONSENSUS_STEP", "check_compressed_run", "consensus_step_for",
+__all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
            "make_mixer", "uses_compressed_gossip"]
-
-#: consensus step gamma for ``consensus_step = auto`` with an operator other than ``none`` (the CDProxSGT
-#: authors' default, Top40 with gamma = 0.8, is too large for sparser operators; see docs/compression.md);
-#: top-k and rand-k at ratio r use min(0.5, 5 r): on a9a, topk:0.1 diverged at 0.7 and topk:0.01 at 0.1
-DEFAULT_CONSENSUS_STEP = 0.5
 
 
 def _node_generator(seed: int, node: int, key: str) -> torch.Generator:
@@ -120,21 +128,13 @@ class CompressedMixer:
         if key is None:
             raise ProxGTValueError("compressed gossip needs to know which quantity it mixes (mix(Z, key=...)); "
                                    "this algorithm does not say, so it cannot run with --compress")
-        k = Z.shape[0]
-        Zf = Z.reshape(k, -1)
-        d = Zf.shape[1]
+        Zf = Z.reshape(Z.shape[0], -1)
         H = self.public.get(key)
         if H is not None and (H.device != Zf.device or H.dtype != Zf.dtype):  # loaded from a checkpoint
             H = H.to(device=Zf.device, dtype=Zf.dtype)
         prev = Zf
         for alpha, beta in self.schedule:
-            own = H[:k] if H is not None else torch.zeros_like(Zf)
-            shared = self.comm.share(self.compressor.encode(Zf - own, self._gens(key)))
-            Q = self.compressor.decode(shared, d, Zf.dtype)
-            if self.scale(d) != 1.0:
-                Q = Q * self.scale(d)
-            H = Q if H is None else H + Q
-            nxt = Zf + self.gamma * (self.comm.mix_shared(H) - H[:k])  # the compressed stand-in for (W Z)_local
+            nxt, H = self._round(Zf, H, key)
             if alpha != 1.0:
                 nxt = nxt * alpha
             if beta != 0.0:
@@ -144,59 +144,157 @@ class CompressedMixer:
             self.public[key] = H
         return Zf.reshape(Z.shape)
 
+    def _round(self, Zf: torch.Tensor, H: torch.Tensor | None, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One compressed round: (the stand-in for the local rows of W Z, the public copies after it)."""
+        k, d = Zf.shape
+        own = H[:k] if H is not None else torch.zeros_like(Zf)
+        shared = self.comm.share(self.compressor.encode(Zf - own, self._gens(key)))
+        Q = self.compressor.decode(shared, d, Zf.dtype)
+        if self.scale(d) != 1.0:
+            Q = Q * self.scale(d)
+        H = Q if H is None else H + Q
+        return Zf + self.gamma * (self.comm.mix_shared(H) - H[:k]), H
+
+
+class LinkCompressedMixer(CompressedMixer):
+    """Compressed gossip on a changing graph: one public copy per directed link, advanced only by a message that
+    went through.
+
+    On a link (i, j) of the run's union graph, node i keeps ``S_ij``, its record of what j knows of i, and j
+    keeps ``R_ij``, what it knows of i (both start at 0). One round, with this round's up links and weights::
+
+        Q_ij  = C(z_i - S_ij)                   i encodes its row against its record for j, for each up link
+        S_ij += Q_ij,  R_ij += Q_ij             both ends advance, only when the link carried the message
+        z_i  += gamma sum_j w_ij (R_ji - S_ij)  over the up links of i: what i knows of j minus what j knows of i
+
+    A link is up or down for both directions at once and both ends see the same up links, so ``S_ij = R_ij``
+    after any pattern of dropped links and sitting-out nodes (a node that sits out has no up link). Then the
+    terms of an up link, ``w (R_ji - S_ij)`` at i and ``w (R_ij - S_ji)`` at j, cancel, and the node average
+    is preserved exactly (to float rounding): gradient tracking keeps mean(Y) = mean(V). On a static reliable
+    graph every copy of node i equals the one public copy of :class:`CompressedMixer`, and with a
+    deterministic operator the two mixers compute the same rounds. Each message is encoded for its link, so
+    the bytes counted are the payload's on each up link, as before.
+
+    Args:
+        comm: the simulation's :class:`~proxgt.mixing.dynamic.DynamicCommunicator`.
+        compressor, gamma, seed, schedule: as for :class:`CompressedMixer`.
+        links: (E, 2) the union graph's undirected links (i < j, sorted): the links any round may use.
+
+    The copies of a key are stored as ``public[key]``, a (2, 2E, d) tensor: ``[0]`` the senders' records S,
+    ``[1]`` the receivers' copies R, link e = (a, b) as a -> b at row e and b -> a at row E + e.
+    """
+
+    def __init__(self, comm: DynamicCommunicator, compressor: Compressor, gamma: float, links: np.ndarray, *,
+                 seed: int = 0, schedule: list[tuple[float, float]] | None = None):
+        super().__init__(comm, compressor, gamma, seed=seed, schedule=schedule)
+        self.comm: DynamicCommunicator = comm
+        e = np.asarray(links, dtype=np.int64).reshape(-1, 2)
+        self.links = e
+        self._keys = e[:, 0] * comm.n_nodes + e[:, 1]  # sorted: the search key of a link
+
+    def consistent(self, key: str) -> bool:
+        """Whether every sender's record equals its receiver's copy for ``key`` (bit for bit)."""
+        H = self.public.get(key)
+        return H is None or bool(torch.equal(H[0], H[1]))
+
+    def _up(self, edges: np.ndarray) -> np.ndarray:
+        """The union-graph index of each up link of a round."""
+        keys = edges[:, 0] * self.comm.n_nodes + edges[:, 1]
+        idx: np.ndarray = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
+        if (self._keys[idx] != keys).any():  # the schedule and the union graph disagree: a bug, not bad input
+            raise RuntimeError("a gossip round used a link outside the run's graph")
+        return idx
+
+    def _round(self, Zf: torch.Tensor, H: torch.Tensor | None, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One round over the links up in it (the class docstring's three lines)."""
+        d = Zf.shape[1]
+        E = self.links.shape[0]
+        rw = self.comm.next_round(self.compressor.payload_bytes(d, Zf.dtype), 1)
+        H = Zf.new_zeros((2, 2 * E, d)) if H is None else H.clone()
+        nxt = Zf.clone()
+        if not rw.edges.size:
+            return nxt, H
+        up = self._up(rw.edges)
+        k = up.size
+        a = torch.as_tensor(self.links[up, 0], device=Zf.device)
+        b = torch.as_tensor(self.links[up, 1], device=Zf.device)
+        rows = torch.as_tensor(np.concatenate([up, up + E]), device=Zf.device)  # a -> b, then b -> a
+        senders = torch.cat([a, b])
+        gens = self._gens(key)
+        payload = self.compressor.encode(Zf.index_select(0, senders) - H[0].index_select(0, rows),
+                                         None if gens is None else [gens[i] for i in senders.tolist()])
+        Q = self.compressor.decode(payload, d, Zf.dtype)
+        if self.scale(d) != 1.0:
+            Q = Q * self.scale(d)
+        H[0].index_add_(0, rows, Q)  # the senders' records: the message went through
+        H[1].index_add_(0, rows, Q)  # the receivers' copies: the same decoded rows
+        w = torch.as_tensor(rw.w, dtype=Zf.dtype, device=Zf.device).unsqueeze(1) * self.gamma
+        # at a: what a knows of b (R[b -> a]) minus what b knows of a (S[a -> b]); at b the mirror image
+        nxt.index_add_(0, a, w * (H[1, rows[k:]] - H[0, rows[:k]]))
+        nxt.index_add_(0, b, w * (H[1, rows[:k]] - H[0, rows[k:]]))
+        return nxt, H
+
 
 def uses_compressed_gossip(cfg: Any, algorithm: Any) -> bool:
     """Whether a run mixes with :class:`CompressedMixer`: ``compress`` is set, or the algorithm is defined with
     compressed gossip (CDProxSGT, whose ``none`` form is DProxSGT run through public copies)."""
-    return cfg.compress != "none" or algorithm.capabilities.compressed_gossip
+    return bool(cfg.compress != "none" or algorithm.capabilities.compressed_gossip)
 
 
-def consensus_step_for(cfg: Any) -> float:
-    """gamma: the setting, or for ``auto``: 1 with ``compress = none``, min(0.5, 5 r) for top-k and rand-k at
-    ratio r, :data:`DEFAULT_CONSENSUS_STEP` for the other operators."""
+def consensus_step_for(cfg: Any, dim: int) -> float:
+    """gamma: the setting, or for ``auto`` min(1, delta) with delta the gossip contraction of the operator on
+    vectors of length ``dim`` (1 for ``none``; see the module docstring)."""
     if cfg.consensus_step != "auto":
         return float(cfg.consensus_step)
-    from proxgt.compression.spec import parse_compress
-
-    name, arg = parse_compress(cfg.compress)
-    if name == "none":
-        return 1.0
-    if name in ("topk", "randk") and arg is not None:
-        return min(DEFAULT_CONSENSUS_STEP, 5.0 * float(arg))
-    return DEFAULT_CONSENSUS_STEP
+    return min(1.0, make_compressor(cfg.compress).gossip_contraction(int(dim)))
 
 
-def check_compressed_run(cfg: Any, algorithm: Any) -> float | None:
-    """One-line errors for settings compressed gossip cannot honour; returns gamma, or None without it."""
+def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | None, bool]:
+    """One-line errors for settings compressed gossip cannot honour. Returns (gamma, lossy): gamma is None
+    without compressed gossip; lossy says whether the operator loses information (it is not ``none``)."""
     if not uses_compressed_gossip(cfg, algorithm):
         if cfg.consensus_step != "auto":
             raise ProxGTValueError("consensus_step (--consensus-step) is the step of compressed gossip; "
                                    "set compress (--compress) too, or drop it")
-        return None
+        return None, False
     name = cfg.algorithm
     if not algorithm.capabilities.compressible:
         raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes (Capabilities.gossip_keys), so it "
                                "cannot run with compressed gossip (--compress); use proxgt-sa, proxgt-sr-o, "
                                "proxgt-sr-e, dproxsgt or cdproxsgt")
-    if cfg.link_failure or cfg.node_dropout or TIME_VARYING in TOPOLOGIES.traits(cfg.topology):
-        raise ProxGTValueError("compressed gossip runs on a fixed, reliable graph; drop --compress, or "
-                               "--link-failure/--node-dropout and time-varying topologies")
     if cfg.on_failure != "abort":
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
-    return consensus_step_for(cfg)
+    return consensus_step_for(cfg, dim), not make_compressor(cfg.compress).lossless
+
+
+_NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "
+                  "in the simulation (proxgt run), not yet with proxgt launch")
+
+
+def check_launchable(cfg: Any) -> None:
+    """Refuse, before any worker starts, what the distributed executor cannot run: ``compress`` together with a
+    changing graph (the per-link public copies of :class:`LinkCompressedMixer` exist in the simulation only)."""
+    changing = cfg.link_failure or cfg.node_dropout or TIME_VARYING in TOPOLOGIES.traits(cfg.topology)
+    if cfg.compress != "none" and changing:
+        raise ProxGTValueError(_NOT_IN_LAUNCH)
 
 
 def make_mixer(comm: Any, spec: Any) -> Any:
-    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip,
-    :class:`~proxgt.mixing.running_sums.RunningSumMixer` when messages may be lost, else :class:`Mixer` with the
-    run's kind and rounds."""
+    """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip
+    (:class:`LinkCompressedMixer` on a changing graph), :class:`~proxgt.mixing.running_sums.RunningSumMixer` when
+    messages may be lost, else :class:`Mixer` with the run's kind and rounds."""
     if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
         return running_sum_mixer(comm, spec)
+    kind = spec.resolved.mixing
     if not uses_compressed_gossip(spec.settings, spec.algorithm):
-        return Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam)
-    from proxgt.compression.operators import make_compressor
-
-    recurrence = Mixer(comm, spec.settings.mixing, spec.rounds, lam=spec.topology.lam).schedule
-    return CompressedMixer(comm, make_compressor(spec.settings.compress), consensus_step_for(spec.resolved),
-                           seed=spec.settings.seed, schedule=recurrence)
+        return Mixer(comm, kind, spec.rounds, lam=spec.topology.lam)
+    recurrence = Mixer(comm, kind, spec.rounds, lam=spec.topology.lam).schedule
+    compressor = make_compressor(spec.settings.compress)
+    gamma = float(spec.resolved.consensus_step)
+    if spec.network is None:
+        return CompressedMixer(comm, compressor, gamma, seed=spec.settings.seed, schedule=recurrence)
+    if not isinstance(comm, DynamicCommunicator):
+        raise ProxGTValueError(_NOT_IN_LAUNCH)
+    return LinkCompressedMixer(comm, compressor, gamma, spec.topology.edges, seed=spec.settings.seed,
+                               schedule=recurrence)

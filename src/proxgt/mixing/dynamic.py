@@ -136,6 +136,15 @@ class NetworkSchedule:
         self._dims = max(1, self.n.bit_length() - 1)
         self._active_cache: tuple[int, np.ndarray] | None = None
 
+    def links_only(self) -> NetworkSchedule | None:
+        """The same schedule with every node taking part, or None when that leaves a static, reliable graph.
+        Rounds are chosen for it: a node that sits an iteration out cannot be reached by any number of rounds,
+        so the disagreement it leaves is not something more rounds could mix away."""
+        if self.family is None and self.link_failure == 0.0:
+            return None
+        return NetworkSchedule(self.n, self.edges, link_failure=self.link_failure, family=self.family, seed=self.seed,
+                               lazy=self.lazy)
+
     @property
     def dynamic_nodes(self) -> bool:
         """Whether any node may sit out an iteration."""
@@ -186,8 +195,10 @@ class NetworkSchedule:
                 up_all = _rng(self.seed, _TAG_LINK, t, k).random(len(self.edges)) >= self.link_failure
                 if e.shape[0] != self.edges.shape[0]:
                     idx = np.searchsorted(self.edges[:, 0] * self.n + self.edges[:, 1], e[:, 0] * self.n + e[:, 1])
-                    return e[up_all[idx]]
-                return e[up_all]
+                    up: np.ndarray = e[up_all[idx]]
+                    return up
+                up = e[up_all]
+                return up
             e = e[_rng(self.seed, _TAG_LINK, t, k).random(e.shape[0]) >= self.link_failure]
         return e
 
@@ -207,7 +218,7 @@ class NetworkSchedule:
         return self.round_weights(t, k, r).sparse()
 
 
-def network_schedule(cfg: Any, topology: Any, algorithm: Any, weights: str) -> NetworkSchedule | None:
+def network_schedule(cfg: Any, topology: Any, weights: str) -> NetworkSchedule | None:
     """The round-by-round network of a run (built once, by the run builder), or None when it is static and
     reliable (the fast path). ``weights``: the run's resolved weight rule."""
     p_link = float(cfg.link_failure or 0.0)
@@ -215,11 +226,6 @@ def network_schedule(cfg: Any, topology: Any, algorithm: Any, weights: str) -> N
     family = topology.name if topology.time_varying else None
     if family is None and p_link == 0.0 and p_drop == 0.0:
         return None
-    if cfg.compress != "none" or algorithm.capabilities.compressed_gossip:
-        raise ProxGTValueError(
-            "compressed gossip (compress, or a compressed-gossip algorithm) mixes with the static W; it cannot "
-            "follow link_failure, node_dropout or a time-varying topology"
-        )
     edges = topology.edges  # (E, 2), each undirected link once
     return NetworkSchedule(topology.n, edges if family is None else np.zeros((0, 2), dtype=np.int64),
                            link_failure=p_link, node_dropout=p_drop, family=family, seed=cfg.seed,
@@ -255,7 +261,7 @@ def check_network_settings(cfg: Any, topology_name: str, time_varying: bool) -> 
 def warn_time_varying_mixing(cfg: Any, topology: Any) -> None:
     """Chebyshev / fastmix on a time-varying family: allowed (average-preserving), but say what it means."""
     topology_name = topology.name
-    if topology.time_varying and cfg.mixing != "plain":
+    if topology.time_varying and cfg.mixing not in ("plain", "auto"):
         warnings.warn(
             f"mixing = '{cfg.mixing}' with topology = '{topology_name}': the coefficients come from the expected "
             "round matrix, but the matrix changes every round, so there is no acceleration guarantee; "
@@ -314,6 +320,14 @@ class DynamicCommunicator(SimulatedCommunicator):
         self._k += 1
         return rw
 
+    def next_round(self, width: int, itemsize: int) -> RoundWeights:
+        """Start the next round and count it: every node sends one message of ``width * itemsize`` bytes on
+        each of its up links (compressed gossip sends its own payloads and does the arithmetic itself)."""
+        rw = self.schedule.round_weights(self._t, self._k, self.counter.rounds)
+        self._record_round(width, itemsize, sent=rw.degrees, edges=rw.edges)
+        self._k += 1
+        return rw
+
     def gossip_into(
         self,
         Z: torch.Tensor,
@@ -323,8 +337,7 @@ class DynamicCommunicator(SimulatedCommunicator):
         prev: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``out = alpha W_{t,k} Z + beta prev`` for this round's matrix W_{t,k}."""
-        rw = self.round_weights()
-        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=rw.degrees, edges=rw.edges)
+        rw = self.next_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
         n = Z.shape[0]
         Z2, out2 = Z.reshape(n, -1), out.view(n, -1)
         diag = torch.as_tensor(rw.diag * alpha, dtype=Z.dtype, device=Z.device).unsqueeze(1)

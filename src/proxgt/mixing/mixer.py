@@ -79,7 +79,7 @@ class Mixer:
         self._eta = 0.0 if exact or self.kind != "fastmix" else _fastmix_eta(self.lam)
         self._effective = "plain" if exact else self.kind
         self._schedule = self._make_schedule()
-        self._buffers: dict[tuple, list[torch.Tensor]] = {}
+        self._buffers: dict[tuple[Any, ...], list[torch.Tensor]] = {}
 
     def _make_schedule(self) -> list[tuple[float, float]]:
         """(alpha_k, beta_k) of each round Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1} (Z_{-1} = Z_0)."""

@@ -69,15 +69,17 @@ class MessageLoss:
 def edge_weights(W: torch.Tensor, edges: np.ndarray) -> np.ndarray:
     """w_ij of each link ``(i, j)`` of ``edges`` ((E, 2)) from a symmetric mixing matrix (dense or sparse CSR)."""
     if W.layout == torch.sparse_csr:
-        coo = W.to_sparse_coo().coalesce()
+        coo = W.to_sparse_coo().coalesce()  # type: ignore[no-untyped-call]  # untyped in torch's own stubs
         idx, val = coo.indices().numpy(), coo.values().to(torch.float64).numpy()
         n = W.shape[0]
         keys = idx[0] * n + idx[1]
         order = np.argsort(keys)
         pos = np.searchsorted(keys[order], edges[:, 0] * n + edges[:, 1])
-        return val[order][pos]
+        weights: np.ndarray = val[order][pos]
+        return weights
     Wd = W.to(torch.float64).numpy()
-    return Wd[edges[:, 0], edges[:, 1]]
+    weights = Wd[edges[:, 0], edges[:, 1]]
+    return weights
 
 
 class RunningSumMixer:
@@ -184,7 +186,7 @@ def check_message_loss(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     p = float(cfg.message_loss or 0.0)
     if p == 0.0:
         return
-    if cfg.mixing != "plain":
+    if cfg.mixing not in ("plain", "auto"):  # auto picks plain under message loss (proxgt.mixing.auto)
         raise ProxGTValueError(
             f"message_loss needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
             "trackers' sum exact round by round, which a Chebyshev or fastmix recurrence over rounds does not")

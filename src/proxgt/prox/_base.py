@@ -6,13 +6,16 @@ Everything here is private; the public names are re-exported from :mod:`proxgt.p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from proxgt._validation import ProxGTValueError, check_real, is_real, param_error
+
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------------------------------
 # Protocol
@@ -164,9 +167,9 @@ class RegularizerBase:
             object.__setattr__(self, key, val)
         object.__setattr__(self, "_cache", {})
 
-    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
         cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_cache", {})
-        hit = cache.get(key)
+        hit: _T | None = cache.get(key)
         if hit is None:
             hit = make()
             cache[key] = hit

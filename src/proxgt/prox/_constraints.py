@@ -200,7 +200,8 @@ class L2Ball(RegularizerBase):
         X = check_X(X, "L2Ball", "prox")
         check_step(step, "L2Ball")
         norm = torch.linalg.vector_norm(X, dim=1, keepdim=True)
-        return X * (self.radius / norm.clamp_min(self.radius))
+        out: Tensor = X * (self.radius / norm.clamp_min(self.radius))  # float / Tensor is untyped in torch
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "radius": self.radius}

@@ -69,4 +69,5 @@ def make_regularizer(name: str, strength: float = 0.0, **params: Any) -> Regular
         raise ProxGTValueError(
             f"Regularizer {key!r} needs the parameter(s) {', '.join(repr(m) for m in missing)}."
         )
-    return cls.from_settings(strength, **params)
+    reg: Regularizer = cls.from_settings(strength, **params)
+    return reg

@@ -433,18 +433,18 @@ class GroupLasso(RegularizerBase):
     def value(self, X: Tensor) -> Tensor:
         X = check_X(X, "GroupLasso", "value")
         norms, lay = self._norms(X)
-        w = lay[2] if lay[0] == "blocks" else lay[3]
+        w: Tensor = lay[2] if lay[0] == "blocks" else lay[3]
         return self.lam * (norms * w).sum(dim=1)
 
     def prox(self, X: Tensor, step: float) -> Tensor:
         X = check_X(X, "GroupLasso", "prox")
         t = check_step(step, "GroupLasso")
         norms, lay = self._norms(X)
-        w = lay[2] if lay[0] == "blocks" else lay[3]
+        w: Tensor = lay[2] if lay[0] == "blocks" else lay[3]
         thr = (t * self.lam) * w
         scale = (norms - thr).clamp_min(0) / torch.where(norms > 0, norms, torch.ones_like(norms))
         if lay[0] == "blocks":
-            k, s = X.shape[0], lay[1]
+            k, s = X.shape[0], int(lay[1])
             return (X.reshape(k, X.shape[1] // s, s) * scale.unsqueeze(2)).reshape(X.shape)
         _, idx, gid, _, _ = lay
         if idx is None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxgt._validation import is_number, setting_error
 from proxgt.errors import ProxGTValueError
+
+if TYPE_CHECKING:  # the settings table is a leaf: the registry is imported where it is read
+    from proxgt.registry import Registry
 
 __all__ = ["Constraint", "Int", "Float", "Choice", "Registered", "Bool", "Str", "PathValue", "Either", "Word"]
 
@@ -102,7 +105,8 @@ class Choice(Constraint):
     def check(self, value: Any, name: str) -> str:
         if value not in self.values:
             raise setting_error(name, self.describe(), value)
-        return value
+        chosen: str = value  # one of the values
+        return chosen
 
     def choices(self) -> list[str]:
         return list(self.values)
@@ -115,10 +119,11 @@ class Registered(Constraint):
     table: str  # attribute name in proxgt.registry, e.g. "ALGORITHMS"
     or_path: bool = False  # data: a registered name or a file
 
-    def _registry(self) -> Any:
+    def _registry(self) -> Registry[Any]:
         import proxgt.registry as registry
 
-        return getattr(registry, self.table)
+        table: Registry[Any] = getattr(registry, self.table)
+        return table
 
     def describe(self) -> str:
         return " | ".join(self._registry().names()) + (" | PATH" if self.or_path else "")
@@ -202,7 +207,8 @@ class Word(Constraint):
     def check(self, value: Any, name: str) -> str:
         if value != self.word:
             raise setting_error(name, repr(self.word), value)
-        return value
+        word: str = value  # equal to self.word
+        return word
 
     def parse(self, text: str) -> str:
         if text != self.word:

@@ -131,8 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
             "probability that a gossip message is lost without its sender knowing (independently per message and "
             "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
     # ------------------------------------------------------------------ mixing
-    Setting("mixing", "mixing", "chebyshev", Choice(("plain", "chebyshev", "fastmix")),
-            "multi-round gossip M_K"),
+    Setting("mixing", "mixing", "auto", Choice(("auto", "plain", "chebyshev", "fastmix")),
+            "multi-round gossip M_K, or auto (plain with lossy compression or a time-varying topology, "
+            "chebyshev on a static graph; see docs/unreliable-networks.md for failures)"),
     Setting("rounds", "mixing", "auto", Either("auto", Int(1)),
             "gossip rounds K per mixing, or auto (smallest K with ||M_K - J|| <= mix_target)"),
     Setting("mix_target", "mixing", 0.2, Float(0.0, 1.0, low_open=True), "target ||M_K - J|| for rounds = auto"),
@@ -140,8 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
             "compress gossip messages, with error feedback: none, topk:RATIO, randk:RATIO, qsgd:LEVELS, sign, "
             "fp16 or bf16 (docs/compression.md)", metavar="SPEC"),
     Setting("consensus_step", "mixing", "auto", Either("auto", Float(0.0, 1.0, low_open=True, high_open=False)),
-            "consensus step gamma of compressed gossip, or auto (1 for none, min(0.5, 5 RATIO) for topk and "
-            "randk, else 0.5)"),
+            "consensus step gamma of compressed gossip, or auto (min(1, delta) with delta the operator's "
+            "contraction, e.g. k/d for topk:RATIO; docs/compression.md)"),
     # ------------------------------------------------------------------ algorithm
     Setting("algorithm", "algorithm", "proxgt-sa", Registered("ALGORITHMS"), "the method"),
     Setting("order", "algorithm", "prox-mix", Choice(("prox-mix", "mix-prox")), "ProxGT: prox before or after mixing"),

@@ -66,7 +66,7 @@ def _check_graph(G: Any, owner: str) -> int:
             type(G).__name__,
             "Convert it with graph_from_networkx.",
         )
-    n = G.number_of_nodes()
+    n: int = G.number_of_nodes()
     if n < 1:
         raise ProxGTValueError(f"{owner}: the graph has no nodes; a topology needs at least one.")
     if set(G.nodes) != set(range(n)):
@@ -370,7 +370,8 @@ def _second_eigenvalue(W: sp.csr_matrix) -> float:
     n = W.shape[0]
 
     def deflated(v: np.ndarray) -> np.ndarray:
-        return W @ v - v.mean(axis=0)
+        out: np.ndarray = W @ v - v.mean(axis=0)  # W: scipy, untyped
+        return out
 
     op = sla.LinearOperator((n, n), matvec=deflated, matmat=deflated, dtype=np.float64)
     v0 = np.random.default_rng(0).standard_normal(n)

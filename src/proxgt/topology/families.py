@@ -124,7 +124,7 @@ def as_family(obj: Any) -> GraphFamily:
     if var_kw or "seed" in params:
         return GraphFamily(obj, accepts)
 
-    def build(n, *, seed=None, **kw):  # a deterministic family without a seed parameter
+    def build(n: int, *, seed: Any = None, **kw: Any) -> nx.Graph:  # a deterministic family without a seed parameter
         return obj(n, **kw)
 
     return GraphFamily(build, accepts)

@@ -62,7 +62,7 @@ def expected_matrix(name: str, n: int) -> np.ndarray:
         return np.ones((1, 1))
     if name == "one-peer-exponential":
         dims = n.bit_length() - 1
-        A = nx.to_numpy_array(hypercube_graph(n), nodelist=range(n))
+        A: np.ndarray = nx.to_numpy_array(hypercube_graph(n), nodelist=range(n))
         return 0.5 * np.eye(n) + A / (2.0 * dims)
     if name == "random-matching":
         p = (n // 2) / (n * (n - 1) / 2)

@@ -203,7 +203,8 @@ class Topology:
     @property
     def degrees(self) -> list[int]:
         """Degree of node i (number of neighbours, self excluded) at index i."""
-        return self._degrees.tolist()
+        degrees: list[int] = self._degrees.tolist()
+        return degrees
 
     @property
     def num_edges(self) -> int:

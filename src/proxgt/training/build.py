@@ -24,17 +24,16 @@ from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._local import hold_out_local, local_test_counts
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.auto import resolve_gossip
 from proxgt.mixing.clock import ClockProfile, clock_profile
 from proxgt.mixing.compressed import check_compressed_run
 from proxgt.mixing.dynamic import (
     NetworkSchedule,
-    auto_rounds,
     check_network_settings,
     network_schedule,
     warn_time_varying_mixing,
 )
 from proxgt.mixing.running_sums import check_message_loss
-from proxgt.mixing.spectral import rounds_within
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
 from proxgt.problems.linear import LinearProblem
@@ -87,7 +86,7 @@ class RunSpec:
     topology: Topology
     problem: Problem
     regularizer: Regularizer
-    algorithm: Algorithm
+    algorithm: Algorithm[Any]
     x0: torch.Tensor  # (d,) shared by every node, or (n, d)
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -118,7 +117,7 @@ class RunSpec:
 
     @property
     def full_batch(self) -> bool:
-        return self.settings.batch == "full"
+        return bool(self.settings.batch == "full")
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved settings, flat, plus a ``meta`` table (what :class:`~proxgt.training.History` carries)."""
@@ -251,28 +250,6 @@ def _default_step(problem: Problem, algorithm: str) -> float:
     return float(step if step is not None else problem.default_step or 0.1)
 
 
-#: ``rounds = auto`` never picks more rounds than this: a 10,000-node ring would need thousands of Chebyshev
-#: rounds per mixing to reach the default target (hours of gossip per iteration, and float32 recurrences that
-#: long lose the average); the run warns and uses the cap, and ``--rounds K`` still takes any K.
-AUTO_ROUNDS_CAP = 128
-
-
-def _auto_rounds(topology: Topology, cfg: RunConfig) -> int:
-    fixed = auto_rounds(topology.name, topology.n)  # time-varying families (e.g. log2 n for one-peer-exponential)
-    if fixed:
-        return int(fixed)
-    rounds = rounds_within(topology.spectrum, cfg.mixing, cfg.mix_target, AUTO_ROUNDS_CAP)
-    if rounds is None:
-        warnings.warn(
-            f"rounds = auto: {cfg.mixing} mixing on this graph (lambda = {topology.lam:.7f}) needs more than "
-            f"{AUTO_ROUNDS_CAP} rounds to reach ||M_K - J|| <= {cfg.mix_target}; using {AUTO_ROUNDS_CAP} "
-            "(give --rounds K or a larger --mix-target to choose otherwise)",
-            stacklevel=3,
-        )
-        return AUTO_ROUNDS_CAP
-    return rounds
-
-
 def _dense_data(train: Dataset, test: Dataset | None, node_data: NodeData,
                 what: str) -> tuple[Dataset, Dataset | None, NodeData]:
     """The data with dense features (unchanged when already dense); one line giving the size if it cannot fit."""
@@ -346,7 +323,6 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
                 "the run may diverge",
                 stacklevel=2,
             )
-    rounds = _auto_rounds(topology, cfg) if cfg.rounds == "auto" else int(cfg.rounds)
     local_size = int(round(int(counts.sum()) / len(counts)))
     ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
     algorithm = ALGORITHMS.get(cfg.algorithm)(
@@ -361,8 +337,13 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     _check_batch_fits(cfg, node_data, caps)
     x0 = _initial_point(cfg, problem)
 
-    derived: dict[str, Any] = {"step": step, "rounds": rounds, "weights": weights}
-    gamma = check_compressed_run(cfg, algorithm)  # None: no compressed gossip
+    # the network first: auto mixing and rounds are chosen for the graph the run really has, and for its operator
+    network = network_schedule(cfg, topology, weights=weights)
+    gamma, lossy = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
+    mixing, rounds = resolve_gossip(cfg.mixing, cfg.rounds, topology, network, compress=cfg.compress, lossy=lossy,
+                                    target=cfg.mix_target, seed=cfg.seed,
+                                    plain_only=float(cfg.message_loss or 0.0) > 0.0)
+    derived: dict[str, Any] = {"step": step, "rounds": rounds, "mixing": mixing, "weights": weights}
     if gamma is not None:
         derived["consensus_step"] = gamma
     if cfg.batch != "full":
@@ -387,7 +368,6 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
         **({"local_test_sizes": [int(c) for c in held.tolist()]} if held is not None else {}),
         **({"smoothness_L": L} if L is not None else {}),
     }
-    network = network_schedule(cfg, topology, algorithm, weights=str(resolved.weights))
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
                    privacy=privacy, network=network, clock=clock, local_test=local_test)

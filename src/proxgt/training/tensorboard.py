@@ -78,7 +78,8 @@ class TensorBoardLog:
                 old.unlink()
         self._writer = self._tb.SummaryWriter(log_dir=str(self.log_dir), purge_step=step)
         if step == 0:  # once per run: the HPARAMS tab lists the settings and reads the metric tags' last values
-            for summary in hparams(self.settings, {tag: float("nan") for tag in tags}):
+            # torch's hparams() has no annotations
+            for summary in hparams(self.settings, {tag: float("nan") for tag in tags}):  # type: ignore[no-untyped-call]
                 self._writer.file_writer.add_summary(summary)
 
     def close(self) -> None:

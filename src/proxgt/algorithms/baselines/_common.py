@@ -50,7 +50,8 @@ class Schedule:
     def __call__(self, t: int) -> float:
         if self.kind == "constant":
             return self.a0
-        return self.a0 * (1.0 + max(0, t) / self.t0) ** (-self.power)
+        decay: float = (1.0 + max(0, t) / self.t0) ** (-self.power)
+        return self.a0 * decay
 
 
 def params(ctx: Any, algorithm: str, defaults: dict[str, Any]) -> dict[str, Any]:

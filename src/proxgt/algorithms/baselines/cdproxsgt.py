@@ -25,6 +25,7 @@ Settings: ``step``, ``batch`` (default 32), ``compress``, ``consensus_step``; ro
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
@@ -46,6 +47,6 @@ class CDProxSGT(DProxSGT):
         return replace(super().capabilities, compressed_gossip=True)
 
 
-def build(ctx) -> CDProxSGT:
+def build(ctx: Any) -> CDProxSGT:
     params(ctx, "cdproxsgt", {})  # no settings of its own: any [extra.cdproxsgt] key is an error
     return CDProxSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)

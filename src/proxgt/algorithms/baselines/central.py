@@ -20,7 +20,7 @@ speedup yardstick.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -91,7 +91,7 @@ class CentralProxSARAH:
 
 
 
-def _check_pooled(ctx, name: str) -> None:
+def _check_pooled(ctx: Any, name: str) -> None:
     if ctx.n_nodes != 1:
         raise ProxGTValueError(
             f"{name} runs on the pooled data: set nodes = 1 (got {ctx.n_nodes}) and batch = n * b to match n nodes "
@@ -99,7 +99,7 @@ def _check_pooled(ctx, name: str) -> None:
         )
 
 
-def build_sgd(ctx) -> CentralProxSGD:
+def build_sgd(ctx: Any) -> CentralProxSGD:
     _check_pooled(ctx, "central-prox-sgd")
     # standing in for n nodes (extra.pooled_nodes): the pooled batch of n nodes of SA's default batch
     pooled = int(ctx.cfg.extra.get("pooled_nodes", 1))
@@ -107,7 +107,7 @@ def build_sgd(ctx) -> CentralProxSGD:
     return CentralProxSGD(Minibatch(batch), ctx.regularizer, ctx.step)
 
 
-def build_sarah(ctx) -> CentralProxSARAH:
+def build_sarah(ctx: Any) -> CentralProxSARAH:
     _check_pooled(ctx, "central-proxsarah")
     p = params(ctx, "central-proxsarah", {"estimator": "sr-e", "gamma": 1.0})
     if p["estimator"] not in ("sr-e", "sr-o"):

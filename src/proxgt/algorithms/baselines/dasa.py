@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -160,11 +160,11 @@ class ProxDASAGT(_DASABase):
 _DEFAULTS = {"alpha": 1.0, "schedule": "diminishing"}
 
 
-def build_dasa(ctx) -> ProxDASA:
+def build_dasa(ctx: Any) -> ProxDASA:
     p = params(ctx, "prox-dasa", _DEFAULTS)
     return ProxDASA(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, ctx.n_nodes, p["alpha"], p["schedule"])
 
 
-def build(ctx) -> ProxDASAGT:
+def build(ctx: Any) -> ProxDASAGT:
     p = params(ctx, "prox-dasa-gt", _DEFAULTS)
     return ProxDASAGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, ctx.n_nodes, p["alpha"], p["schedule"])

@@ -63,8 +63,9 @@ its fork in the Prox-DASA repository differ from this implementation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -145,11 +146,11 @@ class DeepStorm:
         return DeepStormState(x=X_new, d=D_new, y=Y_new, t=state.t + 1)
 
 
-def _builder(table: str, name: str, version: int, schedule: str | None):
+def _builder(table: str, name: str, version: int, schedule: str | None) -> Callable[[Any], DeepStorm]:
     """A builder for ``name``; ``schedule`` None lets ``[extra.<table>] schedule`` choose (default diminishing)."""
 
-    def build(ctx) -> DeepStorm:
-        defaults: dict = {"beta": 1.0, "k0": 5.0}
+    def build(ctx: Any) -> DeepStorm:
+        defaults: dict[str, Any] = {"beta": 1.0, "k0": 5.0}
         if schedule is None:
             defaults["schedule"] = "diminishing"
         p = params(ctx, table, defaults)

@@ -32,7 +32,7 @@ Where the authors' code (github.com/yonggui-yan/DProxSGT, ``RegL1_*/core.py``, `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -81,6 +81,6 @@ class DProxSGT:
         return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
-def build(ctx) -> DProxSGT:
+def build(ctx: Any) -> DProxSGT:
     params(ctx, "dproxsgt", {})  # no settings of its own: any [extra.dproxsgt] key is an error
     return DProxSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step)

@@ -16,7 +16,7 @@ Reference: Zeng & Yin, "On nonconvergence of decentralized gradient descent" / Y
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -65,7 +65,7 @@ class ProxDSGD:
 
 
 
-def build(ctx) -> ProxDSGD:
+def build(ctx: Any) -> ProxDSGD:
     p = params(ctx, "prox-dsgd", {"schedule": "constant", "power": 0.5, "t0": 100.0})
     sched = Schedule(p["schedule"], ctx.step, power=p["power"], t0=p["t0"])
     return ProxDSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, sched)

@@ -40,7 +40,7 @@ Where the authors' code differs (so its published curves differ from runs of thi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -92,7 +92,7 @@ class ProxDSGT:
         return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
 
 
-def build(ctx) -> ProxDSGT:
+def build(ctx: Any) -> ProxDSGT:
     p = params(ctx, "prox-dsgt", {"schedule": "constant"})
     # a_t = a (1 + t)^(-1/2) = a / sqrt(t + 1) when diminishing
     return ProxDSGT(Minibatch(sa_batch(ctx)), ctx.regularizer, Schedule(p["schedule"], ctx.step, power=0.5, t0=1.0))

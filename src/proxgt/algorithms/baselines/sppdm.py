@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -189,7 +189,7 @@ class SPPDM:
         return SPPDMState(x=X_new, x_prev=X, lam=lam, z=z, g=G, theta=theta, t=state.t + 1)
 
 
-def build(ctx) -> SPPDM:
+def build(ctx: Any) -> SPPDM:
     p = params(ctx, "sppdm", {"penalty": 0.3, "smoothing": 0.01, "dual": 0.3, "omega": 0.9,
                               "momentum": "nesterov", "eta": 0.8})
     return SPPDM(Minibatch(sa_batch(ctx)), ctx.regularizer, ctx.step, **p)
