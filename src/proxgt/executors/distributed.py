@@ -43,6 +43,7 @@ import networkx as nx
 import torch
 import torch.distributed as dist
 
+from proxgt._state import map_state
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
@@ -286,7 +287,7 @@ def _sum_over_processes(t: torch.Tensor) -> torch.Tensor:
 
 def _copy_state(state: Any) -> Any:
     """A copy of a NamedTuple state whose tensors cannot change when the algorithm goes on."""
-    return type(state)(*[v.detach().clone() if isinstance(v, torch.Tensor) else v for v in state])
+    return map_state(lambda v: v.detach().clone(), state)
 
 
 def run_distributed(

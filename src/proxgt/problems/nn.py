@@ -58,7 +58,7 @@ __all__ = [
     "GRAD_MODES",
     "ACTIVATIONS",
     "NN_DEFAULT_STEP",
-    "NN_ESTIMATOR_STEPS",
+    "NN_RECURSION_RATIO",
     "NN_CHUNK_SIZE",
     "grouped_supported",
     "image_shape",
@@ -77,23 +77,16 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.T
 #: README section "Sparse neural networks".
 NN_DEFAULT_STEP = 0.1
 
-#: Default steps by shipped model and gradient estimator, where they differ from :data:`NN_DEFAULT_STEP`. The
-#: SARAH-type estimators (ProxGT-SR-O, ProxGT-SR-E) diverge on the shipped networks at 0.1: their recursion
-#: accumulates q differences of small-batch gradients (SR-O: b = 8, q = 32 at B = 256; SR-E: b = 31, q = 242 on
-#: Fashion-MNIST with 8 nodes), and its error grows with the step. Measured on Fashion-MNIST, 8 nodes, ring,
-#: shards split, l1 1e-4, at the spec's b and q, objective on 500-1000 samples per node:
-#:
-#: * MLP, 400 iterations: past 1e8 at 0.1 (both), rising again at 0.05 (SR-O to 6.4, SR-E past 1e5), steadily
-#:   down at 0.02 (2.65 -> 0.89, both; SR-O 1000 iterations: -> 0.78, test accuracy 83%) and 0.01 (-> 0.98).
-#: * LeNet-5, 300 iterations: NaN at 0.1 (SR-O at iteration 119, SR-E at 164); at 0.02 SR-O oscillated
-#:   (2.48 -> 1.14 .. 1.76) and SR-E rose again (1.52 at 150 -> 2.93 at 300); steadily down at 0.01 (SR-O
-#:   -> 1.54, SR-E -> 1.47); 0.005 was stable but slow (SR-E -> 2.42).
-#:
-#: The largest stable step of each is the default. See the README section "Sparse neural networks".
-NN_ESTIMATOR_STEPS: dict[str, dict[str, float]] = {
-    "mlp": {"sr-o": 0.02, "sr-e": 0.02},
-    "lenet": {"sr-o": 0.01, "sr-e": 0.01},
-}
+#: The largest period / inner batch q / b at which the SARAH recursion (ProxGT-SR-O, ProxGT-SR-E) stays stable on
+#: the shipped networks at :data:`NN_DEFAULT_STEP` (``Problem.recursion_ratio``; why the ratio and not the step:
+#: :mod:`proxgt.estimators.sarah`). The spec's sizes have q / b = 4 (SR-O: b = 8, q = 32 at B = 256) and 7.8
+#: (SR-E: b = 31, q = 242 on Fashion-MNIST with 8 nodes); at 0.1 both diverged (MLP objective past 1e8 in 400
+#: iterations, LeNet-5 NaN by iteration 164), and only steps 5-10x smaller were stable (0.02 MLP, 0.01 LeNet-5),
+#: which made the default runs slow. Measured on Fashion-MNIST, 8 nodes, ring, shards split, step 0.1 (the
+#: table and its command: ``bench/bench_sarah_networks.py``): the MLP oscillated at q / b = 1 (b = 16, q = 16)
+#: and matched ProxGT-SA at q / b = 1/4 (b = 16, q = 4); LeNet-5 (15,000 training images, 3 passes) was 3.7
+#: points behind SA at q / b = 1/4 and matched it at 1/8 (b = 16, q = 2).
+NN_RECURSION_RATIO: dict[str, float] = {"mlp": 0.25, "lenet": 0.125}
 
 #: Samples per node per chunk in full passes (metrics, SR-E refreshes): bounds the memory of activations.
 NN_CHUNK_SIZE = {"mlp": 2048, "lenet": 512}
@@ -237,11 +230,12 @@ class TorchModelProblem:
         grad_mode: ``"auto"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
         default_step: the step a run uses when ``step = "auto"`` (no smoothness constant is known), for
-            estimators not in ``estimator_steps`` (ProxGT-SA and the baselines).
-        estimator_steps: the default step by estimator name where it differs from ``default_step`` (None:
-            ``NN_ESTIMATOR_STEPS["lenet"]``, the smaller measured set: 0.01 for the SARAH-type ``"sr-o"`` and
-            ``"sr-e"``, which diverged at 0.1 on the shipped networks; the MLP builder passes 0.02); read
-            through :meth:`default_step_for`.
+            estimators not in ``estimator_steps``.
+        estimator_steps: the default step by estimator name where it differs from ``default_step`` (None: none
+            differs); read through :meth:`default_step_for`.
+        recursion_ratio: the largest q / b of a stable SARAH recursion at ``default_step`` (the estimators size
+            themselves from it; None: ``NN_RECURSION_RATIO["lenet"]``, the smaller measured one; the MLP builder
+            passes the MLP's).
         metrics_samples: if set, the logged training metrics (gradient mapping, objective, train accuracy)
             use a fixed seeded subsample of this many samples per node (see :mod:`proxgt.metrics`).
 
@@ -249,8 +243,8 @@ class TorchModelProblem:
         dim: d, the number of parameters.
         reg_mask: bool (d,), the coordinates h acts on (weights; biases too if ``reg_bias``).
         density_mask: bool (d,), the weights (``density`` is the share of non-zero weights).
-        chunk_size, default_step, estimator_steps, metrics_samples, grad_mode (the resolved mode), param_shapes
-        (name -> shape).
+        chunk_size, default_step, estimator_steps, recursion_ratio, metrics_samples, grad_mode (the resolved
+        mode), param_shapes (name -> shape).
     """
 
     task = "classification"
@@ -261,6 +255,7 @@ class TorchModelProblem:
     density_mask: torch.Tensor | None
     chunk_size: int | None
     metrics_samples: int | None
+    recursion_ratio: float | None
 
     def __init__(
         self,
@@ -273,6 +268,7 @@ class TorchModelProblem:
         default_step: float = NN_DEFAULT_STEP,
         metrics_samples: int | None = None,
         estimator_steps: dict[str, float] | None = None,
+        recursion_ratio: float | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ProxGTValueError(
@@ -308,13 +304,19 @@ class TorchModelProblem:
         self.reg_bias = bool(reg_bias)
         self.chunk_size = chunk_size
         self.default_step = float(default_step)
-        steps = NN_ESTIMATOR_STEPS["lenet"] if estimator_steps is None else estimator_steps
+        steps = {} if estimator_steps is None else estimator_steps
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in steps.values()):
             raise ProxGTValueError(
                 f"The 'estimator_steps' parameter of TorchModelProblem must map estimator names to steps > 0. "
                 f"Got {estimator_steps!r} instead."
             )
         self.estimator_steps = {str(k): float(v) for k, v in steps.items()}
+        ratio = NN_RECURSION_RATIO["lenet"] if recursion_ratio is None else recursion_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio < float("inf"):
+            raise ProxGTValueError(
+                f"The 'recursion_ratio' parameter of TorchModelProblem must be a float > 0. Got {ratio!r} instead."
+            )
+        self.recursion_ratio = float(ratio)
         self.metrics_samples = metrics_samples
         self.param_names = [n for n, _ in named]
         self.param_shapes = {n: tuple(p.shape) for n, p in named}
@@ -423,7 +425,8 @@ class TorchModelProblem:
     def default_step_for(self, estimator: str | None) -> float | None:
         """The step a run with gradient estimator ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``; None for
         methods without a registered estimator) uses when ``step = "auto"``: ``estimator_steps[estimator]``
-        where set (SARAH-type estimators: 0.02 for the MLP, 0.01 for LeNet-5), else ``default_step`` (0.1)."""
+        where set, else ``default_step`` (0.1; the SARAH-type estimators size their inner batch and period from
+        ``recursion_ratio`` to be stable at it)."""
         return self.estimator_steps.get(estimator, self.default_step) if estimator is not None \
             else self.default_step
 
@@ -545,7 +548,8 @@ def build_mlp(settings, train) -> TorchModelProblem:
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise setting_error("hidden", "an int >= 1", hidden)
     model = MLP(train.n_features, train.n_classes, hidden, settings.activation)
-    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], estimator_steps=NN_ESTIMATOR_STEPS["mlp"], **kw)
+    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], recursion_ratio=NN_RECURSION_RATIO["mlp"],
+                             **kw)
 
 
 def build_lenet(settings, train) -> TorchModelProblem:
@@ -559,7 +563,7 @@ def build_lenet(settings, train) -> TorchModelProblem:
         )
     model = LeNet5(shape, train.n_classes, settings.activation)
     return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"],
-                             estimator_steps=NN_ESTIMATOR_STEPS["lenet"], **kw)
+                             recursion_ratio=NN_RECURSION_RATIO["lenet"], **kw)
 
 
 def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Module]] | None:

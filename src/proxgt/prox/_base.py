@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import fields
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from dataclasses import Field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -128,11 +128,13 @@ class RegularizerBase:
     """
 
     name: ClassVar[str] = ""
+    if TYPE_CHECKING:  # every subclass is a dataclass
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
             return NotImplemented
-        for f in fields(self):  # type: ignore[arg-type]
+        for f in fields(self):
             if not f.compare:
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
@@ -152,7 +154,7 @@ class RegularizerBase:
     def __hash__(self) -> int:
         items = tuple(
             getattr(self, f.name)
-            for f in fields(self)  # type: ignore[arg-type]
+            for f in fields(self)
             if f.compare and not isinstance(getattr(self, f.name), Tensor)
         )
         return hash((type(self).__name__, items))
