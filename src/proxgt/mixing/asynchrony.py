@@ -177,11 +177,13 @@ class AsyncNetwork:
             if taken:
                 copies[d] = max(taken, key=lambda m: m.sent).payload
             i = int(self.src[d])
-            held = copies[d] if copies[d] is not None else Z[j]
+            copy = copies[d]
+            held = copy if copy is not None else Z[j]
             out[j] += float(self._w[d]) * (held - Z[i])
         return out
 
-    def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray) -> list[tuple]:
+    def _exchange(self, pending: list[list[_Message]], payload: Any,
+                  links: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
         """Send the active nodes' messages (``payload(i, w)`` -> (row, phi share)) and take, for each link into an
         active node, every message up to the newest one that has arrived: [(link, receiver, taken, fresh)]."""
         out = []
@@ -245,10 +247,11 @@ class AsyncNetwork:
             self.shown[key] = new_mass
             return new_mass
         self.phi[key] = new_phi
-        shown = new_mass / torch.as_tensor(new_phi, dtype=Z.dtype, device=Z.device).view(-1, *([1] * (Z.ndim - 1)))
-        prev = self.shown.get(key)
-        self.shown[key] = shown if prev is None else torch.where(act, shown, prev)
-        return self.shown[key]
+        ratio = new_mass / torch.as_tensor(new_phi, dtype=Z.dtype, device=Z.device).view(shape)
+        before = self.shown.get(key)
+        result = ratio if before is None else torch.where(act, ratio, before)
+        self.shown[key] = result
+        return result
 
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
         """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
