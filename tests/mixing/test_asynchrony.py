@@ -59,7 +59,7 @@ def _drive(cfg):
     net = async_network(comm, spec)
     seen = []
 
-    def inspect(state, wall):  # trackers are push-sum ratios: the invariant is on the mass they hold
+    def inspect(state, wall):  # trackers are push-sum ratios: the invariant is on the mass the nodes hold
         seen.append((net.iters.copy(), net.held_mass("y", state.y), net.in_flight_sum("y"), state.v.sum(0)))
 
     train(spec, comm, oracle, after_iteration=inspect, mixer=net)
@@ -93,10 +93,11 @@ def test_async_times_are_seeded():
 def test_counts_only_what_the_active_nodes_sent(tmp_path):
     cfg = dict(FAST, node_speed=_slow_node(tmp_path), link_latency=0.002, asynchronous=True)
     row = run_simulation(cfg).rows[-1]
-    # a node sends 2 messages of d numbers per mixing and 2 mixings per iteration: bytes follow its iterations
+    # per iteration a node sends its iterate to both neighbours, and a tracker share to each neighbour that has
+    # answered its last one: bytes follow its own iterations, not the ticks
     d_bytes = 8 * build_run(RunConfig(**FAST)).problem.dim
     per_node_iters = (row["ifo_per_node"] - 4) / 4  # SA: b = 4 gradients per iteration, 4 at the start
-    assert row["bytes_per_node"] == pytest.approx(per_node_iters * 2 * 2 * d_bytes)
+    assert per_node_iters * 2 * d_bytes < row["bytes_per_node"] < per_node_iters * 2 * 2 * d_bytes
     assert torch.isfinite(torch.tensor(row["grad_mapping_sq"]))
 
 
@@ -124,8 +125,8 @@ def test_the_distributed_executor_refuses_async(tmp_path, capsys):
 
 
 def test_deterministic_async_tracking_is_unbiased():
-    """Nodes that mix more often push more tracker mass away; without push-sum weights the trackers settle on
-    a biased average and the gradient mapping stalls near 1e-3 here (measured before the weights were added)."""
+    """Nodes that mix more often push more tracker mass away; with the masses alone the trackers settle on a
+    biased split and the gradient mapping stalls near 1.1e-3 here (measured before the push-sum weights)."""
     cfg = dict(FAST, batch="full", reg_strength=1e-2, iters=400, log_every=400, node_speed="exp:0.001",
                link_latency="exp:0.002", asynchronous=True, max_staleness=2)
     rows = run_simulation(cfg).rows

@@ -10,15 +10,19 @@ place of the synchronous mixer. In each mixing of that iteration an active node 
    :mod:`proxgt.mixing.clock`);
 2. sends its row to every neighbour j: the message leaves at c_i and arrives at ``c_i + latency + bytes /
    bandwidth``; iterates send their value, trackers their shares ``w_ji m_i`` of mass and ``w_ji phi_i`` of
-   push-sum weight, as running sums (:mod:`proxgt.mixing.running_sums`): a later message makes good every
-   earlier one it overtakes;
+   push-sum weight as running sums (:mod:`proxgt.mixing.running_sums`): a later message makes good every earlier
+   one it overtakes;
 3. takes from each neighbour the newest message that has arrived by c_i (for a tracker, all the mass sent up to
    it) and mixes: ``x_i <- w_ii z_i + sum_j w_ij (newest value from j)``, ``m_i <- w_ii m_i + sum_j (mass
-   received from j)`` and the same for phi_i; the tracker the algorithm sees is ``m_i / phi_i``. Before a
+   received from j)`` and the same for phi_i; the tracker the algorithm sees is ``y_i = m_i / phi_i``. Before a
    neighbour's first message arrives, i uses its own value in its place.
 
-Why the weights: a node that mixes more often pushes more of its mass away, so the masses alone settle on a
-biased split (slow nodes hold more of the gradient sum); phi follows the same flows, so the ratio does not.
+**Trackers: push-sum, one share in flight per link.** A node that mixes more often pushes more mass away, so the
+masses alone settle on a biased split (slow nodes hold more of the gradient sum, and each node's proximal step
+uses a scaled gradient: the deterministic run of the tests stalled at a gradient mapping of 1.1e-3). The weights
+phi follow the same flows, so the ratio is unbiased. Dividing by a weight that a fast node drains would amplify
+the gradient noise (measured: stochastic runs with lognormal compute times blew up), so a node sends a tracker
+share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1.
 
 **Staleness.** Messages are tagged with the iteration they were sent in. Before its iteration k_i + 1 a node
 needs, from every neighbour, a message tagged ``k_i + 1 - max_staleness`` or later; if it has none yet it waits
@@ -31,7 +35,8 @@ product as the synchronous run), so the iterates are the synchronous algorithm's
 
 Ticks process the ready nodes in time order; a message that would have reached an active node between two of
 its mixings is taken at its next mixing (delivery is never earlier than arrival). Tracker mass is conserved:
-``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`).
+``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`), and likewise
+``sum_i phi_i + (weight in flight) = n``.
 """
 
 from __future__ import annotations
@@ -90,13 +95,15 @@ class AsyncNetwork:
         self.active = np.ones(self.n, dtype=bool)
         self.pending: dict[str, list[list[_Message]]] = {}
         self.copies: dict[str, list[torch.Tensor | None]] = {}
-        # trackers (push-sum): the mass each node holds, its weight, the tracker it last showed, and whether any
-        # mixing so far was not synchronous (before that: weight 1, mass = what was shown)
+        # trackers: per link and direction, whether the sender may send a share (its last one was answered); the
+        # mass each node holds, its push-sum weight, the tracker it last showed, which nodes mixed the key yet,
+        # and whether any mixing so far was not synchronous (before that: weight 1, mass = what was shown)
+        self.may_send: dict[str, np.ndarray] = {}
         self.mass: dict[str, torch.Tensor] = {}
         self.phi: dict[str, np.ndarray] = {}
         self.shown: dict[str, torch.Tensor] = {}
-        self.skewed: dict[str, bool] = {}
         self.touched: dict[str, np.ndarray] = {}
+        self.skewed: dict[str, bool] = {}
         self.first_arrival: list[dict[int, float]] = [{} for _ in range(2 * self.E)]  # tag -> earliest arrival
         self._charged = np.zeros(self.n, dtype=np.int64)
         self._work: CountsGradients | None = None
@@ -167,10 +174,11 @@ class AsyncNetwork:
         if key in self.tracked:
             return self._mix_mass(Z, key, links)
         # W Z: what every node would get if every message were the one just sent; the active nodes sent theirs
-        out = self.comm.gossip_from(Z, self.active)
+        sending = self.active[self.src]
+        out = self.comm.gossip_from(Z, np.bincount(self.src[sending], minlength=self.n))
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
         copies = self.copies.setdefault(key, [None] * (2 * self.E))
-        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (Z[i].clone(), 0.0), links):
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (Z[i].clone(), 0.0), links, sending):
             if len(taken) == 1 and taken[0] is fresh:
                 copies[d] = fresh.payload
                 continue  # exactly the synchronous message: W Z already holds it
@@ -182,17 +190,18 @@ class AsyncNetwork:
             out[j] += float(self._w[d]) * (held - Z[i])
         return out
 
-    def _exchange(self, pending: list[list[_Message]], payload: Any,
-                  links: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
-        """Send the active nodes' messages (``payload(i, w)`` -> (row, phi share)) and take, for each link into an
-        active node, every message up to the newest one that has arrived: [(link, receiver, taken, fresh)]."""
+    def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray,
+                  sending: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
+        """Send the messages of the links ``sending`` (bool (2E,); ``payload(i, w)`` -> (row, weight share)) and
+        take, for each link into an active node, every message up to the newest one that has arrived:
+        [(link, receiver, taken, fresh)]."""
         out = []
         for d in range(2 * self.E):
             i, j = int(self.src[d]), int(self.dst[d])
             fresh = None
-            if self.active[i]:
-                row, phi = payload(i, float(self._w[d]))
-                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, phi)
+            if sending[d]:
+                row, share = payload(i, float(self._w[d]))
+                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, share)
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
@@ -207,11 +216,11 @@ class AsyncNetwork:
         return out
 
     def _mix_mass(self, Z: torch.Tensor, key: str, links: np.ndarray) -> torch.Tensor:
-        """A tracker: push-sum on running sums. Each node holds a mass m_i and a weight phi_i (1 at the start);
-        a mixing sends the shares w_ji m_i and w_ji phi_i, keeps w_ii of both, adds all it received, and the
-        tracker it shows is m_i / phi_i. Nodes that mix more often push more mass away; the weight follows the
-        same flows, so the ratio is unbiased. While every mixing so far was synchronous, phi = 1 and the mass
-        is what was shown: the round is W Z exactly."""
+        """A tracker: push-sum on running sums, one share in flight per link and direction (module docstring).
+        Each node holds a mass m_i and a weight phi_i (1 at the start) and shows the tracker m_i / phi_i. A
+        mixing keeps w_ii of both, sends the shares w_ji m_i, w_ji phi_i to each neighbour j that has answered
+        its last share (or to which it never sent), keeps the shares of the others, and adds all it received.
+        While every mixing so far was synchronous, phi = 1 and the mass is what was shown: the round is W Z."""
         shape = (-1, *([1] * (Z.ndim - 1)))
         act = torch.as_tensor(self.active, device=Z.device).view(shape)
         touched_np = self.touched.setdefault(key, np.zeros(self.n, dtype=bool))
@@ -224,21 +233,32 @@ class AsyncNetwork:
         own = torch.where(touched, prev + (Z - shown), Z) if self.skewed.get(key, False) else Z
         mass = torch.where(act, own, torch.where(touched, prev, Z))
         phi = self.phi.setdefault(key, np.ones(self.n))
-        out = self.comm.gossip_from(mass, self.active)  # W m: every share the one just sent
-        new_phi = phi.copy()
+        may = self.may_send.setdefault(key, np.ones(2 * self.E, dtype=bool))
+        sending = self.active[self.src] & may
+        out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
         skewed = not self.active.all()
-        got_phi = np.zeros(self.n)
-        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links):
-            got_phi[j] += sum(m.phi for m in taken)
+        new_phi = phi.copy()
+        new_phi[self.active] = 0.0
+        answered = np.zeros(2 * self.E, dtype=bool)
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links, sending):
+            answered[(d + self.E) % (2 * self.E)] |= bool(taken)  # j may send to i again
+            new_phi[j] += sum(m.phi for m in taken)
             if len(taken) == 1 and taken[0] is fresh:
-                continue
+                continue  # exactly the synchronous share: W m already holds it
             skewed = True
             i = int(self.src[d])
             got = sum((m.payload for m in taken), torch.zeros_like(mass[i]))
             out[j] += got - float(self._w[d]) * mass[i]
-        recv = self.active
-        new_phi[recv] = self._self_w[recv] * phi[recv] + got_phi[recv]
+        kept_w = self._self_w.copy()
+        for kept in np.flatnonzero(self.active[self.src] & ~sending):  # shares for a neighbour that has not answered
+            i = int(self.src[kept])
+            out[i] += float(self._w[kept]) * mass[i]
+            kept_w[i] += self._w[kept]
+            skewed = True
+        new_phi[self.active] += kept_w[self.active] * phi[self.active]
+        may[sending] = False
+        may[answered] = True
         touched_np |= self.active
         self.skewed[key] = skewed = skewed or self.skewed.get(key, False)
         new_mass = torch.where(act, out, mass)
@@ -253,11 +273,6 @@ class AsyncNetwork:
         self.shown[key] = result
         return result
 
-    def in_flight_sum(self, key: str) -> torch.Tensor | None:
-        """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
-        msgs = [m.payload for link in self.pending.get(key, []) for m in link]
-        return torch.stack(msgs).sum(0) if msgs else None
-
     def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
         """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
         state (what a node that never mixed ``key`` holds). With :meth:`in_flight_sum`, the network sum of the
@@ -267,6 +282,11 @@ class AsyncNetwork:
             return shown.sum(0)
         t = torch.as_tensor(self.touched[key], device=m.device).view(-1, *([1] * (m.ndim - 1)))
         return torch.where(t, m, shown).sum(0)
+
+    def in_flight_sum(self, key: str) -> torch.Tensor | None:
+        """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
+        msgs = [m.payload for link in self.pending.get(key, []) for m in link]
+        return torch.stack(msgs).sum(0) if msgs else None
 
 
 def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
