@@ -249,14 +249,14 @@ def consensus_step_for(cfg: Any, dim: int) -> float:
     return min(1.0, make_compressor(cfg.compress).gossip_contraction(int(dim)))
 
 
-def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | None, bool]:
-    """One-line errors for settings compressed gossip cannot honour. Returns (gamma, lossy): gamma is None
-    without compressed gossip; lossy says whether the operator loses information (it is not ``none``)."""
+def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | None, float]:
+    """One-line errors for settings compressed gossip cannot honour. Returns (gamma, delta): gamma is None
+    without compressed gossip; delta is the operator's gossip contraction (1 without compression)."""
     if not uses_compressed_gossip(cfg, algorithm):
         if cfg.consensus_step != "auto":
             raise ProxGTValueError("consensus_step (--consensus-step) is the step of compressed gossip; "
                                    "set compress (--compress) too, or drop it")
-        return None, False
+        return None, 1.0
     name = cfg.algorithm
     if not algorithm.capabilities.compressible:
         raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes (Capabilities.gossip_keys), so it "
@@ -265,7 +265,7 @@ def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | No
     if cfg.on_failure != "abort":
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
-    return consensus_step_for(cfg, dim), not make_compressor(cfg.compress).lossless
+    return consensus_step_for(cfg, dim), make_compressor(cfg.compress).gossip_contraction(int(dim))
 
 
 _NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "
