@@ -119,11 +119,11 @@ nnrun() {  # nnrun NAME ITERS LOG_EVERY ARGS...
 case " $PARTS " in *" nn-results "*) ;; *) nnrun() { :; } ;; esac
 nnrun mlp-sa-b32 2340 234 --device cpu --problem mlp --algorithm proxgt-sa --batch 32 --step 0.1
 nnrun mlp-sa-b128 584 73 --device cpu --problem mlp --algorithm proxgt-sa --batch 128 --rounds 2 --step 0.2
-nnrun mlp-sro 1555 311 --device cpu --problem mlp --algorithm proxgt-sr-o --batch 16 --big-batch 256 --period 16
+nnrun mlp-sro 1555 311 --device cpu --problem mlp --algorithm proxgt-sr-o --batch 16 --big-batch 256 --period 16 --step 0.02
 nnrun mlp-sa-mixprox 2340 234 --device cpu --problem mlp --algorithm proxgt-sa --batch 32 --step 0.1 --order mix-prox
 nnrun lenet-sa 2340 234 --device "$DEVICE" --problem lenet --algorithm proxgt-sa --batch 32 --step 0.1
 nnrun lenet-sa-step0.3 2340 234 --device "$DEVICE" --problem lenet --algorithm proxgt-sa --batch 32 --step 0.3
-nnrun lenet-sro 1555 311 --device "$DEVICE" --problem lenet --algorithm proxgt-sr-o --batch 16 --big-batch 256 --period 16
+nnrun lenet-sro 1555 311 --device "$DEVICE" --problem lenet --algorithm proxgt-sr-o --batch 16 --big-batch 256 --period 16 --step 0.01
 
 count() { ls "$1"/*/summary.json 2>/dev/null | wc -l; }
 running() { n=0; for p in $PIDS; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done; echo $n; }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import pytest
 import torch
@@ -13,10 +14,13 @@ from proxgt.estimators import (
     ESTIMATOR_NAMES,
     Estimator,
     Minibatch,
+    NoState,
     SarahFinite,
     SarahOnline,
+    Storm,
     make_estimator,
 )
+from proxgt.problems.oracle import ORACLE_CALLS
 from proxgt.registry import ESTIMATORS
 
 
@@ -94,16 +98,16 @@ def test_bad_values_are_refused():
 
 @dataclass(frozen=True)
 class _Doubling:
-    """A user estimator: twice the minibatch gradient (enough to tell it apart)."""
+    """A user estimator: twice the minibatch gradient (enough to tell it apart); its state counts its updates."""
 
     batch: int
     name: str = "mine"
+    oracle_calls: ClassVar[frozenset[str]] = frozenset({"minibatch"})
+    recursion_ratio: ClassVar[float] = 0.0
 
     @classmethod
     def from_settings(cls, *, n_nodes, local_size, batch=None, big_batch=None, period=None):
         return cls(batch=batch if batch is not None else local_size // n_nodes)
-
-    oracle_calls = frozenset({"minibatch"})
 
     @property
     def batch_per_iter(self):
@@ -113,11 +117,18 @@ class _Doubling:
     def sizes(self):
         return {"batch": self.batch}
 
-    def init(self, oracle, X0):
-        return 2 * oracle.grad(X0, oracle.sample(self.batch))
+    def samples_per_iter(self, local_size):
+        return float(self.batch)
 
-    def update(self, oracle, X_new, X_old, V_old, t):
-        return 2 * oracle.grad(X_new, oracle.sample(self.batch))
+    def init(self, oracle, X0):
+        return 2 * oracle.grad(X0, oracle.sample(self.batch)), _Count(0)
+
+    def update(self, state, oracle, X_new, X_old, V_old, t):
+        return 2 * oracle.grad(X_new, oracle.sample(self.batch)), _Count(state.updates + 1)
+
+
+class _Count(NamedTuple):
+    updates: int
 
 
 def test_registered_estimator_is_built_by_make_estimator(restore_estimators):
@@ -145,6 +156,105 @@ def test_registered_estimator_drives_proxgt(restore_estimators):
     X0 = torch.ones(4, 3)
 
     alg = ProxGT(make_estimator("mine", n_nodes=4, local_size=10, batch=5), make_regularizer("l1", 0.0), step=0.1)
-    state = alg.init(X0, GradientOracle(LeastSquares(3), shards, seed=0), mix)
-    reference = Minibatch(5).init(GradientOracle(LeastSquares(3), shards, seed=0), X0)  # same sample stream
+    oracle = GradientOracle(LeastSquares(3), shards, seed=0)
+    state = alg.init(X0, oracle, mix)
+    reference, _ = Minibatch(5).init(GradientOracle(LeastSquares(3), shards, seed=0), X0)  # same sample stream
     torch.testing.assert_close(state.v, 2 * reference)
+    for _ in range(3):  # the algorithm carries the estimator's state from one update to the next
+        state = alg.update(state, oracle, mix)
+    assert state.est == _Count(3)
+
+
+def _tiny_oracle(nodes: int = 2, m: int = 30):
+    from proxgt.data import Dataset, split_nodes
+    from proxgt.problems import LeastSquares
+    from proxgt.problems.oracle import GradientOracle
+
+    g = torch.Generator().manual_seed(0)
+    data = Dataset(torch.randn(nodes * m, 3, generator=g), torch.randn(nodes * m, generator=g), 0, "toy")
+    return GradientOracle(LeastSquares(3), split_nodes(data, nodes, "iid", seed=0), seed=0)
+
+
+def _shipped(m: int) -> list:
+    from proxgt.algorithms.baselines import Schedule
+
+    return [Minibatch(5), SarahOnline(batch=3, big_batch=12, period=4), SarahFinite(batch=2, period=5),
+            Storm(4, Schedule("constant", 0.1)), Storm(4, Schedule("diminishing", 0.1, t0=5.0), hybrid=True)]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_declared_costs_are_what_the_oracle_counts(index):
+    """samples_per_iter and oracle_calls are declarations the run reads (capabilities, epochs): over whole
+    periods they must equal what the oracle counts and the calls it sees."""
+    m = 30
+    est = _shipped(m)[index]
+    oracle = _tiny_oracle(m=m)
+    seen: set[str] = set()
+    for call, name in (("grad", "minibatch"), ("grad_pair", "pair"), ("full_grad", "full")):
+        original = getattr(oracle, call)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            seen.add(_name)
+            return _original(*args, **kwargs)
+
+        setattr(oracle, call, spy)
+    X = torch.zeros(2, 3)
+    V, state = est.init(oracle, X)
+    start = oracle.ifo.copy()
+    iters = 20  # a multiple of every period above
+    for t in range(1, iters + 1):
+        X_new = X - 0.01 * V
+        V, state = est.update(state, oracle, X_new, X, V, t)
+        X = X_new
+    assert seen == est.oracle_calls and est.oracle_calls <= set(ORACLE_CALLS)
+    assert (oracle.ifo - start).tolist() == [est.samples_per_iter(m) * iters] * 2
+    assert isinstance(est, Estimator) and isinstance(est.batch, int) and est.recursion_ratio >= 0.0
+
+
+def test_recursion_ratio_is_q_over_b_for_sarah_and_zero_otherwise():
+    assert SarahOnline(batch=8, big_batch=256, period=32).recursion_ratio == 4.0
+    assert SarahFinite(batch=31, period=242).recursion_ratio == pytest.approx(242 / 31)
+    assert Minibatch(32).recursion_ratio == 0.0
+
+
+def test_sizes_under_a_recursion_ratio():
+    # SR-O: b = 16 (2b samples per recursion step = one SA minibatch), q = floor(ratio b), B = b q (<= m)
+    assert SarahOnline.from_settings(n_nodes=8, local_size=7500, ratio=0.25) == SarahOnline(16, 64, 4)
+    assert SarahOnline.from_settings(n_nodes=8, local_size=40, ratio=0.25) == SarahOnline(16, 40, 4)
+    assert SarahOnline.from_settings(n_nodes=8, local_size=7500, ratio=0.01) == SarahOnline(16, 16, 1)
+    # SR-E: b = ceil(sqrt(m / (2 ratio))), q = floor(ratio b): the cheapest iteration with q <= ratio b
+    assert SarahFinite.from_settings(n_nodes=8, local_size=7500, ratio=0.25) == SarahFinite(123, 30)
+    assert SarahFinite.from_settings(n_nodes=4, local_size=359, ratio=0.25) == SarahFinite(27, 6)
+    # a size the user gives: the spec's formulas fill the rest, the ratio is not applied
+    assert SarahOnline.from_settings(n_nodes=8, local_size=7500, batch=8, ratio=0.25) == SarahOnline(8, 256, 32)
+    assert SarahFinite.from_settings(n_nodes=8, local_size=7500, period=10, ratio=0.25) == SarahFinite(31, 10)
+    assert Minibatch.from_settings(n_nodes=8, local_size=7500, ratio=0.25) == Minibatch(32)
+
+
+def test_make_estimator_passes_the_ratio_only_when_set(restore_estimators):
+    restore_estimators.register("mine", _Doubling)  # its from_settings has no ratio keyword
+    assert make_estimator("mine", n_nodes=4, local_size=40) == _Doubling(batch=10)
+    assert make_estimator("sr-o", n_nodes=4, local_size=400, ratio=0.25) == SarahOnline(16, 64, 4)
+
+
+def test_storm_is_deepstorms_recursion():
+    """DEEPSTORM v2 composes the Storm estimator: one update of the algorithm's D equals the STORM formula on
+    the same samples (same seed), and the algorithm's state carries the estimator's."""
+    from proxgt.algorithms.baselines import DeepStorm, Schedule
+    from proxgt.mixing import Mixer, SimulatedCommunicator
+    from proxgt.prox import make_regularizer
+    from proxgt.topology import make_topology
+
+    topo = make_topology("ring", 2)
+    mix = Mixer(SimulatedCommunicator(topo.W, topo.degrees), "plain", 1, lam=topo.lam)
+    alg = DeepStorm(make_regularizer("l1", 1e-3), Schedule("constant", 0.2), beta=2.0, batch=3)
+    assert alg.estimator == Storm(3, Schedule("constant", 0.2), beta=2.0)
+    assert alg.estimator.oracle_calls == {"full", "pair"} and alg.estimator.samples_per_iter(30) == 6.0
+    oracle, twin = _tiny_oracle(), _tiny_oracle()
+    state = alg.update(alg.init(torch.ones(2, 3), oracle, mix), oracle, mix)
+    assert state.est == NoState()
+    X0 = torch.ones(2, 3)
+    D0 = twin.full_grad(X0)
+    g_new, g_old = twin.grad_pair(state.x, X0, twin.sample(3))
+    beta = 2.0 * 0.2**2
+    torch.testing.assert_close(state.d, g_new + (1 - beta) * (D0 - g_old))

@@ -21,7 +21,8 @@ from proxgt.problems import (
 from proxgt.problems.nn import MLP, NN_DEFAULT_STEP, LeNet5, TorchModelProblem, build_lenet, build_mlp
 from proxgt.registry import PROBLEMS
 
-CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples", "per_sample_gradients")
+CAPABILITIES = ("default_step", "reg_mask", "density_mask", "chunk_size", "metrics_samples", "per_sample_gradients",
+                "recursion_ratio")
 
 
 def _settings(**kw):
@@ -68,6 +69,8 @@ def test_shipped_problem_declares_every_capability(problem):
         assert mask is None or (mask.dtype == torch.bool and tuple(mask.shape) == (d,))
     for size in (problem.chunk_size, problem.metrics_samples):
         assert size is None or (isinstance(size, int) and not isinstance(size, bool) and size >= 1)
+    assert problem.recursion_ratio is None or (isinstance(problem.recursion_ratio, float)
+                                               and problem.recursion_ratio > 0)
     L = problem.smoothness()
     assert L is None or L > 0
     if L is None and isinstance(problem, TorchModelProblem):

@@ -43,6 +43,8 @@ def prox_step(regularizer: Regularizer, X: torch.Tensor, direction: torch.Tensor
 def estimator_capabilities(estimator: Estimator, *, extra_calls: frozenset[str] = frozenset(),
                            **declared: Any) -> Capabilities:
     """The :class:`Capabilities` of an algorithm whose local gradients all come from ``estimator`` (plus the
-    oracle calls ``extra_calls`` it makes itself): its oracle calls, batch and sizes are the estimator's."""
+    oracle calls ``extra_calls`` it makes itself): its oracle calls, batch, sizes and recursion ratio are the
+    estimator's."""
     return Capabilities(oracle_calls=frozenset(estimator.oracle_calls) | extra_calls,
-                        batch_per_iter=estimator.batch_per_iter, sizes=dict(estimator.sizes), **declared)
+                        batch_per_iter=estimator.batch_per_iter, sizes=dict(estimator.sizes),
+                        recursion_ratio=float(estimator.recursion_ratio), **declared)

@@ -64,6 +64,8 @@ class Capabilities:
         asynchronous: it can run without a global barrier (nodes on their own clocks).
         sizes: the estimator sizes it resolved (``batch``, ``big_batch``, ``period``), recorded in the run's
             resolved settings.
+        recursion_ratio: q / b of the undamped gradient-difference recursion of its estimator (SARAH), 0 for none;
+            the run warns when it exceeds what the problem declares stable (``Problem.recursion_ratio``).
     """
 
     oracle_calls: frozenset[str]
@@ -74,6 +76,7 @@ class Capabilities:
     changing_graph: bool = True
     asynchronous: bool = False
     sizes: Mapping[str, int] = field(default_factory=dict)
+    recursion_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.oracle_calls) - set(ORACLE_CALLS)

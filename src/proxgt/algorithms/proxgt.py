@@ -24,7 +24,7 @@ import torch
 from proxgt._validation import check_choice, check_positive_float
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
 from proxgt.algorithms.base import Capabilities
-from proxgt.estimators import Estimator
+from proxgt.estimators import Estimator, EstimatorState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -40,6 +40,7 @@ class ProxGTState(NamedTuple):
     v: torch.Tensor
     y: torch.Tensor
     t: int
+    est: EstimatorState  # the estimator's own state (e.g. :class:`~proxgt.estimators.SarahState`)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ class ProxGT:
 
     @property
     def capabilities(self) -> Capabilities:
-        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",))
+        # a refresh period (SR-O, SR-E) counts the network's iterations, which nodes on their own clocks do not
+        # share: asynchronously, only the estimators without one (SA)
+        return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",),
+                                      asynchronous="period" not in self.estimator.sizes)
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")
@@ -75,8 +79,8 @@ class ProxGT:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxGTState:
         X = x0.clone()
-        V = self.estimator.init(oracle, X)
-        return ProxGTState(x=X, v=V, y=V.clone(), t=0)
+        V, est = self.estimator.init(oracle, X)
+        return ProxGTState(x=X, v=V, y=V.clone(), t=0, est=est)
 
     def update(self, state: ProxGTState, oracle: GradientOracle, mix: Mix) -> ProxGTState:
         a = self.step
@@ -84,9 +88,9 @@ class ProxGT:
             X_new = mix_owned(mix, prox_step(self.regularizer, state.x, state.y, a), key="x")
         else:
             X_new = self.regularizer.prox(mix_owned(mix, torch.add(state.x, state.y, alpha=-a), key="x"), a)
-        V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
+        V_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = track(state.y, V_new, state.v, mix)
-        return ProxGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
+        return ProxGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1, est=est)
 
 
 
@@ -97,5 +101,5 @@ def build(ctx: Any, *, estimator: str) -> ProxGT:
 
     cfg = ctx.cfg
     est = make_estimator(estimator, n_nodes=ctx.n_nodes, local_size=ctx.local_size, batch=cfg.batch,
-                         big_batch=cfg.big_batch, period=cfg.period)
+                         big_batch=cfg.big_batch, period=cfg.period, ratio=ctx.recursion_ratio)
     return ProxGT(est, ctx.regularizer, step=ctx.step, order=cfg.order, name=f"proxgt-{estimator}")

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from proxgt._validation import check_positive_int
+from proxgt.estimators.base import NoState
 from proxgt.problems.oracle import MINIBATCH, GradientOracle
 
-__all__ = ["Minibatch"]
+__all__ = ["Minibatch", "SA_BATCH"]
+
+#: ProxGT-SA's default minibatch (spec section 5b).
+SA_BATCH = 32
 
 
 @dataclass(frozen=True)
 class Minibatch:
     """Plain minibatch estimator (ProxGT-SA). ``batch``: samples per node per iteration (b IFO calls)."""
 
-    batch: int = 32
+    batch: int = SA_BATCH
     name: str = "sa"
+    recursion_ratio: ClassVar[float] = 0.0
 
     def __post_init__(self) -> None:
         check_positive_int(self.batch, "batch", "Minibatch")
@@ -43,14 +49,17 @@ class Minibatch:
         batch: int | None = None,
         big_batch: int | None = None,
         period: int | None = None,
+        ratio: float | None = None,
     ) -> Minibatch:
         """Spec section 5b: b = 32 unless ``batch`` is given (the other settings are not used)."""
-        return cls(batch=32 if batch is None else batch)
+        return cls(batch=SA_BATCH if batch is None else batch)
 
-    def init(self, oracle: GradientOracle, X0: torch.Tensor) -> torch.Tensor:
-        return oracle.grad(X0, oracle.sample(self.batch))
+    def samples_per_iter(self, local_size: float) -> float:
+        return float(self.batch)
 
-    def update(
-        self, oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int
-    ) -> torch.Tensor:
-        return oracle.grad(X_new, oracle.sample(self.batch))
+    def init(self, oracle: GradientOracle, X0: torch.Tensor) -> tuple[torch.Tensor, NoState]:
+        return oracle.grad(X0, oracle.sample(self.batch)), NoState()
+
+    def update(self, state: NoState, oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor,
+               V_old: torch.Tensor, t: int) -> tuple[torch.Tensor, NoState]:
+        return oracle.grad(X_new, oracle.sample(self.batch)), state

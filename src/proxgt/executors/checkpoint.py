@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from proxgt._io import atomic_write_bytes, atomic_write_with
+from proxgt._state import map_state
 from proxgt.errors import ProxGTValueError
 from proxgt.settings import RunConfig
 from proxgt.training.folder import CHECKPOINT_DIR
@@ -69,8 +70,8 @@ class UnusableCheckpoint(ProxGTValueError):
 
 # ----------------------------------------------------------------------------- algorithm states
 def state_to(state: Any, device: str | torch.device) -> Any:
-    """A copy of a NamedTuple state with every tensor field moved to ``device``."""
-    return type(state)(*[v.detach().to(device) if isinstance(v, torch.Tensor) else v for v in state])
+    """A copy of a NamedTuple state with every tensor (nested states too) moved to ``device``."""
+    return map_state(lambda v: v.detach().to(device), state)
 
 
 def _is_record_type(tp: Any) -> bool:
@@ -127,6 +128,8 @@ def _rebuild(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
         records = [a for a in typing.get_args(hint) if _is_record_type(a)]
+        if len(records) > 1 and isinstance(value, dict):  # e.g. an estimator's state: the one with these fields
+            records = [a for a in records if set(_field_names(a)) == set(value)]
         return state_from_dict(records[0], value, where) if len(records) == 1 and isinstance(value, dict) else value
     if _is_record_type(hint):
         if not isinstance(value, dict):

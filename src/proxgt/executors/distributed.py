@@ -43,6 +43,7 @@ import networkx as nx
 import torch
 import torch.distributed as dist
 
+from proxgt._state import map_state
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
@@ -52,6 +53,7 @@ from proxgt.mixing import Communicator
 from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
+from proxgt.training.folder import default_run_folder
 
 __all__ = [
     "DistributedCommunicator",
@@ -285,7 +287,7 @@ def _sum_over_processes(t: torch.Tensor) -> torch.Tensor:
 
 def _copy_state(state: Any) -> Any:
     """A copy of a NamedTuple state whose tensors cannot change when the algorithm goes on."""
-    return type(state)(*[v.detach().clone() if isinstance(v, torch.Tensor) else v for v in state])
+    return map_state(lambda v: v.detach().clone(), state)
 
 
 def run_distributed(
@@ -319,7 +321,7 @@ def run_distributed(
         cfg = RunConfig.from_dict(cfg)
     cfg = cfg.validate()
     if not cfg.out:
-        cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+        cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         cfg = cfg.replace(device=f"cuda:{local_rank % torch.cuda.device_count()}")

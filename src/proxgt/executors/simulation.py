@@ -25,7 +25,8 @@ def simulated_communicator(spec: RunSpec) -> SimulatedCommunicator:
         comm = SimulatedCommunicator(spec.topology.W, spec.topology.degrees)
     else:
         comm = DynamicCommunicator(spec.topology.W, spec.topology.degrees, spec.network)
-    if spec.clock is not None:  # node_speed, link_latency or link_bandwidth: the run logs sim_time_s
+    # node_speed, link_latency or link_bandwidth: the run logs sim_time_s (an --async run's mixer keeps the clocks)
+    if spec.clock is not None and not spec.settings.asynchronous:
         comm.attach_clock(VirtualClock(spec.clock))
     return comm
 

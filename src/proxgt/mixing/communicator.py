@@ -266,6 +266,18 @@ class SimulatedCommunicator:
         fresh tensor followed by two more passes for the scaling and the subtraction.
         """
         self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
+        return self._product(Z, out, alpha, beta, prev)
+
+    def gossip_from(self, Z: torch.Tensor, senders: np.ndarray) -> torch.Tensor:
+        """``W @ Z``, counted as a round in which only the nodes ``senders`` (bool (n,)) send their messages: an
+        asynchronous round (:mod:`proxgt.mixing.asynchrony`), whose caller replaces what the others did not send.
+        The product is the one :meth:`gossip` computes, bit for bit."""
+        sent = np.where(np.asarray(senders, dtype=bool), self.counter.degrees, 0)
+        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
+        return self._product(Z, torch.empty_like(Z), 1.0, 0.0, None)
+
+    def _product(self, Z: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,
+                 prev: torch.Tensor | None) -> torch.Tensor:
         sparse = self._use_sparse(Z)
         W = self._matrix(Z, sparse)
         Z2, out2 = Z.reshape(Z.shape[0], -1), out.view(out.shape[0], -1)

@@ -46,10 +46,11 @@ import torch
 
 from proxgt.compression.operators import Compressor, make_compressor
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.asynchrony import async_network
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
-from proxgt.mixing.running_sums import running_sum_mixer
+from proxgt.mixing.running_sums import messages_may_miss, running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
@@ -283,8 +284,11 @@ def check_launchable(cfg: Any) -> None:
 def make_mixer(comm: Any, spec: Any) -> Any:
     """The run's mixing operator: :class:`CompressedMixer` when the run uses compressed gossip
     (:class:`LinkCompressedMixer` on a changing graph), :class:`~proxgt.mixing.running_sums.RunningSumMixer` when
-    messages may be lost, else :class:`Mixer` with the run's kind and rounds."""
-    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+    messages may be lost, :class:`~proxgt.mixing.asynchrony.AsyncNetwork` for an asynchronous run, else
+    :class:`Mixer` with the run's kind and rounds."""
+    if spec.settings.asynchronous:  # nodes on their own clocks (proxgt.mixing.asynchrony)
+        return async_network(comm, spec)
+    if messages_may_miss(spec.settings):  # lost or late messages: running sums (proxgt.mixing.running_sums)
         return running_sum_mixer(comm, spec)
     kind = spec.resolved.mixing
     if not uses_compressed_gossip(spec.settings, spec.algorithm):

@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from proxgt._state import map_state
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import SimulatedCommunicator
+from proxgt.topology import metropolis_weight
 
 __all__ = [
     "TIME_VARYING",
@@ -205,7 +207,7 @@ class NetworkSchedule:
         """The Metropolis weights of the links up in round ``k`` of iteration ``t``."""
         e = self.edges_up(t, k, r)
         deg = np.bincount(e.ravel(), minlength=self.n).astype(np.int64)
-        w = 1.0 / (1.0 + np.maximum(deg[e[:, 0]], deg[e[:, 1]])) if e.size else np.zeros(0)
+        w = metropolis_weight(deg[e[:, 0]], deg[e[:, 1]]) if e.size else np.zeros(0)
         if self.lazy:
             w = 0.5 * w
         # e.ravel() is (i0, j0, i1, j1, ...): each link's weight counts once at each end
@@ -284,14 +286,13 @@ def keep_inactive_rows(old: Any, new: Any, inactive: np.ndarray) -> Any:
     from ``old``: a node that sat the iteration out keeps all of its state."""
     mask = torch.as_tensor(inactive)
     k = mask.numel()
-    fields = {}
-    for name, value in new._asdict().items():
-        before = getattr(old, name)
-        if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == k \
-                and isinstance(before, torch.Tensor) and before.shape == value.shape:
-            m = mask.to(value.device).view(k, *([1] * (value.ndim - 1)))
-            fields[name] = torch.where(m, before, value)
-    return new._replace(**fields)
+
+    def keep(value: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        if value.ndim >= 1 and value.shape[0] == k and before.shape == value.shape:
+            return torch.where(mask.to(value.device).view(k, *([1] * (value.ndim - 1))), before, value)
+        return value
+
+    return map_state(keep, new, old)
 
 
 class DynamicCommunicator(SimulatedCommunicator):

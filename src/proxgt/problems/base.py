@@ -7,8 +7,8 @@ every row in one batched tensor program. Sampling, counting and data placement l
 
 Besides the math, a problem declares its capabilities as plain attributes (None where they do not apply), so
 the run reads them instead of probing for them: the step to use without a smoothness constant, the
-coordinates a norm regularizer acts on, the coordinates ``density`` counts, the chunk size of full passes and
-the subsample the training metrics use.
+coordinates a norm regularizer acts on, the coordinates ``density`` counts, the chunk size of full passes,
+the subsample the training metrics use and how long a SARAH-type recursion stays stable.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ class Problem(Protocol):
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
         metrics_samples: if set, the logged training metrics use a fixed subsample of this many samples per
             node (see :mod:`proxgt.metrics`); None: all local data.
+        recursion_ratio: the largest period / inner batch q / b at which a SARAH-type recursion stays stable at
+            the default step (its error grows like exp((q / b) (a s)^2) between refreshes, s the spread of the
+            per-sample curvature: :mod:`proxgt.estimators.sarah`); the SARAH estimators size themselves from it.
+            None: no limit known (the spec's sizes apply).
         per_sample_gradients: whether :meth:`clipped_grad_sum` is available (differential privacy needs it).
     """
 
@@ -43,6 +47,7 @@ class Problem(Protocol):
     density_mask: torch.Tensor | None
     chunk_size: int | None
     metrics_samples: int | None
+    recursion_ratio: float | None
     per_sample_gradients: bool
 
     def loss_grad(

@@ -175,6 +175,7 @@ class LinearProblem:
     density_mask: torch.Tensor | None = None
     chunk_size: int | None = None
     metrics_samples: int | None = None
+    recursion_ratio: float | None = None
     per_sample_gradients: bool = True
 
     def default_step_for(self, estimator: str | None) -> float | None:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, param_error, setting_error
 from proxgt.problems.per_sample import clip_weights, clipped_grad_sum, module_per_sample_grads
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "GRAD_MODES",
     "ACTIVATIONS",
     "NN_DEFAULT_STEP",
-    "NN_ESTIMATOR_STEPS",
+    "NN_RECURSION_RATIO",
     "NN_CHUNK_SIZE",
     "grouped_supported",
     "image_shape",
@@ -77,23 +77,16 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.T
 #: README section "Sparse neural networks".
 NN_DEFAULT_STEP = 0.1
 
-#: Default steps by shipped model and gradient estimator, where they differ from :data:`NN_DEFAULT_STEP`. The
-#: SARAH-type estimators (ProxGT-SR-O, ProxGT-SR-E) diverge on the shipped networks at 0.1: their recursion
-#: accumulates q differences of small-batch gradients (SR-O: b = 8, q = 32 at B = 256; SR-E: b = 31, q = 242 on
-#: Fashion-MNIST with 8 nodes), and its error grows with the step. Measured on Fashion-MNIST, 8 nodes, ring,
-#: shards split, l1 1e-4, at the spec's b and q, objective on 500-1000 samples per node:
-#:
-#: * MLP, 400 iterations: past 1e8 at 0.1 (both), rising again at 0.05 (SR-O to 6.4, SR-E past 1e5), steadily
-#:   down at 0.02 (2.65 -> 0.89, both; SR-O 1000 iterations: -> 0.78, test accuracy 83%) and 0.01 (-> 0.98).
-#: * LeNet-5, 300 iterations: NaN at 0.1 (SR-O at iteration 119, SR-E at 164); at 0.02 SR-O oscillated
-#:   (2.48 -> 1.14 .. 1.76) and SR-E rose again (1.52 at 150 -> 2.93 at 300); steadily down at 0.01 (SR-O
-#:   -> 1.54, SR-E -> 1.47); 0.005 was stable but slow (SR-E -> 2.42).
-#:
-#: The largest stable step of each is the default. See the README section "Sparse neural networks".
-NN_ESTIMATOR_STEPS: dict[str, dict[str, float]] = {
-    "mlp": {"sr-o": 0.02, "sr-e": 0.02},
-    "lenet": {"sr-o": 0.01, "sr-e": 0.01},
-}
+#: The largest period / inner batch q / b at which the SARAH recursion (ProxGT-SR-O, ProxGT-SR-E) stays stable on
+#: the shipped networks at :data:`NN_DEFAULT_STEP` (``Problem.recursion_ratio``; why the ratio and not the step:
+#: :mod:`proxgt.estimators.sarah`). The spec's sizes have q / b = 4 (SR-O: b = 8, q = 32 at B = 256) and 7.8
+#: (SR-E: b = 31, q = 242 on Fashion-MNIST with 8 nodes); at 0.1 both diverged (MLP objective past 1e8 in 400
+#: iterations, LeNet-5 NaN by iteration 164), and only steps 5-10x smaller were stable (0.02 MLP, 0.01 LeNet-5),
+#: which made the default runs slow. Measured on Fashion-MNIST, 8 nodes, ring, shards split, step 0.1 (the
+#: table and its command: ``bench/bench_sarah_networks.py``): the MLP oscillated at q / b = 1 (b = 16, q = 16)
+#: and matched ProxGT-SA at q / b = 1/4 (b = 16, q = 4); LeNet-5 (15,000 training images, 3 passes) was 3.7
+#: points behind SA at q / b = 1/4 and matched it at 1/8 (b = 16, q = 2).
+NN_RECURSION_RATIO: dict[str, float] = {"mlp": 0.25, "lenet": 0.125}
 
 #: Samples per node per chunk in full passes (metrics, SR-E refreshes): bounds the memory of activations.
 NN_CHUNK_SIZE = {"mlp": 2048, "lenet": 512}
@@ -206,9 +199,7 @@ class LeNet5(nn.Sequential):
 
 def _activation(name: str, owner: str) -> Callable[[], nn.Module]:
     if name not in ACTIVATIONS:
-        raise ProxGTValueError(
-            f"The 'activation' parameter of {owner} must be one of {', '.join(ACTIVATIONS)}. Got {name!r} instead."
-        )
+        raise param_error(owner, "activation", "one of " + ", ".join(ACTIVATIONS), name)
     return ACTIVATIONS[name]
 
 
@@ -239,11 +230,12 @@ class TorchModelProblem:
         grad_mode: ``"auto"``, ``"grouped"`` or ``"vmap"`` (see the module docstring).
         chunk_size: samples per node per chunk in full-data passes (None: all at once).
         default_step: the step a run uses when ``step = "auto"`` (no smoothness constant is known), for
-            estimators not in ``estimator_steps`` (ProxGT-SA and the baselines).
-        estimator_steps: the default step by estimator name where it differs from ``default_step`` (None:
-            ``NN_ESTIMATOR_STEPS["lenet"]``, the smaller measured set: 0.01 for the SARAH-type ``"sr-o"`` and
-            ``"sr-e"``, which diverged at 0.1 on the shipped networks; the MLP builder passes 0.02); read
-            through :meth:`default_step_for`.
+            estimators not in ``estimator_steps``.
+        estimator_steps: the default step by estimator name where it differs from ``default_step`` (None: none
+            differs); read through :meth:`default_step_for`.
+        recursion_ratio: the largest q / b of a stable SARAH recursion at ``default_step`` (the estimators size
+            themselves from it; None: ``NN_RECURSION_RATIO["lenet"]``, the smaller measured one; the MLP builder
+            passes the MLP's).
         metrics_samples: if set, the logged training metrics (gradient mapping, objective, train accuracy)
             use a fixed seeded subsample of this many samples per node (see :mod:`proxgt.metrics`).
 
@@ -251,8 +243,8 @@ class TorchModelProblem:
         dim: d, the number of parameters.
         reg_mask: bool (d,), the coordinates h acts on (weights; biases too if ``reg_bias``).
         density_mask: bool (d,), the weights (``density`` is the share of non-zero weights).
-        chunk_size, default_step, estimator_steps, metrics_samples, grad_mode (the resolved mode), param_shapes
-        (name -> shape).
+        chunk_size, default_step, estimator_steps, recursion_ratio, metrics_samples, grad_mode (the resolved
+        mode), param_shapes (name -> shape).
     """
 
     task = "classification"
@@ -263,6 +255,7 @@ class TorchModelProblem:
     density_mask: torch.Tensor | None
     chunk_size: int | None
     metrics_samples: int | None
+    recursion_ratio: float | None
 
     def __init__(
         self,
@@ -275,16 +268,14 @@ class TorchModelProblem:
         default_step: float = NN_DEFAULT_STEP,
         metrics_samples: int | None = None,
         estimator_steps: dict[str, float] | None = None,
+        recursion_ratio: float | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise ProxGTValueError(
                 f"The 'model' parameter of TorchModelProblem must be a torch.nn.Module. Got {type(model).__name__}."
             )
         if grad_mode not in GRAD_MODES:
-            raise ProxGTValueError(
-                f"The 'grad_mode' parameter of TorchModelProblem must be one of {', '.join(GRAD_MODES)}. "
-                f"Got {grad_mode!r} instead."
-            )
+            raise param_error("TorchModelProblem", "grad_mode", "one of " + ", ".join(GRAD_MODES), grad_mode)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                        or chunk_size < 1):
             raise ProxGTValueError(
@@ -292,10 +283,7 @@ class TorchModelProblem:
             )
         if metrics_samples is not None and (isinstance(metrics_samples, bool) or not isinstance(metrics_samples, int)
                                             or metrics_samples < 1):
-            raise ProxGTValueError(
-                f"The 'metrics_samples' parameter of TorchModelProblem must be None or an int >= 1. "
-                f"Got {metrics_samples!r} instead."
-            )
+            raise param_error("TorchModelProblem", "metrics_samples", "None or an int >= 1", metrics_samples)
         if any(True for _ in model.buffers()):
             raise ProxGTValueError(
                 "TorchModelProblem supports models without buffers (no BatchNorm running statistics): "
@@ -316,13 +304,19 @@ class TorchModelProblem:
         self.reg_bias = bool(reg_bias)
         self.chunk_size = chunk_size
         self.default_step = float(default_step)
-        steps = NN_ESTIMATOR_STEPS["lenet"] if estimator_steps is None else estimator_steps
+        steps = {} if estimator_steps is None else estimator_steps
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in steps.values()):
             raise ProxGTValueError(
                 f"The 'estimator_steps' parameter of TorchModelProblem must map estimator names to steps > 0. "
                 f"Got {estimator_steps!r} instead."
             )
         self.estimator_steps = {str(k): float(v) for k, v in steps.items()}
+        ratio = NN_RECURSION_RATIO["lenet"] if recursion_ratio is None else recursion_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio < float("inf"):
+            raise ProxGTValueError(
+                f"The 'recursion_ratio' parameter of TorchModelProblem must be a float > 0. Got {ratio!r} instead."
+            )
+        self.recursion_ratio = float(ratio)
         self.metrics_samples = metrics_samples
         self.param_names = [n for n, _ in named]
         self.param_shapes = {n: tuple(p.shape) for n, p in named}
@@ -431,7 +425,8 @@ class TorchModelProblem:
     def default_step_for(self, estimator: str | None) -> float | None:
         """The step a run with gradient estimator ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``; None for
         methods without a registered estimator) uses when ``step = "auto"``: ``estimator_steps[estimator]``
-        where set (SARAH-type estimators: 0.02 for the MLP, 0.01 for LeNet-5), else ``default_step`` (0.1)."""
+        where set, else ``default_step`` (0.1; the SARAH-type estimators size their inner batch and period from
+        ``recursion_ratio`` to be stable at it)."""
         return self.estimator_steps.get(estimator, self.default_step) if estimator is not None \
             else self.default_step
 
@@ -534,19 +529,15 @@ def _common(settings, train, problem: str) -> dict:
         )
     mode = settings.nn_grad
     if mode not in GRAD_MODES:
-        raise ProxGTValueError(f"The 'nn_grad' setting must be one of {', '.join(GRAD_MODES)}. Got {mode!r} instead.")
+        raise setting_error("nn_grad", "one of " + ", ".join(GRAD_MODES), mode)
     act = settings.activation
     if act not in ACTIVATIONS:
-        raise ProxGTValueError(
-            f"The 'activation' setting must be one of {', '.join(ACTIVATIONS)}. Got {act!r} instead."
-        )
+        raise setting_error("activation", "one of " + ", ".join(ACTIVATIONS), act)
     if not isinstance(settings.reg_bias, bool):
-        raise ProxGTValueError(
-            f"The 'reg_bias' setting must be true or false. Got {settings.reg_bias!r} instead."
-        )
+        raise setting_error("reg_bias", "true or false", settings.reg_bias)
     ms = settings.metrics_samples
     if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
-        raise ProxGTValueError(f"The 'metrics_samples' setting must be an int >= 1. Got {ms!r} instead.")
+        raise setting_error("metrics_samples", "an int >= 1", ms)
     return {"grad_mode": mode, "reg_bias": settings.reg_bias, "metrics_samples": ms}
 
 
@@ -555,9 +546,10 @@ def build_mlp(settings, train) -> TorchModelProblem:
     kw = _common(settings, train, "mlp")
     hidden = settings.hidden
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ProxGTValueError(f"The 'hidden' setting must be an int >= 1. Got {hidden!r} instead.")
+        raise setting_error("hidden", "an int >= 1", hidden)
     model = MLP(train.n_features, train.n_classes, hidden, settings.activation)
-    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], estimator_steps=NN_ESTIMATOR_STEPS["mlp"], **kw)
+    return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], recursion_ratio=NN_RECURSION_RATIO["mlp"],
+                             **kw)
 
 
 def build_lenet(settings, train) -> TorchModelProblem:
@@ -571,7 +563,7 @@ def build_lenet(settings, train) -> TorchModelProblem:
         )
     model = LeNet5(shape, train.n_classes, settings.activation)
     return TorchModelProblem(model, input_shape=shape, chunk_size=NN_CHUNK_SIZE["lenet"],
-                             estimator_steps=NN_ESTIMATOR_STEPS["lenet"], **kw)
+                             recursion_ratio=NN_RECURSION_RATIO["lenet"], **kw)
 
 
 def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Module]] | None:

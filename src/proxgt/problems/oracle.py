@@ -102,16 +102,22 @@ class GradientOracle:
         self._full_weights = mask.to(dtype) / counts.unsqueeze(1)
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, size: int) -> torch.Tensor | PoissonBatch | None:
+    def sample(self, size: int, rows: np.ndarray | None = None) -> torch.Tensor | PoissonBatch | None:
         """Indices (k, size) of fresh samples, drawn with replacement from each node's own shard; in
-        ``full_batch`` mode ``None``, which the gradient methods read as "the whole shard"."""
+        ``full_batch`` mode ``None``, which the gradient methods read as "the whole shard".
+
+        ``rows`` (bool (k,), None: all): draw only for these rows; the others get index 0 and their sample
+        streams do not move, so a node's stream depends on its own draws only (the same in every executor)."""
         if self.full_batch:
             return None
         if self.privacy is not None:  # DP: each sample kept with probability size / m_i (a PoissonBatch)
+            if rows is not None:
+                raise ProxGTValueError("differential privacy draws every node's minibatch at once")
             return poisson_sample(self.generators, self.counts.tolist(), size, self.dtype, self.device)
-        idx = torch.empty((self.k, size), dtype=torch.int64)
+        idx = torch.zeros((self.k, size), dtype=torch.int64)
         for r, (g, m) in enumerate(zip(self.generators, self.counts.tolist(), strict=True)):
-            torch.randint(m, (size,), generator=g, out=idx[r])
+            if rows is None or rows[r]:
+                torch.randint(m, (size,), generator=g, out=idx[r])
         if self.device.type == "cuda":  # from pinned memory without waiting: a plain copy waits for the GPU's queue
             return idx.pin_memory().to(self.device, non_blocking=True)
         return idx.to(self.device)
@@ -132,18 +138,22 @@ class GradientOracle:
         return feats, labels, weights
 
     # ----------------------------------------------------------------- counted gradients
-    def _count(self, per_node: int | np.ndarray) -> None:
+    def _count(self, per_node: int | np.ndarray, rows: np.ndarray | None = None) -> None:
+        if rows is not None:
+            per_node = np.where(rows, per_node, 0)
         self.ifo += per_node if self.active is None else np.where(self.active, per_node, 0)
 
-    def grad(self, X: torch.Tensor, idx: torch.Tensor | PoissonBatch | None) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, idx: torch.Tensor | PoissonBatch | None,
+             rows: np.ndarray | None = None) -> torch.Tensor:
         """Minibatch gradient of each node at its own row of X on the samples ``idx`` (None: the whole shard).
-        Costs b per node (m_i for the whole shard)."""
+        Costs b per node (m_i for the whole shard). ``rows`` (bool (k,), None: all): only these rows are
+        wanted and counted (the others are computed on index 0 and are to be discarded)."""
         if idx is None:
-            return self.full_grad(X)
+            return self.full_grad(X, rows)
         if isinstance(idx, PoissonBatch):
             return self._private_grad(X, idx)
         feats, labels, weights = self._batch(idx)
-        self._count(idx.shape[1])
+        self._count(idx.shape[1], rows)
         return self.problem.loss_grad(X, feats, labels, weights)[1]
 
     def grad_pair(
@@ -166,10 +176,11 @@ class GradientOracle:
         grads = self.problem.loss_grad(both, feats, labels, weights)[1]
         return grads[: self.k], grads[self.k :]
 
-    def full_grad(self, X: torch.Tensor) -> torch.Tensor:
-        """Full local gradient (1/m_i) sum_j grad f_ij(x_i) of every node. Costs m_i at node i."""
+    def full_grad(self, X: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Full local gradient (1/m_i) sum_j grad f_ij(x_i) of every node. Costs m_i at node i (``rows``: as in
+        :meth:`grad`, only these rows are counted)."""
         self._refuse_private("exact full local gradients")
-        self._count(self.counts.numpy())
+        self._count(self.counts.numpy(), rows)
         return self.full_loss_grad(X)[1]
 
     # ----------------------------------------------------------------- differential privacy

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from proxgt._validation import is_number, setting_error
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["Constraint", "Int", "Float", "Choice", "Registered", "Bool", "Str", "PathValue", "Either", "Word",
-           "bad_value"]
+if TYPE_CHECKING:  # the settings table is a leaf: the registry is imported where it is read
+    from proxgt.registry import Registry
 
-
-def bad_value(name: str, expected: str, got: Any) -> ProxGTValueError:
-    return ProxGTValueError(f"The '{name}' setting must be {expected}. Got {got!r} instead.")
+__all__ = ["Constraint", "Int", "Float", "Choice", "Registered", "Bool", "Str", "PathValue", "Either", "Word"]
 
 
 class Constraint:
@@ -38,10 +37,6 @@ class Constraint:
         return None
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 @dataclass(frozen=True)
 class Int(Constraint):
     low: int | None = None
@@ -55,10 +50,10 @@ class Int(Constraint):
         return "an int"
 
     def check(self, value: Any, name: str) -> int:
-        ok = _is_number(value) and math.isfinite(value) and value == int(value)
+        ok = is_number(value) and math.isfinite(value) and value == int(value)
         ok = ok and (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
         if not ok:
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         return int(value)
 
     def parse(self, text: str) -> Any:
@@ -84,13 +79,13 @@ class Float(Constraint):
         return "a finite number"
 
     def check(self, value: Any, name: str) -> float:
-        ok = _is_number(value) and math.isfinite(value)
+        ok = is_number(value) and math.isfinite(value)
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
             ok = value < self.high if self.high_open else value <= self.high
         if not ok:
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         return float(value)
 
     def parse(self, text: str) -> Any:
@@ -109,8 +104,9 @@ class Choice(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if value not in self.values:
-            raise bad_value(name, self.describe(), value)
-        return value
+            raise setting_error(name, self.describe(), value)
+        chosen: str = value  # one of the values
+        return chosen
 
     def choices(self) -> list[str]:
         return list(self.values)
@@ -123,10 +119,11 @@ class Registered(Constraint):
     table: str  # attribute name in proxgt.registry, e.g. "ALGORITHMS"
     or_path: bool = False  # data: a registered name or a file
 
-    def _registry(self) -> Any:
+    def _registry(self) -> Registry[Any]:
         import proxgt.registry as registry
 
-        return getattr(registry, self.table)
+        table: Registry[Any] = getattr(registry, self.table)
+        return table
 
     def describe(self) -> str:
         return " | ".join(self._registry().names()) + (" | PATH" if self.or_path else "")
@@ -135,7 +132,7 @@ class Registered(Constraint):
         reg = self._registry()
         if self.or_path:
             if not isinstance(value, str) or not value:
-                raise bad_value(name, "a data set name or a file path", value)
+                raise setting_error(name, "a data set name or a file path", value)
             return reg.canonical(value) if value in reg else value
         return reg.canonical(value)
 
@@ -150,7 +147,7 @@ class Bool(Constraint):
 
     def check(self, value: Any, name: str) -> bool:
         if not isinstance(value, bool):
-            raise bad_value(name, "true or false", value)
+            raise setting_error(name, "true or false", value)
         return value
 
     def parse(self, text: str) -> bool:
@@ -169,7 +166,7 @@ class Str(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if not isinstance(value, str) or not value:
-            raise bad_value(name, "a non-empty string", value)
+            raise setting_error(name, "a non-empty string", value)
         return value
 
 
@@ -188,7 +185,7 @@ class PathValue(Constraint):
         from pathlib import Path
 
         if not isinstance(value, str | os.PathLike) or not str(value):
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         p = Path(value).expanduser()
         if self.must_exist:
             if self.folder and not p.is_dir():
@@ -209,8 +206,9 @@ class Word(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if value != self.word:
-            raise bad_value(name, repr(self.word), value)
-        return value
+            raise setting_error(name, repr(self.word), value)
+        word: str = value  # equal to self.word
+        return word
 
     def parse(self, text: str) -> str:
         if text != self.word:
@@ -234,7 +232,7 @@ class Either(Constraint):
         try:
             return self.other.check(value, name)
         except ProxGTValueError:
-            raise bad_value(name, self.describe(), value) from None
+            raise setting_error(name, self.describe(), value) from None
 
     def parse(self, text: str) -> Any:
         if text == self.word:

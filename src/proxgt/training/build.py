@@ -24,6 +24,7 @@ from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._local import hold_out_local, local_test_counts
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.asynchrony import check_async
 from proxgt.mixing.auto import resolve_gossip
 from proxgt.mixing.clock import ClockProfile, clock_profile
 from proxgt.mixing.compressed import check_compressed_run
@@ -33,7 +34,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
-from proxgt.mixing.running_sums import check_message_loss
+from proxgt.mixing.running_sums import check_message_loss, messages_may_miss
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
 from proxgt.problems.linear import LinearProblem
@@ -72,6 +73,7 @@ class AlgorithmContext:
     local_size: int
     regularizer: Regularizer
     step: float
+    recursion_ratio: float | None = None  # the problem's stable q / b of a SARAH recursion (None: no limit known)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class RunSpec:
     topology: Topology
     problem: Problem
     regularizer: Regularizer
-    algorithm: Algorithm
+    algorithm: Algorithm[Any]
     x0: torch.Tensor  # (d,) shared by every node, or (n, d)
     smoothness: float | None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +119,7 @@ class RunSpec:
 
     @property
     def full_batch(self) -> bool:
-        return self.settings.batch == "full"
+        return bool(self.settings.batch == "full")
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved settings, flat, plus a ``meta`` table (what :class:`~proxgt.training.History` carries)."""
@@ -241,6 +243,23 @@ def _check_batch_fits(cfg: RunConfig, node_data: NodeData, caps: Capabilities) -
         )
 
 
+def _check_recursion(cfg: RunConfig, problem: Problem, caps: Capabilities, step: float) -> None:
+    """A SARAH recursion set (by step, batch or period) past the problem's stable ratio: say so, run it anyway.
+    Its error grows like exp((q / b) (a s)^2) between refreshes (:mod:`proxgt.estimators.sarah`), so the
+    stable q / b at the default step a0 becomes ratio (a0 / a)^2 at a step a."""
+    ratio, limit, a0 = caps.recursion_ratio, problem.recursion_ratio, problem.default_step_for(None)
+    if not ratio or limit is None or not a0 or cfg.batch == "full":
+        return
+    effective = ratio * (step / a0) ** 2
+    if effective > 1.5 * limit:
+        warnings.warn(
+            f"the {cfg.algorithm} recursion may diverge: period / batch = {ratio:.3g} at step {step:g} is "
+            f"{effective / limit:.3g}x what is stable on this problem ({limit:g} at step {a0:g}); leave step, batch "
+            f"and period to the defaults or use step <= {a0 * (limit / ratio) ** 0.5:.2g}",
+            stacklevel=3,
+        )
+
+
 def _default_step(problem: Problem, algorithm: str) -> float:
     """``step = auto`` on a problem without a smoothness constant: the problem's default for the algorithm's
     gradient estimator (``default_step_for``, e.g. the networks' smaller step for SARAH-type estimators), else
@@ -326,7 +345,8 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     local_size = int(round(int(counts.sum()) / len(counts)))
     ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
     algorithm = ALGORITHMS.get(cfg.algorithm)(
-        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step)
+        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step,
+                         recursion_ratio=problem.recursion_ratio)
     )
     if not isinstance(algorithm, Algorithm):
         raise ProxGTValueError(
@@ -334,7 +354,9 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             "or capabilities (see proxgt.algorithms.base.Algorithm)")
     caps: Capabilities = algorithm.capabilities
     check_message_loss(cfg, algorithm, time_varying)
+    check_async(cfg, algorithm, time_varying)
     _check_batch_fits(cfg, node_data, caps)
+    _check_recursion(cfg, problem, caps, step)
     x0 = _initial_point(cfg, problem)
 
     # the network first: auto mixing and rounds are chosen for the graph the run really has, and for its operator
@@ -342,7 +364,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     gamma, delta = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
     mixing, rounds = resolve_gossip(cfg.mixing, cfg.rounds, topology, network, compress=cfg.compress, delta=delta,
                                     target=cfg.mix_target, seed=cfg.seed,
-                                    plain_only=float(cfg.message_loss or 0.0) > 0.0)
+                                    plain_only=messages_may_miss(cfg) or cfg.asynchronous)
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "mixing": mixing, "weights": weights}
     if gamma is not None:
         derived["consensus_step"] = gamma

@@ -12,6 +12,7 @@ import torch
 from proxgt.errors import DivergenceError
 from proxgt.metrics import MetricsEvaluator
 from proxgt.mixing import Communicator, Mixer
+from proxgt.mixing.asynchrony import AsyncNetwork
 from proxgt.mixing.communicator import Clocked, Scheduled
 from proxgt.mixing.compressed import make_mixer
 from proxgt.mixing.dynamic import keep_inactive_rows
@@ -77,7 +78,7 @@ class _DeviceDivergence:
             raise _diverged(t, row, node_ids, step)
 
 
-def _update_some(alg: Any, state: Any, oracle: GradientOracle, mixer: Mixer, active: Any) -> Any:
+def _update_some(alg: Any, state: Any, oracle: GradientOracle, mixer: Mixer | AsyncNetwork, active: Any) -> Any:
     """One update in which only the ``active`` local rows (None: all) take part: the others are isolated in every
     round matrix, their gradients are not counted, and all of their state rows are kept."""
     if active is None or active.all():
@@ -115,7 +116,9 @@ def train(
     # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
     mixer = make_mixer(comm, spec) if mixer is None else mixer
     # the virtual clock (clock settings, simulator only): compute is charged from this oracle's gradient counts
-    clock = cast(Clocked, comm).clock if spec.clock is not None else None
+    # --async: the mixer also schedules the nodes on their own clocks (proxgt.mixing.asynchrony)
+    net = cast(AsyncNetwork, mixer) if spec.settings.asynchronous else None
+    clock: Any = net if net is not None else cast(Clocked, comm).clock if spec.clock is not None else None
     if clock is not None:
         clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
@@ -150,13 +153,18 @@ def train(
     try:
         while state.t < spec.iters:
             t0 = time.perf_counter()
-            if begin_iteration is None:
+            t_before = state.t
+            if net is not None:  # the nodes ready first run one iteration; t: the iterations every node has done
+                state = _update_some(alg, state, oracle, net, net.next_active()[node_ids])
+                net.end_tick()
+                state = state._replace(t=int(net.iters.min()))
+            elif begin_iteration is None:
                 state = alg.update(state, oracle, mixer)
             else:
                 begin_iteration(state.t + 1)
                 state = _update_some(alg, state, oracle, mixer, schedule.active(state.t + 1)[node_ids]
                                      if dropout else None)
-            log_now = state.t % spec.settings.log_every == 0 or state.t == spec.iters
+            log_now = state.t != t_before and (state.t % spec.settings.log_every == 0 or state.t == spec.iters)
             if on_device is None:
                 if not bool(torch.isfinite(state.x).all()):
                     raise _diverged(state.t, _first_bad_row(state.x), node_ids, spec.step)
@@ -176,7 +184,7 @@ def train(
             if after_iteration:
                 after_iteration(state, wall)
             if bar is not None:
-                bar.update(1)
+                bar.update(state.t - t_before)
     finally:
         if bar is not None:
             bar.close()

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from proxgt._optional import optional_import
+from proxgt.training.folder import default_run_folder
 
 __all__ = ["TensorBoardLog", "live_log", "tensorboard_module", "run_name"]
 
@@ -38,7 +39,7 @@ def tensorboard_module() -> ModuleType:
 
 def run_name(out: str | Path | None, algorithm: str, seed: int) -> str:
     """The TensorBoard run of a run: its folder's name, else ``<algorithm>-seed<seed>``."""
-    return Path(out).resolve().name if out else f"{algorithm}-seed{seed}"
+    return Path(out).resolve().name if out else Path(default_run_folder(algorithm, seed)).name
 
 
 def _hparam(value: Any) -> bool:
@@ -77,7 +78,8 @@ class TensorBoardLog:
                 old.unlink()
         self._writer = self._tb.SummaryWriter(log_dir=str(self.log_dir), purge_step=step)
         if step == 0:  # once per run: the HPARAMS tab lists the settings and reads the metric tags' last values
-            for summary in hparams(self.settings, {tag: float("nan") for tag in tags}):
+            # torch's hparams() has no annotations
+            for summary in hparams(self.settings, {tag: float("nan") for tag in tags}):  # type: ignore[no-untyped-call]
                 self._writer.file_writer.add_summary(summary)
 
     def close(self) -> None:

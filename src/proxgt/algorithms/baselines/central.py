@@ -28,7 +28,7 @@ from proxgt._validation import ProxGTValueError
 from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Estimator, Minibatch, make_estimator
+from proxgt.estimators import Estimator, EstimatorState, Minibatch, make_estimator
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -41,6 +41,19 @@ class CentralState(NamedTuple):
     x: torch.Tensor
     v: torch.Tensor
     t: int
+    est: EstimatorState  # the estimator's state
+
+
+def _central_init(estimator: Estimator, x0: torch.Tensor, oracle: GradientOracle) -> CentralState:
+    X = x0.clone()
+    V, est = estimator.init(oracle, X)
+    return CentralState(x=X, v=V, t=0, est=est)
+
+
+def _central_step(estimator: Estimator, state: CentralState, X_new: torch.Tensor,
+                  oracle: GradientOracle) -> CentralState:
+    V, est = estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)
+    return CentralState(x=X_new, v=V, t=state.t + 1, est=est)
 
 
 @dataclass(frozen=True)
@@ -55,12 +68,10 @@ class CentralProxSGD:
         return estimator_capabilities(self.estimator)
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X = x0.clone()
-        return CentralState(x=X, v=self.estimator.init(oracle, X), t=0)
+        return _central_init(self.estimator, x0, oracle)
 
     def update(self, state: CentralState, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X_new = prox_step(self.regularizer, state.x, state.v, self.step)
-        return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
+        return _central_step(self.estimator, state, prox_step(self.regularizer, state.x, state.v, self.step), oracle)
 
 
 
@@ -81,13 +92,11 @@ class CentralProxSARAH:
             raise ProxGTValueError(f"The 'gamma' parameter of ProxSARAH must be in (0, 1]. Got {self.gamma!r}.")
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> CentralState:
-        X = x0.clone()
-        return CentralState(x=X, v=self.estimator.init(oracle, X), t=0)
+        return _central_init(self.estimator, x0, oracle)
 
     def update(self, state: CentralState, oracle: GradientOracle, mix: Mix) -> CentralState:
         xhat = prox_step(self.regularizer, state.x, state.v, self.step)
-        X_new = torch.lerp(state.x, xhat, self.gamma)
-        return CentralState(X_new, self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1), state.t + 1)
+        return _central_step(self.estimator, state, torch.lerp(state.x, xhat, self.gamma), oracle)
 
 
 

@@ -57,7 +57,7 @@ from proxgt._validation import ProxGTValueError, check_choice, check_positive_in
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import SCHEDULES, params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -68,6 +68,7 @@ class ProxDASAState(NamedTuple):
     x: torch.Tensor
     z: torch.Tensor  # averaged gradient
     t: int
+    est: NoState  # the (minibatch) estimator's state
 
 
 class ProxDASAGTState(NamedTuple):
@@ -76,6 +77,7 @@ class ProxDASAGTState(NamedTuple):
     v: torch.Tensor  # the last minibatch gradient (at the previous x)
     u: torch.Tensor  # tracker of mean(v)
     t: int
+    est: NoState  # the (minibatch) estimator's state
 
 
 def _mix_together(mix: Mix, *parts: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -129,13 +131,14 @@ class ProxDASA(_DASABase):
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDASAState:
         X = x0.clone()
-        return ProxDASAState(x=X, z=torch.zeros_like(X), t=0)
+        return ProxDASAState(x=X, z=torch.zeros_like(X), t=0, est=NoState())
 
     def update(self, state: ProxDASAState, oracle: GradientOracle, mix: Mix) -> ProxDASAState:
         a = self.weight(state.t)
-        V = self.estimator.init(oracle, state.x)  # a fresh minibatch gradient at the old point
+        # a fresh minibatch gradient at the old point (Prox-DASA keeps no previous one: V_old is not used)
+        V, est = self.estimator.update(state.est, oracle, state.x, state.x, state.z, state.t + 1)
         X_new, Z_new = _mix_together(mix, self._primal(state.x, state.z, a), torch.lerp(state.z, V, a))
-        return ProxDASAState(x=X_new, z=Z_new, t=state.t + 1)
+        return ProxDASAState(x=X_new, z=Z_new, t=state.t + 1, est=est)
 
 
 @dataclass(frozen=True)
@@ -146,15 +149,15 @@ class ProxDASAGT(_DASABase):
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDASAGTState:
         X = x0.clone()
-        V = self.estimator.init(oracle, X)
-        return ProxDASAGTState(x=X, z=torch.zeros_like(X), v=V, u=V.clone(), t=0)
+        V, est = self.estimator.init(oracle, X)
+        return ProxDASAGTState(x=X, z=torch.zeros_like(X), v=V, u=V.clone(), t=0, est=est)
 
     def update(self, state: ProxDASAGTState, oracle: GradientOracle, mix: Mix) -> ProxDASAGTState:
         a = self.weight(state.t)
-        V_new = self.estimator.update(oracle, state.x, state.x, state.v, state.t + 1)  # fresh, at the old point
+        V_new, est = self.estimator.update(state.est, oracle, state.x, state.x, state.v, state.t + 1)  # at the old x
         X_new, U_new = _mix_together(mix, self._primal(state.x, state.z, a), state.u + V_new - state.v)
         Z_new = mix_owned(mix, torch.lerp(state.z, U_new, a))
-        return ProxDASAGTState(x=X_new, z=Z_new, v=V_new, u=U_new, t=state.t + 1)
+        return ProxDASAGTState(x=X_new, z=Z_new, v=V_new, u=U_new, t=state.t + 1, est=est)
 
 
 _DEFAULTS = {"alpha": 1.0, "schedule": "diminishing"}

@@ -70,10 +70,11 @@ from typing import Any, NamedTuple
 import torch
 
 from proxgt._validation import check_choice, check_positive_float, check_positive_int
-from proxgt.algorithms._parts import Mix, prox_step, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sarah_sizes
-from proxgt.problems.oracle import FULL, MINIBATCH, PAIR, GradientOracle
+from proxgt.estimators import NoState, Storm
+from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
 __all__ = ["DeepStorm", "DeepStormState", "VERSIONS"]
@@ -86,11 +87,13 @@ class DeepStormState(NamedTuple):
     d: torch.Tensor
     y: torch.Tensor
     t: int
+    est: NoState  # the STORM estimator's state
 
 
 @dataclass(frozen=True)
 class DeepStorm:
-    """DEEPSTORM v2 (``version=2``, STORM estimator) or v1 (``version=1``, hybrid estimator).
+    """DEEPSTORM v2 (``version=2``, STORM estimator) or v1 (``version=1``, hybrid estimator): gradient
+    tracking around the :class:`~proxgt.estimators.Storm` estimator built from these fields.
 
     Args:
         regularizer: the non-smooth h (anything with ``prox(X, step)``).
@@ -117,33 +120,28 @@ class DeepStorm:
         return self.schedule.a0
 
     @property
+    def estimator(self) -> Storm:
+        """The STORM (v2) or hybrid (v1) estimator, on the same schedule as the steps."""
+        return Storm(self.batch, self.schedule, beta=self.beta, hybrid=self.version == 1)
+
+    @property
     def capabilities(self) -> Capabilities:
-        # v2 draws one batch B (used at two points), v1 also a second, independent batch B'
-        calls = {FULL, PAIR} | ({MINIBATCH} if self.version == 1 else set())
-        fresh = self.batch * (2 if self.version == 1 else 1)
-        return Capabilities(oracle_calls=frozenset(calls), batch_per_iter=fresh, sizes={"batch": self.batch})
+        return estimator_capabilities(self.estimator)
 
     def beta_at(self, t: int) -> float:
         """beta_t = min(1, 1 - a_t+1 / a_t + beta0 a_t+1^2) (for a constant schedule: beta0 a^2)."""
-        a_t, a_next = self.schedule(t), self.schedule(t + 1)
-        return min(1.0, 1.0 - a_next / a_t + self.beta * a_next**2)
+        return self.estimator.beta_at(t)
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> DeepStormState:
         X = x0.clone()
-        D = oracle.full_grad(X)
-        return DeepStormState(x=X, d=D, y=mix(D), t=0)
+        D, est = self.estimator.init(oracle, X)
+        return DeepStormState(x=X, d=D, y=mix(D), t=0, est=est)
 
     def update(self, state: DeepStormState, oracle: GradientOracle, mix: Mix) -> DeepStormState:
-        a, beta = self.schedule(state.t), self.beta_at(state.t)
-        X_new = prox_step(self.regularizer, mix(state.x), state.y, a)
-        g_new, g_old = oracle.grad_pair(X_new, state.x, oracle.sample(self.batch))
-        if self.version == 2:
-            D_new = g_new + (1.0 - beta) * (state.d - g_old)
-        else:
-            g_fresh = oracle.grad(X_new, oracle.sample(self.batch))
-            D_new = beta * g_fresh + (1.0 - beta) * (state.d + g_new - g_old)
+        X_new = prox_step(self.regularizer, mix(state.x), state.y, self.schedule(state.t))
+        D_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.d, state.t + 1)
         Y_new = track(state.y, D_new, state.d, mix)
-        return DeepStormState(x=X_new, d=D_new, y=Y_new, t=state.t + 1)
+        return DeepStormState(x=X_new, d=D_new, y=Y_new, t=state.t + 1, est=est)
 
 
 def _builder(table: str, name: str, version: int, schedule: str | None) -> Callable[[Any], DeepStorm]:

@@ -40,7 +40,7 @@ from proxgt._validation import check_positive_float
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -52,6 +52,7 @@ class DProxSGTState(NamedTuple):
     v: torch.Tensor  # the minibatch gradient at the previous iterate (0 before the first iteration)
     y: torch.Tensor  # the mixed tracker Y_t-1 (0 before the first iteration)
     t: int
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,14 @@ class DProxSGT:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> DProxSGTState:
         X = x0.clone()
-        return DProxSGTState(x=X, v=torch.zeros_like(X), y=torch.zeros_like(X), t=0)
+        return DProxSGTState(x=X, v=torch.zeros_like(X), y=torch.zeros_like(X), t=0, est=NoState())
 
     def update(self, state: DProxSGTState, oracle: GradientOracle, mix: Mix) -> DProxSGTState:
-        V_new = self.estimator.init(oracle, state.x)  # a fresh minibatch gradient at the current point
+        # a fresh minibatch gradient at the current point (no gradient is paid for before the first iteration)
+        V_new, est = self.estimator.update(state.est, oracle, state.x, state.x, state.v, state.t + 1)
         Y_new = track(state.y, V_new, state.v, mix)
         X_new = mix_owned(mix, prox_step(self.regularizer, state.x, Y_new, self.step), key="x")
-        return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
+        return DProxSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1, est=est)
 
 
 def build(ctx: Any) -> DProxSGT:

@@ -23,7 +23,7 @@ import torch
 from proxgt.algorithms._parts import Mix, estimator_capabilities
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -34,6 +34,7 @@ class ProxDSGDState(NamedTuple):
     x: torch.Tensor
     g: torch.Tensor  # minibatch gradient at x (already paid for)
     t: int
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,14 @@ class ProxDSGD:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDSGDState:
         X = x0.clone()
-        return ProxDSGDState(x=X, g=self.estimator.init(oracle, X), t=0)
+        G, est = self.estimator.init(oracle, X)
+        return ProxDSGDState(x=X, g=G, t=0, est=est)
 
     def update(self, state: ProxDSGDState, oracle: GradientOracle, mix: Mix) -> ProxDSGDState:
         a = self.schedule(state.t)
         X_new = self.regularizer.prox(torch.add(mix(state.x), state.g, alpha=-a), a)
-        G_new = self.estimator.update(oracle, X_new, state.x, state.g, state.t + 1)
-        return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1)
+        G_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.g, state.t + 1)
+        return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1, est=est)
 
 
 

@@ -47,7 +47,7 @@ import torch
 from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import GradientOracle
 from proxgt.prox import Regularizer
 
@@ -59,6 +59,7 @@ class ProxDSGTState(NamedTuple):
     v: torch.Tensor  # G_t, the minibatch gradient at X_t
     y: torch.Tensor
     t: int
+    est: NoState  # the (minibatch) estimator's state
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,16 @@ class ProxDSGT:
 
     def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         X = x0.clone()
-        V = self.estimator.init(oracle, X)
-        return ProxDSGTState(x=X, v=V, y=mix(V), t=0)
+        V, est = self.estimator.init(oracle, X)
+        return ProxDSGTState(x=X, v=V, y=mix(V), t=0, est=est)
 
     def update(self, state: ProxDSGTState, oracle: GradientOracle, mix: Mix) -> ProxDSGTState:
         a = self.schedule(state.t)
         P = self.regularizer.prox(torch.add(mix(state.x), state.y, alpha=-a), a)
         X_new = mix_owned(mix, P)
-        V_new = self.estimator.update(oracle, X_new, state.x, state.v, state.t + 1)
+        V_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)
         Y_new = mix(state.y) + V_new - state.v
-        return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1)
+        return ProxDSGTState(x=X_new, v=V_new, y=Y_new, t=state.t + 1, est=est)
 
 
 def build(ctx: Any) -> ProxDSGT:

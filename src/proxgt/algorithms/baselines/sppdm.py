@@ -98,7 +98,7 @@ from proxgt._validation import ProxGTValueError, check_choice, check_positive_fl
 from proxgt.algorithms._parts import Mix, estimator_capabilities
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import params, sa_batch
-from proxgt.estimators import Minibatch
+from proxgt.estimators import Minibatch, NoState
 from proxgt.problems.oracle import FULL, GradientOracle
 from proxgt.prox import Regularizer
 
@@ -182,7 +182,7 @@ class SPPDM:
                 eta = self.eta if self.momentum == "constant" else 0.0
             lam = state.lam + (self.dual / a) * (X_wide - MX_wide)
             S = X + eta * (X - state.x_prev)
-            G = self.estimator.update(oracle, S, X, state.g, state.t)
+            G, _ = self.estimator.update(NoState(), oracle, S, X, state.g, state.t)  # a Minibatch: no state
         V = (self.gamma_share * S + self.penalty * (X + MX) + self.smoothing * state.z) - a * (G + lam.to(X.dtype))
         X_new = self.regularizer.prox(V, a)
         z = state.z if state.t == 0 else torch.lerp(state.z, X_new, self.omega)
