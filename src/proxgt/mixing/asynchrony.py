@@ -182,7 +182,8 @@ class AsyncNetwork:
             else:
                 if taken:
                     copies[d] = max(taken, key=lambda m: m.sent).payload
-                held = copies[d] if copies[d] is not None else Z[j]
+                copy = copies[d]
+                held = copy if copy is not None else Z[j]
                 fixes.append((j, w * (held - Z[i])))
         for j, fix in fixes:
             out[j] += fix
