@@ -9,11 +9,16 @@ place of the synchronous mixer. In each mixing of that iteration an active node 
 1. is charged the compute since its last mixing (component gradients x its seconds per gradient, as in
    :mod:`proxgt.mixing.clock`);
 2. sends its row to every neighbour j: the message leaves at c_i and arrives at ``c_i + latency + bytes /
-   bandwidth``; iterates send their value, trackers their share ``w_ji z_i`` of mass, as running sums
-   (:mod:`proxgt.mixing.running_sums`): a later message makes good every earlier one it overtakes;
+   bandwidth``; iterates send their value, trackers their shares ``w_ji m_i`` of mass and ``w_ji phi_i`` of
+   push-sum weight, as running sums (:mod:`proxgt.mixing.running_sums`): a later message makes good every
+   earlier one it overtakes;
 3. takes from each neighbour the newest message that has arrived by c_i (for a tracker, all the mass sent up to
-   it) and mixes: ``x_i <- w_ii z_i + sum_j w_ij (newest value from j)``, ``y_i <- w_ii z_i + sum_j (mass
-   received from j)``. Before a neighbour's first message arrives, i uses its own value in its place.
+   it) and mixes: ``x_i <- w_ii z_i + sum_j w_ij (newest value from j)``, ``m_i <- w_ii m_i + sum_j (mass
+   received from j)`` and the same for phi_i; the tracker the algorithm sees is ``m_i / phi_i``. Before a
+   neighbour's first message arrives, i uses its own value in its place.
+
+Why the weights: a node that mixes more often pushes more of its mass away, so the masses alone settle on a
+biased split (slow nodes hold more of the gradient sum); phi follows the same flows, so the ratio does not.
 
 **Staleness.** Messages are tagged with the iteration they were sent in. Before its iteration k_i + 1 a node
 needs, from every neighbour, a message tagged ``k_i + 1 - max_staleness`` or later; if it has none yet it waits
@@ -26,7 +31,7 @@ product as the synchronous run), so the iterates are the synchronous algorithm's
 
 Ticks process the ready nodes in time order; a message that would have reached an active node between two of
 its mixings is taken at its next mixing (delivery is never earlier than arrival). Tracker mass is conserved:
-``sum_i y_i + (mass in flight) = sum_i v_i`` at every tick.
+``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class _Message:
     sent: float
     arrives: float
     payload: torch.Tensor  # a value (iterates) or a mass (trackers), one row
+    phi: float = 0.0  # a tracker's push-sum weight share
 
 
 class AsyncNetwork:
@@ -72,6 +78,8 @@ class AsyncNetwork:
         self.src = np.concatenate([e[:, 0], e[:, 1]])  # directed message d goes src[d] -> dst[d]
         self.dst = np.concatenate([e[:, 1], e[:, 0]])
         self._w = np.concatenate([weights, weights]).astype(np.float64)
+        # w_ii = 1 - sum_j w_ij: what a node keeps of its own mass
+        self._self_w = 1.0 - np.bincount(self.dst, weights=self._w, minlength=self.n)
         self.tracked = tuple(tracked)
         self.profile = profile
         if profile is not None and not np.array_equal(profile.edges, e):
@@ -82,6 +90,13 @@ class AsyncNetwork:
         self.active = np.ones(self.n, dtype=bool)
         self.pending: dict[str, list[list[_Message]]] = {}
         self.copies: dict[str, list[torch.Tensor | None]] = {}
+        # trackers (push-sum): the mass each node holds, its weight, the tracker it last showed, and whether any
+        # mixing so far was not synchronous (before that: weight 1, mass = what was shown)
+        self.mass: dict[str, torch.Tensor] = {}
+        self.phi: dict[str, np.ndarray] = {}
+        self.shown: dict[str, torch.Tensor] = {}
+        self.skewed: dict[str, bool] = {}
+        self.touched: dict[str, np.ndarray] = {}
         self.first_arrival: list[dict[int, float]] = [{} for _ in range(2 * self.E)]  # tag -> earliest arrival
         self._charged = np.zeros(self.n, dtype=np.int64)
         self._work: CountsGradients | None = None
@@ -148,20 +163,36 @@ class AsyncNetwork:
         self._charge()
         nbytes = (Z[0].numel() if Z.ndim > 1 else 1) * Z.element_size()
         links = self._link_times(nbytes)
+        self._calls += 1
+        if key in self.tracked:
+            return self._mix_mass(Z, key, links)
         # W Z: what every node would get if every message were the one just sent; the active nodes sent theirs
         out = self.comm.gossip_from(Z, self.active)
-        self._calls += 1
-        tracked = key in self.tracked
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
         copies = self.copies.setdefault(key, [None] * (2 * self.E))
-        fixes: list[tuple[int, torch.Tensor]] = []
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (Z[i].clone(), 0.0), links):
+            if len(taken) == 1 and taken[0] is fresh:
+                copies[d] = fresh.payload
+                continue  # exactly the synchronous message: W Z already holds it
+            if taken:
+                copies[d] = max(taken, key=lambda m: m.sent).payload
+            i = int(self.src[d])
+            copy = copies[d]
+            held = copy if copy is not None else Z[j]
+            out[j] += float(self._w[d]) * (held - Z[i])
+        return out
+
+    def _exchange(self, pending: list[list[_Message]], payload: Any,
+                  links: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
+        """Send the active nodes' messages (``payload(i, w)`` -> (row, phi share)) and take, for each link into an
+        active node, every message up to the newest one that has arrived: [(link, receiver, taken, fresh)]."""
+        out = []
         for d in range(2 * self.E):
             i, j = int(self.src[d]), int(self.dst[d])
-            w = float(self._w[d])
             fresh = None
             if self.active[i]:
-                payload = Z[i] * w if tracked else Z[i].clone()
-                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), payload)
+                row, phi = payload(i, float(self._w[d]))
+                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, phi)
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
@@ -172,27 +203,70 @@ class AsyncNetwork:
             newest = max((m.sent for m in arrived), default=None)
             taken = [] if newest is None else [m for m in pending[d] if m.sent <= newest]
             pending[d] = [m for m in pending[d] if newest is None or m.sent > newest]
-            if len(taken) == 1 and taken[0] is fresh:
-                if not tracked:
-                    copies[d] = fresh.payload
-                continue  # exactly the synchronous message: W Z already holds it
-            if tracked:
-                mass = sum((m.payload for m in taken), torch.zeros_like(Z[i]))
-                fixes.append((j, mass - w * Z[i]))
-            else:
-                if taken:
-                    copies[d] = max(taken, key=lambda m: m.sent).payload
-                copy = copies[d]
-                held = copy if copy is not None else Z[j]
-                fixes.append((j, w * (held - Z[i])))
-        for j, fix in fixes:
-            out[j] += fix
+            out.append((d, j, taken, fresh))
         return out
+
+    def _mix_mass(self, Z: torch.Tensor, key: str, links: np.ndarray) -> torch.Tensor:
+        """A tracker: push-sum on running sums. Each node holds a mass m_i and a weight phi_i (1 at the start);
+        a mixing sends the shares w_ji m_i and w_ji phi_i, keeps w_ii of both, adds all it received, and the
+        tracker it shows is m_i / phi_i. Nodes that mix more often push more mass away; the weight follows the
+        same flows, so the ratio is unbiased. While every mixing so far was synchronous, phi = 1 and the mass
+        is what was shown: the round is W Z exactly."""
+        shape = (-1, *([1] * (Z.ndim - 1)))
+        act = torch.as_tensor(self.active, device=Z.device).view(shape)
+        touched_np = self.touched.setdefault(key, np.zeros(self.n, dtype=bool))
+        touched = torch.as_tensor(touched_np, device=Z.device).view(shape)
+        prev, shown = self.mass.get(key, Z), self.shown.get(key, Z)
+        # a node that never mixed this key holds what it shows (weight 1): its input is its mass. Otherwise the
+        # algorithm's correction (what it added to the shown tracker) joins the mass, unless every mixing so far
+        # was synchronous (then mass = shown, and the input is the mass exactly). A node that never mixed and is
+        # not active now takes no part: its row only keeps the product finite.
+        own = torch.where(touched, prev + (Z - shown), Z) if self.skewed.get(key, False) else Z
+        mass = torch.where(act, own, torch.where(touched, prev, Z))
+        phi = self.phi.setdefault(key, np.ones(self.n))
+        out = self.comm.gossip_from(mass, self.active)  # W m: every share the one just sent
+        new_phi = phi.copy()
+        pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
+        skewed = not self.active.all()
+        got_phi = np.zeros(self.n)
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links):
+            got_phi[j] += sum(m.phi for m in taken)
+            if len(taken) == 1 and taken[0] is fresh:
+                continue
+            skewed = True
+            i = int(self.src[d])
+            got = sum((m.payload for m in taken), torch.zeros_like(mass[i]))
+            out[j] += got - float(self._w[d]) * mass[i]
+        recv = self.active
+        new_phi[recv] = self._self_w[recv] * phi[recv] + got_phi[recv]
+        touched_np |= self.active
+        self.skewed[key] = skewed = skewed or self.skewed.get(key, False)
+        new_mass = torch.where(act, out, mass)
+        self.mass[key] = new_mass
+        if not skewed:
+            self.shown[key] = new_mass
+            return new_mass
+        self.phi[key] = new_phi
+        ratio = new_mass / torch.as_tensor(new_phi, dtype=Z.dtype, device=Z.device).view(shape)
+        before = self.shown.get(key)
+        result = ratio if before is None else torch.where(act, ratio, before)
+        self.shown[key] = result
+        return result
 
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
         """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
         msgs = [m.payload for link in self.pending.get(key, []) for m in link]
         return torch.stack(msgs).sum(0) if msgs else None
+
+    def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
+        """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
+        state (what a node that never mixed ``key`` holds). With :meth:`in_flight_sum`, the network sum of the
+        local estimates."""
+        m = self.mass.get(key)
+        if m is None:
+            return shown.sum(0)
+        t = torch.as_tensor(self.touched[key], device=m.device).view(-1, *([1] * (m.ndim - 1)))
+        return torch.where(t, m, shown).sum(0)
 
 
 def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
