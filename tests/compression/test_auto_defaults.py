@@ -173,3 +173,19 @@ def test_compressed_runs_on_changing_graphs_converge_and_track_exactly(extra):
     final = _final(dict(SMALL, algorithm="proxgt-sr-e", iters=100, compress="topk:0.1", **extra))
     assert final["grad_mapping_sq"] <= 3 * base["grad_mapping_sq"]
     assert final["bytes_per_node"] < 0.25 * base["bytes_per_node"]
+
+
+def test_large_per_link_copies_are_announced(monkeypatch):
+    import proxgt.mixing.compressed as compressed
+    from proxgt.executors.simulation import simulated_communicator
+
+    spec = build_run(RunConfig(**dict(SMALL, topology="random-matching", compress="topk:0.1")))
+    links = len(spec.topology.edges)
+    assert links == 16 * 15 // 2  # the union graph of random matchings: every pair
+    monkeypatch.setattr(compressed, "_LINK_COPIES_WARN_BYTES", 4 * links * 30 * 4 - 1)
+    with pytest.warns(UserWarning, match=f"two per directed link of its {links} links"):
+        compressed.make_mixer(simulated_communicator(spec), spec)
+    monkeypatch.setattr(compressed, "_LINK_COPIES_WARN_BYTES", 4 * links * 30 * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compressed.make_mixer(simulated_communicator(spec), spec)

@@ -38,6 +38,7 @@ communicator's ``share`` sends it and counts its real width, so the bytes counte
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
@@ -269,6 +270,10 @@ def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | No
     return consensus_step_for(cfg, dim), make_compressor(cfg.compress).gossip_contraction(int(dim))
 
 
+#: per-link public copies above this many bytes per mixed quantity: a warning that says how much (random matching
+#: keeps copies for every pair of nodes)
+_LINK_COPIES_WARN_BYTES = 2**30
+
 _NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "
                   "in the simulation (proxgt run), not yet with proxgt launch")
 
@@ -300,5 +305,10 @@ def make_mixer(comm: Any, spec: Any) -> Any:
         return CompressedMixer(comm, compressor, gamma, seed=spec.settings.seed, schedule=recurrence)
     if not isinstance(comm, DynamicCommunicator):
         raise ProxGTValueError(_NOT_IN_LAUNCH)
+    size = 4 * len(spec.topology.edges) * int(spec.problem.dim) * torch.empty((), dtype=spec.dtype).element_size()
+    if size > _LINK_COPIES_WARN_BYTES:  # two copies per directed link and mixed quantity
+        warnings.warn(f"compressed gossip on this changing graph keeps {size / 2**30:.1f} GiB of public copies per "
+                      f"mixed quantity (two per directed link of its {len(spec.topology.edges)} links); a sparser "
+                      "graph (e.g. one-peer-exponential instead of random-matching) needs fewer", stacklevel=2)
     return LinkCompressedMixer(comm, compressor, gamma, spec.topology.edges, seed=spec.settings.seed,
                                schedule=recurrence)
