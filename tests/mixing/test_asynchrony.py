@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.executors.resuming import stopped_and_resumed
 
 from proxgt.cli import main
 from proxgt.executors.simulation import run_simulation, simulated_communicator
@@ -107,7 +108,6 @@ def test_counts_only_what_the_active_nodes_sent(tmp_path):
     (["--mixing", "chebyshev"], "use --mixing plain --rounds 1"),
     (["--rounds", "2"], "use --mixing plain --rounds 1"),
     (["--message-loss", "0.1"], "--async does not combine with"),
-    (["--checkpoint-every", "5"], "do not write checkpoints yet"),
 ])
 def test_what_async_cannot_honour_is_a_one_line_error(flags, message, capsys, tmp_path):
     argv = ["run", "--data", "breast_cancer", "--nodes", "4", "--mixing", "plain", "--rounds", "1", "--async",
@@ -131,3 +131,12 @@ def test_deterministic_async_tracking_is_unbiased():
                link_latency="exp:0.002", asynchronous=True, max_staleness=2)
     rows = run_simulation(cfg).rows
     assert rows[-1]["grad_mapping_sq"] < 2e-4
+
+
+def test_resume_continues_an_async_run(tmp_path, monkeypatch):
+    cfg = dict(FAST, iters=16, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True,
+               max_staleness=2)
+    ref, resumed = stopped_and_resumed(cfg, tmp_path / "run", monkeypatch, stop_at=8, every=8)
+    assert resumed.x.equal(ref.x)
+    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in resumed.rows] == \
+        [{k: v for k, v in r.items() if k != "wall_s"} for r in ref.rows]

@@ -108,6 +108,7 @@ class AsyncNetwork:
         self._charged = np.zeros(self.n, dtype=np.int64)
         self._work: CountsGradients | None = None
         self._calls = 0
+        self._device: torch.device | None = None
 
     # ------------------------------------------------------------------ clocks
     def follow(self, work: CountsGradients) -> None:
@@ -167,6 +168,7 @@ class AsyncNetwork:
         as if they mixed, and discarded by the caller."""
         if key is None:
             raise ProxGTValueError("asynchronous gossip needs to know which quantity it mixes (mix(Z, key=...))")
+        self._on(Z.device)
         self._charge()
         nbytes = (Z[0].numel() if Z.ndim > 1 else 1) * Z.element_size()
         links = self._link_times(nbytes)
@@ -283,6 +285,62 @@ class AsyncNetwork:
         t = torch.as_tensor(self.touched[key], device=m.device).view(-1, *([1] * (m.ndim - 1)))
         return torch.where(t, m, shown).sum(0)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Clocks, iteration counts, messages in flight and what each node holds of its neighbours (plain values
+        and CPU tensors), for checkpoints: a resumed run goes on exactly as it would have."""
+        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().to("cpu")
+
+        return {
+            "time": self.time.tolist(), "iters": self.iters.tolist(), "active": self.active.tolist(),
+            "calls": self._calls, "charged": self._charged.tolist(),
+            "pending": {k: [[[float(m.sent), float(m.arrives), cpu(m.payload), float(m.phi)] for m in link]
+                             for link in links] for k, links in self.pending.items()},
+            "copies": {k: [cpu(c) for c in v] for k, v in self.copies.items()},
+            "first_arrival": [[[int(tag), float(t)] for tag, t in d.items()] for d in self.first_arrival],
+            "may_send": {k: v.tolist() for k, v in self.may_send.items()},
+            "mass": {k: cpu(v) for k, v in self.mass.items()}, "phi": {k: v.tolist() for k, v in self.phi.items()},
+            "shown": {k: cpu(v) for k, v in self.shown.items()},
+            "touched": {k: v.tolist() for k, v in self.touched.items()},
+            "skewed": {k: bool(v) for k, v in self.skewed.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back, before the first mixing (tensors move to the run's device on use)."""
+        self.time = np.asarray(state["time"], dtype=np.float64)
+        self.iters = np.asarray(state["iters"], dtype=np.int64)
+        self.active = np.asarray(state["active"], dtype=bool)
+        self._calls = int(state["calls"])
+        self._charged = np.asarray(state["charged"], dtype=np.int64)
+        self.pending = {k: [[_Message(float(a), float(b), p, float(f)) for a, b, p, f in link] for link in links]
+                        for k, links in state["pending"].items()}
+        self.copies = {k: list(v) for k, v in state["copies"].items()}
+        self.first_arrival = [{int(tag): float(t) for tag, t in d} for d in state["first_arrival"]]
+        self.may_send = {k: np.asarray(v, dtype=bool) for k, v in state["may_send"].items()}
+        self.mass = dict(state["mass"])
+        self.phi = {k: np.asarray(v, dtype=np.float64) for k, v in state["phi"].items()}
+        self.shown = dict(state["shown"])
+        self.touched = {k: np.asarray(v, dtype=bool) for k, v in state["touched"].items()}
+        self.skewed = {k: bool(v) for k, v in state["skewed"].items()}
+        self._device = None
+
+    def _on(self, device: torch.device) -> None:
+        """Move the held tensors to ``device`` (after a checkpoint was loaded on the CPU)."""
+        if self._device == device:
+            return
+
+        def to(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        for links in self.pending.values():
+            for link in links:
+                for m in link:
+                    m.payload = m.payload.to(device)
+        self.copies = {k: [to(c) for c in v] for k, v in self.copies.items()}
+        self.mass = {k: v.to(device) for k, v in self.mass.items()}
+        self.shown = {k: v.to(device) for k, v in self.shown.items()}
+        self._device = device
+
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
         """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
         msgs = [m.payload for link in self.pending.get(key, []) for m in link]
@@ -308,9 +366,6 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
             or cfg.compress != "none"):
         raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_failure, "
                                "node_dropout, a time-varying topology or compressed gossip yet")
-    if cfg.checkpoint_every:
-        raise ProxGTValueError("--async runs do not write checkpoints yet (its messages in flight are not saved): "
-                               "leave checkpoint_every at 0")
 
 
 def async_network(comm: SimulatedCommunicator, spec: Any) -> AsyncNetwork:

@@ -181,7 +181,7 @@ def train(
                     on_nodes(metrics.per_node_rows)
                 if bar is not None:
                     bar.set_postfix(gm=f"{row['grad_mapping_sq']:.2e}", refresh=False)
-            if after_iteration:
+            if after_iteration and state.t != t_before:  # --async: a tick that finished no network iteration
                 after_iteration(state, wall)
             if bar is not None:
                 bar.update(state.t - t_before)
