@@ -358,7 +358,7 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if cfg.max_staleness == 0:
         raise ProxGTValueError("max_staleness = 0 with --async is the synchronous run: every node would wait for "
                                "every neighbour's newest message; use max_staleness >= 1 or leave --async off")
-    if cfg.mixing not in ("plain", "auto") or cfg.rounds != 1:  # auto picks plain for --async (mixing.auto)
+    if cfg.mixing not in ("plain", "auto") or cfg.rounds not in (1, "auto"):  # auto: plain, 1 round
         raise ProxGTValueError("--async exchanges one message per neighbour and mixing: use --mixing plain "
                                f"--rounds 1 (got mixing = {cfg.mixing!r}, rounds = {cfg.rounds!r})")
     if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None

@@ -194,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="SECONDS"),
     Setting("asynchronous", "clock", False, Bool(),
             "nodes compute and send on their own virtual clocks and mix with the newest message from each "
-            "neighbour, never waiting for one (ProxGT-SA; needs --mixing plain --rounds 1)", flag="--async"),
+            "neighbour, never waiting for one (ProxGT-SA; plain mixing, one round)", flag="--async"),
     Setting("max_staleness", "clock", 4, Int(0),
             "with --async: a node waits rather than mix with a neighbour's message more than this many of its "
             "iterations old (0 would be the synchronous run)"),
