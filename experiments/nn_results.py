@@ -1,4 +1,5 @@
-"""The README's network results table from the runs experiments/run_device.sh writes to experiments/runs/nn-results/.
+"""The network results table (docs/neural-networks.md) from the runs experiments/run_device.sh writes to
+experiments/runs/nn-results/.
 
 Usage (repository root): python experiments/nn_results.py [RUNS_DIR] -> experiments/reports/nn-results/table.md
 Per run: batch, K, step, passes per node (component gradients per node / local samples), and at the last logged
@@ -18,7 +19,7 @@ from proxgt.reporting.runs import load_run
 from proxgt.reporting.tradeoff import run_sparsity
 
 ORDER = ["mlp-sa-b32", "mlp-sa-b128", "mlp-sro", "mlp-sa-mixprox", "lenet-sa", "lenet-sa-step0.3", "lenet-sro"]
-TARGET = {"mlp": 0.84, "lenet": 0.87}  # the README's accuracy targets
+TARGET = {"mlp": 0.84, "lenet": 0.87}  # the accuracy targets of docs/neural-networks.md
 
 
 def main(root: Path) -> str:

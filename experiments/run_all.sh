@@ -1,7 +1,7 @@
 #!/bin/sh
 # Rerun every shipped suite (resumable: finished cells and tuning pilots are skipped) and regenerate the committed
 # reports. Usage: sh experiments/run_all.sh [--jobs N]
-# The network suites h2h-lenet and sparsity and the README's network table (experiments/runs/nn-results) are heavy
+# The network suites h2h-lenet and sparsity and the network results table of docs/neural-networks.md (experiments/runs/nn-results) are heavy
 # for a small machine: experiments/run_device.sh runs them on a 16-core (+ GPU) machine; their reports are made
 # here when their run folders exist.
 set -e

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The heavy network experiments, in one go, on a lent machine with 16 CPU cores and one NVIDIA GPU (no internet,
 # no pip): the LeNet-5 head-to-head (h2h-lenet), the sparsity sweep (sparsity: MLP 784-256-10 and LeNet-5) and the
-# network results table of the README (nn-results: 7 single runs). MLP runs use the CPU cores (one thread each);
+# network results table of docs/neural-networks.md (nn-results: 7 single runs). MLP runs use the CPU cores (one thread each);
 # LeNet-5 runs use DEVICE (default cpu: on 2026-11-26 LeNet-5 on cuda failed in proxgt.problems.nn._grouped_logits,
 # "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)"; with DEVICE=cuda a 2-cell precheck
 # falls back to the CPU when that happens). The parts (PARTS, default all three) run side by side, JOBS (default 12)
@@ -106,7 +106,7 @@ for s in h2h-lenet sparsity; do
     PIDS="$PIDS $!"
 done
 
-# the README's network results: 8 nodes, ring, shards, l1 1e-4, 10 passes per node, seed 0
+# the network results of docs/neural-networks.md: 8 nodes, ring, shards, l1 1e-4, 10 passes per node, seed 0
 NN="--data fashion-mnist --split shards --nodes 8 --topology ring --reg l1 --reg-strength 1e-4 --seed 0 --threads 1 --metrics-samples 2000 --overwrite"
 mkdir -p "$RUNS/nn-results"
 nnrun() {  # nnrun NAME ITERS LOG_EVERY ARGS...

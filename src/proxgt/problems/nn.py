@@ -74,7 +74,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.T
 
 #: Documented default step for the shipped networks when ``step = "auto"`` (no smoothness constant is known for
 #: a neural network). Measured on Fashion-MNIST, 8 nodes, ring, shards split, ProxGT-SA with b = 32: see the
-#: README section "Sparse neural networks".
+#: docs/neural-networks.md, "Sparse neural networks".
 NN_DEFAULT_STEP = 0.1
 
 #: The largest period / inner batch q / b at which the SARAH recursion (ProxGT-SR-O, ProxGT-SR-E) stays stable on

@@ -1,5 +1,5 @@
 """Run settings: one table (:data:`SETTINGS`) grouped in sections that are also the TOML tables, and the
-immutable :class:`RunConfig` generated from it. The table drives validation, the CLI flags and the README's
+immutable :class:`RunConfig` generated from it. The table drives validation, the CLI flags and the docs'
 settings reference."""
 
 from proxgt.settings.config import RunConfig, flatten, load_config_file, read_toml

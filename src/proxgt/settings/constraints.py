@@ -1,6 +1,6 @@
 """Constraints on setting values, after scikit-learn's parameter constraints: each one checks a value,
 returns it normalized (``3.0`` -> ``3`` for an int setting), parses it from a command-line string, and
-describes itself for ``--help`` and the README.
+describes itself for ``--help`` and the settings reference (docs/settings.md).
 
 Every failure is a one-line :class:`~proxgt.errors.ProxGTValueError` in one template:
 ``The 'nodes' setting must be an int >= 1. Got 0 instead.``

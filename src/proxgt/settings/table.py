@@ -2,7 +2,7 @@
 
 The table drives everything a user sees of a setting: validation (:meth:`RunConfig.validate`), the flat CLI
 flags with their defaults in ``--help`` (:mod:`proxgt.cli.flags`), the TOML tables (a setting's section is its
-table: ``[graph] nodes = 8``) and the README's settings reference (:func:`reference_markdown`). A new feature
+table: ``[graph] nodes = 8``) and the settings reference of docs/settings.md (:func:`reference_markdown`). A new feature
 adds rows here; nothing else lists settings by hand.
 """
 
@@ -244,7 +244,7 @@ SPEC_OR_PATH_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if isins
 
 
 def reference_markdown() -> str:
-    """The README's settings reference, generated from the table (one Markdown table per section)."""
+    """The settings reference (docs/settings.md), generated from the table (one Markdown table per section)."""
     lines = []
     for section, what in SECTIONS.items():
         lines += [f"**`[{section}]`**: {what}", "", "| setting | flag | default | accepts | meaning |",
