@@ -13,7 +13,7 @@ static, reliable graph without compression. A cell passes when it finishes witho
 Combinations a method cannot honour (compressing a method that does not name its mixed quantities, DP for a
 method that reads more than fresh minibatches) are refused with a one-line error; the table says "refused".
 
-    python experiments/defaults_matrix.py                          # real a9a, 16-node ring, 300 iterations
+    python experiments/defaults_matrix.py --jobs 2                 # real a9a, 16-node ring, 200 iterations
     python experiments/defaults_matrix.py --quick                  # 3 algorithms, for a look
     python experiments/defaults_matrix.py --out docs/defaults-matrix.md
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import multiprocessing
 import statistics
 import sys
 import time
@@ -80,14 +81,19 @@ def run_cell(base: dict[str, Any], algorithm: str, network: str, op: str, dp: st
     return out
 
 
+def _run_cell_args(args: tuple[Any, ...]) -> dict[str, Any]:
+    return run_cell(*args)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="a9a")
     p.add_argument("--nodes", type=int, default=16)
-    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--iters", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algorithms", default="all", help="comma-separated names, or all")
     p.add_argument("--quick", action="store_true", help="proxgt-sa, proxgt-sr-e and prox-dsgd only")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (fork)")
     p.add_argument("--out", default="docs/defaults-matrix.md")
     p.add_argument("--csv", default=None, help="default: --out with .csv")
     args = p.parse_args(argv)
@@ -97,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         names = ["proxgt-sa", "proxgt-sr-e", "prox-dsgd"]
     base = {"data": args.data, "nodes": args.nodes, "topology": "ring", "iters": args.iters,
             "log_every": max(1, args.iters // 30), "seed": args.seed}
+    cells = [(base, a, net, op, dp) for a in names for dp in DP for net in NETWORKS for op in OPERATORS]
     rows: list[dict[str, Any]] = []
-    cells = [(a, net, op, dp) for a in names for dp in DP for net in NETWORKS for op in OPERATORS]
-    for i, (a, net, op, dp) in enumerate(cells):
-        row = run_cell(base, a, net, op, dp)
-        rows.append(row)
-        sys.stderr.write(f"[{i + 1}/{len(cells)}] {a} {net} {op} dp={dp}: {row['status']} ({row['seconds']} s)\n")
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        for i, row in enumerate(pool.imap(_run_cell_args, cells)):
+            rows.append(row)
+            sys.stderr.write(f"[{i + 1}/{len(cells)}] {row['algorithm']} {row['network']} {row['compress']} "
+                             f"dp={row['dp']}: {row['status']} ({row['seconds']} s)\n")
     refs = {(r["algorithm"], r["dp"]): r for r in rows
             if r["network"] == "static" and r["compress"] == "none" and r["status"] == "ok"}
     for r in rows:

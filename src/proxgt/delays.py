@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from proxgt._validation import ProxGTValueError, param_error
+from proxgt._validation import ProxGTValueError, param_error, setting_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,7 +58,7 @@ class Delay:
         names the ``name`` parameter and what it ``expected``."""
         if isinstance(spec, Delay):
             return spec
-        bad = ProxGTValueError(f"The '{name}' parameter must be {expected}. Got {spec!r} instead.")
+        bad = param_error("", name, expected, spec)
         kind, _, rest = str(spec).strip().partition(":")
         kind = kind.strip().lower()
         try:
@@ -111,7 +111,7 @@ def parse_delay_or_file(value: object, name: str, expected: str, *, positive: bo
     ``positive``: every draw must be > 0 (a bandwidth). Anything else is a one-line error naming ``name``."""
     from pathlib import Path
 
-    bad = ProxGTValueError(f"The '{name}' setting must be {expected}. Got {value!r} instead.")
+    bad = setting_error(name, expected, value)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise bad
     text = str(value).strip()

@@ -15,6 +15,7 @@ from proxgt.executors.simulation import run_simulation
 from proxgt.mixing import SimulatedCommunicator
 from proxgt.mixing.compressed import CompressedMixer, LinkCompressedMixer
 from proxgt.mixing.dynamic import DynamicCommunicator, NetworkSchedule
+from proxgt.mixing.mixer import recurrence
 from proxgt.settings import RunConfig
 from proxgt.training import build_run
 
@@ -22,7 +23,7 @@ from proxgt.training import build_run
 SMALL = dict(data="breast_cancer", nodes=16, topology="ring", reg="l1", reg_strength=0.01, iters=150, log_every=10,
              batch=16, seed=3)
 #: one spec per shipped operator, at the parameters docs/compression.md uses
-SHIPPED = ("topk:0.1", "randk:0.1", "qsgd:4", "sign", "fp16", "bf16")
+SHIPPED = ("topk:0.1", "randk:0.1", "qsgd:4", "qsgd:16", "sign", "fp16", "bf16")
 
 
 def test_every_shipped_operator_has_a_case_here():
@@ -71,6 +72,14 @@ def test_auto_follows_the_operator_and_keeps_what_the_user_sets():
     assert auto.rounds == plain.rounds > 1  # the uncompressed run's messages, each compressed
     assert auto.resolved.consensus_step == pytest.approx(3 / 30)  # min(1, delta), delta = k/d
     assert build_run(RunConfig(**SMALL, compress="none", algorithm="cdproxsgt")).resolved.mixing == "chebyshev"
+    # Chebyshev stays where the operator contracts enough: sqrt(1 - delta) max(|alpha| + |beta|) < 1
+    amplification = max(abs(a) + abs(b) for a, b in recurrence("chebyshev", plain.rounds, plain.topology.lam))
+    for spec in ("fp16", "bf16", "qsgd:16", "qsgd:4", "randk:0.5", "sign"):
+        built = build_run(RunConfig(**SMALL, compress=spec))
+        delta = make_compressor(spec).gossip_contraction(30)
+        keeps = (1 - delta) ** 0.5 * amplification < 1
+        assert built.resolved.mixing == ("chebyshev" if keeps else "plain"), spec
+        assert keeps == (spec in ("fp16", "bf16", "qsgd:16")), spec  # qsgd:16 at d = 30: delta 0.90
     with pytest.warns(UserWarning, match="amplify the lag of the public copies"):
         given = build_run(RunConfig(**SMALL, compress="sign", mixing="chebyshev", rounds=3, consensus_step=0.7))
     assert (given.resolved.mixing, given.rounds, given.resolved.consensus_step) == ("chebyshev", 3, 0.7)
@@ -164,3 +173,19 @@ def test_compressed_runs_on_changing_graphs_converge_and_track_exactly(extra):
     final = _final(dict(SMALL, algorithm="proxgt-sr-e", iters=100, compress="topk:0.1", **extra))
     assert final["grad_mapping_sq"] <= 3 * base["grad_mapping_sq"]
     assert final["bytes_per_node"] < 0.25 * base["bytes_per_node"]
+
+
+def test_large_per_link_copies_are_announced(monkeypatch):
+    import proxgt.mixing.compressed as compressed
+    from proxgt.executors.simulation import simulated_communicator
+
+    spec = build_run(RunConfig(**dict(SMALL, topology="random-matching", compress="topk:0.1")))
+    links = len(spec.topology.edges)
+    assert links == 16 * 15 // 2  # the union graph of random matchings: every pair
+    monkeypatch.setattr(compressed, "_LINK_COPIES_WARN_BYTES", 4 * links * 30 * 4 - 1)
+    with pytest.warns(UserWarning, match=f"two per directed link of its {links} links"):
+        compressed.make_mixer(simulated_communicator(spec), spec)
+    monkeypatch.setattr(compressed, "_LINK_COPIES_WARN_BYTES", 4 * links * 30 * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compressed.make_mixer(simulated_communicator(spec), spec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.executors.resuming import stopped_and_resumed
 
 from proxgt.cli import main
 from proxgt.executors.simulation import run_simulation, simulated_communicator
@@ -59,8 +60,8 @@ def _drive(cfg):
     net = async_network(comm, spec)
     seen = []
 
-    def inspect(state, wall):
-        seen.append((net.iters.copy(), state.y.sum(0), net.in_flight_sum("y"), state.v.sum(0)))
+    def inspect(state, wall):  # trackers are push-sum ratios: the invariant is on the mass the nodes hold
+        seen.append((net.iters.copy(), net.held_mass("y", state.y), net.in_flight_sum("y"), state.v.sum(0)))
 
     train(spec, comm, oracle, after_iteration=inspect, mixer=net)
     return spec, net, seen
@@ -93,10 +94,11 @@ def test_async_times_are_seeded():
 def test_counts_only_what_the_active_nodes_sent(tmp_path):
     cfg = dict(FAST, node_speed=_slow_node(tmp_path), link_latency=0.002, asynchronous=True)
     row = run_simulation(cfg).rows[-1]
-    # a node sends 2 messages of d numbers per mixing and 2 mixings per iteration: bytes follow its iterations
+    # per iteration a node sends its iterate to both neighbours, and a tracker share to each neighbour that has
+    # answered its last one: bytes follow its own iterations, not the ticks
     d_bytes = 8 * build_run(RunConfig(**FAST)).problem.dim
     per_node_iters = (row["ifo_per_node"] - 4) / 4  # SA: b = 4 gradients per iteration, 4 at the start
-    assert row["bytes_per_node"] == pytest.approx(per_node_iters * 2 * 2 * d_bytes)
+    assert per_node_iters * 2 * d_bytes < row["bytes_per_node"] < per_node_iters * 2 * 2 * d_bytes
     assert torch.isfinite(torch.tensor(row["grad_mapping_sq"]))
 
 
@@ -106,7 +108,6 @@ def test_counts_only_what_the_active_nodes_sent(tmp_path):
     (["--mixing", "chebyshev"], "use --mixing plain --rounds 1"),
     (["--rounds", "2"], "use --mixing plain --rounds 1"),
     (["--message-loss", "0.1"], "--async does not combine with"),
-    (["--checkpoint-every", "5"], "do not write checkpoints yet"),
 ])
 def test_what_async_cannot_honour_is_a_one_line_error(flags, message, capsys, tmp_path):
     argv = ["run", "--data", "breast_cancer", "--nodes", "4", "--mixing", "plain", "--rounds", "1", "--async",
@@ -121,3 +122,21 @@ def test_the_distributed_executor_refuses_async(tmp_path, capsys):
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "asynchronous (--async)" in err and "\n" not in err
+
+
+def test_deterministic_async_tracking_is_unbiased():
+    """Nodes that mix more often push more tracker mass away; with the masses alone the trackers settle on a
+    biased split and the gradient mapping stalls near 1.1e-3 here (measured before the push-sum weights)."""
+    cfg = dict(FAST, batch="full", reg_strength=1e-2, iters=400, log_every=400, node_speed="exp:0.001",
+               link_latency="exp:0.002", asynchronous=True, max_staleness=2)
+    rows = run_simulation(cfg).rows
+    assert rows[-1]["grad_mapping_sq"] < 2e-4
+
+
+def test_resume_continues_an_async_run(tmp_path, monkeypatch):
+    cfg = dict(FAST, iters=16, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True,
+               max_staleness=2)
+    ref, resumed = stopped_and_resumed(cfg, tmp_path / "run", monkeypatch, stop_at=8, every=8)
+    assert resumed.x.equal(ref.x)
+    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in resumed.rows] == \
+        [{k: v for k, v in r.items() if k != "wall_s"} for r in ref.rows]

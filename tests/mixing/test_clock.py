@@ -29,10 +29,11 @@ class _Work:
         self.ifo = np.zeros(n, dtype=np.int64)
 
 
-def _path_clock(bandwidth: tuple[float, float] = (1e300, 1e300)) -> tuple[VirtualClock, _Work]:
+def _path_clock(bandwidth: tuple[float, float] = (1e300, 1e300),
+                deadline: float | None = None) -> tuple[VirtualClock, _Work]:
     """Path 0 - 1 - 2: 1, 2 and 3 s per gradient; links 0-1 take 0.5 s, 1-2 take 0.25 s."""
     profile = ClockProfile(3, np.array([[0, 1], [1, 2]]), _const(1.0, 2.0, 3.0), _const(0.5, 0.25),
-                           _const(*bandwidth))
+                           _const(*bandwidth), deadline=deadline)
     clock, work = VirtualClock(profile), _Work(3)
     clock.follow(work)
     return clock, work
@@ -50,6 +51,15 @@ def test_hand_computed_times_on_a_path():
     work.ifo += 2  # two more gradients, charged when the time is read
     assert clock.now() == 3.5 + 6.0
     assert clock.time.tolist() == [5.75, 7.25, 9.5]
+
+
+def test_a_round_deadline_cuts_the_wait_and_marks_late_messages():
+    clock, work = _path_clock(deadline=1.0)
+    work.ifo += 1  # compute ends at 1, 2, 3 s; each node waits until 1 s past its own end at the latest
+    clock.exchange(0)
+    # node 0: node 1's message (2.5) is late past 2; node 1: node 2's (3.25) is late past 3, node 0's (1.5) not
+    assert clock.time.tolist() == [2.0, 3.0, 3.0]
+    assert clock.late.tolist() == [[False, False], [True, True]]  # row 0: 0->1, 1->2; row 1: 1->0, 2->1
 
 
 def test_message_size_over_bandwidth_and_links_down():

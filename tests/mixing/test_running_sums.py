@@ -132,3 +132,48 @@ def test_the_distributed_executor_refuses_message_loss(tmp_path, capsys):
                  "--message-loss", "0.1", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "message_loss (--message-loss) simulates lost messages" in err and "\n" not in err
+
+
+def _slow(tmp_path, factor=10.0, s=1e-4):
+    f = tmp_path / "speeds.csv"
+    f.write_text("".join(f"{i},{factor * s if i == 2 else s}\n" for i in range(FAST["nodes"])))
+    return str(f)
+
+
+def test_a_round_deadline_keeps_tracking_exact_and_saves_time(tmp_path):
+    clock = {"node_speed": _slow(tmp_path), "link_latency": 0.002, "rounds": 1}
+    spec = build_run(RunConfig(**dict(FAST, **clock, round_deadline=0.01)))
+    _, logged, mixer = _run(spec, running_sum_mixer)
+    assert mixer.late is not None and any(flying is not None for _, flying in logged)
+    assert _invariant_gap(logged) < 1e-12
+    waiting = run_simulation(dict(FAST, **clock)).rows[-1]
+    cut = run_simulation(dict(FAST, **clock, round_deadline=0.01)).rows[-1]
+    assert cut["sim_time_s"] < waiting["sim_time_s"]
+    assert cut["grad_mapping_sq"] < 0.05 * run_simulation(dict(FAST, **clock)).rows[0]["grad_mapping_sq"]
+
+
+def test_a_deadline_no_message_misses_is_the_synchronous_run(tmp_path):
+    clock = {"node_speed": _slow(tmp_path), "link_latency": 0.002, "rounds": 1}
+    a = run_simulation(dict(FAST, **clock))
+    b = run_simulation(dict(FAST, **clock, round_deadline=10.0))
+    assert b.x.equal(a.x) and [r["sim_time_s"] for r in b.rows] == [r["sim_time_s"] for r in a.rows]
+
+
+def test_resume_continues_a_run_with_late_messages(tmp_path, monkeypatch):
+    cfg = dict(FAST, iters=16, log_every=4, rounds=1, node_speed=_slow(tmp_path), link_latency="exp:0.002",
+               round_deadline=0.003)
+    ref, resumed = stopped_and_resumed(cfg, tmp_path / "run", monkeypatch, stop_at=8, every=8)
+    assert resumed.x.equal(ref.x)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ([], "round_deadline (--round-deadline) needs the virtual clock"),
+    (["--link-latency", "0.01", "--mixing", "chebyshev"], "round_deadline needs mixing = 'plain'"),
+    (["--link-latency", "0.01", "--async", "--rounds", "1"], "--async does not combine with"),
+    (["--link-latency", "0.01", "--round-deadline", "-1"], "'round_deadline' setting must be"),
+])
+def test_what_a_round_deadline_cannot_honour_is_a_one_line_error(flags, message, capsys, tmp_path):
+    code = main(["run", "--data", "breast_cancer", "--nodes", "4", "--round-deadline", "0.01", *flags,
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err, err

@@ -35,6 +35,7 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.executors.launch.launcher import launch
     from proxgt.mixing.clock import refuse_on_real_time
     from proxgt.training import RunFolder
+    from proxgt.training.folder import default_run_folder
 
     if args.nprocs < 1:
         raise ProxGTValueError(f"--nprocs must be an int >= 1. Got {args.nprocs} instead.")
@@ -54,7 +55,7 @@ def _handle(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args)
         if not cfg.out:
-            cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+            cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
             args.out = cfg.out
     cfg = cfg.validate()
     refuse_on_real_time(cfg)

@@ -24,6 +24,7 @@ def summary_line(hist) -> str:
 
 def _handle(args: argparse.Namespace) -> int:
     from proxgt.executors.simulation import run_simulation
+    from proxgt.training.folder import default_run_folder
 
     progress = sys.stderr.isatty() and not args.no_progress
     if args.resume:  # continue, extend (--iters) or start over (--overwrite): plan_resume decides
@@ -32,7 +33,7 @@ def _handle(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         cfg = config_from_args(args)
-        out = cfg.out or f"runs/{cfg.algorithm}-seed{cfg.seed}"
+        out = cfg.out or default_run_folder(cfg.algorithm, cfg.seed)
         hist = run_simulation(cfg, out=out, progress=progress, overwrite=args.overwrite)
     print(summary_line(hist))
     print(f"wrote {out}/{{config.toml,metrics.csv,final.npz,summary.json}}")

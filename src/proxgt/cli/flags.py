@@ -76,7 +76,7 @@ def add_setting_flags(p: argparse.ArgumentParser, *, with_out: bool = True) -> N
             if s.section != section or (s.name == "out" and not with_out):
                 continue
             # a true/false setting also works as a bare switch (--async means --async true)
-            switch = {"nargs": "?", "const": True} if isinstance(s.constraint, Bool) else {}
+            switch: dict[str, Any] = {"nargs": "?", "const": True} if isinstance(s.constraint, Bool) else {}
             group.add_argument(s.cli_flag, dest=s.name, type=_arg_type(s), default=None,
                                metavar=_metavar(s), help=_help(s), **switch)
     p.add_argument("--extra", action="append", default=None, metavar="METHOD.KEY=VALUE",

@@ -88,14 +88,11 @@ def _uniforms(rows: torch.Tensor, generators: Generators, what: str) -> torch.Te
 
 
 class Compressor:
-    """Base class. Subclasses set ``name``, ``unbiased``, ``random`` (and ``lossless`` for the identity) and
-    implement the four methods."""
+    """Base class. Subclasses set ``name``, ``unbiased``, ``random`` and implement the four methods."""
 
     name: str = ""
     unbiased: bool = False
     random: bool = False
-    #: C(x) = x exactly: compressed gossip with it is the uncompressed recurrence (any mixing kind is safe)
-    lossless: bool = False
 
     def constant(self, d: int) -> float:
         """omega (variance factor) if ``unbiased``, else delta (contraction), for vectors of length ``d``."""
@@ -133,7 +130,6 @@ class Identity(Compressor):
 
     name = "none"
     unbiased = True
-    lossless = True
 
     def constant(self, d: int) -> float:
         return 0.0

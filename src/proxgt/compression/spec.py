@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from proxgt._validation import setting_error
 from proxgt.errors import ProxGTValueError
 
 __all__ = ["OPERATORS", "CompressSpec", "parse_compress", "MAX_LEVELS"]
@@ -88,8 +89,7 @@ class CompressSpec:
 
     def check(self, value: Any, name: str) -> str:
         if not isinstance(value, str):
-            raise ProxGTValueError(f"The '{name}' setting must be a compression spec ({_FORMS}). "
-                                   f"Got {value!r} instead.")
+            raise setting_error(name, f"a compression spec ({_FORMS})", value)
         return canonical_spec(value)
 
     def parse(self, text: str) -> str:

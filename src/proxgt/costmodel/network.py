@@ -48,9 +48,11 @@ def _surviving_metropolis(n: int, edges: np.ndarray, up: np.ndarray, lazy: bool)
     import numpy as np
     from scipy import sparse
 
+    from proxgt.topology import metropolis_weight
+
     e = edges[up]
     deg = np.bincount(e.ravel(), minlength=n)
-    w = 1.0 / (1.0 + np.maximum(deg[e[:, 0]], deg[e[:, 1]]))
+    w = metropolis_weight(deg[e[:, 0]], deg[e[:, 1]])
     diag = 1.0 - np.bincount(e.ravel(), weights=np.repeat(w, 2), minlength=n)
     if lazy:
         w, diag = w / 2, (1.0 + diag) / 2

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, check_int
 
 __all__ = [
     "Dataset",
@@ -53,10 +53,7 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 
 def check_seed(seed: object, owner: str = "") -> int:
     """Return ``seed`` as an ``int >= 0`` or raise :class:`ProxGTValueError`."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        where = f" of {owner}" if owner else ""
-        raise ProxGTValueError(f"The 'seed' parameter{where} must be an int >= 0. Got {seed!r} instead.")
-    return int(seed)
+    return check_int(seed, "seed", owner, low=0)
 
 
 def make_rng(seed: object, owner: str = "") -> np.random.Generator:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, check_choice, param_error
 
 from ._dataset import Dataset, available_memory, make_dataset, read_file_bytes
 
@@ -194,11 +194,7 @@ def load_libsvm(
         >>> ds.X.shape, ds.n_classes             # doctest: +SKIP
         (torch.Size([32561, 123]), 2)
     """
-    if layout not in LAYOUTS:
-        raise ProxGTValueError(
-            f"The 'layout' parameter of load_libsvm must be one of {', '.join(map(repr, LAYOUTS))}. "
-            f"Got {layout!r} instead."
-        )
+    check_choice(layout, "layout", LAYOUTS, "load_libsvm")
     where = str(path)
     labels, line_of_row, r_arr, c_arr, v_arr, p = parse_libsvm(_read_text(path), where, n_features)
     n_rows = int(labels.size)
@@ -234,10 +230,7 @@ def parse_libsvm(
     if n_features is not None and (
         isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1
     ):
-        raise ProxGTValueError(
-            f"The 'n_features' parameter of load_libsvm must be an int >= 1 or None. "
-            f"Got {n_features!r} instead."
-        )
+        raise param_error("load_libsvm", "n_features", "an int >= 1 or None", n_features)
     parsed = _parse_fast(text)
     if parsed is None:
         parsed = _parse_checked(text, where)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, param_error
 from proxgt.registry import DATASETS
 
 from ._dataset import Dataset, check_seed
@@ -76,7 +76,7 @@ def load_dataset(spec: str, *, seed: int = 0, data_dir: str | None = None) -> tu
         (torch.Size([32561, 123]), None)
     """
     if not isinstance(spec, str | os.PathLike):
-        raise ProxGTValueError(f"The 'spec' parameter of load_dataset must be a str. Got {spec!r} instead.")
+        raise param_error("load_dataset", "spec", "a str", spec)
     spec = os.fspath(spec)
     seed = check_seed(seed, "load_dataset")
     if spec in DATASETS:

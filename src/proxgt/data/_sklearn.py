@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import check_choice
 
 from ._dataset import Dataset, make_dataset
 
@@ -36,11 +36,7 @@ def load_sklearn(name: str) -> Dataset:
         >>> load_sklearn("iris").X.shape
         torch.Size([150, 4])
     """
-    if name not in SKLEARN_NAMES:
-        raise ProxGTValueError(
-            f"The 'name' parameter of load_sklearn must be one of "
-            f"{', '.join(repr(n) for n in SKLEARN_NAMES)}. Got {name!r} instead."
-        )
+    check_choice(name, "name", SKLEARN_NAMES, "load_sklearn")
     from sklearn import datasets
 
     loader = {

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from proxgt._validation import ProxGTValueError, check_choice, check_positive_float, check_positive_int
+from proxgt._validation import ProxGTValueError, check_choice, check_positive_float, check_positive_int, param_error
 
 from ._dataset import Dataset, NodeData, count, csr_rows, is_sparse, make_rng
 
@@ -37,10 +37,7 @@ def train_test_split(ds: Dataset, test_fraction: float = 0.2, seed: int = 0) -> 
         or not isinstance(test_fraction, int | float)
         or not (0.0 <= test_fraction < 1.0)
     ):
-        raise ProxGTValueError(
-            f"The 'test_fraction' parameter of train_test_split must be a float in [0, 1). "
-            f"Got {test_fraction!r} instead."
-        )
+        raise param_error("train_test_split", "test_fraction", "a float in [0, 1)", test_fraction)
     rng = make_rng(seed, "train_test_split")
     n = len(ds)
     if n == 0:

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import check_int, is_number, param_error
 
 from ._dataset import Dataset, make_dataset, make_rng
 
@@ -45,11 +45,7 @@ def synthetic_a9a(n_samples: int = 32561, seed: int = 0) -> Dataset:
         >>> ds.X.shape, ds.n_classes, int(ds.X.sum(1).min())
         (torch.Size([1000, 123]), 2, 14)
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
-        raise ProxGTValueError(
-            f"The 'n_samples' parameter of synthetic_a9a must be an int >= 1. Got {n_samples!r} instead."
-        )
-    n = int(n_samples)
+    n = check_int(n_samples, "n_samples", "synthetic_a9a")
     rng = make_rng(seed, "synthetic_a9a")
     p = sum(A9A_GROUP_SIZES)
 
@@ -104,14 +100,9 @@ def synthetic_rcv1(n_samples: int = 20242, n_features: int = 47236, density: flo
         >>> tuple(ds.X.shape), ds.n_classes, ds.X.layout
         ((200, 5000), 2, torch.sparse_csr)
     """
-    for name, v in (("n_samples", n_samples), ("n_features", n_features)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ProxGTValueError(f"The {name!r} parameter of synthetic_rcv1 must be an int >= 1. Got {v!r} instead.")
-    if isinstance(density, bool) or not isinstance(density, int | float) or not 0.0 < density <= 1.0:
-        raise ProxGTValueError(
-            f"The 'density' parameter of synthetic_rcv1 must be a float in (0, 1]. Got {density!r} instead."
-        )
-    n, p = int(n_samples), int(n_features)
+    n, p = check_int(n_samples, "n_samples", "synthetic_rcv1"), check_int(n_features, "n_features", "synthetic_rcv1")
+    if not is_number(density) or not 0.0 < density <= 1.0:
+        raise param_error("synthetic_rcv1", "density", "a float in (0, 1]", density)
     rng = make_rng(seed, "synthetic_rcv1")
     weights = 1.0 / (np.arange(p) + 10.0) ** 1.1
     weights = weights[rng.permutation(p)]

@@ -53,6 +53,7 @@ from proxgt.mixing import Communicator
 from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
+from proxgt.training.folder import default_run_folder
 
 __all__ = [
     "DistributedCommunicator",
@@ -320,7 +321,7 @@ def run_distributed(
         cfg = RunConfig.from_dict(cfg)
     cfg = cfg.validate()
     if not cfg.out:
-        cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+        cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         cfg = cfg.replace(device=f"cuda:{local_rank % torch.cuda.device_count()}")

@@ -17,7 +17,7 @@ from proxgt.errors import ProxGTValueError
 from proxgt.executors.failures import FaultMonitor
 from proxgt.mixing import CommCounter
 from proxgt.mixing.communicator import fused_round
-from proxgt.topology import Topology
+from proxgt.topology import Topology, metropolis_weight
 
 __all__ = ["DistributedCommunicator", "partition_nodes"]
 
@@ -336,7 +336,7 @@ class DistributedCommunicator:
         W = torch.zeros((len(self.node_ids), len(cols)), dtype=torch.float64)
         for a, i in enumerate(self.node_ids):
             for j in nbrs[i]:
-                W[a, col[j]] = 1.0 / (1.0 + max(len(nbrs[i]), len(nbrs[j])))
+                W[a, col[j]] = float(metropolis_weight(len(nbrs[i]), len(nbrs[j])))
             W[a, a] = 1.0 - float(W[a].sum())
         self._W_local = W
         self._cache.clear()

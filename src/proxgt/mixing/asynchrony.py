@@ -9,11 +9,20 @@ place of the synchronous mixer. In each mixing of that iteration an active node 
 1. is charged the compute since its last mixing (component gradients x its seconds per gradient, as in
    :mod:`proxgt.mixing.clock`);
 2. sends its row to every neighbour j: the message leaves at c_i and arrives at ``c_i + latency + bytes /
-   bandwidth``; iterates send their value, trackers their share ``w_ji z_i`` of mass, as running sums
-   (:mod:`proxgt.mixing.running_sums`): a later message makes good every earlier one it overtakes;
+   bandwidth``; iterates send their value, trackers their shares ``w_ji m_i`` of mass and ``w_ji phi_i`` of
+   push-sum weight as running sums (:mod:`proxgt.mixing.running_sums`): a later message makes good every earlier
+   one it overtakes;
 3. takes from each neighbour the newest message that has arrived by c_i (for a tracker, all the mass sent up to
-   it) and mixes: ``x_i <- w_ii z_i + sum_j w_ij (newest value from j)``, ``y_i <- w_ii z_i + sum_j (mass
-   received from j)``. Before a neighbour's first message arrives, i uses its own value in its place.
+   it) and mixes: ``x_i <- w_ii z_i + sum_j w_ij (newest value from j)``, ``m_i <- w_ii m_i + sum_j (mass
+   received from j)`` and the same for phi_i; the tracker the algorithm sees is ``y_i = m_i / phi_i``. Before a
+   neighbour's first message arrives, i uses its own value in its place.
+
+**Trackers: push-sum, one share in flight per link.** A node that mixes more often pushes more mass away, so the
+masses alone settle on a biased split (slow nodes hold more of the gradient sum, and each node's proximal step
+uses a scaled gradient: the deterministic run of the tests stalled at a gradient mapping of 1.1e-3). The weights
+phi follow the same flows, so the ratio is unbiased. Dividing by a weight that a fast node drains would amplify
+the gradient noise (measured: stochastic runs with lognormal compute times blew up), so a node sends a tracker
+share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1.
 
 **Staleness.** Messages are tagged with the iteration they were sent in. Before its iteration k_i + 1 a node
 needs, from every neighbour, a message tagged ``k_i + 1 - max_staleness`` or later; if it has none yet it waits
@@ -26,7 +35,8 @@ product as the synchronous run), so the iterates are the synchronous algorithm's
 
 Ticks process the ready nodes in time order; a message that would have reached an active node between two of
 its mixings is taken at its next mixing (delivery is never earlier than arrival). Tracker mass is conserved:
-``sum_i y_i + (mass in flight) = sum_i v_i`` at every tick.
+``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`), and likewise
+``sum_i phi_i + (weight in flight) = n``.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
-from proxgt.mixing.clock import ClockProfile, CountsGradients
+from proxgt.mixing.clock import ClockProfile, CountsGradients, canonical_edges
 from proxgt.mixing.communicator import SimulatedCommunicator
 from proxgt.mixing.running_sums import edge_weights
 
@@ -50,6 +60,7 @@ class _Message:
     sent: float
     arrives: float
     payload: torch.Tensor  # a value (iterates) or a mass (trackers), one row
+    phi: float = 0.0  # a tracker's push-sum weight share
 
 
 class AsyncNetwork:
@@ -72,6 +83,8 @@ class AsyncNetwork:
         self.src = np.concatenate([e[:, 0], e[:, 1]])  # directed message d goes src[d] -> dst[d]
         self.dst = np.concatenate([e[:, 1], e[:, 0]])
         self._w = np.concatenate([weights, weights]).astype(np.float64)
+        # w_ii = 1 - sum_j w_ij: what a node keeps of its own mass
+        self._self_w = 1.0 - np.bincount(self.dst, weights=self._w, minlength=self.n)
         self.tracked = tuple(tracked)
         self.profile = profile
         if profile is not None and not np.array_equal(profile.edges, e):
@@ -82,10 +95,20 @@ class AsyncNetwork:
         self.active = np.ones(self.n, dtype=bool)
         self.pending: dict[str, list[list[_Message]]] = {}
         self.copies: dict[str, list[torch.Tensor | None]] = {}
+        # trackers: per link and direction, whether the sender may send a share (its last one was answered); the
+        # mass each node holds, its push-sum weight, the tracker it last showed, which nodes mixed the key yet,
+        # and whether any mixing so far was not synchronous (before that: weight 1, mass = what was shown)
+        self.may_send: dict[str, np.ndarray] = {}
+        self.mass: dict[str, torch.Tensor] = {}
+        self.phi: dict[str, np.ndarray] = {}
+        self.shown: dict[str, torch.Tensor] = {}
+        self.touched: dict[str, np.ndarray] = {}
+        self.skewed: dict[str, bool] = {}
         self.first_arrival: list[dict[int, float]] = [{} for _ in range(2 * self.E)]  # tag -> earliest arrival
         self._charged = np.zeros(self.n, dtype=np.int64)
         self._work: CountsGradients | None = None
         self._calls = 0
+        self._device: torch.device | None = None
 
     # ------------------------------------------------------------------ clocks
     def follow(self, work: CountsGradients) -> None:
@@ -145,23 +168,42 @@ class AsyncNetwork:
         as if they mixed, and discarded by the caller."""
         if key is None:
             raise ProxGTValueError("asynchronous gossip needs to know which quantity it mixes (mix(Z, key=...))")
+        self._on(Z.device)
         self._charge()
         nbytes = (Z[0].numel() if Z.ndim > 1 else 1) * Z.element_size()
         links = self._link_times(nbytes)
-        # W Z: what every node would get if every message were the one just sent; the active nodes sent theirs
-        out = self.comm.gossip_from(Z, self.active)
         self._calls += 1
-        tracked = key in self.tracked
+        if key in self.tracked:
+            return self._mix_mass(Z, key, links)
+        # W Z: what every node would get if every message were the one just sent; the active nodes sent theirs
+        sending = self.active[self.src]
+        out = self.comm.gossip_from(Z, np.bincount(self.src[sending], minlength=self.n))
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
         copies = self.copies.setdefault(key, [None] * (2 * self.E))
-        fixes: list[tuple[int, torch.Tensor]] = []
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (Z[i].clone(), 0.0), links, sending):
+            if len(taken) == 1 and taken[0] is fresh:
+                copies[d] = fresh.payload
+                continue  # exactly the synchronous message: W Z already holds it
+            if taken:
+                copies[d] = max(taken, key=lambda m: m.sent).payload
+            i = int(self.src[d])
+            copy = copies[d]
+            held = copy if copy is not None else Z[j]
+            out[j] += float(self._w[d]) * (held - Z[i])
+        return out
+
+    def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray,
+                  sending: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
+        """Send the messages of the links ``sending`` (bool (2E,); ``payload(i, w)`` -> (row, weight share)) and
+        take, for each link into an active node, every message up to the newest one that has arrived:
+        [(link, receiver, taken, fresh)]."""
+        out = []
         for d in range(2 * self.E):
             i, j = int(self.src[d]), int(self.dst[d])
-            w = float(self._w[d])
             fresh = None
-            if self.active[i]:
-                payload = Z[i] * w if tracked else Z[i].clone()
-                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), payload)
+            if sending[d]:
+                row, share = payload(i, float(self._w[d]))
+                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, share)
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
@@ -172,21 +214,132 @@ class AsyncNetwork:
             newest = max((m.sent for m in arrived), default=None)
             taken = [] if newest is None else [m for m in pending[d] if m.sent <= newest]
             pending[d] = [m for m in pending[d] if newest is None or m.sent > newest]
-            if len(taken) == 1 and taken[0] is fresh:
-                if not tracked:
-                    copies[d] = fresh.payload
-                continue  # exactly the synchronous message: W Z already holds it
-            if tracked:
-                mass = sum((m.payload for m in taken), torch.zeros_like(Z[i]))
-                fixes.append((j, mass - w * Z[i]))
-            else:
-                if taken:
-                    copies[d] = max(taken, key=lambda m: m.sent).payload
-                held = copies[d] if copies[d] is not None else Z[j]
-                fixes.append((j, w * (held - Z[i])))
-        for j, fix in fixes:
-            out[j] += fix
+            out.append((d, j, taken, fresh))
         return out
+
+    def _mix_mass(self, Z: torch.Tensor, key: str, links: np.ndarray) -> torch.Tensor:
+        """A tracker: push-sum on running sums, one share in flight per link and direction (module docstring).
+        Each node holds a mass m_i and a weight phi_i (1 at the start) and shows the tracker m_i / phi_i. A
+        mixing keeps w_ii of both, sends the shares w_ji m_i, w_ji phi_i to each neighbour j that has answered
+        its last share (or to which it never sent), keeps the shares of the others, and adds all it received.
+        While every mixing so far was synchronous, phi = 1 and the mass is what was shown: the round is W Z."""
+        shape = (-1, *([1] * (Z.ndim - 1)))
+        act = torch.as_tensor(self.active, device=Z.device).view(shape)
+        touched_np = self.touched.setdefault(key, np.zeros(self.n, dtype=bool))
+        touched = torch.as_tensor(touched_np, device=Z.device).view(shape)
+        prev, shown = self.mass.get(key, Z), self.shown.get(key, Z)
+        # a node that never mixed this key holds what it shows (weight 1): its input is its mass. Otherwise the
+        # algorithm's correction (what it added to the shown tracker) joins the mass, unless every mixing so far
+        # was synchronous (then mass = shown, and the input is the mass exactly). A node that never mixed and is
+        # not active now takes no part: its row only keeps the product finite.
+        own = torch.where(touched, prev + (Z - shown), Z) if self.skewed.get(key, False) else Z
+        mass = torch.where(act, own, torch.where(touched, prev, Z))
+        phi = self.phi.setdefault(key, np.ones(self.n))
+        may = self.may_send.setdefault(key, np.ones(2 * self.E, dtype=bool))
+        sending = self.active[self.src] & may
+        out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
+        pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
+        skewed = not self.active.all()
+        new_phi = phi.copy()
+        new_phi[self.active] = 0.0
+        answered = np.zeros(2 * self.E, dtype=bool)
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links, sending):
+            answered[(d + self.E) % (2 * self.E)] |= bool(taken)  # j may send to i again
+            new_phi[j] += sum(m.phi for m in taken)
+            if len(taken) == 1 and taken[0] is fresh:
+                continue  # exactly the synchronous share: W m already holds it
+            skewed = True
+            i = int(self.src[d])
+            got = sum((m.payload for m in taken), torch.zeros_like(mass[i]))
+            out[j] += got - float(self._w[d]) * mass[i]
+        kept_w = self._self_w.copy()
+        for kept in np.flatnonzero(self.active[self.src] & ~sending):  # shares for a neighbour that has not answered
+            i = int(self.src[kept])
+            out[i] += float(self._w[kept]) * mass[i]
+            kept_w[i] += self._w[kept]
+            skewed = True
+        new_phi[self.active] += kept_w[self.active] * phi[self.active]
+        may[sending] = False
+        may[answered] = True
+        touched_np |= self.active
+        self.skewed[key] = skewed = skewed or self.skewed.get(key, False)
+        new_mass = torch.where(act, out, mass)
+        self.mass[key] = new_mass
+        if not skewed:
+            self.shown[key] = new_mass
+            return new_mass
+        self.phi[key] = new_phi
+        ratio = new_mass / torch.as_tensor(new_phi, dtype=Z.dtype, device=Z.device).view(shape)
+        before = self.shown.get(key)
+        result = ratio if before is None else torch.where(act, ratio, before)
+        self.shown[key] = result
+        return result
+
+    def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
+        """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
+        state (what a node that never mixed ``key`` holds). With :meth:`in_flight_sum`, the network sum of the
+        local estimates."""
+        m = self.mass.get(key)
+        if m is None:
+            return shown.sum(0)
+        t = torch.as_tensor(self.touched[key], device=m.device).view(-1, *([1] * (m.ndim - 1)))
+        return torch.where(t, m, shown).sum(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Clocks, iteration counts, messages in flight and what each node holds of its neighbours (plain values
+        and CPU tensors), for checkpoints: a resumed run goes on exactly as it would have."""
+        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().to("cpu")
+
+        return {
+            "time": self.time.tolist(), "iters": self.iters.tolist(), "active": self.active.tolist(),
+            "calls": self._calls, "charged": self._charged.tolist(),
+            "pending": {k: [[[float(m.sent), float(m.arrives), cpu(m.payload), float(m.phi)] for m in link]
+                             for link in links] for k, links in self.pending.items()},
+            "copies": {k: [cpu(c) for c in v] for k, v in self.copies.items()},
+            "first_arrival": [[[int(tag), float(t)] for tag, t in d.items()] for d in self.first_arrival],
+            "may_send": {k: v.tolist() for k, v in self.may_send.items()},
+            "mass": {k: cpu(v) for k, v in self.mass.items()}, "phi": {k: v.tolist() for k, v in self.phi.items()},
+            "shown": {k: cpu(v) for k, v in self.shown.items()},
+            "touched": {k: v.tolist() for k, v in self.touched.items()},
+            "skewed": {k: bool(v) for k, v in self.skewed.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict` back, before the first mixing (tensors move to the run's device on use)."""
+        self.time = np.asarray(state["time"], dtype=np.float64)
+        self.iters = np.asarray(state["iters"], dtype=np.int64)
+        self.active = np.asarray(state["active"], dtype=bool)
+        self._calls = int(state["calls"])
+        self._charged = np.asarray(state["charged"], dtype=np.int64)
+        self.pending = {k: [[_Message(float(a), float(b), p, float(f)) for a, b, p, f in link] for link in links]
+                        for k, links in state["pending"].items()}
+        self.copies = {k: list(v) for k, v in state["copies"].items()}
+        self.first_arrival = [{int(tag): float(t) for tag, t in d} for d in state["first_arrival"]]
+        self.may_send = {k: np.asarray(v, dtype=bool) for k, v in state["may_send"].items()}
+        self.mass = dict(state["mass"])
+        self.phi = {k: np.asarray(v, dtype=np.float64) for k, v in state["phi"].items()}
+        self.shown = dict(state["shown"])
+        self.touched = {k: np.asarray(v, dtype=bool) for k, v in state["touched"].items()}
+        self.skewed = {k: bool(v) for k, v in state["skewed"].items()}
+        self._device = None
+
+    def _on(self, device: torch.device) -> None:
+        """Move the held tensors to ``device`` (after a checkpoint was loaded on the CPU)."""
+        if self._device == device:
+            return
+
+        def to(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        for links in self.pending.values():
+            for link in links:
+                for m in link:
+                    m.payload = m.payload.to(device)
+        self.copies = {k: [to(c) for c in v] for k, v in self.copies.items()}
+        self.mass = {k: v.to(device) for k, v in self.mass.items()}
+        self.shown = {k: v.to(device) for k, v in self.shown.items()}
+        self._device = device
 
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
         """Sum of the tracker mass of ``key`` sent and not yet received (the invariant's term), or None."""
@@ -205,23 +358,19 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if cfg.max_staleness == 0:
         raise ProxGTValueError("max_staleness = 0 with --async is the synchronous run: every node would wait for "
                                "every neighbour's newest message; use max_staleness >= 1 or leave --async off")
-    if cfg.mixing not in ("plain", "auto") or cfg.rounds != 1:  # auto picks plain for --async (mixing.auto)
+    if cfg.mixing not in ("plain", "auto") or cfg.rounds not in (1, "auto"):  # auto: plain, 1 round
         raise ProxGTValueError("--async exchanges one message per neighbour and mixing: use --mixing plain "
                                f"--rounds 1 (got mixing = {cfg.mixing!r}, rounds = {cfg.rounds!r})")
-    if (float(cfg.message_loss or 0.0) > 0.0 or float(cfg.link_failure or 0.0) > 0.0
-            or float(cfg.node_dropout or 0.0) > 0.0 or time_varying or cfg.compress != "none"):
-        raise ProxGTValueError("--async does not combine with message_loss, link_failure, node_dropout, a "
-                               "time-varying topology or compressed gossip yet")
-    if cfg.checkpoint_every:
-        raise ProxGTValueError("--async runs do not write checkpoints yet (its messages in flight are not saved): "
-                               "leave checkpoint_every at 0")
+    if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None
+            or float(cfg.link_failure or 0.0) > 0.0 or float(cfg.node_dropout or 0.0) > 0.0 or time_varying
+            or cfg.compress != "none"):
+        raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_failure, "
+                               "node_dropout, a time-varying topology or compressed gossip yet")
 
 
 def async_network(comm: SimulatedCommunicator, spec: Any) -> AsyncNetwork:
     """The :class:`AsyncNetwork` of an asynchronous run: the topology's links and weights, the algorithm's tracked
     keys, the run's clock profile and staleness bound."""
-    edges = np.asarray(spec.topology.edges, dtype=np.int64).reshape(-1, 2)
-    edges = np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1)
-    edges = np.unique(edges, axis=0) if edges.size else edges
+    edges = canonical_edges(spec.topology.edges)
     return AsyncNetwork(comm, edges, edge_weights(spec.topology.W, edges), spec.algorithm.capabilities.tracked_keys,
                         spec.clock, int(spec.settings.max_staleness))

@@ -2,10 +2,12 @@
 
 The rules (docs/compression.md and docs/unreliable-networks.md give the measurements behind them):
 
-* **Lossy compression** (any operator but ``none``): plain rounds. The accelerated recurrences (Chebyshev,
-  fastmix) multiply each round by coefficients up to about 2 and amplify whatever the public copies lag
-  behind; on real a9a with ``topk:0.1`` and ``sign`` they gave NaN. The rounds are those the uncompressed run
-  would use, so at equal iterations the bytes shrink by exactly the payload ratio.
+* **Compression**: plain rounds unless the operator contracts enough for the accelerated recurrence
+  (:func:`tolerates`: sqrt(1 - delta) max_k (|alpha_k| + |beta_k|) < 1, so the casts and QSGD with many
+  levels keep Chebyshev, top-k, rand-k, sign and coarse QSGD get plain rounds). Chebyshev's coefficients reach
+  about 2 and amplify whatever the public copies lag behind: on real a9a ``topk:0.1``, ``sign`` and
+  ``qsgd:16`` (delta 0.68) diverged with it, ``qsgd:64`` (delta 0.97) and the casts did not. The rounds are
+  those the uncompressed run would use, so at equal iterations the bytes shrink by exactly the payload ratio.
 * **One-peer-exponential**: plain, log2(n) rounds: each round averages one bit of the node label, so log2(n)
   plain rounds average exactly (Chebyshev's coefficients would undo that).
 * **Random matching, link failures, node dropout** (the round matrix changes): K is the smallest whose
@@ -19,12 +21,13 @@ The rules (docs/compression.md and docs/unreliable-networks.md give the measurem
 * **Message loss** (running sums, :mod:`proxgt.mixing.running_sums`): plain, with plain gossip's K.
 * Otherwise Chebyshev with the smallest K whose exact ``||M_K - J||`` reaches ``mix_target``.
 
-A value the user sets is kept; where it is known to be unstable (Chebyshev or fastmix with a lossy operator)
-the run says so in one warning.
+A value the user sets is kept; where it is known to be unstable (a recurrence that :func:`tolerates` refuses
+for the operator) the run says so in one warning.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +37,11 @@ import scipy.sparse as sp
 import torch
 
 from proxgt.mixing.dynamic import DynamicCommunicator, NetworkSchedule, auto_rounds
-from proxgt.mixing.mixer import Mixer
+from proxgt.mixing.mixer import Mixer, recurrence
 from proxgt.mixing.spectral import rounds_within
 
-__all__ = ["AUTO_ROUNDS_CAP", "measured_contraction", "measured_rounds", "resolve_gossip", "warn_unstable_mixing"]
+__all__ = ["AUTO_ROUNDS_CAP", "measured_contraction", "measured_rounds", "resolve_gossip", "tolerates",
+           "warn_unstable_mixing"]
 
 #: ``rounds = auto`` never picks more rounds than this: a 10,000-node ring would need thousands of Chebyshev
 #: rounds per mixing to reach the default target (hours of gossip per iteration, and float32 recurrences that
@@ -48,14 +52,25 @@ AUTO_ROUNDS_CAP = 128
 _PROBE_ITERATIONS, _PROBE_DIRECTIONS = 8, 4
 
 
-def warn_unstable_mixing(kind: str, compress: str, lossy: bool) -> None:
+def tolerates(kind: str, rounds: int, lam: float, delta: float) -> bool:
+    """Whether compressed gossip whose public copies contract with ``delta`` can run ``kind``'s recurrence:
+    sqrt(1 - delta) max_k (|alpha_k| + |beta_k|) < 1. A compressed round leaves the copies behind by at most
+    sqrt(1 - delta) of the difference it sends, and the round Z_{k+1} = alpha_k (W Z_k) + beta_k Z_{k-1} carries
+    that lag on with weight up to |alpha_k| + |beta_k|; plain rounds (weight 1) always pass."""
+    if delta >= 1.0:
+        return True
+    amplification = max(abs(a) + abs(b) for a, b in recurrence(kind, rounds, lam))
+    return math.sqrt(1.0 - delta) * amplification < 1.0
+
+
+def warn_unstable_mixing(kind: str, compress: str) -> None:
     """One warning for a mixing kind the user set that is known to be unstable with the operator."""
-    if lossy and kind != "plain":
-        warnings.warn(
-            f"mixing = '{kind}' with compress = '{compress}': accelerated rounds amplify the lag of the public "
-            "copies, and on a9a such runs diverged (NaN); mixing = 'plain' (the auto choice) is stable",
-            stacklevel=4,
-        )
+    warnings.warn(
+        f"mixing = '{kind}' with compress = '{compress}': these rounds amplify the lag of the public copies "
+        "more than the operator's contraction removes (on a9a such runs diverged); mixing = 'plain' (the auto "
+        "choice) is stable",
+        stacklevel=4,
+    )
 
 
 def measured_contraction(network: NetworkSchedule, lam: float, kind: str, rounds: int, seed: int) -> float:
@@ -123,7 +138,8 @@ def _rounds_for(topology: Any, network: NetworkSchedule | None, kind: str, targe
 
 
 def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: NetworkSchedule | None, *,
-                   compress: str, lossy: bool, target: float, seed: int, plain_only: bool = False) -> tuple[str, int]:
+                   compress: str, delta: float, target: float, seed: int, plain_only: bool = False
+                   ) -> tuple[str, int]:
     """(mixing kind, rounds) for the settings ``mixing`` and ``rounds`` (either may be ``auto``); see the
     module docstring for the rules. Node dropout is left out of the choice (:meth:`NetworkSchedule.links_only`).
     Warns where a given kind is known to be unstable, and where no K up to :data:`AUTO_ROUNDS_CAP` reaches the
@@ -141,11 +157,14 @@ def resolve_gossip(mixing: str, rounds: int | str, topology: Any, network: Netwo
     found = [(k, _rounds_for(topology, network, k, target, seed)) for k in kinds]
     reached = [(r, i) for i, (_, r) in enumerate(found) if r is not None]
     kind, k_auto = found[min(reached)[1]] if reached else found[-1]
-    if mixing == "auto" and lossy:
+    k = int(rounds) if rounds != "auto" else k_auto if k_auto is not None else AUTO_ROUNDS_CAP
+    if not tolerates(kind, k, topology.lam, delta):
+        if mixing != "auto":
+            warn_unstable_mixing(kind, compress)
+            return kind, k
         kind = "plain"  # the rounds stay those of the uncompressed run: bytes shrink by the payload ratio
-    warn_unstable_mixing(kind, compress, lossy)
     if rounds != "auto":
-        return kind, int(rounds)
+        return kind, k
     if k_auto is None:
         warnings.warn(
             f"rounds = auto: {kind} mixing on this graph (lambda = {topology.lam:.7f}) needs more than "

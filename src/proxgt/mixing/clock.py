@@ -15,6 +15,10 @@ Every node i has a clock c_i (seconds of virtual time, 0 at the start). Two thin
   with N_r(i) i's neighbours over the links up in round r. A node waits for its neighbours only, so a slow
   node holds its neighbours back in the next round and nodes k hops away k rounds later (no global barrier).
 
+**Round deadlines** (``round_deadline D``): node i waits for its neighbours' messages at most D seconds past
+its own ready time c_i. A message that arrives later is *late*: i ends the round at ``c_i + D`` without it,
+and the mixer (:mod:`proxgt.mixing.running_sums`) treats it as a message that is made good by the next one.
+
 The virtual time of a logged state is ``max_i c_i`` after every node's pending compute is charged: the moment
 the last node holds its part of the state. Each link's bandwidth is its own (messages to several neighbours
 do not share an uplink); unset settings cost nothing (speed 0, latency 0, infinite bandwidth).
@@ -38,14 +42,21 @@ from proxgt.delays import Delay, parse_delay_or_file
 from proxgt.errors import ProxGTValueError
 from proxgt.settings.table import BY_NAME
 
-__all__ = ["CLOCK_SETTINGS", "ClockProfile", "CountsGradients", "DelayTable", "VirtualClock", "clock_profile",
-           "read_link_file", "read_node_file", "refuse_on_real_time"]
+__all__ = ["CLOCK_SETTINGS", "ClockProfile", "CountsGradients", "DelayTable", "VirtualClock", "canonical_edges",
+           "clock_profile", "read_link_file", "read_node_file", "refuse_on_real_time"]
 
 #: the settings that drive the clock (a run that sets any of them logs sim_time_s)
 CLOCK_SETTINGS = ("node_speed", "link_latency", "link_bandwidth")
 
 _TAG_SPEED, _TAG_LATENCY, _TAG_BANDWIDTH = 0x5EED, 0x1A7E, 0xBA4D
 _KIND_CODE = {"none": 0, "const": 0, "exp": 1, "lognormal": 2}
+
+
+def canonical_edges(edges: Any) -> np.ndarray:
+    """(E, 2) int64 links ``(i, j)`` with i < j, each once, sorted: the order in which per-link values are kept."""
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
+    return np.unique(e, axis=0) if e.size else e
 
 
 def _rng(*words: int) -> np.random.Generator:
@@ -105,6 +116,7 @@ class ClockProfile:
         latency: per link, seconds per message besides its size.
         bandwidth: per link, bytes per second (``inf``: size costs nothing).
         seed: the run seed.
+        deadline: seconds a node waits for a round's messages past its own ready time (None: for all of them).
     """
 
     n: int
@@ -113,6 +125,7 @@ class ClockProfile:
     latency: DelayTable
     bandwidth: DelayTable
     seed: int = 0
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         e = self.edges
@@ -164,6 +177,9 @@ class VirtualClock:
         self.profile = profile
         self.time = np.zeros(profile.n)
         self.rounds = 0
+        #: bool (2, E) messages of the last round that missed their receiver's deadline (row 0: i -> j of each
+        #: link (i, j), row 1: j -> i); all False without a deadline
+        self.late = np.zeros((2, len(profile.edges)), dtype=bool)
         self._charged = np.zeros(profile.n, dtype=np.int64)
         self._work: CountsGradients | None = None
 
@@ -195,11 +211,18 @@ class VirtualClock:
         else:
             e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
             idx = p.link_index(e)
+        self.late = np.zeros((2, len(p.edges)), dtype=bool)
         if len(e):
             i, j = e[:, 0], e[:, 1]
+            to_j, to_i = self.time[i] + times[0, idx], self.time[j] + times[1, idx]  # arrivals
+            if p.deadline is not None:  # a late message is not waited for beyond the receiver's deadline
+                due_j, due_i = self.time[j] + p.deadline, self.time[i] + p.deadline
+                late_j, late_i = to_j > due_j, to_i > due_i
+                to_j, to_i = np.where(late_j, due_j, to_j), np.where(late_i, due_i, to_i)
+                self.late[0, idx], self.late[1, idx] = late_j, late_i
             new = self.time.copy()
-            np.maximum.at(new, j, self.time[i] + times[0, idx])
-            np.maximum.at(new, i, self.time[j] + times[1, idx])
+            np.maximum.at(new, j, to_j)
+            np.maximum.at(new, i, to_i)
             self.time = new
         self.rounds += 1
 
@@ -337,19 +360,23 @@ def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
     on a graph of ``n`` nodes and links ``edges`` ((E, 2)), or None when none of them is set (no clock, no
     ``sim_time_s`` column). Bad values and files are one-line errors."""
     if all(getattr(cfg, name) is None for name in CLOCK_SETTINGS):
+        if cfg.round_deadline is not None:
+            raise ProxGTValueError("round_deadline (--round-deadline) needs the virtual clock: set node_speed, "
+                                   "link_latency or link_bandwidth (--node-speed, --link-latency, --link-bandwidth)")
         return None
-    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-    e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
-    e = np.unique(e, axis=0) if e.size else e
+    e = canonical_edges(edges)
     return ClockProfile(n, e, _node_delays(cfg.node_speed, n),
                         _link_delays(cfg.link_latency, n, e, "link_latency", positive=False, unset=0.0),
                         _link_delays(cfg.link_bandwidth, n, e, "link_bandwidth", positive=True, unset=math.inf),
-                        seed=int(cfg.seed))
+                        seed=int(cfg.seed), deadline=cfg.round_deadline)
 
 
 def refuse_on_real_time(cfg: Any) -> None:
     """The distributed executor runs on real time and a real network, not on the simulator's clock and loss
     pattern: a clock setting or ``message_loss`` there is a one-line error rather than a silently ignored one."""
+    if cfg.round_deadline is not None:
+        raise ProxGTValueError("round_deadline (--round-deadline) is a deadline on the simulator's virtual clock "
+                               "(proxgt run); leave it unset with proxgt launch")
     if cfg.asynchronous:
         raise ProxGTValueError("asynchronous (--async) runs on the simulator's virtual clock (proxgt run); the "
                                "distributed executor does not run asynchronously yet: leave it off with proxgt launch")

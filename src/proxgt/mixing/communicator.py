@@ -268,12 +268,11 @@ class SimulatedCommunicator:
         self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
         return self._product(Z, out, alpha, beta, prev)
 
-    def gossip_from(self, Z: torch.Tensor, senders: np.ndarray) -> torch.Tensor:
-        """``W @ Z``, counted as a round in which only the nodes ``senders`` (bool (n,)) send their messages: an
-        asynchronous round (:mod:`proxgt.mixing.asynchrony`), whose caller replaces what the others did not send.
-        The product is the one :meth:`gossip` computes, bit for bit."""
-        sent = np.where(np.asarray(senders, dtype=bool), self.counter.degrees, 0)
-        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
+    def gossip_from(self, Z: torch.Tensor, sent: np.ndarray) -> torch.Tensor:
+        """``W @ Z``, counted as a round in which each node sent ``sent[i]`` messages (an asynchronous round,
+        :mod:`proxgt.mixing.asynchrony`, whose caller replaces what was not sent). The product is the one
+        :meth:`gossip` computes, bit for bit."""
+        self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=np.asarray(sent))
         return self._product(Z, torch.empty_like(Z), 1.0, 0.0, None)
 
     def _product(self, Z: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,

@@ -38,6 +38,7 @@ communicator's ``share`` sends it and counts its real width, so the bytes counte
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
@@ -50,7 +51,7 @@ from proxgt.mixing.asynchrony import async_network
 from proxgt.mixing.communicator import PayloadGossip
 from proxgt.mixing.dynamic import DynamicCommunicator
 from proxgt.mixing.mixer import Mixer
-from proxgt.mixing.running_sums import running_sum_mixer
+from proxgt.mixing.running_sums import messages_may_miss, running_sum_mixer
 from proxgt.registry import TIME_VARYING, TOPOLOGIES
 
 __all__ = ["CompressedMixer", "LinkCompressedMixer", "check_compressed_run", "check_launchable", "consensus_step_for",
@@ -250,14 +251,14 @@ def consensus_step_for(cfg: Any, dim: int) -> float:
     return min(1.0, make_compressor(cfg.compress).gossip_contraction(int(dim)))
 
 
-def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | None, bool]:
-    """One-line errors for settings compressed gossip cannot honour. Returns (gamma, lossy): gamma is None
-    without compressed gossip; lossy says whether the operator loses information (it is not ``none``)."""
+def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | None, float]:
+    """One-line errors for settings compressed gossip cannot honour. Returns (gamma, delta): gamma is None
+    without compressed gossip; delta is the operator's gossip contraction (1 without compression)."""
     if not uses_compressed_gossip(cfg, algorithm):
         if cfg.consensus_step != "auto":
             raise ProxGTValueError("consensus_step (--consensus-step) is the step of compressed gossip; "
                                    "set compress (--compress) too, or drop it")
-        return None, False
+        return None, 1.0
     name = cfg.algorithm
     if not algorithm.capabilities.compressible:
         raise ProxGTValueError(f"algorithm {name!r} does not name what it mixes (Capabilities.gossip_keys), so it "
@@ -266,8 +267,12 @@ def check_compressed_run(cfg: Any, algorithm: Any, dim: int) -> tuple[float | No
     if cfg.on_failure != "abort":
         raise ProxGTValueError("compressed gossip cannot continue on a shrunken graph (the public copies of a "
                                "lost node are gone); use on_failure = abort with --compress")
-    return consensus_step_for(cfg, dim), not make_compressor(cfg.compress).lossless
+    return consensus_step_for(cfg, dim), make_compressor(cfg.compress).gossip_contraction(int(dim))
 
+
+#: per-link public copies above this many bytes per mixed quantity: a warning that says how much (random matching
+#: keeps copies for every pair of nodes)
+_LINK_COPIES_WARN_BYTES = 2**30
 
 _NOT_IN_LAUNCH = ("compressed gossip on a changing graph (link_failure, node_dropout, a time-varying topology) runs "
                   "in the simulation (proxgt run), not yet with proxgt launch")
@@ -288,7 +293,7 @@ def make_mixer(comm: Any, spec: Any) -> Any:
     :class:`Mixer` with the run's kind and rounds."""
     if spec.settings.asynchronous:  # nodes on their own clocks (proxgt.mixing.asynchrony)
         return async_network(comm, spec)
-    if float(spec.settings.message_loss or 0.0) > 0.0:  # lost messages: running sums (proxgt.mixing.running_sums)
+    if messages_may_miss(spec.settings):  # lost or late messages: running sums (proxgt.mixing.running_sums)
         return running_sum_mixer(comm, spec)
     kind = spec.resolved.mixing
     if not uses_compressed_gossip(spec.settings, spec.algorithm):
@@ -300,5 +305,10 @@ def make_mixer(comm: Any, spec: Any) -> Any:
         return CompressedMixer(comm, compressor, gamma, seed=spec.settings.seed, schedule=recurrence)
     if not isinstance(comm, DynamicCommunicator):
         raise ProxGTValueError(_NOT_IN_LAUNCH)
+    size = 4 * len(spec.topology.edges) * int(spec.problem.dim) * torch.empty((), dtype=spec.dtype).element_size()
+    if size > _LINK_COPIES_WARN_BYTES:  # two copies per directed link and mixed quantity
+        warnings.warn(f"compressed gossip on this changing graph keeps {size / 2**30:.1f} GiB of public copies per "
+                      f"mixed quantity (two per directed link of its {len(spec.topology.edges)} links); a sparser "
+                      "graph (e.g. one-peer-exponential instead of random-matching) needs fewer", stacklevel=2)
     return LinkCompressedMixer(comm, compressor, gamma, spec.topology.edges, seed=spec.settings.seed,
                                schedule=recurrence)

@@ -32,6 +32,7 @@ import torch
 from proxgt._state import map_state
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.communicator import SimulatedCommunicator
+from proxgt.topology import metropolis_weight
 
 __all__ = [
     "TIME_VARYING",
@@ -206,7 +207,7 @@ class NetworkSchedule:
         """The Metropolis weights of the links up in round ``k`` of iteration ``t``."""
         e = self.edges_up(t, k, r)
         deg = np.bincount(e.ravel(), minlength=self.n).astype(np.int64)
-        w = 1.0 / (1.0 + np.maximum(deg[e[:, 0]], deg[e[:, 1]])) if e.size else np.zeros(0)
+        w = metropolis_weight(deg[e[:, 0]], deg[e[:, 1]]) if e.size else np.zeros(0)
         if self.lazy:
             w = 0.5 * w
         # e.ravel() is (i0, j0, i1, j1, ...): each link's weight counts once at each end

@@ -15,7 +15,7 @@ import torch
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
 from proxgt.mixing.communicator import Gossip
 
-__all__ = ["MIXING_KINDS", "Mixer", "chebyshev_coefficients"]
+__all__ = ["MIXING_KINDS", "Mixer", "chebyshev_coefficients", "recurrence"]
 
 MIXING_KINDS = ("plain", "chebyshev", "fastmix")
 
@@ -50,6 +50,17 @@ def _fastmix_eta(lam: float) -> float:
     return (1.0 - s) / (1.0 + s)
 
 
+def recurrence(kind: str, rounds: int, lam: float) -> list[tuple[float, float]]:
+    """(alpha_k, beta_k) of each round Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1} (Z_{-1} = Z_0) of ``kind``'s
+    K-round mixing for ||W - J|| = ``lam`` (plain rounds when the graph mixes exactly in one)."""
+    if lam < _EXACT_LAMBDA or kind == "plain":
+        return [(1.0, 0.0)] * rounds
+    if kind == "chebyshev":
+        return [(1.0, 0.0)] + [(c1, -c2) for c1, c2 in chebyshev_coefficients(lam, rounds)]
+    eta = _fastmix_eta(lam)
+    return [(1.0 + eta, -eta)] * rounds
+
+
 class Mixer:
     """The K-round mixing operator M_K over a communicator.
 
@@ -74,21 +85,8 @@ class Mixer:
         self.lam = float(lam)
         if not 0.0 <= self.lam < 1.0:
             raise ProxGTValueError(f"lambda = ||W - J|| must be in [0, 1) for a connected graph; got {lam}")
-        exact = self.lam < _EXACT_LAMBDA
-        self._coeffs = [] if exact or self.kind != "chebyshev" else chebyshev_coefficients(self.lam, self.rounds)
-        self._eta = 0.0 if exact or self.kind != "fastmix" else _fastmix_eta(self.lam)
-        self._effective = "plain" if exact else self.kind
-        self._schedule = self._make_schedule()
+        self._schedule = recurrence(self.kind, self.rounds, self.lam)
         self._buffers: dict[tuple[Any, ...], list[torch.Tensor]] = {}
-
-    def _make_schedule(self) -> list[tuple[float, float]]:
-        """(alpha_k, beta_k) of each round Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1} (Z_{-1} = Z_0)."""
-        if self._effective == "plain":
-            return [(1.0, 0.0)] * self.rounds
-        if self._effective == "chebyshev":
-            return [(1.0, 0.0)] + [(c1, -c2) for c1, c2 in self._coeffs]
-        eta = self._eta
-        return [(1.0 + eta, -eta)] * self.rounds
 
     @property
     def schedule(self) -> list[tuple[float, float]]:

@@ -28,15 +28,17 @@ is exactly the synchronous round, bit for bit. The loss pattern is a pure functi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from proxgt.errors import ProxGTValueError
-from proxgt.mixing.communicator import Gossip
+from proxgt.mixing.clock import VirtualClock, canonical_edges
+from proxgt.mixing.communicator import Clocked, Gossip
 
-__all__ = ["MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "running_sum_mixer"]
+__all__ = ["MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "messages_may_miss",
+           "running_sum_mixer"]
 
 _TAG_LOSS = 0x1055
 
@@ -92,6 +94,8 @@ class RunningSumMixer:
         rounds: gossip rounds K per call.
         loss: the :class:`MessageLoss` pattern.
         tracked: the keys mixed by running sums (trackers); every other key mixes with the newest values.
+        late: the communicator's virtual clock under a round deadline: the messages it finds late
+            (:attr:`~proxgt.mixing.clock.VirtualClock.late`, same link order as ``edges``) also miss their round.
 
     Attributes:
         in_flight: key -> (2, E, ...) mass sent on each directed link and not yet received (tracked keys; a key
@@ -100,7 +104,7 @@ class RunningSumMixer:
     """
 
     def __init__(self, comm: Gossip, edges: np.ndarray, weights: np.ndarray, rounds: int, loss: MessageLoss,
-                 tracked: tuple[str, ...] = ()):
+                 tracked: tuple[str, ...] = (), late: VirtualClock | None = None):
         self.comm = comm
         e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
         self.src = torch.as_tensor(np.stack([e[:, 0], e[:, 1]]))  # (2, E): the sender of each directed message
@@ -111,6 +115,11 @@ class RunningSumMixer:
         self.tracked = tuple(tracked)
         self.in_flight: dict[str, torch.Tensor] = {}
         self.copies: dict[str, torch.Tensor] = {}
+        self.late = late
+        # late messages (a round deadline): key -> bool (2, E) links whose last message missed its round but
+        # arrives before the next one, and (iterates) the value it carries
+        self.arriving: dict[str, np.ndarray] = {}
+        self.pending: dict[str, torch.Tensor] = {}
 
     def _weights(self, like: torch.Tensor) -> torch.Tensor:
         w = torch.as_tensor(self._w, dtype=like.dtype, device=like.device)
@@ -127,44 +136,65 @@ class RunningSumMixer:
 
     def _round(self, Z: torch.Tensor, key: str) -> torch.Tensor:
         lost = self.loss.lost(self.comm.counter.rounds)
-        out = self.comm.gossip(Z)  # every message delivered
+        out = self.comm.gossip(Z)  # every message delivered (and the clock, if any, advanced over the round)
+        late = self.late.late if self.late is not None else np.zeros_like(lost)
+        late = late & ~lost
         if key in self.tracked:
-            self._sums(Z, out, key, lost)
+            self._sums(Z, out, key, lost, late)
         else:
-            self._values(Z, out, key, lost)
+            self._values(Z, out, key, lost, late)
+        if late.any():
+            self.arriving[key] = late
+        else:
+            self.arriving.pop(key, None)
         return out
 
-    def _sums(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray) -> None:
+    def _mask(self, mask: np.ndarray | None, Z: torch.Tensor) -> torch.Tensor:
+        """A (2, E) bool mask shaped to broadcast over (2, E, ...) rows of ``Z``."""
+        m = torch.zeros(2, self._w.size, dtype=torch.bool) if mask is None else torch.as_tensor(mask)
+        return m.to(Z.device).view(2, -1, *([1] * (Z.ndim - 1)))
+
+    def _sums(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray, late: np.ndarray) -> None:
         backlog = self.in_flight.get(key)
-        if backlog is None and not lost.any():
+        missed = lost | late
+        if backlog is None and not missed.any():
             return
         m = self._weights(Z) * Z[self.src]  # (2, E, ...) what each message carries this round
-        gone = torch.as_tensor(lost, device=Z.device).view(*lost.shape, *([1] * (Z.ndim - 1)))
         if backlog is None:
             backlog = torch.zeros_like(m)
-        # a receiver loses a lost message's mass (W Z counted it) and gains the in-flight mass of a link whose
-        # message arrived: that message's running sum covers everything sent on the link so far
+        zero = torch.zeros_like(m)
+        gone, prev_late = self._mask(missed, Z), self._mask(self.arriving.get(key), Z)
+        # last round's late message has arrived by now: its running sum covers the whole backlog of its link
+        ready = torch.where(prev_late, backlog, zero)
+        # a message that arrives covers everything sent on its link (W Z already counted this round's mass); one
+        # that misses the round takes its mass out of the receiver (into the link's backlog)
         out.index_add_(0, self.dst.reshape(-1).to(Z.device),
-                       torch.where(gone, -m, backlog).reshape(-1, *Z.shape[1:]))
-        left = torch.where(gone, backlog + m, torch.zeros_like(m))
+                       torch.where(gone, ready - m, backlog).reshape(-1, *Z.shape[1:]))
+        left = torch.where(gone, torch.where(prev_late, zero, backlog) + m, zero)
         if bool(left.ne(0).any()):
             self.in_flight[key] = left
         else:
             self.in_flight.pop(key, None)
 
-    def _values(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray) -> None:
+    def _values(self, Z: torch.Tensor, out: torch.Tensor, key: str, lost: np.ndarray, late: np.ndarray) -> None:
         copy = self.copies.get(key)
         sent = Z[self.src]
+        prev = self.arriving.get(key)
+        missed = lost | late
         if copy is None:  # before a link's first message arrives, the receiver uses its own value instead
             copy = Z[self.dst].clone()
-        if lost.any():
-            gone = torch.as_tensor(lost, device=Z.device).view(*lost.shape, *([1] * (Z.ndim - 1)))
+        if prev is not None:  # last round's late message has arrived by now: the newest value
+            copy = torch.where(self._mask(prev, Z), self.pending[key], copy)
+        if missed.any():
+            gone = self._mask(missed, Z)
             fix = torch.where(gone, self._weights(Z) * (copy - sent), torch.zeros_like(sent))
             out.index_add_(0, self.dst.reshape(-1).to(Z.device), fix.reshape(-1, *Z.shape[1:]))
             copy = torch.where(gone, copy, sent)
         else:
             copy = sent
         self.copies[key] = copy
+        if late.any():
+            self.pending[key] = sent
 
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
         """Sum over links of the mass of ``key`` in flight (the term of the tracking invariant), or None."""
@@ -174,42 +204,54 @@ class RunningSumMixer:
     def state_dict(self) -> dict[str, Any]:
         """The in-flight mass and the copies (plain CPU tensors), for checkpoints."""
         return {"in_flight": {k: v.detach().to("cpu") for k, v in self.in_flight.items()},
-                "copies": {k: v.detach().to("cpu") for k, v in self.copies.items()}}
+                "copies": {k: v.detach().to("cpu") for k, v in self.copies.items()},
+                "arriving": {k: torch.as_tensor(v) for k, v in self.arriving.items()},
+                "pending": {k: v.detach().to("cpu") for k, v in self.pending.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.in_flight = dict(state["in_flight"])
         self.copies = dict(state["copies"])
+        self.arriving = {k: v.numpy().astype(bool) for k, v in state.get("arriving", {}).items()}
+        self.pending = dict(state.get("pending", {}))
+
+
+def messages_may_miss(cfg: Any) -> bool:
+    """Whether a run's messages may be lost or late (``message_loss`` > 0, or a ``round_deadline``): then it
+    mixes with :class:`RunningSumMixer`."""
+    return float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None
 
 
 def check_message_loss(cfg: Any, algorithm: Any, time_varying: bool) -> None:
-    """Refuse what ``message_loss`` cannot honour yet (one line each)."""
-    p = float(cfg.message_loss or 0.0)
-    if p == 0.0:
+    """Refuse what ``message_loss`` or ``round_deadline`` cannot honour yet (one line each)."""
+    if not messages_may_miss(cfg):
         return
+    what = "message_loss" if float(cfg.message_loss or 0.0) > 0.0 else "round_deadline"
     if cfg.mixing not in ("plain", "auto"):  # auto picks plain under message loss (proxgt.mixing.auto)
         raise ProxGTValueError(
-            f"message_loss needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
+            f"{what} needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
             "trackers' sum exact round by round, which a Chebyshev or fastmix recurrence over rounds does not")
     caps = algorithm.capabilities
     if cfg.compress != "none" or caps.compressed_gossip:
-        raise ProxGTValueError("message_loss does not combine with compressed gossip (compress, or a "
+        raise ProxGTValueError(f"{what} does not combine with compressed gossip (compress, or a "
                                "compressed-gossip algorithm) yet")
     if float(cfg.link_failure or 0.0) > 0.0 or float(cfg.node_dropout or 0.0) > 0.0 or time_varying:
-        raise ProxGTValueError("message_loss does not combine with link_failure, node_dropout or a time-varying "
+        raise ProxGTValueError(f"{what} does not combine with link_failure, node_dropout or a time-varying "
                                "topology yet")
     if not caps.gossip_keys:
         raise ProxGTValueError(
             f"algorithm {cfg.algorithm!r} does not name the quantities it mixes (Capabilities.gossip_keys), so "
-            "message_loss cannot tell its trackers (running sums) from its iterates (newest values)")
+            f"{what} cannot tell its trackers (running sums) from its iterates (newest values)")
 
 
 def running_sum_mixer(comm: Gossip, spec: Any, *, p: float | None = None,
                       tracked: tuple[str, ...] | None = None) -> RunningSumMixer:
     """The mixer of a run with ``message_loss`` (simulator): the topology's links and weights, the run's rounds,
     its seeded loss pattern and the algorithm's tracked keys (``p`` and ``tracked`` replace the last two)."""
-    edges = np.asarray(spec.topology.edges, dtype=np.int64).reshape(-1, 2)
-    edges = np.sort(edges[edges[:, 0] != edges[:, 1]], axis=1)
+    edges = canonical_edges(spec.topology.edges)
     w = edge_weights(spec.topology.W, edges)
-    loss = MessageLoss(float(spec.settings.message_loss) if p is None else p, len(edges), seed=spec.settings.seed)
+    loss = MessageLoss(float(spec.settings.message_loss or 0.0) if p is None else p, len(edges),
+                       seed=spec.settings.seed)
     keys = spec.algorithm.capabilities.tracked_keys if tracked is None else tracked
-    return RunningSumMixer(comm, edges, w, spec.rounds, loss, tracked=keys)
+    # a round deadline on the virtual clock: its late messages count as lost in their round
+    late = cast(Clocked, comm).clock if spec.settings.round_deadline is not None else None
+    return RunningSumMixer(comm, edges, w, spec.rounds, loss, tracked=keys, late=late)

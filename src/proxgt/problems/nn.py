@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, param_error, setting_error
 from proxgt.problems.per_sample import clip_weights, clipped_grad_sum, module_per_sample_grads
 
 __all__ = [
@@ -199,9 +199,7 @@ class LeNet5(nn.Sequential):
 
 def _activation(name: str, owner: str) -> Callable[[], nn.Module]:
     if name not in ACTIVATIONS:
-        raise ProxGTValueError(
-            f"The 'activation' parameter of {owner} must be one of {', '.join(ACTIVATIONS)}. Got {name!r} instead."
-        )
+        raise param_error(owner, "activation", "one of " + ", ".join(ACTIVATIONS), name)
     return ACTIVATIONS[name]
 
 
@@ -277,10 +275,7 @@ class TorchModelProblem:
                 f"The 'model' parameter of TorchModelProblem must be a torch.nn.Module. Got {type(model).__name__}."
             )
         if grad_mode not in GRAD_MODES:
-            raise ProxGTValueError(
-                f"The 'grad_mode' parameter of TorchModelProblem must be one of {', '.join(GRAD_MODES)}. "
-                f"Got {grad_mode!r} instead."
-            )
+            raise param_error("TorchModelProblem", "grad_mode", "one of " + ", ".join(GRAD_MODES), grad_mode)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                        or chunk_size < 1):
             raise ProxGTValueError(
@@ -288,10 +283,7 @@ class TorchModelProblem:
             )
         if metrics_samples is not None and (isinstance(metrics_samples, bool) or not isinstance(metrics_samples, int)
                                             or metrics_samples < 1):
-            raise ProxGTValueError(
-                f"The 'metrics_samples' parameter of TorchModelProblem must be None or an int >= 1. "
-                f"Got {metrics_samples!r} instead."
-            )
+            raise param_error("TorchModelProblem", "metrics_samples", "None or an int >= 1", metrics_samples)
         if any(True for _ in model.buffers()):
             raise ProxGTValueError(
                 "TorchModelProblem supports models without buffers (no BatchNorm running statistics): "
@@ -537,19 +529,15 @@ def _common(settings, train, problem: str) -> dict:
         )
     mode = settings.nn_grad
     if mode not in GRAD_MODES:
-        raise ProxGTValueError(f"The 'nn_grad' setting must be one of {', '.join(GRAD_MODES)}. Got {mode!r} instead.")
+        raise setting_error("nn_grad", "one of " + ", ".join(GRAD_MODES), mode)
     act = settings.activation
     if act not in ACTIVATIONS:
-        raise ProxGTValueError(
-            f"The 'activation' setting must be one of {', '.join(ACTIVATIONS)}. Got {act!r} instead."
-        )
+        raise setting_error("activation", "one of " + ", ".join(ACTIVATIONS), act)
     if not isinstance(settings.reg_bias, bool):
-        raise ProxGTValueError(
-            f"The 'reg_bias' setting must be true or false. Got {settings.reg_bias!r} instead."
-        )
+        raise setting_error("reg_bias", "true or false", settings.reg_bias)
     ms = settings.metrics_samples
     if ms is not None and (isinstance(ms, bool) or not isinstance(ms, int) or ms < 1):
-        raise ProxGTValueError(f"The 'metrics_samples' setting must be an int >= 1. Got {ms!r} instead.")
+        raise setting_error("metrics_samples", "an int >= 1", ms)
     return {"grad_mode": mode, "reg_bias": settings.reg_bias, "metrics_samples": ms}
 
 
@@ -558,7 +546,7 @@ def build_mlp(settings, train) -> TorchModelProblem:
     kw = _common(settings, train, "mlp")
     hidden = settings.hidden
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ProxGTValueError(f"The 'hidden' setting must be an int >= 1. Got {hidden!r} instead.")
+        raise setting_error("hidden", "an int >= 1", hidden)
     model = MLP(train.n_features, train.n_classes, hidden, settings.activation)
     return TorchModelProblem(model, chunk_size=NN_CHUNK_SIZE["mlp"], recursion_ratio=NN_RECURSION_RATIO["mlp"],
                              **kw)

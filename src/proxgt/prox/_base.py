@@ -6,7 +6,6 @@ Everything here is private; the public names are re-exported from :mod:`proxgt.p
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import Field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_chec
 import torch
 from torch import Tensor
 
-from proxgt._validation import ProxGTValueError, param_error
+from proxgt._validation import ProxGTValueError, check_real, is_real, param_error
 
 _T = TypeVar("_T")
 
@@ -55,36 +54,19 @@ class Regularizer(Protocol):
 # --------------------------------------------------------------------------------------------------
 
 
-def _msg(owner: str, name: str, expected: str, got: Any) -> str:
-    """The text of :func:`proxgt._validation.param_error` (for messages built before raising)."""
-    return str(param_error(owner, name, expected, got))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def check_strength(value: Any, owner: str, name: str = "strength") -> float:
     """A finite float >= 0 (the strength ``lam`` of a penalty)."""
-    if not _is_real(value) or math.isnan(float(value)) or float(value) < 0:
-        raise param_error(owner, name, "a float >= 0", value)
-    if math.isinf(float(value)):
-        raise param_error(owner, name, "a finite float >= 0", value)
-    return float(value)
+    return check_real(value, name, owner)
 
 
 def check_radius(value: Any, owner: str, name: str = "radius") -> float:
     """A finite float > 0 (the radius of a ball)."""
-    if not _is_real(value) or math.isnan(float(value)) or float(value) <= 0:
-        raise param_error(owner, name, "a float > 0", value)
-    if math.isinf(float(value)):
-        raise param_error(owner, name, "a finite float > 0", value)
-    return float(value)
+    return check_real(value, name, owner, strict=True)
 
 
 def check_step(step: Any, owner: str) -> float:
     """The prox step: a finite float > 0 (a python or numpy number, not a tensor)."""
-    if not _is_real(step) or not math.isfinite(float(step)) or float(step) <= 0:
+    if not is_real(step) or not math.isfinite(float(step)) or float(step) <= 0:
         raise param_error(f"{owner}.prox", "step", "a finite float > 0", step)
     return float(step)
 

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, is_real, param_error
 
-from ._base import RegularizerBase, _is_real, _msg, check_length, check_radius, check_step, check_X, work_rtol
+from ._base import RegularizerBase, check_length, check_radius, check_step, check_X, work_rtol
 
 __all__ = ["NonNegative", "Box", "L2Ball", "L1Ball", "Support"]
 
@@ -64,22 +64,18 @@ class NonNegative(RegularizerBase):
 
 
 def _check_bound(v: Any, name: str) -> float | Tensor:
-    if _is_real(v):
+    if is_real(v):
         if math.isnan(float(v)):
-            raise ProxGTValueError(_msg("Box", name, "a float or a 1-D float tensor without NaN", v))
+            raise param_error("Box", name, "a float or a 1-D float tensor without NaN", v)
         return float(v)
     try:
         t = torch.as_tensor(v, dtype=torch.float64).detach().cpu().clone()
     except (TypeError, ValueError, RuntimeError):
-        raise ProxGTValueError(
-            _msg("Box", name, "a float or a 1-D float tensor", type(v).__name__)
-        ) from None
+        raise param_error("Box", name, "a float or a 1-D float tensor", type(v).__name__) from None
     if t.dim() == 0:
         return _check_bound(float(t), name)
     if t.dim() != 1 or bool(torch.isnan(t).any()):
-        raise ProxGTValueError(
-            _msg("Box", name, "a float or a 1-D float tensor without NaN", f"shape {tuple(t.shape)}")
-        )
+        raise param_error("Box", name, "a float or a 1-D float tensor without NaN", f"shape {tuple(t.shape)}")
     return t
 
 
@@ -300,7 +296,7 @@ class Support(RegularizerBase):
     def __post_init__(self) -> None:
         sup = torch.as_tensor(self.support)
         if sup.ndim != 1 or sup.dtype != torch.bool:
-            raise ProxGTValueError(_msg("Support", "support", "a 1-D bool tensor", self.support))
+            raise param_error("Support", "support", "a 1-D bool tensor", self.support)
         object.__setattr__(self, "support", sup)
 
     @classmethod

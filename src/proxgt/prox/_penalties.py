@@ -11,12 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, is_real, param_error
 
 from ._base import (
     RegularizerBase,
-    _is_real,
-    _msg,
     check_length,
     check_mask,
     check_step,
@@ -207,8 +205,8 @@ class ElasticNet(RegularizerBase):
     def __post_init__(self) -> None:
         object.__setattr__(self, "lam", check_strength(self.lam, "ElasticNet"))
         r = self.l1_ratio
-        if not _is_real(r) or not 0.0 <= float(r) <= 1.0:
-            raise ProxGTValueError(_msg("ElasticNet", "l1_ratio", "a float in [0, 1]", r))
+        if not is_real(r) or not 0.0 <= float(r) <= 1.0:
+            raise param_error("ElasticNet", "l1_ratio", "a float in [0, 1]", r)
         object.__setattr__(self, "l1_ratio", float(r))
         object.__setattr__(self, "mask", check_mask(self.mask, "ElasticNet"))
 
@@ -244,13 +242,11 @@ def _is_int(v: Any) -> bool:
 
 def _parse_groups(groups: Any) -> tuple[Tensor, bool]:
     """Normalise ``groups`` to an int64 id vector with ids 0..G-1 (and -1); say if it came as index lists."""
-    bad = ProxGTValueError(
-        _msg(
-            "GroupLasso",
-            "groups",
-            "an int sequence of group ids (-1 = unregularized) or a list of disjoint index lists",
-            groups if isinstance(groups, list | tuple) and len(groups) <= 8 else type(groups).__name__,
-        )
+    bad = param_error(
+        "GroupLasso",
+        "groups",
+        "an int sequence of group ids (-1 = unregularized) or a list of disjoint index lists",
+        groups if isinstance(groups, list | tuple) and len(groups) <= 8 else type(groups).__name__,
     )
     if isinstance(groups, Tensor | np.ndarray):
         t = torch.as_tensor(groups).detach().cpu()
@@ -287,12 +283,10 @@ def _parse_groups(groups: Any) -> tuple[Tensor, bool]:
         raise bad
     t = t.to(torch.int64)
     if bool((t < -1).any()):
-        raise ProxGTValueError(_msg("GroupLasso", "groups", "ids >= -1 (-1 = unregularized)", int(t.min())))
+        raise param_error("GroupLasso", "groups", "ids >= -1 (-1 = unregularized)", int(t.min()))
     reg = t >= 0
     if not bool(reg.any()):
-        raise ProxGTValueError(
-            _msg("GroupLasso", "groups", "ids with at least one regularized coordinate", "only -1")
-        )
+        raise param_error("GroupLasso", "groups", "ids with at least one regularized coordinate", "only -1")
     _, inverse = torch.unique(t[reg], sorted=True, return_inverse=True)
     out = torch.full_like(t, -1)
     out[reg] = inverse
@@ -357,13 +351,11 @@ class GroupLasso(RegularizerBase):
             )
         if self.group_size is not None:
             s = self.group_size
-            if not (_is_int(s) or (_is_real(s) and float(s).is_integer())) or s < 1:
-                raise ProxGTValueError(_msg("GroupLasso", "group_size", "an int >= 1", s))
+            if not (_is_int(s) or (is_real(s) and float(s).is_integer())) or s < 1:
+                raise param_error("GroupLasso", "group_size", "an int >= 1", s)
             object.__setattr__(self, "group_size", int(s))
             if self.weights is not None:
-                raise ProxGTValueError(
-                    _msg("GroupLasso", "weights", "None when 'group_size' is used", "a weight vector")
-                )
+                raise param_error("GroupLasso", "weights", "None when 'group_size' is used", "a weight vector")
             object.__setattr__(self, "_from_lists", False)
             return
         ids, as_lists = _parse_groups(self.groups)
@@ -375,16 +367,12 @@ class GroupLasso(RegularizerBase):
                 w = torch.as_tensor(self.weights, dtype=torch.float64).detach().cpu().clone()
             except (TypeError, ValueError, RuntimeError):
                 got = type(self.weights).__name__
-                raise ProxGTValueError(
-                    _msg("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", got)
-                ) from None
+                raise param_error("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", got) from None
             ok = w.dim() == 1 and w.numel() == n_groups
             ok = ok and bool(torch.isfinite(w).all()) and bool((w >= 0).all())
             if not ok:
                 seen = w.tolist() if w.numel() <= 8 else f"shape {tuple(w.shape)}"
-                raise ProxGTValueError(
-                    _msg("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", seen)
-                )
+                raise param_error("GroupLasso", "weights", f"None or {n_groups} finite floats >= 0", seen)
             object.__setattr__(self, "weights", w)
 
     # -- layout ------------------------------------------------------------------------------------

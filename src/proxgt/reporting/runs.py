@@ -52,6 +52,9 @@ COMPLETE_STATUSES = ("ok", "diverged")
 COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s")
 # Settings that never name a series (they differ between seeds or are bookkeeping).
 _NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device", "tensorboard"}
+#: settings a run resolves from the others (``auto`` step, rounds, mixing and consensus step, estimator sizes):
+#: a difference in them alone does not make another series or another method of a sweep
+RESOLVED_SETTINGS = ("step", "rounds", "mixing", "consensus_step", "batch", "big_batch", "period")
 
 
 @dataclass
@@ -122,8 +125,8 @@ def group_series(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     """Runs grouped by series: the suite's series name, else the settings (other than the seed) that differ."""
     keys = sorted({k for r in records for k in r.config if k not in _NOT_SERIES and not isinstance(r.config[k], dict)})
     varying = [k for k in keys if len({json.dumps(r.config.get(k)) for r in records}) > 1]
-    # resolved step/rounds follow from the other settings; name them only when nothing else differs
-    primary = [k for k in varying if k not in ("step", "rounds", "batch", "big_batch", "period")] or varying
+    # resolved values follow from the other settings; name them only when nothing else differs
+    primary = [k for k in varying if k not in RESOLVED_SETTINGS] or varying
     out: dict[str, list[RunRecord]] = {}
     for r in records:
         out.setdefault(_series_label(r, primary), []).append(r)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxgt.reporting.curves import _AXIS_LABELS, Curve, series_style
+from proxgt.reporting.runs import RESOLVED_SETTINGS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,7 +66,7 @@ def find_sweep(series: dict[str, Sequence[Any]]) -> Sweep | None:
     if not numeric:
         return None
     setting = max(numeric, key=lambda k: (len({cfg.get(k) for cfg in own.values()}), -numeric.index(k)))
-    others = [k for k in varying if k != setting]
+    others = [k for k in varying if k != setting and k not in RESOLVED_SETTINGS]
     methods: dict[str, dict[float, str]] = {}
     for label, cfg in own.items():
         method = ", ".join(f"{k}={cfg.get(k)}" for k in others) or "all"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from proxgt._validation import setting_error
 from proxgt.errors import ProxGTValueError
 from proxgt.settings.table import BY_NAME, PATH_SETTINGS, SECTIONS, SETTINGS, SPEC_OR_PATH_SETTINGS
 
@@ -140,11 +141,10 @@ class RunConfig(metaclass=_Settings):
         values = {s.name: s.check(getattr(self, s.name)) for s in SETTINGS}
         extra = self.extra
         if not isinstance(extra, dict):
-            raise ProxGTValueError(f"The 'extra' setting must be a table, e.g. [extra.deepstorm] beta = 0.1. "
-                                   f"Got {extra!r} instead.")
+            raise setting_error("extra", "a table, e.g. [extra.deepstorm] beta = 0.1", extra)
         device = values["device"]
         if not (device == "cpu" or device.startswith("cuda")):
-            raise ProxGTValueError(f"The 'device' setting must be 'cpu' or 'cuda[:i]'. Got {device!r} instead.")
+            raise setting_error("device", "'cpu' or 'cuda[:i]'", device)
         if values["weights_file"] is not None and values["weights"] not in ("user", "metropolis"):
             raise ProxGTValueError(
                 f"weights_file (--weights-file) gives the mixing matrix; it cannot be combined with "
@@ -186,7 +186,7 @@ def _check_cuda(device: str) -> None:
     try:
         index = torch.device(device).index
     except RuntimeError:
-        raise ProxGTValueError(f"The 'device' setting must be 'cpu' or 'cuda[:i]'. Got {device!r} instead.") from None
+        raise setting_error("device", "'cpu' or 'cuda[:i]'", device) from None
     if index is not None and index >= torch.cuda.device_count():
         raise ProxGTValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
 

@@ -12,17 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from proxgt._validation import is_number, setting_error
 from proxgt.errors import ProxGTValueError
 
 if TYPE_CHECKING:  # the settings table is a leaf: the registry is imported where it is read
     from proxgt.registry import Registry
 
-__all__ = ["Constraint", "Int", "Float", "Choice", "Registered", "Bool", "Str", "PathValue", "Either", "Word",
-           "bad_value"]
-
-
-def bad_value(name: str, expected: str, got: Any) -> ProxGTValueError:
-    return ProxGTValueError(f"The '{name}' setting must be {expected}. Got {got!r} instead.")
+__all__ = ["Constraint", "Int", "Float", "Choice", "Registered", "Bool", "Str", "PathValue", "Either", "Word"]
 
 
 class Constraint:
@@ -41,10 +37,6 @@ class Constraint:
         return None
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 @dataclass(frozen=True)
 class Int(Constraint):
     low: int | None = None
@@ -58,10 +50,10 @@ class Int(Constraint):
         return "an int"
 
     def check(self, value: Any, name: str) -> int:
-        ok = _is_number(value) and math.isfinite(value) and value == int(value)
+        ok = is_number(value) and math.isfinite(value) and value == int(value)
         ok = ok and (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
         if not ok:
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         return int(value)
 
     def parse(self, text: str) -> Any:
@@ -87,13 +79,13 @@ class Float(Constraint):
         return "a finite number"
 
     def check(self, value: Any, name: str) -> float:
-        ok = _is_number(value) and math.isfinite(value)
+        ok = is_number(value) and math.isfinite(value)
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
             ok = value < self.high if self.high_open else value <= self.high
         if not ok:
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         return float(value)
 
     def parse(self, text: str) -> Any:
@@ -112,7 +104,7 @@ class Choice(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if value not in self.values:
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         chosen: str = value  # one of the values
         return chosen
 
@@ -140,7 +132,7 @@ class Registered(Constraint):
         reg = self._registry()
         if self.or_path:
             if not isinstance(value, str) or not value:
-                raise bad_value(name, "a data set name or a file path", value)
+                raise setting_error(name, "a data set name or a file path", value)
             return reg.canonical(value) if value in reg else value
         return reg.canonical(value)
 
@@ -155,7 +147,7 @@ class Bool(Constraint):
 
     def check(self, value: Any, name: str) -> bool:
         if not isinstance(value, bool):
-            raise bad_value(name, "true or false", value)
+            raise setting_error(name, "true or false", value)
         return value
 
     def parse(self, text: str) -> bool:
@@ -174,7 +166,7 @@ class Str(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if not isinstance(value, str) or not value:
-            raise bad_value(name, "a non-empty string", value)
+            raise setting_error(name, "a non-empty string", value)
         return value
 
 
@@ -193,7 +185,7 @@ class PathValue(Constraint):
         from pathlib import Path
 
         if not isinstance(value, str | os.PathLike) or not str(value):
-            raise bad_value(name, self.describe(), value)
+            raise setting_error(name, self.describe(), value)
         p = Path(value).expanduser()
         if self.must_exist:
             if self.folder and not p.is_dir():
@@ -214,7 +206,7 @@ class Word(Constraint):
 
     def check(self, value: Any, name: str) -> str:
         if value != self.word:
-            raise bad_value(name, repr(self.word), value)
+            raise setting_error(name, repr(self.word), value)
         word: str = value  # equal to self.word
         return word
 
@@ -240,7 +232,7 @@ class Either(Constraint):
         try:
             return self.other.check(value, name)
         except ProxGTValueError:
-            raise bad_value(name, self.describe(), value) from None
+            raise setting_error(name, self.describe(), value) from None
 
     def parse(self, text: str) -> Any:
         if text == self.word:

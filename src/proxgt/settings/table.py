@@ -188,9 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("link_bandwidth", "clock", None, _ClockSpec("bytes per second, > 0", positive=True),
             "bytes per second of a link, drawn per message, or a CSV file of I,J,SPEC rows [default: infinite]",
             metavar="SPEC|CSV"),
+    Setting("round_deadline", "clock", None, Float(0.0),
+            "seconds a node waits in a synchronous round for its neighbours' messages past its own ready time; a "
+            "later message is late: made good by the next one (trackers by running sums, docs/message-loss.md)",
+            metavar="SECONDS"),
     Setting("asynchronous", "clock", False, Bool(),
             "nodes compute and send on their own virtual clocks and mix with the newest message from each "
-            "neighbour, never waiting for one (ProxGT-SA; needs --mixing plain --rounds 1)", flag="--async"),
+            "neighbour, never waiting for one (ProxGT-SA; plain mixing, one round)", flag="--async"),
     Setting("max_staleness", "clock", 4, Int(0),
             "with --async: a node waits rather than mix with a neighbour's message more than this many of its "
             "iterations old (0 would be the synchronous run)"),

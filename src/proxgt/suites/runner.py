@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._io import atomic_write_text
-from proxgt._validation import DivergenceError, ProxGTValueError
+from proxgt._validation import DivergenceError, ProxGTValueError, param_error
 from proxgt.settings import RunConfig
 from proxgt.suites.cells import (
     Cell,
@@ -166,7 +166,7 @@ def run_suite(
     a cell whose series has no finished pilot is not run (listed as failed)."""
     jobs = suite.jobs if jobs is None else int(jobs)
     if jobs < 1:
-        raise ProxGTValueError(f"The 'jobs' parameter must be an int >= 1. Got {jobs!r} instead.")
+        raise param_error("", "jobs", "an int >= 1", jobs)
     result = SuiteResult()
     suite.out.mkdir(parents=True, exist_ok=True)
     _write_suite_json(suite)

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, check_int, is_real
 from proxgt._validation import param_error as _param_error
 
 __all__ = [
@@ -58,13 +58,11 @@ SeedLike = int | np.random.Generator | None
 
 def _check_n(n: Any, owner: str) -> int:
     """Return ``n`` as an int, or raise if it is not an integer >= 1 (bools and floats are refused)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise _param_error(owner, "n", "an int >= 1", n)
-    return int(n)
+    return check_int(n, "n", owner)
 
 
 def _check_probability(p: Any, owner: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0.0 <= float(p) <= 1.0):
+    if not is_real(p) or not (0.0 <= float(p) <= 1.0):
         raise _param_error(owner, "p", "a float in [0, 1]", p)
     return float(p)
 
@@ -304,7 +302,7 @@ def random_geometric_graph(n: int, radius: float | None = None, seed: SeedLike =
 
 
 def _is_positive_real(x: Any) -> bool:
-    return not isinstance(x, bool) and isinstance(x, numbers.Real) and 0 < float(x) < math.inf
+    return is_real(x) and 0 < float(x) < math.inf
 
 
 def _random_geometric_edges(n: int, radius: float, seed: SeedLike, owner: str) -> tuple[np.ndarray, np.ndarray]:

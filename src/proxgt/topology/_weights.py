@@ -25,6 +25,7 @@ from proxgt._validation import param_error as _param_error
 
 __all__ = [
     "WEIGHT_RULES",
+    "metropolis_weight",
     "metropolis_weights",
     "max_degree_weights",
     "lazy_weights",
@@ -94,6 +95,18 @@ def _from_edge_weights(n: int, edges: np.ndarray, w: np.ndarray) -> torch.Tensor
     return torch.from_numpy(W)
 
 
+def metropolis_weight(d_i: Any, d_j: Any) -> Any:
+    """The Metropolis weight 1 / (1 + max(d_i, d_j)) of a link between nodes of degrees ``d_i`` and ``d_j`` (ints,
+    or int arrays elementwise); the diagonal W_ii = 1 - sum_{j != i} W_ij fills each row. The one formula of every
+    Metropolis matrix in proxgt: the static rule here, the rounds of a changing or unreliable network
+    (:mod:`proxgt.mixing.dynamic`), the graph left after a lost process, and the cost model's estimate.
+
+    >>> float(metropolis_weight(2, 3))
+    0.25
+    """
+    return 1.0 / (1.0 + np.maximum(d_i, d_j))
+
+
 def metropolis_weights(G: nx.Graph) -> torch.Tensor:
     """Metropolis-Hastings weights, the library default: W_ij = 1 / (1 + max(d_i, d_j)) on each edge.
 
@@ -108,7 +121,7 @@ def metropolis_weights(G: nx.Graph) -> torch.Tensor:
     n = _check_graph(G, "metropolis_weights")
     edges = _edge_array(G)
     deg = _degrees(n, edges)
-    w = 1.0 / (1.0 + np.maximum(deg[edges[:, 0]], deg[edges[:, 1]]))
+    w = metropolis_weight(deg[edges[:, 0]], deg[edges[:, 1]])
     return _from_edge_weights(n, edges, w)
 
 
@@ -338,7 +351,7 @@ def _sparse_weights(n: int, edges: np.ndarray, rule: str) -> sp.csr_matrix:
     if rule == "max_degree":
         w = np.full(len(edges), 1.0 / (1.0 + int(deg.max(initial=0))))
     else:
-        w = 1.0 / (1.0 + np.maximum(deg[edges[:, 0]], deg[edges[:, 1]]))
+        w = metropolis_weight(deg[edges[:, 0]], deg[edges[:, 1]])
     rows = np.concatenate([edges[:, 0], edges[:, 1]])
     cols = np.concatenate([edges[:, 1], edges[:, 0]])
     off = sp.csr_matrix((np.concatenate([w, w]), (rows, cols)), shape=(n, n))

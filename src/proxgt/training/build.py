@@ -34,7 +34,7 @@ from proxgt.mixing.dynamic import (
     network_schedule,
     warn_time_varying_mixing,
 )
-from proxgt.mixing.running_sums import check_message_loss
+from proxgt.mixing.running_sums import check_message_loss, messages_may_miss
 from proxgt.privacy.mechanism import PrivacyMechanism
 from proxgt.problems.base import Problem
 from proxgt.problems.linear import LinearProblem
@@ -361,10 +361,12 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
 
     # the network first: auto mixing and rounds are chosen for the graph the run really has, and for its operator
     network = network_schedule(cfg, topology, weights=weights)
-    gamma, lossy = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
-    mixing, rounds = resolve_gossip(cfg.mixing, cfg.rounds, topology, network, compress=cfg.compress, lossy=lossy,
+    gamma, delta = check_compressed_run(cfg, algorithm, int(problem.dim))  # gamma None: no compressed gossip
+    # --async exchanges one message per neighbour and mixing: rounds = auto is 1 there
+    asked_rounds = 1 if cfg.asynchronous and cfg.rounds == "auto" else cfg.rounds
+    mixing, rounds = resolve_gossip(cfg.mixing, asked_rounds, topology, network, compress=cfg.compress, delta=delta,
                                     target=cfg.mix_target, seed=cfg.seed,
-                                    plain_only=float(cfg.message_loss or 0.0) > 0.0 or cfg.asynchronous)
+                                    plain_only=messages_may_miss(cfg) or cfg.asynchronous)
     derived: dict[str, Any] = {"step": step, "rounds": rounds, "mixing": mixing, "weights": weights}
     if gamma is not None:
         derived["consensus_step"] = gamma

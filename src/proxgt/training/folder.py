@@ -28,11 +28,17 @@ try:  # POSIX; elsewhere the folder is used without a lock
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunFolder", "CsvLog", "RUN_FILES", "CHECKPOINT_DIR"]
+__all__ = ["RunFolder", "CsvLog", "RUN_FILES", "CHECKPOINT_DIR", "default_run_folder"]
 
 RUN_FILES = ("config.toml", "metrics.csv", "per_node.csv", "final.npz", "summary.json")
 CHECKPOINT_DIR = "checkpoint"
 LOCK_FILE = ".lock"
+
+
+def default_run_folder(algorithm: str, seed: int) -> str:
+    """The folder of a run whose ``out`` is not set, relative to the working folder: ``runs/<algorithm>-seed<seed>``
+    (``proxgt run``, ``proxgt launch`` and its workers, and the name TensorBoard gives such a run)."""
+    return f"runs/{algorithm}-seed{seed}"
 
 
 def _describe_problem(path: Path) -> str | None:

@@ -78,7 +78,7 @@ class _DeviceDivergence:
             raise _diverged(t, row, node_ids, step)
 
 
-def _update_some(alg: Any, state: Any, oracle: GradientOracle, mixer: Mixer, active: Any) -> Any:
+def _update_some(alg: Any, state: Any, oracle: GradientOracle, mixer: Mixer | AsyncNetwork, active: Any) -> Any:
     """One update in which only the ``active`` local rows (None: all) take part: the others are isolated in every
     round matrix, their gradients are not counted, and all of their state rows are kept."""
     if active is None or active.all():
@@ -181,7 +181,7 @@ def train(
                     on_nodes(metrics.per_node_rows)
                 if bar is not None:
                     bar.set_postfix(gm=f"{row['grad_mapping_sq']:.2e}", refresh=False)
-            if after_iteration:
+            if after_iteration and state.t != t_before:  # --async: a tick that finished no network iteration
                 after_iteration(state, wall)
             if bar is not None:
                 bar.update(state.t - t_before)

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from proxgt._optional import optional_import
+from proxgt.training.folder import default_run_folder
 
 __all__ = ["TensorBoardLog", "live_log", "tensorboard_module", "run_name"]
 
@@ -38,7 +39,7 @@ def tensorboard_module() -> ModuleType:
 
 def run_name(out: str | Path | None, algorithm: str, seed: int) -> str:
     """The TensorBoard run of a run: its folder's name, else ``<algorithm>-seed<seed>``."""
-    return Path(out).resolve().name if out else f"{algorithm}-seed{seed}"
+    return Path(out).resolve().name if out else Path(default_run_folder(algorithm, seed)).name
 
 
 def _hparam(value: Any) -> bool:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from proxgt._validation import ProxGTValueError, check_choice, check_positive_float
+from proxgt._validation import ProxGTValueError, check_choice, check_positive_float, param_error
 
 __all__ = ["Schedule", "params", "sa_batch", "sarah_sizes", "SCHEDULES"]
 
@@ -45,7 +45,7 @@ class Schedule:
         check_positive_float(self.a0, "a0", "Schedule")
         check_positive_float(self.t0, "t0", "Schedule")
         if not (isinstance(self.power, int | float) and 0.0 <= self.power <= 1.0):
-            raise ProxGTValueError(f"The 'power' parameter of Schedule must be in [0, 1]. Got {self.power!r} instead.")
+            raise param_error("Schedule", "power", "in [0, 1]", self.power)
 
     def __call__(self, t: int) -> float:
         if self.kind == "constant":

@@ -141,6 +141,7 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
     from proxgt.cli.flags import config_from_args
     from proxgt.executors.checkpoint import latest_checkpoint
     from proxgt.settings import RESUMABLE
+    from proxgt.training.folder import default_run_folder
 
     count = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if not count.isdigit() or int(count) == 0:
@@ -154,7 +155,7 @@ def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any],
         return str(args.resume), overrides, None, again
     cfg = config_from_args(args)
     if not cfg.out:
-        cfg = cfg.replace(out=f"runs/{cfg.algorithm}-seed{cfg.seed}")
+        cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
     if (Path(cfg.out) / "summary.json").exists():
         return None
     if latest_checkpoint(cfg.out) is not None:  # this command's run, with the settings of its checkpoint
