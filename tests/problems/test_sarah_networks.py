@@ -131,7 +131,7 @@ def test_default_sr_o_matches_sa_at_equal_passes_on_digits():
     iters = math.ceil((10 * m - spec.algorithm.estimator.big_batch) / spec.algorithm.estimator.samples_per_iter(m))
     sr = run_simulation(dict(base, algorithm="proxgt-sr-o", iters=iters, log_every=1000))
     passes = (sa.column("ifo_per_node")[-1] / m, sr.column("ifo_per_node")[-1] / m)
-    assert abs(passes[0] - passes[1]) < 0.1, passes
+    assert abs(passes[0] - passes[1]) < 0.5, passes  # 10 passes each, to a refresh
     assert sr.column("test_accuracy")[-1] >= sa.column("test_accuracy")[-1] - 0.025, (
         sr.column("test_accuracy")[-1], sa.column("test_accuracy")[-1])
 
