@@ -78,7 +78,7 @@ def test_a_checkpoint_file_is_a_plain_dictionary_of_components(finished):
         record = torch.load(fh, weights_only=True)  # no allow-list needed
     assert set(record) == {"format", "version", "t", "world", "rank", *COMPONENTS}
     assert record["t"] == 30 and record["world"] == 1 and record["rank"] == 0
-    assert set(record["algorithm"]) == {"x", "v", "y", "t"} and record["algorithm"]["t"] == 30
+    assert set(record["algorithm"]) == {"x", "v", "y", "t", "est"} and record["algorithm"]["t"] == 30
     assert isinstance(record["oracle"]["ifo"], torch.Tensor)
     assert record["mixer"] == {} and record["config"]["iters"] == 30
     assert [r["iter"] for r in record["metrics"]["rows"]] == [0, 5, 10, 15, 20, 25, 30]
