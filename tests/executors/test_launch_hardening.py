@@ -76,3 +76,70 @@ def test_a_one_machine_launch_listens_on_loopback_only(data_file, tmp_path):
     found = json.loads(snapshot.read_text())
     assert found, "the store's listening socket was not seen"
     assert all(a.rsplit(":", 1)[0] in LOOPBACK for a in found), found
+
+
+def _env() -> dict[str, str]:
+    import proxgt
+
+    src = str(Path(proxgt.__file__).resolve().parents[1])
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                PYTHONPATH=os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def _machines(per_node: list[list[str]], cwd: Path, timeout_s: float = 20) -> list[tuple[int, str]]:
+    """Launchers of node ranks 0 .. len(per_node) - 1 on 127.0.0.1 (one process each unless the flags say
+    otherwise), each with its own extra flags: [(exit code, stderr)] in node rank order."""
+    port = _free_port()
+    procs = []
+    for node_rank, extra in enumerate(per_node):
+        cmd = [sys.executable, "-m", "proxgt.cli", "launch", "--nnodes", str(len(per_node)), "--node-rank",
+               str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port), *extra]
+        procs.append(subprocess.Popen(cmd, env=_env(), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    results = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        results.append((p.returncode, err))
+    return results
+
+
+def _flags(data_file: str, out: Path) -> list[str]:
+    return [*FLAGS, "--data", data_file, "--out", str(out)]
+
+
+def test_machines_with_different_steps_are_refused_before_training_naming_step(data_file, tmp_path):
+    out = tmp_path / "run"
+    results = _machines([["--nprocs", "1", *_flags(data_file, out), "--step", "0.1"],
+                         ["--nprocs", "1", *_flags(data_file, out), "--step", "0.2"]], tmp_path)
+    for code, err in results:
+        assert code == 2, err
+        assert "different settings" in err and "step (0.1 here, 0.2 there)" in err.replace("(0.2 here, 0.1 there)",
+                                                                                            "(0.1 here, 0.2 there)")
+        assert not any(mark in err for mark in CRASH_MARKS), err
+    assert not (out / "metrics.csv").exists()  # refused before training: nothing was logged
+
+
+def test_machines_with_different_nprocs_are_refused_naming_nprocs(data_file, tmp_path):
+    out = tmp_path / "run"
+    results = _machines([["--nprocs", "2", *_flags(data_file, out)], ["--nprocs", "1", *_flags(data_file, out)]],
+                        tmp_path)
+    for code, err in results:
+        assert code == 2, err
+        assert "differs in nprocs" in err, err
+        assert not any(mark in err for mark in CRASH_MARKS), err
+
+
+def test_node_rank_0_alone_ends_within_the_timeout_with_one_line(data_file, tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "proxgt.cli", "launch", "--nprocs", "1", "--nnodes", "2", "--node-rank", "0",
+           "--master-addr", "127.0.0.1", "--master-port", str(port),
+           *_flags(data_file, tmp_path / "run")]
+    cmd[cmd.index("--timeout") + 1] = "2"  # the other machine never comes
+    done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "node rank 1, local rank 0 did not join within --timeout 2 s" in done.stderr, done.stderr
+    assert not any(mark in done.stderr for mark in CRASH_MARKS), done.stderr

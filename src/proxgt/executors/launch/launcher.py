@@ -244,6 +244,9 @@ def launch(
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             sys.stderr.write(f"proxgt: error: launch: cannot {what}: {detail}\n")
             return 1
+        if node_rank != 0:
+            with contextlib.suppress(Exception):
+                store.set(f"proxgt/{restart}/{_JOINED}{node_rank}", "1")
         if nnodes == 1:
             return _supervise(procs, store, timeout_s, prefix=f"proxgt/{restart}/", on_failure=on_failure)
         return _supervise_node(procs, store, timeout_s, nnodes, node_rank, f"{host}:{port}",
@@ -370,6 +373,14 @@ def _report_survivors(store: Any, prefix: str, codes: list[int | None], first_ra
 
 
 _DONE = "launch/done/"  # after the attempt prefix, + node rank: that machine's workers all ended (value: exit code)
+_JOINED = "launch/joined/"  # after the attempt prefix, + node rank: that machine's launcher reached the store
+
+
+def _checked(store: Any, key: str) -> bool:
+    try:
+        return bool(store.check([key]))
+    except Exception:
+        return False
 
 
 class _StoreWatch:
@@ -416,10 +427,15 @@ def _supervise_node(procs: list[Any], store: Any, timeout_s: float, nnodes: int,
     if node_rank != 0:
         return code
     end = time.monotonic() + timeout_s + 10.0
-    missing = list(range(1, nnodes))
+    # a machine that never connected has no worker that could still need the store: not waited for (its absence
+    # is what this machine's workers reported)
+    absent = [k for k in range(1, nnodes) if not _checked(store, f"{prefix}{_JOINED}{k}")]
+    missing = [k for k in range(1, nnodes) if k not in absent]
     while missing and time.monotonic() < end:
         missing = [k for k in missing if not store.check([f"{prefix}{_DONE}{k}"])]
         time.sleep(0.1)
+    if absent and not missing:
+        return code or 1
     if missing:
         sys.stderr.write(f"proxgt: error: launch: node rank(s) {', '.join(map(str, missing))} did not report their "
                          f"workers done within {timeout_s + 10:g} s of this machine's\n")
