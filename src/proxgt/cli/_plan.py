@@ -12,6 +12,11 @@ the last 20% of the logged points.
 pilots run on a reliable network, and their rounds, bytes and time at the target are turned into expected ones
 under failures and stragglers on the configured graph (columns "expected ..." and "overhead"); the
 recommendation then minimizes the expected time.
+
+With a clock setting (``--node-speed``, ``--link-latency``, ``--link-bandwidth``, as for ``proxgt run``) the
+plan predicts each option's virtual time to the target from those specifications (``predicted clock s``,
+:class:`proxgt.costmodel.clock.ClockPrediction`; the recommendation minimizes it) and shows the pilots' own
+simulated ``sim_time_s`` there beside it (``simulated s``) and their ratio.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.reporting.runs import table_caption
 
     cfg = config_from_args(args)
+    if cfg.asynchronous:
+        raise ProxGTValueError("plan predicts synchronous runs (every round waits for the neighbours); leave "
+                               "--async off, or compare asynchronous runs on sim_time_s with proxgt run")
     check_positive_float(args.target, "target", "plan")
     check_positive_int(args.pilot_seeds, "pilot-seeds", "plan")
     mixings = tuple(m.strip() for m in args.mixings.split(",") if m.strip())
@@ -77,14 +85,20 @@ def _handle(args: argparse.Namespace) -> int:
         print("expected = pilot cost at the target with rounds x round factor, bytes x byte factor and the sustained "
               "straggler wait added to every round's latency; overhead = expected s / modeled s")
     print(table_caption(args.metric, args.target))
+    clocked = any(not math.isnan(c.clock_s) for c in cands)
     extra_head = " expected rounds | expected bytes/node | expected s | overhead |" if network is not None else ""
+    extra_head += " predicted clock s | simulated s | predicted/simulated |" if clocked else ""
     print("| mixing | K | ||M_K-J|| | iters to target | samples/node to target | rounds to target | "
           "bytes/node to target | modeled s to target | first-dip samples/node | first-dip rounds | final median |"
           + extra_head)
-    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" * 4 if network is not None else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" * 4 if network is not None else "")
+          + ("---|" * 3 if clocked else ""))
     for c in cands:
         extra = (f" {_fmt(c.expected_rounds)} | {_fmt(c.expected_bytes, '.3g')} | {_fmt(c.expected_s, '.4g')} | "
                  f"{_fmt(c.overhead, '.3g')} |" if network is not None else "")
+        if clocked:
+            ratio = c.clock_s / c.simulated_s if c.reached and c.simulated_s > 0 else math.nan
+            extra += f" {_fmt(c.clock_s, '.4g')} | {_fmt(c.simulated_s, '.4g')} | {_fmt(ratio, '.3g')} |"
         print(f"| {c.mixing} | {c.rounds} | {c.contraction:.3g} | {_fmt(c.iters)} | {_fmt(c.samples_per_node)} | "
               f"{_fmt(c.comm_rounds)} | {_fmt(c.bytes_per_node, '.3g')} | {_fmt(c.modeled_s, '.4g')} | "
               f"{_fmt(c.first_dip_samples)} | {_fmt(c.first_dip_rounds)} | {c.final_median:.3g} |" + extra)
@@ -95,6 +109,8 @@ def _handle(args: argparse.Namespace) -> int:
     expected = (f"; expected under the network model: {best.expected_rounds:,.0f} rounds, "
                 f"{best.expected_bytes:.3g} bytes, {best.expected_s:.4g} s (x{best.overhead:.3g})"
                 if network is not None else "")
+    if clocked:
+        expected += f"; predicted on the clock: {best.clock_s:.4g} s (simulated {best.simulated_s:.4g} s)"
     print(f"recommended: --mixing {best.mixing} --rounds {best.rounds}: per node {best.samples_per_node:,.0f} "
           f"samples, {best.comm_rounds:,.0f} rounds, {best.bytes_per_node:.3g} bytes, modeled {best.modeled_s:.4g} s "
           f"({best.iters:,.0f} iterations){expected}")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from proxgt.costmodel.clock import ClockPrediction
 from proxgt.costmodel.model import CostModel
 from proxgt.costmodel.network import NetworkEffect
 
@@ -35,6 +36,8 @@ class Candidate:
     expected_rounds: float = math.nan
     expected_bytes: float = math.nan
     expected_s: float = math.nan
+    clock_s: float = math.nan
+    simulated_s: float = math.nan
 
     @property
     def reached(self) -> bool:
@@ -42,7 +45,10 @@ class Candidate:
 
     @property
     def time_s(self) -> float:
-        """The time a plan ranks by: ``expected_s`` under a network model, else ``modeled_s``."""
+        """The time a plan ranks by: ``clock_s`` (predicted on the clock's specifications) when the run sets a clock,
+        else ``expected_s`` under a network model, else ``modeled_s``."""
+        if not math.isnan(self.clock_s):
+            return self.clock_s
         return self.modeled_s if math.isnan(self.expected_s) else self.expected_s
 
     @property
@@ -63,6 +69,7 @@ def candidate_from_runs(
     metric: str,
     cost: CostModel,
     network: NetworkEffect | None = None,
+    clock: ClockPrediction | None = None,
 ) -> Candidate:
     """Summarize pilot runs (rows of each seed) of one option: costs where the seed mean gets to ``target`` and
     stays at or below it (``inf`` if it ends above it), plus the first-dip costs and the tail-median final value.
@@ -76,11 +83,13 @@ def candidate_from_runs(
 
     With ``network`` (the :class:`NetworkEffect` on the pilots' graph), the costs at the target are also turned
     into expected rounds, bytes and time under link failures and stragglers (:meth:`NetworkEffect.expected`).
+    With ``clock`` (the run's clock specifications), ``clock_s`` is the predicted virtual time at the target
+    (:meth:`ClockPrediction.time`) and ``simulated_s`` the pilots' own ``sim_time_s`` there.
     """
     from proxgt.reporting import final_median, first_dip_cost, mean_curve, sustained_cost
 
     c = mean_curve([cost.with_modeled(r) for r in runs], metric,
-                   axes=("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "modeled_s"))
+                   axes=("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "modeled_s", "sim_time_s"))
     cand = Candidate(
         mixing, int(rounds), float(contraction_),
         iters=sustained_cost(c, target, "iter"),
@@ -95,6 +104,12 @@ def candidate_from_runs(
     if network is not None:
         cand.expected_rounds, cand.expected_bytes, cand.expected_s = network.expected(
             cost, cand.samples_per_node, cand.comm_rounds, cand.bytes_per_node)
+    if clock is not None:
+        start = float(c.x["ifo_per_node"][0]) if float(c.x["iter"][0]) == 0 else 0.0
+        cand.clock_s = clock.time(iters=cand.iters, ifo_per_node=cand.samples_per_node, comm_rounds=cand.comm_rounds,
+                                  bytes_per_node=cand.bytes_per_node, ifo_start=start)
+        if "sim_time_s" in c.x:
+            cand.simulated_s = sustained_cost(c, target, "sim_time_s")
     return cand
 
 
@@ -144,13 +159,19 @@ def plan_rounds(
     adds expected rounds, bytes and time under link failures and stragglers to every candidate and recommends by
     expected time; the pilots themselves run as ``cfg`` says (give them a reliable network: the model adds the
     failures).
+
+    When ``cfg`` sets the virtual clock (``node_speed``, ``link_latency``, ``link_bandwidth``), every candidate
+    also gets the predicted virtual time to the target from those specifications (``clock_s``, the time it is
+    ranked by) and its pilots' simulated ``sim_time_s`` there (``simulated_s``), to compare.
     """
     from proxgt.executors.simulation import run_simulation
     from proxgt.mixing import contraction
     from proxgt.training import build_run
 
     cfg = cfg.replace(out=None)
-    topo_eigs = build_run(cfg).topology.spectrum  # all eigenvalues when small, the spectrum's ends when large
+    spec = build_run(cfg)
+    topo_eigs = spec.topology.spectrum  # all eigenvalues when small, the spectrum's ends when large
+    clock = ClockPrediction(spec.clock) if spec.clock is not None else None
     options = [(kind, k) for kind in mixings for k in (ks or candidate_rounds(topo_eigs, kind))]
     bar = None
     if progress:
@@ -166,7 +187,7 @@ def plan_rounds(
             if bar is not None:
                 bar.update(1)
         cands.append(candidate_from_runs(kind, k, contraction(topo_eigs, kind, int(k)), runs, target=target,
-                                         metric=metric, cost=cost, network=network))
+                                         metric=metric, cost=cost, network=network, clock=clock))
     if bar is not None:
         bar.close()
     return cands, recommend(cands)
