@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxgt.costmodel.clock import ClockPrediction
 from proxgt.costmodel.model import CostModel
 from proxgt.costmodel.network import NetworkEffect
+
+if TYPE_CHECKING:  # numpy and the clock are imported where a plan runs: `proxgt --help` stays light
+    from proxgt.costmodel.clock import ClockPrediction
 
 __all__ = ["Candidate", "candidate_from_runs", "candidate_rounds", "recommend", "plan_rounds"]
 
@@ -164,6 +166,7 @@ def plan_rounds(
     also gets the predicted virtual time to the target from those specifications (``clock_s``, the time it is
     ranked by) and its pilots' simulated ``sim_time_s`` there (``simulated_s``), to compare.
     """
+    from proxgt.costmodel.clock import ClockPrediction
     from proxgt.executors.simulation import run_simulation
     from proxgt.mixing import contraction
     from proxgt.training import build_run
