@@ -143,3 +143,35 @@ def test_node_rank_0_alone_ends_within_the_timeout_with_one_line(data_file, tmp_
     assert done.returncode != 0
     assert "node rank 1, local rank 0 did not join within --timeout 2 s" in done.stderr, done.stderr
     assert not any(mark in done.stderr for mark in CRASH_MARKS), done.stderr
+
+
+def _cli_err(argv: list[str]) -> tuple[int, str]:
+    """``proxgt <argv>`` in this process: (exit code, everything written to fds 1 and 2, C++ logs included)."""
+    from proxgt.cli import main
+
+    with _captured() as got, _deadline(60):
+        code = main(argv)
+    return code, got["out"] + got["err"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--backend", "nccl"], "--backend nccl needs CUDA GPUs"),
+    (["--timeout", "1e-9"], "--timeout must be >= 1 s for launch"),
+    (["--nnodes", "2", "--node-rank", "1", "--master-addr", "no-such-host.invalid"],
+     "--master-addr 'no-such-host.invalid' does not resolve"),
+    (["--nnodes", "2", "--node-rank", "0", "--master-addr", "192.0.2.1"],  # TEST-NET-1: never this machine's
+     "--master-addr 192.0.2.1 is not an address of this machine"),
+    (["--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--master-port", "CLOSED", "--timeout", "2"],
+     "cannot reach the rendezvous store at 127.0.0.1:"),
+])
+def test_bad_launch_settings_are_one_line_errors_before_any_worker(extra, message, data_file, tmp_path):
+    import torch
+
+    if "nccl" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nccl may run")
+    extra = [str(_free_port()) if e == "CLOSED" else e for e in extra]  # nothing listens there
+    code, err = _cli_err(["launch", "--nprocs", "1", *_flags(data_file, tmp_path / "run"), *extra])
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "run" / "metrics.csv").exists()

@@ -14,6 +14,9 @@ from proxgt.settings import RESUMABLE
 
 __all__ = ["register", "worker_argv"]
 
+#: the shortest --timeout a launch accepts: the store and gloo connect with it (torch counts it in milliseconds)
+MIN_TIMEOUT_S = 1.0
+
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The worker command-line flags equivalent to the parsed ``launch`` flags."""
@@ -62,6 +65,10 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.mixing.compressed import check_launchable  # torch: not imported for --help
 
     check_launchable(cfg)
+    _check_backend(args, cfg)
+    if cfg.timeout_s < MIN_TIMEOUT_S:
+        raise ProxGTValueError(f"--timeout must be >= {MIN_TIMEOUT_S:g} s for launch: the processes need that long to "
+                               f"connect. Got {cfg.timeout_s:g} instead.")
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")
@@ -122,6 +129,47 @@ def _check_machines(args: argparse.Namespace) -> None:
             )
         if args.master_port is None:
             args.master_port = 29500
+        _check_master_addr(args)
+
+
+def _check_master_addr(args: argparse.Namespace) -> None:
+    """--master-addr must resolve; on node rank 0 it must be one of this machine's addresses (the store listens
+    there only): one-line errors (exit 2) instead of a store that retries until it times out."""
+    import errno
+    import socket
+
+    from proxgt.executors.launch.launcher import _store_socket
+
+    try:
+        socket.getaddrinfo(args.master_addr, args.master_port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ProxGTValueError(f"--master-addr {args.master_addr!r} does not resolve to an address ({exc})") from None
+    if args.node_rank != 0:
+        return
+    try:
+        _store_socket(args.master_addr, args.master_port).close()
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ProxGTValueError(
+                f"--master-addr {args.master_addr} is not an address of this machine: node rank 0 hosts the "
+                "rendezvous store there (give this machine's address on the network the others reach it by)"
+            ) from None
+        # a port taken now may be free when the store starts: the launcher says so then
+
+
+def _check_backend(args: argparse.Namespace, cfg: Any) -> None:
+    """--backend nccl needs CUDA and a torch built with NCCL on this machine: a one-line error before any
+    worker starts, instead of every worker's traceback."""
+    import torch
+    import torch.distributed as dist
+
+    if args.backend != "nccl":
+        return
+    if not (torch.cuda.is_available() and dist.is_nccl_available()):
+        raise ProxGTValueError("--backend nccl needs CUDA GPUs and a torch built with NCCL; this machine has "
+                               f"{'no CUDA GPU' if not torch.cuda.is_available() else 'no NCCL'}: use --backend gloo")
+    if not str(cfg.device).startswith("cuda"):
+        raise ProxGTValueError(f"--backend nccl runs on GPUs: give --device cuda (got --device {cfg.device})")
 
 
 def register(sub: Any) -> None:

@@ -334,6 +334,9 @@ def run_distributed(
         torch.cuda.set_device(torch.device(cfg.device))  # nccl's communicator and collective buffers live there
     if backend is None:
         backend = "gloo" if cfg.device == "cpu" else "nccl"
+    if backend == "nccl" and not (torch.cuda.is_available() and dist.is_nccl_available()):
+        raise ProxGTValueError("the nccl backend needs CUDA GPUs and a torch built with NCCL, which this machine "
+                               "lacks: use --backend gloo (and --device cpu)")
     rank, world, store, watch = init_process_group_from_env(backend, cfg.timeout_s, resolved)
     monitor = FaultMonitor(store, rank, world, cfg.timeout_s, watch_store=watch)
     monitor.on_failure = cfg.on_failure

@@ -64,6 +64,28 @@ def _store_socket(host: str, port: int) -> socket.socket:
     raise last or OSError(f"no address for {host}")
 
 
+def _store_client(host: str, port: int, world: int, timeout_s: float) -> Any:
+    """A client of node rank 0's store, connected within ``timeout_s`` (launchers may start in any order within
+    that time); None after one line saying why not. Torch's C++ stack traces of every failed try are kept quiet:
+    the line says it all."""
+    import torch.distributed as dist
+
+    from proxgt.executors.launch.worker import quiet_cpp_warnings, set_cpp_log_level
+
+    quiet_cpp_warnings()  # also later, when node rank 0's launcher is gone
+    old = set_cpp_log_level(3)
+    try:
+        return dist.TCPStore(host, port, world, is_master=False, timeout=datetime.timedelta(seconds=timeout_s))
+    except Exception as exc:  # nothing there in time, or something that is not a store
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"proxgt: error: launch: cannot reach the rendezvous store at {host}:{port} (node rank 0's "
+                         f"launcher) within --timeout {timeout_s:g} s: {detail}\n")
+        return None
+    finally:
+        if old is not None:
+            set_cpp_log_level(old)
+
+
 def _can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
@@ -210,6 +232,13 @@ def launch(
     envs = [dict(base, RANK=str(first_rank + r), LOCAL_RANK=str(r)) for r in range(nprocs)]
     old_term = None
     procs: list[Any] = []
+    store = None
+    if node_rank != 0:
+        # connected before any worker starts: an unreachable store (or something else on that port) is this one
+        # line, not every worker's report of it
+        store = _store_client(host, port, world, timeout_s)
+        if store is None:
+            return 2
     try:
         if command is None and _can_fork():
             # fork after the imports: the workers start without paying for them again
@@ -226,24 +255,20 @@ def launch(
                 procs.append(subprocess.Popen([*cmd, *argv], env=e))
         if threading.current_thread() is threading.main_thread():  # after the fork: the workers keep the default
             old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-        # the store comes after the fork, so that no worker inherits its server thread or socket
-        if node_rank != 0:  # no C++ stack traces from this store client when node rank 0's launcher is gone
-            from proxgt.executors.launch.worker import quiet_cpp_warnings
-
-            quiet_cpp_warnings()
-        try:
-            # node rank 0 serves on the address given (127.0.0.1 on one machine) only: the store is
-            # unauthenticated, so it must not be reachable from elsewhere when no other machine needs it
-            fd = _store_socket(host, port).detach() if node_rank == 0 else None  # the store owns it from here
-            store = dist.TCPStore(host, port, world, is_master=node_rank == 0, wait_for_workers=False,
-                                  timeout=datetime.timedelta(seconds=max(60.0, timeout_s)), master_listen_fd=fd)
-        except Exception as exc:  # port taken (node rank 0), or node rank 0's launcher not reachable in time
-            _stop_workers(procs)
-            what = f"host the rendezvous store on port {port}" if node_rank == 0 else \
-                f"reach the rendezvous store at {host}:{port} (node rank 0's launcher)"
-            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            sys.stderr.write(f"proxgt: error: launch: cannot {what}: {detail}\n")
-            return 1
+        # the store's server comes after the fork, so that no worker inherits its server thread or socket
+        if store is None:
+            try:
+                # node rank 0 serves on the address given (127.0.0.1 on one machine) only: the store is
+                # unauthenticated, so it must not be reachable from elsewhere when no other machine needs it
+                fd = _store_socket(host, port).detach()  # the store owns it from here
+                store = dist.TCPStore(host, port, world, is_master=True, wait_for_workers=False, master_listen_fd=fd,
+                                      timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
+            except Exception as exc:  # port taken
+                _stop_workers(procs)
+                detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                sys.stderr.write(f"proxgt: error: launch: cannot host the rendezvous store on {host}:{port}: "
+                                 f"{detail}\n")
+                return 1
         if node_rank != 0:
             with contextlib.suppress(Exception):
                 store.set(f"proxgt/{restart}/{_JOINED}{node_rank}", "1")
@@ -428,8 +453,11 @@ def _supervise_node(procs: list[Any], store: Any, timeout_s: float, nnodes: int,
         return code
     end = time.monotonic() + timeout_s + 10.0
     # a machine that never connected has no worker that could still need the store: not waited for (its absence
-    # is what this machine's workers reported)
-    absent = [k for k in range(1, nnodes) if not _checked(store, f"{prefix}{_JOINED}{k}")]
+    # is what this machine's workers reported). Its launcher may connect after its workers: a machine whose first
+    # worker published its settings (executors/agreement.py) is present too; node rank 0's workers end only after
+    # reading those, or after waiting --timeout for them
+    absent = [k for k in range(1, nnodes)
+              if not (_checked(store, f"{prefix}{_JOINED}{k}") or _checked(store, f"{prefix}settings/{k}.0"))]
     missing = [k for k in range(1, nnodes) if k not in absent]
     while missing and time.monotonic() < end:
         missing = [k for k in missing if not store.check([f"{prefix}{_DONE}{k}"])]

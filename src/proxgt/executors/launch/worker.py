@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["main", "build_worker_parser"]
+__all__ = ["main", "build_worker_parser", "quiet_cpp_warnings", "set_cpp_log_level"]
 
 
 def build_worker_parser() -> argparse.ArgumentParser:
@@ -115,6 +115,14 @@ def quiet_cpp_warnings() -> None:
     if "TORCH_CPP_LOG_LEVEL" in os.environ:
         return
     os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"  # for processes this one starts
+    old = set_cpp_log_level(2)
+    if old is not None and old > 2:  # already quieter
+        set_cpp_log_level(old)
+
+
+def set_cpp_log_level(value: int) -> int | None:
+    """Set torch's C++ log level (``FLAGS_caffe2_log_level`` of libc10: 2 ERROR, 3 FATAL) to ``value``; returns
+    the previous level (to restore it), or None where this build of torch does not expose it."""
     try:
         import ctypes
         import glob
@@ -123,10 +131,12 @@ def quiet_cpp_warnings() -> None:
 
         for path in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "*c10.*")):
             level = ctypes.c_int.in_dll(ctypes.CDLL(path), "FLAGS_caffe2_log_level")
-            level.value = max(level.value, 2)
-            break
+            old = int(level.value)
+            level.value = value
+            return old
     except Exception:  # another build of torch: keep its warnings
         pass
+    return None
 
 
 def _restart_plan(args: argparse.Namespace) -> tuple[str | None, dict[str, Any], Any, bool] | None:
