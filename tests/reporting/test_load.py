@@ -92,7 +92,7 @@ def test_load_suite_stacks_the_runs_with_their_series(tmp_path):
     one = proxgt.load_run(tmp_path / "prox-dsgt-1")
     pd.testing.assert_frame_equal(df[df["run"] == "prox-dsgt-1"].drop(columns=["run", "series", "status"])
                                   .reset_index(drop=True)[list(one.columns)], one)
-    with pytest.raises(ProxGTValueError, match="no run folders"):
+    with pytest.raises(ProxGTValueError, match="no readable run folders"):
         proxgt.load_suite(tmp_path, table="per_node")
 
 

@@ -63,7 +63,7 @@ def write_report(
         raise ProxGTValueError(f"report folder not found: {root}")
     info, records = suite_records(root)
     if not records:
-        raise ProxGTValueError(f"no run folders (with metrics.csv) under {root}")
+        raise ProxGTValueError(f"no readable run folders (with metrics.csv) under {root}")
     metric = metric or info.get("metric", "grad_mapping_sq")
     columns = next((list(r.rows[0]) for r in records if r.rows), list(BASE_COLUMNS))
     if metric not in columns:

@@ -10,12 +10,14 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from proxgt._io import atomic_write_text, read_metrics_csv
+from proxgt.errors import ProxGTValueError
 from proxgt.reporting.curves import (
     FINAL_RULE,
     FIRST_DIP_RULE,
@@ -86,8 +88,20 @@ def load_run(path: str | Path) -> RunRecord:
         config = load_config_file(p / "config.toml")  # flat settings (config.toml is written by sections)
     rows: list[dict[str, float]] = []
     if (p / "metrics.csv").is_file():
-        _, rows = read_metrics_csv(p / "metrics.csv")
-    summary = json.loads((p / "summary.json").read_text()) if (p / "summary.json").is_file() else None
+        try:
+            _, rows = read_metrics_csv(p / "metrics.csv")
+        except (ValueError, csv.Error, UnicodeDecodeError) as exc:  # a cell that is no number, a row too short
+            raise ProxGTValueError(f"{p / 'metrics.csv'} is not a readable metrics file ({exc})") from None
+    summary = None
+    if (p / "summary.json").is_file():
+        try:
+            summary = json.loads((p / "summary.json").read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProxGTValueError(f"{p / 'summary.json'} is not valid JSON ({exc})") from None
+        if not isinstance(summary, dict):
+            raise ProxGTValueError(f"{p / 'summary.json'} does not hold a run summary (a JSON object)")
+        if not rows:  # a finished run logs at least its first and last iteration
+            raise ProxGTValueError(f"{p / 'metrics.csv'} holds no rows, although the run finished (summary.json)")
     cell = json.loads((p / "cell.json").read_text()) if (p / "cell.json").is_file() else None
     rec = RunRecord(p, config, rows, summary, cell)
     if rec.pooled_nodes > 1:
@@ -99,7 +113,12 @@ def load_run(path: str | Path) -> RunRecord:
 def find_runs(root: str | Path) -> list[RunRecord]:
     """Every run folder (a folder holding metrics.csv) under ``root``, in suite order where known."""
     root = Path(root)
-    recs = [load_run(m.parent) for m in sorted(root.rglob("metrics.csv"))]
+    recs = []
+    for m in sorted(root.rglob("metrics.csv")):
+        try:
+            recs.append(load_run(m.parent))
+        except ProxGTValueError as exc:  # one damaged run folder does not hide the others, nor counts as finished
+            warnings.warn(f"skipped run folder {m.parent}: {exc}", stacklevel=2)
     return sorted(recs, key=lambda r: (r.cell.get("index", 0) if r.cell else 0, str(r.path)))
 
 

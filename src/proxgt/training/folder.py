@@ -139,6 +139,13 @@ class RunFolder:
                 f"output folder {self.path} already holds {what} ({', '.join(present)}); pass --overwrite to "
                 "replace it, --resume to continue it, or choose another --out"
             )
+        links = [name for name in present if (self.path / name).is_symlink() and (self.path / name).is_dir()]
+        if links:  # replacing would delete what the link points to, which this run folder does not own
+            raise ProxGTValueError(
+                f"output folder {self.path}: {', '.join(links)} is a symbolic link (to "
+                f"{(self.path / links[0]).resolve()}); --overwrite does not delete through links: remove the link "
+                "(or empty its target) yourself, or choose another --out"
+            )
         for name in present:
             p = self.path / name
             if p.is_dir():
