@@ -46,6 +46,8 @@ __all__ = [
     "TIME_VARYING",
     "SPARSE_FEATURES",
     "POOLED",
+    "EXTRA_TABLE",
+    "extra_tables",
 ]
 
 T = TypeVar("T")
@@ -196,6 +198,17 @@ TIME_VARYING = "time-varying"
 SPARSE_FEATURES = "sparse-features"
 #: a centralized reference: one node on the pooled data, standing in for n nodes in suites (extra.pooled_nodes)
 POOLED = "pooled"
+#: prefix of an algorithm's trait naming the ``[extra.<table>]`` it reads when that is not its own name
+#: (``"extra-table:deepstorm"``); see :func:`extra_tables`
+EXTRA_TABLE = "extra-table:"
+
+
+def extra_tables(algorithm: str) -> frozenset[str]:
+    """The ``[extra.<table>]`` tables ``algorithm``'s settings may come from: its own name, or those its
+    registration declares (:data:`EXTRA_TABLE`)."""
+    entry = ALGORITHMS.entry(algorithm)
+    declared = {t[len(EXTRA_TABLE):] for t in entry.traits if t.startswith(EXTRA_TABLE)}
+    return frozenset(declared or {entry.name})
 
 # ---------------------------------------------------------------------------------------------- the tables
 #: builder(ctx: proxgt.run.build.AlgorithmContext) -> algorithm object with init/update
@@ -227,7 +240,7 @@ ALGORITHMS.register("prox-dsgt", "proxgt.algorithms.baselines.dsgt:build", summa
 ALGORITHMS.register("deepstorm", "proxgt.algorithms.baselines.deepstorm:build_constant",
                     summary="DEEPSTORM v2, constant step")
 ALGORITHMS.register("deepstorm-diminishing", "proxgt.algorithms.baselines.deepstorm:build_diminishing",
-                    summary="DEEPSTORM v2, diminishing step")
+                    summary="DEEPSTORM v2, diminishing step", traits=(EXTRA_TABLE + "deepstorm",))
 ALGORITHMS.register("deepstorm-v1", "proxgt.algorithms.baselines.deepstorm:build_v1",
                     summary="DEEPSTORM v1 (hybrid estimator), diminishing step")
 ALGORITHMS.register("prox-dasa-gt", "proxgt.algorithms.baselines.dasa:build", summary="Prox-DASA-GT")

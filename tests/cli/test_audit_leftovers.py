@@ -67,3 +67,68 @@ def test_report_skips_a_damaged_run_with_a_warning_and_never_counts_it_finished(
     shutil.rmtree(root / "good")
     assert main(["report", str(bad.parent), "--target", "1"]) == 2
     assert "no readable run folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reg", "support", "--support-file", "EMPTY"], "a support with at least one coordinate"),
+    (["--dp-delta", "1e-6"], "--dp-delta is the delta of a differential privacy guarantee"),
+    (["--on-failure", "continue"], "--on-failure applies to 'proxgt launch'"),
+    (["--extra", "deepstorm.beta=0.1"], "--extra deepstorm.* sets a setting of deepstorm, but this run's algorithm"),
+    (["--algorithm", "deepstorm", "--extra", "deepstorm.beta=abc"], "extra.deepstorm.beta must be a float"),
+    (["--algorithm", "deepstorm", "--extra", "deepstorm.beta"], "--extra expects METHOD.KEY=VALUE"),
+])
+def test_settings_that_would_be_ignored_or_empty_are_refused(extra, message, data_file, tmp_path, capsys):
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((1, 8), dtype=np.float32))
+    extra = [str(empty) if e == "EMPTY" else e for e in extra]
+    code = main(["run", *FLAGS, "--data", data_file, "--out", str(tmp_path / "run"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_extra_for_the_table_an_algorithm_declares_is_accepted(data_file, tmp_path):
+    # deepstorm-diminishing reads [extra.deepstorm] (declared in the registry), not a table of its own name
+    assert main(["run", *FLAGS, "--data", data_file, "--out", str(tmp_path / "run"),
+                 "--algorithm", "deepstorm-diminishing", "--extra", "deepstorm.k0=3"]) == 0
+    assert main(["run", *FLAGS, "--data", data_file, "--out", str(tmp_path / "dp"), "--dp-clip", "1",
+                 "--dp-noise", "1", "--dp-delta", "1e-6", "--batch", "4"]) == 0
+
+
+SUITE = """
+[suite]
+name = "tiny"
+out = "out"
+target = 1
+[suite.cost]
+sample_s = 1e-6
+[base]
+data = "{data}"
+nodes = 4
+iters = 4
+log_every = 2
+[grid]
+seed = [0]
+algorithm = ["proxgt-sa"]
+"""
+
+
+def test_compare_never_replaces_a_folder_it_did_not_create(data_file, finished, tmp_path, capsys):
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE.format(data=data_file))
+    from proxgt.suites import load_suite
+
+    spec = load_suite(suite)
+    mine = spec.folder(spec.cells[0])  # the user's run, where the suite's cell would go
+    shutil.copytree(finished, mine)
+    before = {p.name: p.read_bytes() for p in mine.iterdir() if p.is_file()}
+    code = main(["compare", "-c", str(suite)])
+    out = capsys.readouterr()
+    assert code != 0 and "did not create" in out.out + out.err, out
+    assert {p.name: p.read_bytes() for p in mine.iterdir() if p.is_file()} == before
+    # a run folder as the suite's output folder is refused before anything is written into it
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert main(["compare", "-c", str(suite), "--out", str(run)]) == 2
+    assert "holds a run, not a suite" in capsys.readouterr().err
+    assert not (run / "suite.json").exists()

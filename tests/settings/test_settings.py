@@ -100,11 +100,13 @@ def test_method_settings_from_the_command_line(tmp_path):
     add_setting_flags(p)
     file = tmp_path / "x.toml"
     file.write_text("[extra.deepstorm]\nbeta = 0.3\nt0 = 5.0\n")
-    args = p.parse_args(["-c", str(file), "--extra", "deepstorm.beta=0.1", "--extra", "prox-dsgd.schedule=diminishing",
-                         "--extra", 'sppdm.dual="0.5"'])
+    args = p.parse_args(["-c", str(file), "--algorithm", "deepstorm", "--extra", "deepstorm.beta=0.1",
+                         "--extra", "deepstorm.schedule=diminishing", "--extra", 'deepstorm.dual="0.5"'])
     cfg = config_from_args(args)
-    assert cfg.extra == {"deepstorm": {"beta": 0.1, "t0": 5.0}, "prox-dsgd": {"schedule": "diminishing"},
-                         "sppdm": {"dual": "0.5"}}
+    assert cfg.extra == {"deepstorm": {"beta": 0.1, "t0": 5.0, "schedule": "diminishing", "dual": "0.5"}}
+    # a flag for a method the run does not run would be ignored: refused (a config file may hold several)
+    with pytest.raises(ProxGTValueError, match="this run's algorithm is deepstorm"):
+        config_from_args(p.parse_args(["-c", str(file), "--algorithm", "deepstorm", "--extra", "sppdm.dual=0.5"]))
     with pytest.raises(ProxGTValueError, match="--extra expects METHOD.KEY=VALUE"):
         config_from_args(p.parse_args(["--extra", "beta=0.1"]))
 

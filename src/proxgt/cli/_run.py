@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from proxgt.cli.flags import add_setting_flags, config_from_args, resume_overrides
+from proxgt.errors import ProxGTValueError
 from proxgt.settings import RESUMABLE
 
 __all__ = ["register", "summary_line"]
@@ -27,6 +28,9 @@ def _handle(args: argparse.Namespace) -> int:
     from proxgt.training.folder import default_run_folder
 
     progress = sys.stderr.isatty() and not args.no_progress
+    if args.on_failure is not None:  # a setting of processes that can fail alone
+        raise ProxGTValueError("--on-failure applies to 'proxgt launch' (several processes, one of which may fail); "
+                               "'proxgt run' is one process: drop it")
     if args.resume:  # continue, extend (--iters) or start over (--overwrite): plan_resume decides
         hist = run_simulation(None, resume=args.resume, progress=progress, overwrite=args.overwrite,
                               overrides=resume_overrides(args, RESUMABLE))

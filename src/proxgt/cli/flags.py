@@ -109,12 +109,35 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.from_dict(base, source=args.config or "config")
     cfg = cfg.merged({s.name: getattr(args, s.name, None) for s in SETTINGS})
     extra = parse_extra(getattr(args, "extra", None))
+    _check_flags_apply(args, cfg, extra)
     if extra:
         merged = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.extra.items()}
         for method, values in extra.items():
             merged.setdefault(method, {}).update(values)
         cfg = cfg.replace(extra=merged)
     return cfg
+
+
+def _check_flags_apply(args: argparse.Namespace, cfg: RunConfig, extra: dict[str, Any]) -> None:
+    """Flags that would be silently ignored are one-line errors: ``--extra`` for a method this run does not run,
+    ``--dp-delta`` without differential privacy (config files may carry either: a file shared by several runs)."""
+    from proxgt.errors import UnknownNameError
+    from proxgt.registry import extra_tables
+
+    if extra:
+        try:
+            tables = extra_tables(cfg.algorithm)
+        except (UnknownNameError, KeyError):  # the algorithm's own check names it
+            tables = frozenset({cfg.algorithm})
+        for method in extra:
+            if method not in tables:
+                raise ProxGTValueError(
+                    f"--extra {method}.* sets a setting of {method}, but this run's algorithm is {cfg.algorithm} "
+                    f"(which reads [extra.{'] or [extra.'.join(sorted(tables))}]): drop it or use --algorithm {method}"
+                )
+    if getattr(args, "dp_delta", None) is not None and (cfg.dp_clip is None or cfg.dp_epsilon == "off"):
+        raise ProxGTValueError("--dp-delta is the delta of a differential privacy guarantee; this run has no "
+                               "differential privacy (give --dp-clip C with --dp-noise or --dp-epsilon)")
 
 
 def resume_overrides(args: argparse.Namespace, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -297,6 +297,9 @@ class Support(RegularizerBase):
         sup = torch.as_tensor(self.support)
         if sup.ndim != 1 or sup.dtype != torch.bool:
             raise param_error("Support", "support", "a 1-D bool tensor", self.support)
+        if not bool(sup.any()):  # every coordinate pinned at zero: nothing would be trained
+            raise param_error("Support", "support", "a support with at least one coordinate (a non-zero of x)",
+                              "an empty support")
         object.__setattr__(self, "support", sup)
 
     @classmethod

@@ -17,6 +17,7 @@ from proxgt.suites.cells import (
     Suite,
     SuiteResult,
 )
+from proxgt.training.folder import CHECKPOINT_DIR, RUN_FILES
 
 __all__ = ["run_suite", "run_tuning", "cell_is_done", "default_jobs"]
 
@@ -35,6 +36,13 @@ def cell_is_done(folder: Path, cell: Cell) -> bool:
     return summary.get("status") in ("ok", "diverged") and _same(recorded.get("config"), cell.config)
 
 
+def _foreign_run(folder: Path) -> bool:
+    """Whether ``folder`` holds run files but no ``cell.json``: a run of the user's, never replaced by a suite
+    (a cell folder gets its cell.json before its run starts)."""
+    return (folder.is_dir() and not (folder / "cell.json").exists()
+            and any((folder / name).exists() for name in (*RUN_FILES, CHECKPOINT_DIR)))
+
+
 def _run_cell(cell_json: dict[str, Any], folder: str) -> tuple[str, str, str]:
     """Run one cell in this process; returns (name, status, message). Never raises for run errors."""
     import warnings
@@ -42,6 +50,9 @@ def _run_cell(cell_json: dict[str, Any], folder: str) -> tuple[str, str, str]:
     from proxgt.executors.simulation import run_simulation
 
     path = Path(folder)
+    if _foreign_run(path):
+        return cell_json["name"], "failed", (f"{path} holds a run this suite did not create (no cell.json); it is "
+                                             "left as it is: move it, or give compare another --out")
     path.mkdir(parents=True, exist_ok=True)
     (path / "summary.json").unlink(missing_ok=True)  # an interrupted rerun must not look finished
     atomic_write_text(path / "cell.json", json.dumps(cell_json, indent=2, default=str) + "\n")
@@ -168,6 +179,9 @@ def run_suite(
     if jobs < 1:
         raise param_error("", "jobs", "an int >= 1", jobs)
     result = SuiteResult()
+    if suite.out.is_dir() and not (suite.out / "suite.json").exists() and _foreign_run(suite.out):
+        raise ProxGTValueError(f"output folder {suite.out} holds a run, not a suite (no suite.json); compare does not "
+                               "write into it: give another --out")
     suite.out.mkdir(parents=True, exist_ok=True)
     _write_suite_json(suite)
     choices = run_tuning(suite, jobs=jobs, progress=progress, result=result, on_cell=on_cell)
