@@ -46,6 +46,7 @@ import torch.distributed as dist
 from proxgt._state import map_state
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
+from proxgt.executors.agreement import agree_on_settings
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
@@ -67,13 +68,15 @@ __all__ = [
 
 
 def init_process_group_from_env(
-    backend: str, timeout_s: float
+    backend: str, timeout_s: float, settings: dict[str, Any] | None = None
 ) -> tuple[int, int, dist.Store, dist.Store | None]:
     """Join the process group described by the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT).
 
     The store is created here so that the fault monitor can use it: a client of the launcher's store when
     ``TORCHELASTIC_USE_AGENT_STORE=True`` (torchrun, ``proxgt launch``), else hosted by rank 0. Returns
-    (rank, world, store, a second store client for the watchdog thread, or None).
+    (rank, world, store, a second store client for the watchdog thread, or None). ``settings`` (a config's
+    ``to_dict()``): first every process checks that all run the same (:func:`~proxgt.executors.agreement.
+    agree_on_settings`), before the group forms (processes that count the world differently never form one).
     """
     try:
         rank = int(os.environ["RANK"])
@@ -92,6 +95,8 @@ def init_process_group_from_env(
         watch = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
     except Exception:
         watch = None
+    if settings is not None:
+        agree_on_settings(store, rank, world, settings, key_prefix(), float(timeout_s))
     # the prefix names the attempt: an elastic restart forms a new group on the same store
     dist.init_process_group(backend, store=dist.PrefixStore(key_prefix() + "pg", store), rank=rank, world_size=world,
                             timeout=timeout)
@@ -322,13 +327,14 @@ def run_distributed(
     cfg = cfg.validate()
     if not cfg.out:
         cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
+    resolved = cfg.to_dict()  # before this process picks its GPU: what every machine must run alike
     if cfg.device.startswith("cuda") and torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         cfg = cfg.replace(device=f"cuda:{local_rank % torch.cuda.device_count()}")
         torch.cuda.set_device(torch.device(cfg.device))  # nccl's communicator and collective buffers live there
     if backend is None:
         backend = "gloo" if cfg.device == "cpu" else "nccl"
-    rank, world, store, watch = init_process_group_from_env(backend, cfg.timeout_s)
+    rank, world, store, watch = init_process_group_from_env(backend, cfg.timeout_s, resolved)
     monitor = FaultMonitor(store, rank, world, cfg.timeout_s, watch_store=watch)
     monitor.on_failure = cfg.on_failure
     monitor.start()

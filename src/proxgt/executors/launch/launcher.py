@@ -37,6 +37,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _loopback_interface() -> str | None:
+    """The name of this machine's loopback interface ('lo' on Linux, 'lo0' on macOS), or None when not found."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return None
+    return next((n for n in names if n in ("lo", "lo0")), None)
+
+
+def _store_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` only (never every interface), for the store to serve on: torch's
+    TCPStore binds its own socket to every interface, whatever host it is given. Raises OSError when ``host`` is
+    not an address of this machine or the port is taken."""
+    last: OSError | None = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(1024)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"no address for {host}")
+
+
 def _can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
@@ -148,7 +175,8 @@ def launch(
 
     Several machines: every machine runs a launcher with the same ``nnodes``, ``nprocs``, ``master_addr`` and
     ``master_port`` and its own ``node_rank``; its workers get the global ranks ``node_rank * nprocs + i``.
-    The launcher of node rank 0 hosts the store on ``master_port`` (all interfaces) and keeps it until every
+    The launcher of node rank 0 hosts the store on ``master_addr:master_port`` (that address only: it must be
+    one of this machine's; one machine: 127.0.0.1, and gloo listens on the loopback interface) and keeps it until every
     launcher has reported its workers done (at most ``timeout_s`` + 10 s after its own workers ended); the others
     connect to ``master_addr:master_port`` and stop their workers, naming the cause, when the store is lost
     (node rank 0's launcher gone) while workers still run (see :func:`_supervise`)."""
@@ -171,6 +199,11 @@ def launch(
     host = master_addr or "127.0.0.1"
     port = master_port or _free_port()
     world, first_rank = nnodes * nprocs, node_rank * nprocs
+    if nnodes == 1:
+        # one machine: gloo (and nccl's bootstrap) listen on loopback too, not on the host name's interface
+        lo = _loopback_interface()
+        if lo is not None:
+            base.update(GLOO_SOCKET_IFNAME=lo, NCCL_SOCKET_IFNAME=lo)
     base.update(MASTER_ADDR=host, MASTER_PORT=str(port), WORLD_SIZE=str(world), GROUP_RANK=str(node_rank),
                 LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True",
                 TORCHELASTIC_RESTART_COUNT=str(restart), PROXGT_LAUNCHER_PID=str(os.getpid()))
@@ -199,8 +232,11 @@ def launch(
 
             quiet_cpp_warnings()
         try:
+            # node rank 0 serves on the address given (127.0.0.1 on one machine) only: the store is
+            # unauthenticated, so it must not be reachable from elsewhere when no other machine needs it
+            fd = _store_socket(host, port).detach() if node_rank == 0 else None  # the store owns it from here
             store = dist.TCPStore(host, port, world, is_master=node_rank == 0, wait_for_workers=False,
-                                  timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
+                                  timeout=datetime.timedelta(seconds=max(60.0, timeout_s)), master_listen_fd=fd)
         except Exception as exc:  # port taken (node rank 0), or node rank 0's launcher not reachable in time
             _stop_workers(procs)
             what = f"host the rendezvous store on port {port}" if node_rank == 0 else \
@@ -208,6 +244,9 @@ def launch(
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             sys.stderr.write(f"proxgt: error: launch: cannot {what}: {detail}\n")
             return 1
+        if node_rank != 0:
+            with contextlib.suppress(Exception):
+                store.set(f"proxgt/{restart}/{_JOINED}{node_rank}", "1")
         if nnodes == 1:
             return _supervise(procs, store, timeout_s, prefix=f"proxgt/{restart}/", on_failure=on_failure)
         return _supervise_node(procs, store, timeout_s, nnodes, node_rank, f"{host}:{port}",
@@ -334,6 +373,14 @@ def _report_survivors(store: Any, prefix: str, codes: list[int | None], first_ra
 
 
 _DONE = "launch/done/"  # after the attempt prefix, + node rank: that machine's workers all ended (value: exit code)
+_JOINED = "launch/joined/"  # after the attempt prefix, + node rank: that machine's launcher reached the store
+
+
+def _checked(store: Any, key: str) -> bool:
+    try:
+        return bool(store.check([key]))
+    except Exception:
+        return False
 
 
 class _StoreWatch:
@@ -380,10 +427,15 @@ def _supervise_node(procs: list[Any], store: Any, timeout_s: float, nnodes: int,
     if node_rank != 0:
         return code
     end = time.monotonic() + timeout_s + 10.0
-    missing = list(range(1, nnodes))
+    # a machine that never connected has no worker that could still need the store: not waited for (its absence
+    # is what this machine's workers reported)
+    absent = [k for k in range(1, nnodes) if not _checked(store, f"{prefix}{_JOINED}{k}")]
+    missing = [k for k in range(1, nnodes) if k not in absent]
     while missing and time.monotonic() < end:
         missing = [k for k in missing if not store.check([f"{prefix}{_DONE}{k}"])]
         time.sleep(0.1)
+    if absent and not missing:
+        return code or 1
     if missing:
         sys.stderr.write(f"proxgt: error: launch: node rank(s) {', '.join(map(str, missing))} did not report their "
                          f"workers done within {timeout_s + 10:g} s of this machine's\n")
