@@ -29,55 +29,37 @@ model sent each way on one link).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from proxgt.algorithms._parts import Mix, estimator_capabilities
 from proxgt.algorithms.base import Capabilities
 from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
-from proxgt.estimators import Minibatch, NoState
+from proxgt.algorithms.baselines.dsgd import ProxDSGD, ProxDSGDState
+from proxgt.estimators import Minibatch
 from proxgt.problems.oracle import GradientOracle
-from proxgt.prox import Regularizer
 
-__all__ = ["ProxADPSGD", "ProxADPSGDState"]
-
-
-class ProxADPSGDState(NamedTuple):
-    x: torch.Tensor
-    g: torch.Tensor  # minibatch gradient at the model read before the averaging (already paid for)
-    t: int
-    est: NoState
+__all__ = ["ProxADPSGD"]
 
 
 @dataclass(frozen=True)
-class ProxADPSGD:
-    """Prox-AD-PSGD with a minibatch estimator and a (constant or diminishing) step schedule."""
+class ProxADPSGD(ProxDSGD):
+    """Prox-AD-PSGD: Prox-DSGD's state, step schedule and gradient at the model read before the averaging, with
+    the averaging declared pairwise (one random neighbour, on the asynchronous network)."""
 
-    estimator: Minibatch
-    regularizer: Regularizer
-    schedule: Schedule = field(default_factory=Schedule)
     name: str = "prox-adpsgd"
 
     @property
     def capabilities(self) -> Capabilities:
         return estimator_capabilities(self.estimator, gossip_keys=("x",), pairwise_keys=("x",), asynchronous=True)
 
-    @property
-    def step(self) -> float:
-        return self.schedule.a0
-
-    def init(self, x0: torch.Tensor, oracle: GradientOracle, mix: Mix) -> ProxADPSGDState:
-        X = x0.clone()
-        G, est = self.estimator.init(oracle, X)
-        return ProxADPSGDState(x=X, g=G, t=0, est=est)
-
-    def update(self, state: ProxADPSGDState, oracle: GradientOracle, mix: Mix) -> ProxADPSGDState:
+    def update(self, state: ProxDSGDState, oracle: GradientOracle, mix: Mix) -> ProxDSGDState:
         a = self.schedule(state.t)
         X_new = self.regularizer.prox(torch.add(mix(state.x, key="x"), state.g, alpha=-a), a)
         G_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.g, state.t + 1)
-        return ProxADPSGDState(x=X_new, g=G_new, t=state.t + 1, est=est)
+        return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1, est=est)
 
 
 def build(ctx: Any) -> ProxADPSGD:
