@@ -46,6 +46,7 @@ __all__ = [
     "TIME_VARYING",
     "SPARSE_FEATURES",
     "POOLED",
+    "ASYNC_ONLY",
     "EXTRA_TABLE",
     "extra_tables",
 ]
@@ -198,6 +199,8 @@ TIME_VARYING = "time-varying"
 SPARSE_FEATURES = "sparse-features"
 #: a centralized reference: one node on the pooled data, standing in for n nodes in suites (extra.pooled_nodes)
 POOLED = "pooled"
+#: a method that runs only asynchronously (--async): its declared pairwise gossip lives on the asynchronous network
+ASYNC_ONLY = "async-only"
 #: prefix of an algorithm's trait naming the ``[extra.<table>]`` it reads when that is not its own name
 #: (``"extra-table:deepstorm"``); see :func:`extra_tables`
 EXTRA_TABLE = "extra-table:"
@@ -236,6 +239,8 @@ ALGORITHMS.register("proxgt-sr-o", "proxgt.algorithms.proxgt:build", estimator="
 ALGORITHMS.register("proxgt-sr-e", "proxgt.algorithms.proxgt:build", estimator="sr-e",
                     summary="ProxGT with SARAH, full local gradient refresh (finite data)")
 ALGORITHMS.register("prox-dsgd", "proxgt.algorithms.baselines.dsgd:build", summary="Prox-DSGD / DSPG")
+ALGORITHMS.register("prox-adpsgd", "proxgt.algorithms.baselines.adpsgd:build", traits=(ASYNC_ONLY,),
+                    summary="Prox-AD-PSGD: asynchronous, random pairwise averaging (--async)")
 ALGORITHMS.register("prox-dsgt", "proxgt.algorithms.baselines.dsgt:build", summary="Prox-DSGT")
 ALGORITHMS.register("deepstorm", "proxgt.algorithms.baselines.deepstorm:build_constant",
                     summary="DEEPSTORM v2, constant step")

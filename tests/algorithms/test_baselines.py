@@ -12,7 +12,7 @@ from proxgt.algorithms.baselines import Schedule
 from proxgt.executors.simulation import run_simulation
 from proxgt.mixing import Mixer, SimulatedCommunicator, mixing_matrix
 from proxgt.problems.oracle import GradientOracle
-from proxgt.registry import ALGORITHMS
+from proxgt.registry import ALGORITHMS, ASYNC_ONLY
 from proxgt.settings import RunConfig
 from proxgt.training import build_run
 
@@ -244,15 +244,17 @@ def test_cdproxsgt_matches_reference_loop():
 
 
 def test_every_registered_baseline_has_a_reference():
-    # cdproxsgt has its own reference test above (it needs the compressed mixer)
-    assert set(BASELINES) == {c[0] for c in CASES} | {"cdproxsgt"}
+    # cdproxsgt has its own reference test above (it needs the compressed mixer), prox-adpsgd in test_adpsgd.py
+    # (it runs on the asynchronous network)
+    assert set(BASELINES) == {c[0] for c in CASES} | {"cdproxsgt", "prox-adpsgd"}
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_converges_on_breast_cancer(name):
     nodes = 1 if name.startswith("central-") else 4
     cfg = RunConfig(algorithm=name, data="breast_cancer", nodes=nodes, topology="ring" if nodes > 1 else "complete",
-                    iters=150, log_every=150, batch=64 if nodes == 1 else 16)
+                    iters=150, log_every=150, batch=64 if nodes == 1 else 16,
+                    asynchronous=ASYNC_ONLY in ALGORITHMS.traits(name))
     h = run_simulation(cfg)
     first, last = h.rows[0]["grad_mapping_sq"], h.rows[-1]["grad_mapping_sq"]
     assert last < first / 300, (first, last)

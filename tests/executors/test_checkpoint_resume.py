@@ -17,7 +17,7 @@ from proxgt._validation import ProxGTValueError
 from proxgt.cli import main
 from proxgt.executors.checkpoint import Checkpointer, complete_checkpoints, latest_checkpoint, load_checkpoint
 from proxgt.executors.simulation import run_simulation
-from proxgt.registry import ALGORITHMS
+from proxgt.registry import ALGORITHMS, ASYNC_ONLY
 
 from .resuming import stopped_and_resumed
 
@@ -145,7 +145,7 @@ def test_every_algorithm_resumes_exactly(algorithm, data_file, tmp_path, monkeyp
     """Stop right after the checkpoint at 20, resume, and match the uninterrupted run (all but wall_s)."""
     nodes = 1 if algorithm.startswith("central") else 4  # the centralized references run on pooled data
     cfg = {"data": data_file, "nodes": nodes, "iters": 30, "log_every": 5, "batch": 8, "algorithm": algorithm,
-           "test_fraction": 0.0}
+           "test_fraction": 0.0, "asynchronous": ASYNC_ONLY in ALGORITHMS.traits(algorithm)}
     ref, hist = stopped_and_resumed(cfg, tmp_path / "r", monkeypatch)
     assert len(hist.rows) == len(ref.rows) == 7
     for ra, rb in zip(ref.rows, hist.rows, strict=True):

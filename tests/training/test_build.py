@@ -14,7 +14,7 @@ import proxgt
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.simulation import simulated_communicator
 from proxgt.prox import Box, GroupLasso, L1Ball, L2Ball
-from proxgt.registry import ALGORITHMS
+from proxgt.registry import ALGORITHMS, ASYNC_ONLY
 from proxgt.settings import RunConfig
 from proxgt.training import build_run, train
 
@@ -43,7 +43,8 @@ def _final_x(spec, stream_seed: int | None):
 def test_batch_full_is_deterministic_for_every_algorithm(algorithm):
     nodes = 1 if algorithm.startswith("central-") else 4
     cfg = RunConfig(**{**SMALL, "nodes": nodes, "topology": "complete" if nodes == 1 else "ring", "iters": 6,
-                       "log_every": 6}, algorithm=algorithm, batch="full", dtype="float64")
+                       "log_every": 6}, algorithm=algorithm, batch="full", dtype="float64",
+                    asynchronous=ASYNC_ONLY in ALGORITHMS.traits(algorithm))
     spec = build_run(cfg)
     x_a, oracle = _final_x(spec, None)
     x_b, _ = _final_x(spec, 1234)  # nothing is sampled, so other sample streams change nothing

@@ -15,10 +15,11 @@ import pytest
 
 import proxgt
 from proxgt.errors import ProxGTValueError
-from proxgt.registry import ALGORITHMS, POOLED
+from proxgt.registry import ALGORITHMS, ASYNC_ONLY, POOLED
 from proxgt.training import build_run
 
-ALGS = [n for n in ALGORITHMS.names() if POOLED not in ALGORITHMS.traits(n)]  # the centralized: no network
+# the centralized have no network; the asynchronous-only methods have their own tests (the matrix is synchronous)
+ALGS = [n for n in ALGORITHMS.names() if not {POOLED, ASYNC_ONLY} & set(ALGORITHMS.traits(n))]
 NETWORKS = {"static": {}, "link-failure": {"link_failure": 0.3}, "dropout": {"node_dropout": 0.2},
             "one-peer-exp": {"topology": "one-peer-exponential"}, "random-matching": {"topology": "random-matching"}}
 OPERATORS = ["none", "topk:0.1", "randk:0.1", "qsgd:16", "sign", "fp16", "bf16"]

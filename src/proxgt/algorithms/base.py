@@ -62,6 +62,9 @@ class Capabilities:
         changing_graph: it stays correct when W changes from round to round (time-varying graphs, link
             failures, node dropout): everything it mixes is averaged, never divided by a fixed W.
         asynchronous: it can run without a global barrier (nodes on their own clocks).
+        pairwise_keys: the gossip keys it averages with one random neighbour per iteration (randomized pairwise
+            gossip, as AD-PSGD) instead of with W; such a method runs asynchronously only
+            (:mod:`proxgt.mixing.pairwise`).
         sizes: the estimator sizes it resolved (``batch``, ``big_batch``, ``period``), recorded in the run's
             resolved settings.
         recursion_ratio: q / b of the undamped gradient-difference recursion of its estimator (SARAH), 0 for none;
@@ -75,6 +78,7 @@ class Capabilities:
     compressed_gossip: bool = False
     changing_graph: bool = True
     asynchronous: bool = False
+    pairwise_keys: tuple[str, ...] = ()
     sizes: Mapping[str, int] = field(default_factory=dict)
     recursion_ratio: float = 0.0
 
@@ -84,6 +88,10 @@ class Capabilities:
             raise ValueError(f"oracle_calls must be a non-empty subset of {ORACLE_CALLS}; got {set(self.oracle_calls)}")
         if not set(self.tracked_keys) <= set(self.gossip_keys):
             raise ValueError(f"tracked_keys {self.tracked_keys} must be among the gossip_keys {self.gossip_keys}")
+        if not set(self.pairwise_keys) <= set(self.gossip_keys) - set(self.tracked_keys):
+            raise ValueError(f"pairwise_keys {self.pairwise_keys} must be untracked gossip_keys {self.gossip_keys}")
+        if self.pairwise_keys and not self.asynchronous:
+            raise ValueError("pairwise_keys are averaged on the asynchronous network: declare asynchronous=True")
         if self.compressed_gossip and not self.gossip_keys:
             raise ValueError("an algorithm defined with compressed gossip must name its gossip_keys")
 

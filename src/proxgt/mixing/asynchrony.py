@@ -37,6 +37,10 @@ Ticks process the ready nodes in time order; a message that would have reached a
 its mixings is taken at its next mixing (delivery is never earlier than arrival). Tracker mass is conserved:
 ``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`), and likewise
 ``sum_i phi_i + (weight in flight) = n``.
+
+**Pairwise keys** (``Capabilities.pairwise_keys``, AD-PSGD): a key mixed by randomized pairwise averaging
+(:mod:`proxgt.mixing.pairwise`) reads the partner's current model instead of waiting for messages; the
+staleness bound does not apply to an algorithm that declares one (it sends no tagged messages to wait for).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import torch
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.clock import ClockProfile, CountsGradients, canonical_edges
 from proxgt.mixing.communicator import SimulatedCommunicator
+from proxgt.mixing.pairwise import PairwiseGossip
 from proxgt.mixing.running_sums import edge_weights
 
 __all__ = ["AsyncNetwork", "async_network", "check_async"]
@@ -72,10 +77,12 @@ class AsyncNetwork:
         tracked: keys mixed as tracker mass (running sums); the others by the newest value.
         profile: compute and link times (:class:`~proxgt.mixing.clock.ClockProfile`), or None: no delays.
         max_staleness: S >= 1.
+        pairwise: keys averaged with one random neighbour (:mod:`proxgt.mixing.pairwise`); ``seed`` picks the
+            partners.
     """
 
     def __init__(self, comm: SimulatedCommunicator, edges: np.ndarray, weights: np.ndarray, tracked: tuple[str, ...],
-                 profile: ClockProfile | None, max_staleness: int):
+                 profile: ClockProfile | None, max_staleness: int, pairwise: tuple[str, ...] = (), seed: int = 0):
         self.comm = comm
         self.n = int(comm.n_nodes)
         e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
@@ -109,6 +116,8 @@ class AsyncNetwork:
         self._work: CountsGradients | None = None
         self._calls = 0
         self._device: torch.device | None = None
+        self.pairwise = tuple(pairwise)
+        self.pairs = PairwiseGossip(self.n, self.src, self.dst, seed)
 
     # ------------------------------------------------------------------ clocks
     def follow(self, work: CountsGradients) -> None:
@@ -142,7 +151,7 @@ class AsyncNetwork:
         need = self.iters + 1 - self.max_staleness
         for d in range(2 * self.E):
             i = self.dst[d]
-            if need[i] <= 0:
+            if need[i] <= 0 or self.pairwise:
                 continue
             arrivals = self.first_arrival[d]
             for tag in [t for t in arrivals if t < need[i]]:
@@ -175,6 +184,8 @@ class AsyncNetwork:
         self._calls += 1
         if key in self.tracked:
             return self._mix_mass(Z, key, links)
+        if key in self.pairwise:
+            return self._mix_pairs(Z, key, links)
         # W Z: what every node would get if every message were the one just sent; the active nodes sent theirs
         sending = self.active[self.src]
         out = self.comm.gossip_from(Z, np.bincount(self.src[sending], minlength=self.n))
@@ -190,6 +201,15 @@ class AsyncNetwork:
             copy = copies[d]
             held = copy if copy is not None else Z[j]
             out[j] += float(self._w[d]) * (held - Z[i])
+        return out
+
+    def _mix_pairs(self, Z: torch.Tensor, key: str, links: np.ndarray) -> torch.Tensor:
+        """Randomized pairwise averaging (:mod:`proxgt.mixing.pairwise`): each averaging is a round trip on the
+        link, charged to the node that asked."""
+        out, used, sent = self.pairs.mix(Z, key, self.active, self.iters)
+        for d in used:
+            self.time[self.src[d]] += links[d] + links[(d + self.E) % (2 * self.E)]
+        self.comm.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
         return out
 
     def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray,
@@ -303,6 +323,7 @@ class AsyncNetwork:
             "shown": {k: cpu(v) for k, v in self.shown.items()},
             "touched": {k: v.tolist() for k, v in self.touched.items()},
             "skewed": {k: bool(v) for k, v in self.skewed.items()},
+            "pairwise_writes": self.pairs.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -322,6 +343,7 @@ class AsyncNetwork:
         self.shown = dict(state["shown"])
         self.touched = {k: np.asarray(v, dtype=bool) for k, v in state["touched"].items()}
         self.skewed = {k: bool(v) for k, v in state["skewed"].items()}
+        self.pairs.load_state_dict(state.get("pairwise_writes", {}))
         self._device = None
 
     def _on(self, device: torch.device) -> None:
@@ -339,6 +361,7 @@ class AsyncNetwork:
         self.copies = {k: [to(c) for c in v] for k, v in self.copies.items()}
         self.mass = {k: v.to(device) for k, v in self.mass.items()}
         self.shown = {k: v.to(device) for k, v in self.shown.items()}
+        self.pairs.to(device)
         self._device = device
 
     def in_flight_sum(self, key: str) -> torch.Tensor | None:
@@ -350,6 +373,10 @@ class AsyncNetwork:
 def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     """Refuse what ``asynchronous`` cannot honour (one line each)."""
     if not cfg.asynchronous:
+        if algorithm.capabilities.pairwise_keys:
+            raise ProxGTValueError(
+                f"algorithm {cfg.algorithm!r} averages with one random neighbour at a time on nodes' own clocks "
+                "(an asynchronous method): run it with --async")
         return
     if not algorithm.capabilities.asynchronous:
         raise ProxGTValueError(
@@ -372,5 +399,6 @@ def async_network(comm: SimulatedCommunicator, spec: Any) -> AsyncNetwork:
     """The :class:`AsyncNetwork` of an asynchronous run: the topology's links and weights, the algorithm's tracked
     keys, the run's clock profile and staleness bound."""
     edges = canonical_edges(spec.topology.edges)
-    return AsyncNetwork(comm, edges, edge_weights(spec.topology.W, edges), spec.algorithm.capabilities.tracked_keys,
-                        spec.clock, int(spec.settings.max_staleness))
+    caps = spec.algorithm.capabilities
+    return AsyncNetwork(comm, edges, edge_weights(spec.topology.W, edges), caps.tracked_keys,
+                        spec.clock, int(spec.settings.max_staleness), caps.pairwise_keys, int(spec.settings.seed))
