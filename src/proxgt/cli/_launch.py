@@ -72,6 +72,8 @@ def _handle(args: argparse.Namespace) -> int:
     if world > cfg.nodes:
         procs = f"--nprocs {args.nprocs}" + (f" x --nnodes {args.nnodes} = {world}" if args.nnodes > 1 else "")
         raise ProxGTValueError(f"{procs} exceeds --nodes {cfg.nodes}: every process needs at least one node")
+    if args.nnodes > 1:  # before the run folder is claimed or replaced below
+        _check_master_addr(args)
     # refuse a folder in use, or holding another run, here (exit 2) before any worker starts; with --resume or
     # --overwrite the folder's contents are rank 0's to keep or replace (rank 0 runs on node rank 0)
     if args.node_rank == 0:
@@ -129,7 +131,6 @@ def _check_machines(args: argparse.Namespace) -> None:
             )
         if args.master_port is None:
             args.master_port = 29500
-        _check_master_addr(args)
 
 
 def _check_master_addr(args: argparse.Namespace) -> None:
