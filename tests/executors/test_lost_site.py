@@ -109,7 +109,8 @@ def test_a_disconnected_surviving_graph_ends_the_run_naming_its_components(data_
 
 
 def test_unknown_on_failure_is_a_one_line_error(data_file, capsys):
-    assert main(["run", "--data", data_file, "--on-failure", "retry"]) == 2
+    # launch: run refuses --on-failure itself, whatever its value
+    assert main(["launch", "--nprocs", "2", "--data", data_file, "--on-failure", "retry"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "on_failure" in err and "continue" in err, err
 
