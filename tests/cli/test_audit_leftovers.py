@@ -72,7 +72,7 @@ def test_report_skips_a_damaged_run_with_a_warning_and_never_counts_it_finished(
 @pytest.mark.parametrize("extra, message", [
     (["--reg", "support", "--support-file", "EMPTY"], "a support with at least one coordinate"),
     (["--dp-delta", "1e-6"], "--dp-delta is the delta of a differential privacy guarantee"),
-    (["--on-failure", "continue"], "--on-failure applies to 'proxgt launch'"),
+    (["--on-failure", "continue"], "on_failure (--on-failure) applies to 'proxgt launch'"),
     (["--extra", "deepstorm.beta=0.1"], "--extra deepstorm.* sets a setting of deepstorm, but this run's algorithm"),
     (["--algorithm", "deepstorm", "--extra", "deepstorm.beta=abc"], "extra.deepstorm.beta must be a float"),
     (["--algorithm", "deepstorm", "--extra", "deepstorm.beta"], "--extra expects METHOD.KEY=VALUE"),

@@ -29,8 +29,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     progress = sys.stderr.isatty() and not args.no_progress
     if args.on_failure is not None:  # a setting of processes that can fail alone
-        raise ProxGTValueError("--on-failure applies to 'proxgt launch' (several processes, one of which may fail); "
-                               "'proxgt run' is one process: drop it")
+        raise ProxGTValueError("on_failure (--on-failure) applies to 'proxgt launch' (several processes, one of "
+                               "which may fail); 'proxgt run' is one process: drop it")
     if args.resume:  # continue, extend (--iters) or start over (--overwrite): plan_resume decides
         hist = run_simulation(None, resume=args.resume, progress=progress, overwrite=args.overwrite,
                               overrides=resume_overrides(args, RESUMABLE))
