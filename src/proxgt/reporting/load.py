@@ -104,5 +104,5 @@ def load_suite(path: str | Path, *, table: Table = "metrics", settings: bool = T
         frames.append(df)
     if not frames:
         what = "per_node.csv" if table == "per_node" else "metrics.csv"
-        raise ProxGTValueError(f"no run folders (with {what}) under {root}")
+        raise ProxGTValueError(f"no readable run folders (with {what}) under {root}")
     return pd.concat(frames, ignore_index=True)
