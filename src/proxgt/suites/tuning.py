@@ -37,7 +37,7 @@ from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt._validation import ProxGTValueError
-from proxgt.suites.cells import Cell, Suite, cell_slug
+from proxgt.suites.cells import Cell, Suite, _err, cell_slug
 
 __all__ = ["Tune", "TuneSeries", "parse_tune", "apply_setting", "resolve_tuning", "METRIC_COLUMNS"]
 
@@ -78,10 +78,6 @@ class Tune:
 
     def to_json(self) -> dict[str, Any]:
         return {"iters": self.iters, "seeds": self.seeds, "metric": self.metric, "grid": self.grid}
-
-
-def _err(src: str, msg: str) -> ProxGTValueError:
-    return ProxGTValueError(f"{src}: {msg}")
 
 
 def parse_tune(raw: Any, src: str, algorithms: list[str], metric: str) -> Tune:

@@ -36,9 +36,8 @@ import torch
 
 from proxgt.algorithms._parts import Mix, estimator_capabilities
 from proxgt.algorithms.base import Capabilities
-from proxgt.algorithms.baselines._common import Schedule, params, sa_batch
 from proxgt.algorithms.baselines.dsgd import ProxDSGD, ProxDSGDState
-from proxgt.estimators import Minibatch
+from proxgt.algorithms.baselines.dsgd import build as build_dsgd
 from proxgt.problems.oracle import GradientOracle
 
 __all__ = ["ProxADPSGD"]
@@ -62,7 +61,5 @@ class ProxADPSGD(ProxDSGD):
         return ProxDSGDState(x=X_new, g=G_new, t=state.t + 1, est=est)
 
 
-def build(ctx: Any) -> ProxADPSGD:
-    p = params(ctx, "prox-adpsgd", {"schedule": "constant", "power": 0.5, "t0": 100.0})
-    sched = Schedule(p["schedule"], ctx.step, power=p["power"], t0=p["t0"])
-    return ProxADPSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, sched)
+def build(ctx: Any) -> ProxDSGD:
+    return build_dsgd(ctx, ProxADPSGD, "prox-adpsgd")

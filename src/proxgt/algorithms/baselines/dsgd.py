@@ -67,7 +67,8 @@ class ProxDSGD:
 
 
 
-def build(ctx: Any) -> ProxDSGD:
-    p = params(ctx, "prox-dsgd", {"schedule": "constant", "power": 0.5, "t0": 100.0})
+def build(ctx: Any, cls: type[ProxDSGD] = ProxDSGD, name: str = "prox-dsgd") -> ProxDSGD:
+    """``cls`` with its step schedule from ``[extra.<name>]`` (Prox-AD-PSGD shares this builder)."""
+    p = params(ctx, name, {"schedule": "constant", "power": 0.5, "t0": 100.0})
     sched = Schedule(p["schedule"], ctx.step, power=p["power"], t0=p["t0"])
-    return ProxDSGD(Minibatch(sa_batch(ctx)), ctx.regularizer, sched)
+    return cls(Minibatch(sa_batch(ctx)), ctx.regularizer, sched)
