@@ -415,7 +415,7 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if not algorithm.capabilities.asynchronous:
         raise ProxGTValueError(
             f"algorithm {cfg.algorithm!r} cannot run asynchronously (--async): it does not declare it "
-            "(Capabilities.asynchronous; ProxGT with the sa estimator does)")
+            "(Capabilities.asynchronous; ProxGT with any estimator does)")
     if cfg.max_staleness == 0:
         raise ProxGTValueError("max_staleness = 0 with --async is the synchronous run: every node would wait for "
                                "every neighbour's newest message; use max_staleness >= 1 or leave --async off")
