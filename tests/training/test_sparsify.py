@@ -30,7 +30,6 @@ from proxgt.training.sparsify import (
 from ..executors.launching import captured, deadline
 from ..executors.resuming import stopped_and_resumed
 
-
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits.npz"
 PATH = {"problem": "mlp", "hidden": 8, "data": str(DIGITS), "nodes": 4, "topology": "ring", "iters": 40,
         "log_every": 5, "seed": 3, "reg": "l1", "reg_strength": 1e-3, "reg_warmup": 0.25,
