@@ -68,10 +68,10 @@ class ProxGT:
 
     @property
     def capabilities(self) -> Capabilities:
-        # a refresh period (SR-O, SR-E) counts the network's iterations, which nodes on their own clocks do not
-        # share: asynchronously, only the estimators without one (SA)
+        # asynchronous: every shipped estimator keeps what it needs per row (a SARAH refresh period counts each
+        # node's own iterations, proxgt.estimators.sarah), and y is tracked by push-sum running sums
         return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",),
-                                      asynchronous="period" not in self.estimator.sizes)
+                                      asynchronous=True)
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")

@@ -163,15 +163,16 @@ class GradientOracle:
         return self.problem.loss_grad(X, feats, labels, weights)[1]
 
     def grad_pair(
-        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | PoissonBatch | None
+        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | PoissonBatch | None,
+        rows: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients at two points on the *same* samples (the SARAH difference), in one batched call.
-        Costs 2b per node (2 m_i for the whole shard, ``idx`` None)."""
+        Costs 2b per node (2 m_i for the whole shard, ``idx`` None); ``rows``: as in :meth:`grad`."""
         self._refuse_private("gradient differences on the same samples (SARAH-type estimators)")
         if idx is None:
-            return self.full_grad(X_new), self.full_grad(X_old)
+            return self.full_grad(X_new, rows), self.full_grad(X_old, rows)
         assert not isinstance(idx, PoissonBatch)  # only a private oracle draws one, refused above
-        self._count(2 * idx.shape[1])
+        self._count(2 * idx.shape[1], rows)
         if X_new.numel() * X_new.element_size() > _PAIR_CONCAT_BYTES:
             # a wide model: two calls on one batch, without the (2k, d) copy of both points and its gradients
             feats, labels, weights = self._batch(idx)
