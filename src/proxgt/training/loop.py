@@ -126,7 +126,8 @@ def train(
     if clock is not None:
         clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
-                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test)
+                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test,
+                               raw_local=spec.privacy is not None and bool(spec.settings.dp_secure_noise))
     alg = spec.algorithm
     if path is None and spec.reg_schedule is not None:
         path = spec.reg_schedule.start()
