@@ -264,7 +264,9 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
 
     loop = partial(train, on_nodes=on_nodes) if spec.local_test is not None else train
 
-    ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) if checkpointing else None
+    # a process's secret noise generators are in its checkpoint file: readable by its owner only
+    ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every,
+                        private=bool(spec.settings.dp_secure_noise)) if checkpointing else None
 
     def after_iteration(st: Any, wall: float) -> None:
         if fault_hook is not None:

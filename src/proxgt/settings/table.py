@@ -209,6 +209,10 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="TARGET"),
     Setting("dp_delta", "privacy", 1e-5, Float(0.0, 1.0, low_open=True), "delta of the (epsilon, delta) reported",
             metavar="DELTA"),
+    Setting("dp_secure_noise", "privacy", None, Bool(),
+            "draw each node's DP noise and Poisson samples from a seed taken from the operating system's secure "
+            "randomness, which no other process or site knows, instead of from seed (the run then repeats only "
+            "through a resume) [default: off in one process, always on for 'proxgt launch' workers]"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),

@@ -44,7 +44,7 @@ from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES,
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
 from proxgt.topology.time_varying import time_varying_topology
-from proxgt.training.privacy import privacy_from_settings
+from proxgt.training.privacy import privacy_from_settings, secure_seed
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
 
@@ -134,8 +134,13 @@ class RunSpec:
             return x0.unsqueeze(0).repeat(len(node_ids), 1)
         return x0[list(node_ids)].clone()
 
-    def make_oracle(self, node_ids: list[int] | tuple[int, ...]) -> GradientOracle:
-        """The gradient oracle of the nodes ``node_ids``."""
+    def make_oracle(self, node_ids: list[int] | tuple[int, ...], *, noise_seed: int | None = None) -> GradientOracle:
+        """The gradient oracle of the nodes ``node_ids``. Under DP with ``dp_secure_noise`` their Poisson samples
+        and noise come from ``noise_seed`` (a site's own, :func:`~proxgt.training.privacy.site_noise_seed`), or
+        from a fresh :func:`~proxgt.training.privacy.secure_seed` when None; otherwise from the run's seed."""
+        secret = None
+        if self.privacy is not None and self.settings.dp_secure_noise:
+            secret = secure_seed() if noise_seed is None else int(noise_seed)
         return GradientOracle(
             self.problem,
             self.node_data.shard(list(node_ids)),
@@ -145,6 +150,7 @@ class RunSpec:
             device=torch.device(self.settings.device),
             full_batch=self.full_batch,
             privacy=self.privacy,
+            private_seed=secret,
         )
 
     def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:

@@ -122,7 +122,8 @@ def train(
     if clock is not None:
         clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
-                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test)
+                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test,
+                               raw_local=spec.privacy is not None and bool(spec.settings.dp_secure_noise))
     alg = spec.algorithm
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
