@@ -260,3 +260,25 @@ def test_late_messages_keep_the_trackers_sum_exact(tmp_path):
     total = sum(v[0].sum(dim=0) for v in out.values())
     in_flight = sum(v[1][0] - v[1][1] for v in out.values())
     torch.testing.assert_close(total + in_flight, Y0.sum(dim=0), rtol=1e-12, atol=1e-12)
+
+
+def test_proxgt_site_processes_on_loopback(tmp_path):
+    """The command line end to end: two `proxgt site` processes (one torch thread each) finish with exit 0."""
+    import subprocess
+
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 1}, [["a", "b"]])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                          os.environ.get("PYTHONPATH", "")])}
+    procs = {name: subprocess.Popen(
+        [sys.executable, "-m", "proxgt", "site", str(pilot), "--site", name, "--key",
+         str(tmp_path / "keys" / f"{name}.key_secret"), "--data", str(data[name]), "--out", str(tmp_path / "out" / name),
+         "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")}
+    outs = {name: p.communicate(timeout=120) for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][1]
+        assert outs[name][0].startswith(f"site {name}: 12 iterations"), outs[name][0]
+    x = _simulate(pilot, tmp_path)
+    for ids, rows in _site_rows(tmp_path, pilot).values():
+        np.testing.assert_allclose(rows, x[list(ids)], **TOL)
