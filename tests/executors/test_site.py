@@ -250,7 +250,8 @@ def test_late_messages_keep_the_trackers_sum_exact(tmp_path):
         finally:
             t.close(linger_ms=0)
 
-    threads = [threading.Thread(target=site, args=("a", "b", 0.0)), threading.Thread(target=site, args=("b", "a", 0.02))]
+    threads = [threading.Thread(target=site, args=("a", "b", 0.0)),
+               threading.Thread(target=site, args=("b", "a", 0.02))]
     for th in threads:
         th.start()
     for th in threads:
@@ -272,8 +273,9 @@ def test_proxgt_site_processes_on_loopback(tmp_path):
                                           os.environ.get("PYTHONPATH", "")])}
     procs = {name: subprocess.Popen(
         [sys.executable, "-m", "proxgt", "site", str(pilot), "--site", name, "--key",
-         str(tmp_path / "keys" / f"{name}.key_secret"), "--data", str(data[name]), "--out", str(tmp_path / "out" / name),
-         "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         str(tmp_path / "keys" / f"{name}.key_secret"), "--data", str(data[name]),
+         "--out", str(tmp_path / "out" / name), "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in ("a", "b")}
     outs = {name: p.communicate(timeout=120) for name, p in procs.items()}
     for name, p in procs.items():
