@@ -171,6 +171,16 @@ SETTINGS: tuple[Setting, ...] = (
             f"{_REG_PARAM} of support: an .npz whose x's non-zeros are the support (union over rows) "
             "[default: init]", metavar="PATH"),
     Setting("reg_bias", "problem", False, Bool(), "networks: also regularize biases"),
+    Setting("reg_warmup", "problem", 0.0, Float(0.0, 1.0, high_open=False),
+            "share of the iterations over which the penalty's strength ramps linearly from 0 to reg_strength "
+            "(docs/neural-networks.md, sparse path)", metavar="SHARE"),
+    Setting("sparsify_density", "problem", None, Float(0.0, 1.0, low_open=True),
+            "sparse path: at iteration sparsify_at x iters the nodes agree on a magnitude threshold keeping at "
+            "most this share of the weights, project on that support, then train on it (reg = support) "
+            "[default: off]", metavar="SHARE"),
+    Setting("sparsify_at", "problem", None, Float(0.0, 1.0, low_open=True),
+            "sparse path: share of the iterations after which the network sparsifies [default 0.5]",
+            metavar="SHARE"),
     Setting("hidden", "problem", 256, Int(1), "hidden width of problem = mlp"),
     Setting("activation", "problem", "relu", Choice(("relu", "tanh")), "activation of mlp and lenet"),
     Setting("nn_grad", "problem", "auto", Choice(("auto", "grouped", "vmap")),
@@ -209,6 +219,10 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="TARGET"),
     Setting("dp_delta", "privacy", 1e-5, Float(0.0, 1.0, low_open=True), "delta of the (epsilon, delta) reported",
             metavar="DELTA"),
+    Setting("dp_secure_noise", "privacy", None, Bool(),
+            "draw each node's DP noise and Poisson samples from a seed taken from the operating system's secure "
+            "randomness, which no other process or site knows, instead of from seed (the run then repeats only "
+            "through a resume) [default: off in one process, always on for 'proxgt launch' workers]"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),
