@@ -593,7 +593,9 @@ def _linear_stack_loss_grad(problem, layers, X, feats, labels, weights) -> tuple
     G = torch.empty_like(X)  # every coordinate is written below: all parameters are the Linear layers'
     into = dict(zip(problem.param_names, torch.split(G, problem._numels, dim=1), strict=True))
     h = feats
-    inputs, outputs, names = [], [], []
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+    names: list[tuple[str, str | None]] = []
     with torch.enable_grad():
         for prefix, m in layers:
             if isinstance(m, nn.Linear):

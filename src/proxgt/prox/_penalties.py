@@ -31,10 +31,10 @@ _MAX_MASK_RUNS = 64
 
 
 def _mask_runs(mask: Tensor) -> list[tuple[int, int, bool]]:
-    """(start, stop, value) of each maximal run of equal values of a 1-D bool ``mask``, in order."""
+    """(start, stop, value) of each maximal run of equal values of a 1-D bool CPU ``mask``, in order."""
     if mask.numel() == 0:
         return []
-    m = mask.cpu()
+    m = mask
     cuts = [0, *(torch.nonzero(m[1:] != m[:-1]).flatten() + 1).tolist(), int(m.numel())]
     return [(a, b, bool(m[a])) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
@@ -126,7 +126,9 @@ class L1(RegularizerBase):
         m = self._mask_on(self.mask, X)
         if m is None:
             return _soft(X, t * self.lam)
-        runs = self._cached(("runs", X.device), lambda: _mask_runs(m))
+        mask = self.mask
+        assert mask is not None  # m is its copy on X's device; the runs are read off the CPU original
+        runs = self._cached(("runs",), lambda: _mask_runs(mask))
         if len(runs) > _MAX_MASK_RUNS:
             # a per-coordinate threshold (0 on unmasked coordinates) keeps it at two passes over X instead of
             # soft-thresholding everything and then selecting with torch.where
