@@ -89,6 +89,10 @@ class MetricsEvaluator:
         self.local = None if local_test is None else LocalTestMetrics(
             problem, local_test, comm, dtype=oracle.dtype, device=oracle.device, chunk_size=problem.chunk_size)
 
+    def use_regularizer(self, regularizer) -> None:
+        """Evaluate the rows from now on with this h (the sparse path's switch to its support)."""
+        self.reg = regularizer
+
     @property
     def columns(self) -> list[str]:
         cols = list(BASE_COLUMNS)

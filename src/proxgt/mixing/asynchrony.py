@@ -139,8 +139,15 @@ class AsyncNetwork:
         ifo = np.asarray(self._work.ifo, dtype=np.int64)
         delta = np.where(self.active, ifo - self._charged, 0)
         if delta.any():
-            self.time += delta * self.profile.speeds(self._calls)
+            self.time = self.profile.computed(self.time, delta * self.profile.speeds(self._calls))
             self._charged = np.where(self.active, ifo, self._charged)
+
+    def _arrival(self, d: int, sent: float, links: np.ndarray) -> float:
+        """When the message that link ``d``'s sender was ready to send at ``sent`` reaches its receiver (the
+        traces' waits included, :mod:`proxgt.mixing.traces`)."""
+        if self.profile is None:
+            return sent + float(links[d])
+        return self.profile.arrival(int(self.src[d]), int(self.dst[d]), d % self.E, sent, float(links[d]))
 
     def _link_times(self, nbytes: int) -> np.ndarray:
         if self.profile is None:
@@ -169,6 +176,9 @@ class AsyncNetwork:
                 blocked[i] = True
             else:
                 ready[i] = max(ready[i], min(arrivals.values()))
+        traces = self.profile.traces if self.profile is not None else None
+        if traces is not None and traces.any_nodes:  # a node that is off starts when it is back
+            ready = np.array([traces.node_on(i, t) for i, t in enumerate(ready.tolist())])
         free = ~blocked
         first = ready[free].min()
         self.active = free & (ready == first)
@@ -218,8 +228,13 @@ class AsyncNetwork:
         """Randomized pairwise averaging (:mod:`proxgt.mixing.pairwise`): each averaging is a round trip on the
         link, charged to the node that asked."""
         out, used, sent = self.pairs.mix(Z, key, self.active, self.iters)
+        traced = self.profile is not None and self.profile.traces is not None
         for d in used:
-            self.time[self.src[d]] += links[d] + links[(d + self.E) % (2 * self.E)]
+            i, back = int(self.src[d]), (d + self.E) % (2 * self.E)
+            if traced:  # there and back, each waiting for an off node or a link that is down
+                self.time[i] = self._arrival(back, self._arrival(d, float(self.time[i]), links), links)
+            else:
+                self.time[i] += links[d] + links[back]
         self.comm.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
         return out
 
@@ -234,7 +249,7 @@ class AsyncNetwork:
             fresh = None
             if sending[d]:
                 row, share = payload(i, float(self._w[d]))
-                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, share)
+                fresh = _Message(float(self.time[i]), self._arrival(d, float(self.time[i]), links), row, share)
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
