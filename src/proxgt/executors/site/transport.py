@@ -191,12 +191,12 @@ class SiteTransport:
         self.poller.register(self.monitor, zmq.POLLIN)
 
     # ---------------------------------------------------------------- sending
-    def send(self, peer: str, header: dict[str, Any], frames: Sequence[bytes | memoryview] = ()) -> int:
-        """Queue one message for ``peer``; returns the bytes it carries."""
+    def send(self, peer: str, header: dict[str, Any], frames: Sequence[Any] = ()) -> int:
+        """Queue one message for ``peer`` (``frames``: buffers, e.g. contiguous numpy arrays); returns its bytes."""
         head = json.dumps({"run": self.run_tag, **header}, separators=(",", ":")).encode()
         parts = [head, *frames]
-        self.dealers[peer].send_multipart(parts, copy=False)
-        n = sum(len(p) for p in parts)
+        self.dealers[peer].send_multipart(parts, copy=False)  # zmq holds the buffers until they are sent
+        n = sum(memoryview(p).nbytes for p in parts)
         self.stats.bytes_sent += n
         self.stats.messages_sent += 1
         return n
