@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "proxgt.cli._compare",
     "proxgt.cli._report",
     "proxgt.cli._plan",
+    "proxgt.cli._rehearse",
 ]
 
 

@@ -1,0 +1,374 @@
+"""``proxgt rehearse``: every site of a pilot as its own process on this machine, on links one can shape and cut.
+
+A rehearsal (see :func:`rehearse`)
+
+1. splits the data set over all nodes of the pilot as ``proxgt run --data DATASET --split S --nodes N`` would and
+   writes each site's rows to ``OUT/shards/SITE.npz`` (with ``node_counts``, so the site reproduces the split);
+2. makes throwaway CURVE keys (``OUT/keys``, mode 0700) for sites without ``public_key`` and writes the effective
+   pilot file (the addresses and keys the sites really use) to ``OUT/pilot.toml``;
+3. builds the network: one namespace per site joined by veth pairs when this process may (root or
+   CAP_NET_ADMIN), else forwarding proxies on 127.0.0.1; shapes links (``--rate``), then starts one
+   ``proxgt site`` per site (and the ``--intruder``), cuts and restores links on schedule (``--cut``);
+4. ends by itself: when every site has exited, or at the global timeout (sites killed, a one-line error), and
+   removes what it made (processes, namespaces, proxies) on every exit path, Ctrl-C and SIGTERM included;
+5. gathers each site's ``summary.json`` into one table, the union of the sites' ``link_trace.csv`` into
+   ``OUT/link_trace.csv``, and what happened into ``OUT/rehearsal.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq.auth
+
+from proxgt._io import atomic_write_text, json_safe
+from proxgt.errors import ProxGTValueError
+from proxgt.reporting.runs import table_markdown
+
+from ._links import LinkCut, LinkRate, parse_cut, parse_rate
+from ._netns import NamespaceNet, namespaces_unavailable
+from ._pilot import Pilot, read_pilot
+from ._proxy import LoopbackNet
+from ._shards import private_folder, site_keys, write_shards
+
+__all__ = ["RehearsalOptions", "RehearsalResult", "SiteOutcome", "rehearse", "rehearsal_table", "MARKER"]
+
+#: The file that marks a folder as a rehearsal's (``--overwrite`` replaces no other folder).
+MARKER = "rehearsal.json"
+DEFAULT_PORT = 7300
+
+
+class RehearsalTimeout(ProxGTValueError):
+    """The rehearsal ran past its global timeout (its sites were stopped)."""
+
+
+@dataclass
+class RehearsalOptions:
+    """What ``proxgt rehearse`` was asked for (the flags, unparsed link options included)."""
+
+    pilot: str | Path
+    data: str
+    split: str | None = None
+    out: str | Path | None = None
+    rates: Sequence[str] = ()
+    cuts: Sequence[str] = ()
+    intruder: bool = False
+    loopback: bool = False
+    timeout: float = 900.0
+    keys: str | Path | None = None
+    capture: Sequence[str] = ()  # links whose bytes are recorded (loopback proxies): OUT/capture/A-B/
+    overwrite: bool = False
+    site_args: Sequence[str] = ()  # more flags for every `proxgt site`
+    site_command: Sequence[str] | None = None  # the program run per site (default: this Python's `proxgt site`)
+
+
+@dataclass
+class SiteOutcome:
+    name: str
+    returncode: int | None
+    folder: Path
+    log: Path
+    summary: dict[str, Any] | None = None
+
+    def last_error(self) -> str:
+        """The last non-empty line of the site's log (its one-line error, if it failed)."""
+        try:
+            lines = [ln.strip() for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+
+@dataclass
+class RehearsalResult:
+    out: Path
+    mode: str  # "namespaces" or "loopback"
+    mode_reason: str
+    sites: list[SiteOutcome]
+    wall_s: float
+    intruder: dict[str, Any] | None = None
+    link_trace: Path | None = None
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.returncode == 0 for s in self.sites) and not (self.intruder or {}).get("accepted", 0)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (held together while picked, so never the same twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_of(address: str) -> int:
+    try:
+        port = urlsplit(address).port
+    except ValueError:
+        port = None
+    return port or DEFAULT_PORT
+
+
+def _prepare_out(opts: RehearsalOptions, pilot: Pilot) -> Path:
+    out = Path(opts.out) if opts.out is not None else Path("runs") / "rehearsal" / pilot.name
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not opts.overwrite:
+            raise ProxGTValueError(f"{out} exists and is not empty: give another --out, or --overwrite to replace a "
+                                   "previous rehearsal there")
+        if out.is_symlink() or not (out / MARKER).is_file():
+            raise ProxGTValueError(f"--overwrite replaces only a previous rehearsal's folder; {out} has no {MARKER}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _effective_pilot(pilot: Pilot, addresses: Sequence[str], publics: Sequence[str]) -> str:
+    import tomli_w
+
+    raw = dict(pilot.raw)
+    raw["site"] = [dict(s, address=a, public_key=k) for s, a, k in zip(raw["site"], addresses, publics, strict=True)]
+    return ("# The pilot file this rehearsal's sites ran with: the addresses and (throwaway) keys it made.\n"
+            + tomli_w.dumps(json_safe(raw)))
+
+
+def _merge_traces(folders: Sequence[Path], out: Path) -> Path | None:
+    """The union of the sites' ``link_trace.csv`` (one header), sorted as read: None when no site wrote one."""
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    for folder in folders:
+        path = folder / "link_trace.csv"
+        if not path.is_file():
+            continue
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        comments = [ln for ln in lines if ln.startswith("#")]
+        body = list(csv.reader(ln for ln in lines if not ln.startswith("#")))
+        if not body:
+            continue
+        if header is None:
+            header = [*comments, ",".join(body[0])]  # type: ignore[list-item]
+        rows.extend(body[1:])
+    if header is None:
+        return None
+
+    def key(r: list[str]) -> tuple[Any, ...]:
+        return tuple(int(c) if c.lstrip("-").isdigit() else c for c in r)
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(sorted(rows, key=key))
+    target = out / "link_trace.csv"
+    atomic_write_text(target, "\n".join(header) + "\n" + buf.getvalue())
+    return target
+
+
+@contextmanager
+def _terminating_signals() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) raise KeyboardInterrupt, so the clean-up in ``finally`` runs as for Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """Terminate the processes this rehearsal started (by their ids), kill those still alive after ``grace``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> RehearsalResult:
+    """Run a rehearsal (see the module docstring); raises ProxGTValueError (one line) on bad input, and
+    :class:`RehearsalTimeout` when it had to stop the sites at ``opts.timeout``."""
+    if not (isinstance(opts.timeout, int | float) and math.isfinite(opts.timeout) and opts.timeout > 0):
+        raise ProxGTValueError(f"--timeout must be a positive number of seconds, got {opts.timeout!r}")
+    pilot = read_pilot(opts.pilot)
+    names = [s.name for s in pilot.sites]
+    rates: list[LinkRate] = [parse_rate(r, names, pilot.edges) for r in opts.rates]
+    cuts: list[LinkCut] = [parse_cut(c, names, pilot.edges) for c in opts.cuts]
+    captures = {parse_cut(f"{c}@0:1", names, pilot.edges).edge for c in opts.capture}
+    settings = pilot.settings()
+    split_cfg = settings.replace(data=opts.data, nodes=pilot.n_nodes,
+                                 **({"split": opts.split} if opts.split is not None else {}))
+    reason = namespaces_unavailable() if not opts.loopback else "--loopback"
+    if reason is None and captures:
+        reason = "--capture records the loopback proxies"
+    mode = "loopback" if reason is not None else "namespaces"
+    out = _prepare_out(opts, pilot)
+    index = {n: k for k, n in enumerate(names)}
+    edges = [(index[a], index[b]) for a, b in pilot.edges]
+
+    shards = write_shards(split_cfg, [pilot.node_ids(k) for k in range(len(names))], names, out / "shards")
+    publics, secrets = site_keys(names, [s.public_key for s in pilot.sites], out / "keys",
+                                 Path(opts.keys) if opts.keys is not None else None)
+    net: NamespaceNet | LoopbackNet
+    if mode == "namespaces":
+        net = NamespaceNet(len(names), edges, intruder=opts.intruder)
+        addresses = [f"tcp://{net.address(k)}:{_port_of(s.address)}" for k, s in enumerate(pilot.sites)]
+    else:
+        ports = _free_ports(len(names))
+        net = LoopbackNet(ports, edges, capture={e: out / "capture" / "-".join(pilot.edges[e]) for e in captures})
+        addresses = [f"tcp://127.0.0.1:{p}" for p in ports]
+    atomic_write_text(out / "pilot.toml", _effective_pilot(pilot, addresses, publics))
+    say(f"rehearsal of {pilot.name}: {len(names)} sites, {pilot.n_nodes} nodes, "
+        f"{'network namespaces' if mode == 'namespaces' else f'loopback ({reason})'}; output in {out}")
+
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    outcomes = [SiteOutcome(n, None, out / "sites" / n, logs / f"{n}.log") for n in names]
+    procs: list[subprocess.Popen[bytes]] = []
+    intruder_proc: subprocess.Popen[bytes] | None = None
+    events: list[str] = []
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    site_program = [sys.executable, "-m", "proxgt.cli", "site"]
+    start = time.monotonic()
+    timed_out = False
+    with _terminating_signals():
+        try:
+            net.setup()
+            for r in rates:
+                net.shape(r.edge, r.bits_per_s)
+            start = time.monotonic()
+            for k, name in enumerate(names):
+                cmd = [*(opts.site_command or site_program), str(out / "pilot.toml"), "--site", name,
+                       "--key", str(secrets[k]), "--data", str(shards[k]), "--out", str(outcomes[k].folder),
+                       *opts.site_args]
+                if isinstance(net, LoopbackNet):
+                    for i, j in edges:
+                        if k in (i, j):
+                            other = j if k == i else i
+                            cmd += ["--peer-address", f"{names[other]}=tcp://127.0.0.1:{net.peer_port(k, other)}"]
+                    prefix: list[str] = []
+                else:
+                    prefix = net.prefix(k)
+                with outcomes[k].log.open("wb") as log:
+                    procs.append(subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env))
+            if opts.intruder:
+                intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
+            schedule = sorted([(c.start, c.edge, False) for c in cuts] + [(c.end, c.edge, True) for c in cuts])
+            while any(p.poll() is None for p in procs):
+                now = time.monotonic() - start
+                while schedule and schedule[0][0] <= now:
+                    at, e, up = schedule.pop(0)
+                    net.set_link(e, up)
+                    events.append(f"{now:.1f}s link {'-'.join(pilot.edges[e])} {'up' if up else 'down'}")
+                if now > opts.timeout:
+                    timed_out = True
+                    break
+                failed = [k for k, p in enumerate(procs) if p.poll() not in (None, 0)]
+                if failed:  # a site that stopped with an error: the others would only wait for it
+                    break
+                time.sleep(0.05)
+        finally:
+            _stop(procs + ([intruder_proc] if intruder_proc is not None else []))
+            left = net.teardown()
+            if left:
+                say(f"warning: could not remove the network namespaces {', '.join(left)} (ip netns del them)")
+    wall = time.monotonic() - start
+    for o, p in zip(outcomes, procs, strict=False):
+        o.returncode = p.returncode
+        try:
+            o.summary = json.loads((o.folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            o.summary = None
+    intruder = None
+    if opts.intruder:
+        try:
+            intruder = json.loads((out / "intruder.json").read_text())
+        except (OSError, ValueError):
+            intruder = {"attempts": 0, "accepted": 0, "per_site": {}}
+    result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder,
+                             _merge_traces([o.folder for o in outcomes], out), events)
+    atomic_write_text(out / MARKER, json.dumps(json_safe({
+        "pilot": str(opts.pilot), "data": opts.data, "split": split_cfg.split, "mode": mode, "wall_s": wall,
+        "timed_out": timed_out, "rates": [f"{'-'.join(pilot.edges[r.edge])}={r.text}" for r in rates],
+        "cuts": [f"{'-'.join(pilot.edges[c.edge])}@{c.start:g}:{c.end:g}" for c in cuts], "events": events,
+        "sites": {o.name: {"returncode": o.returncode, "folder": str(o.folder)} for o in outcomes},
+        "intruder": intruder}), indent=1) + "\n")
+    if timed_out:
+        raise RehearsalTimeout(f"the rehearsal ran past --timeout {opts.timeout:g} s: its sites were stopped "
+                               f"(their logs: {logs})")
+    return result
+
+
+def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Sequence[str], publics: Sequence[str],
+                    names: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    key_dir = private_folder(out / "keys" / "intruder")
+    _, secret = zmq.auth.create_certificates(str(key_dir), "intruder")
+    cmd = [sys.executable, "-m", "proxgt.rehearsal._intruder", "--key", str(secret), "--out",
+           str(out / "intruder.json")]
+    for name, address, public in zip(names, addresses, publics, strict=True):
+        cmd += ["--target", f"{name}={address}={public}"]
+    prefix = net.prefix(None) if isinstance(net, NamespaceNet) else []
+    log = (out / "logs" / "intruder.log").open("wb")
+    try:
+        return subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
+    finally:
+        log.close()
+
+
+# ---------------------------------------------------------------------------------------------- the table
+#: summary.json keys of a site -> table columns (network counters first, then the final metrics).
+_COUNTERS = (("iterations", "iterations"), ("bytes sent", "bytes_sent"), ("waiting s", "seconds_waiting"),
+             ("late", "messages_late"), ("refused", "refused_attempts"))
+_FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq", "consensus")
+
+
+def rehearsal_table(result: RehearsalResult) -> str:
+    """One row per site: exit code, the network counters and the final metrics of its summary.json."""
+    rows = []
+    finals = [f for f in _FINALS if any(f in ((o.summary or {}).get("final") or {}) for o in result.sites)]
+    for o in result.sites:
+        s = o.summary or {}
+        row: dict[str, Any] = {"site": o.name, "exit": o.returncode if o.returncode is not None else "-"}
+        for col, key in _COUNTERS:
+            v = s.get(key, "")
+            row[col] = f"{v:.1f}" if isinstance(v, int | float) and col == "waiting s" else v
+        for f in finals:
+            v = (s.get("final") or {}).get(f, math.nan)
+            row[f"final_{f}"] = float(v) if isinstance(v, int | float) else math.nan
+        rows.append(row)
+    cols = ["site", "exit", *(c for c, _ in _COUNTERS), *(f"final_{f}" for f in finals)]
+    return table_markdown(rows, cols)
