@@ -71,7 +71,7 @@ def main() -> int:
     data = bytes(range(256)) * 4
     while any(len(v) < a.rounds for v in got.values()) or time.monotonic() - t0 < a.seconds:
         if time.monotonic() - last_send > 0.2:
-            for n, s in outs.items():
+            for s in outs.values():
                 for r in range(a.rounds):
                     try:
                         s.send_multipart([json.dumps({"from": a.site, "round": r}).encode(), data], zmq.NOBLOCK)
