@@ -28,11 +28,10 @@ def private_folder(path: Path) -> Path:
 
 def _site_arrays(nd: NodeData, node_ids: Sequence[int]) -> dict[str, np.ndarray]:
     """The rows of ``node_ids`` node after node (as an ``.npz`` that :func:`proxgt.data.load_npz` reads) with
-    ``node_counts`` (samples per node, in order) and the split's ``n_classes``."""
+    ``node_counts`` (samples per node, in order); labels are the split's class codes."""
     part = nd.shard(node_ids)
     pooled = part.pooled()
-    arrays: dict[str, np.ndarray] = {"y": pooled.y.numpy(), "node_counts": part.counts.numpy().astype(np.int64),
-                                     "n_classes": np.array(nd.n_classes, dtype=np.int64)}
+    arrays: dict[str, np.ndarray] = {"y": pooled.y.numpy(), "node_counts": part.counts.numpy().astype(np.int64)}
     if is_sparse(pooled.X):  # CSR keys beside y, as load_npz reads them
         X = pooled.X
         arrays |= {"data": X.values().numpy(), "indices": X.col_indices().numpy(),
