@@ -42,6 +42,7 @@ from proxgt._io import atomic_write_text, json_safe
 from proxgt.errors import ProxGTValueError
 from proxgt.reporting.runs import table_markdown
 
+from ._capture import FRAMES_SUFFIX
 from ._links import LinkCut, LinkRate, parse_cut, parse_rate
 from ._netns import NamespaceNet, namespaces_unavailable
 from ._pilot import Pilot, read_pilot
@@ -73,7 +74,7 @@ class RehearsalOptions:
     loopback: bool = False
     timeout: float = 900.0
     keys: str | Path | None = None
-    capture: Sequence[str] = ()  # links whose bytes are recorded (loopback proxies): OUT/capture/A-B/
+    capture: Sequence[str] = ()  # links whose bytes are recorded in OUT/capture/A-B/ (see _capture)
     overwrite: bool = False
     site_args: Sequence[str] = ()  # more flags for every `proxgt site`
     site_command: Sequence[str] | None = None  # the program run per site (default: this Python's `proxgt site`)
@@ -233,8 +234,6 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     split_cfg = settings.replace(data=opts.data, nodes=pilot.n_nodes,
                                  **({"split": opts.split} if opts.split is not None else {}))
     reason = namespaces_unavailable() if not opts.loopback else "--loopback"
-    if reason is None and captures:
-        reason = "--capture records the loopback proxies"
     mode = "loopback" if reason is not None else "namespaces"
     out = _prepare_out(opts, pilot)
     index = {n: k for k, n in enumerate(names)}
@@ -259,6 +258,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     logs.mkdir(exist_ok=True)
     outcomes = [SiteOutcome(n, None, out / "sites" / n, logs / f"{n}.log") for n in names]
     procs: list[subprocess.Popen[bytes]] = []
+    recorders: list[subprocess.Popen[bytes]] = []
     intruder_proc: subprocess.Popen[bytes] | None = None
     events: list[str] = []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -270,6 +270,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             net.setup()
             for r in rates:
                 net.shape(r.edge, r.bits_per_s)
+            if isinstance(net, NamespaceNet):
+                recorders = _start_recorders(net, captures, out, pilot, env)
             start = time.monotonic()
             for k, name in enumerate(names):
                 cmd = [*(opts.site_command or site_program), str(out / "pilot.toml"), "--site", name,
@@ -302,7 +304,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                     break
                 time.sleep(0.05)
         finally:
-            _stop(procs + ([intruder_proc] if intruder_proc is not None else []))
+            _stop(procs + ([intruder_proc] if intruder_proc is not None else []) + recorders)
             left = net.teardown()
             if left:
                 say(f"warning: could not remove the network namespaces {', '.join(left)} (ip netns del them)")
@@ -331,6 +333,26 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
         raise RehearsalTimeout(f"the rehearsal ran past --timeout {opts.timeout:g} s: its sites were stopped "
                                f"(their logs: {logs})")
     return result
+
+
+def _start_recorders(net: NamespaceNet, captures: set[int], out: Path, pilot: Pilot,
+                     env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """A packet recorder on one end of each captured link (``OUT/capture/A-B/A.frames``)."""
+    procs, files = [], []
+    for e in sorted(captures):
+        folder = out / "capture" / "-".join(pilot.edges[e])
+        folder.mkdir(parents=True, exist_ok=True)
+        end = folder / f"{pilot.edges[e][0]}{FRAMES_SUFFIX}"
+        cmd = [*net.prefix(net.edges[e][0]), sys.executable, "-m", "proxgt.rehearsal._capture",
+               net.link_devices(e)[0], str(end)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        files.append(end)
+    deadline = time.monotonic() + 60
+    while not all(f.exists() for f in files):  # a recorder opens its file once bound: then no packet escapes it
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise ProxGTValueError(f"rehearsal network: a packet recorder did not start ({', '.join(map(str, files))})")
+        time.sleep(0.05)
+    return procs
 
 
 def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Sequence[str], publics: Sequence[str],
