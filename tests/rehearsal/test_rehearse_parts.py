@@ -22,10 +22,11 @@ from proxgt.data import load_npz
 from proxgt.errors import ProxGTValueError
 from proxgt.rehearsal import RehearsalOptions, rehearsal_table, rehearse
 from proxgt.rehearsal._intruder import attempt
+from proxgt.rehearsal._keys import site_keys
 from proxgt.rehearsal._links import parse_cut, parse_rate, rate_bits
 from proxgt.rehearsal._netns import namespaces_unavailable
 from proxgt.rehearsal._proxy import LoopbackNet
-from proxgt.rehearsal._shards import site_keys, write_shards
+from proxgt.rehearsal._shards import write_shards
 from proxgt.settings import RunConfig
 from proxgt.training import build_run
 
@@ -249,3 +250,37 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main([*args, "--overwrite"]) == 2
     assert "has no rehearsal.json" in capsys.readouterr().err
     assert (tmp_path / "o" / "precious.txt").exists()
+
+
+def test_a_namespace_capture_finds_what_crossed_the_link_in_plaintext(tmp_path):
+    """The control of the encryption check: a plaintext payload sent over a captured veth link is found in the
+    capture's rebuilt TCP stream, even though it crossed the link in many packets."""
+    from proxgt.rehearsal._capture import capture_streams
+    from proxgt.rehearsal._netns import NamespaceNet
+    from proxgt.rehearsal._run import _stop, start_recorders
+
+    if (why := namespaces_unavailable()) is not None:
+        pytest.skip(why)
+    net = NamespaceNet(2, [(0, 1)])
+    payload = np.random.default_rng(0).standard_normal(20000).astype(np.float32).tobytes()  # 80 kB: many segments
+    procs = []
+    try:
+        net.setup()
+        procs = start_recorders(net, {0: tmp_path / "cap" / "a.frames"}, dict(os.environ))
+        server = subprocess.Popen([*net.prefix(1), sys.executable, "-c",
+                                   "import socket,sys; s=socket.create_server(('10.77.0.2', 7400)); c,_=s.accept();"
+                                   "n=0\nwhile (d:=c.recv(65536)): n+=len(d)\nprint(n)"], stdout=subprocess.PIPE)
+        procs.append(server)
+        sender = ("import socket,time\nfor _ in range(100):\n  try: s=socket.create_connection(('10.77.0.2',7400));"
+                  " break\n  except OSError: time.sleep(0.1)\n"
+                  f"s.sendall(open({str(tmp_path / 'p.bin')!r},'rb').read()); s.close()")
+        (tmp_path / "p.bin").write_bytes(payload)
+        subprocess.run([*net.prefix(0), sys.executable, "-c", sender], check=True, timeout=60)
+        assert server.communicate(timeout=60)[0].strip() == str(len(payload)).encode()
+        time.sleep(0.5)
+    finally:
+        _stop(procs)
+        net.teardown()
+    streams = capture_streams(tmp_path / "cap")
+    assert any(payload in s for s in streams)
+    assert not any(payload[::-1] in s for s in streams)

@@ -43,11 +43,11 @@ from proxgt.errors import ProxGTValueError
 from proxgt.reporting.runs import table_markdown
 
 from ._capture import FRAMES_SUFFIX
+from ._keys import private_folder, site_keys
 from ._links import LinkCut, LinkRate, parse_cut, parse_rate
 from ._netns import NamespaceNet, namespaces_unavailable
 from ._pilot import Pilot, read_pilot
 from ._proxy import LoopbackNet
-from ._shards import private_folder, site_keys, write_shards
 
 __all__ = ["RehearsalOptions", "RehearsalResult", "SiteOutcome", "rehearse", "rehearsal_table", "MARKER"]
 
@@ -239,6 +239,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     index = {n: k for k, n in enumerate(names)}
     edges = [(index[a], index[b]) for a, b in pilot.edges]
 
+    from ._shards import write_shards  # torch and the data package: not for the helper processes
+
     shards = write_shards(split_cfg, [pilot.node_ids(k) for k in range(len(names))], names, out / "shards")
     publics, secrets = site_keys(names, [s.public_key for s in pilot.sites], out / "keys",
                                  Path(opts.keys) if opts.keys is not None else None)
@@ -271,7 +273,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             for r in rates:
                 net.shape(r.edge, r.bits_per_s)
             if isinstance(net, NamespaceNet):
-                recorders = _start_recorders(net, captures, out, pilot, env)
+                recorders = start_recorders(net, {e: out / "capture" / "-".join(pilot.edges[e]) /
+                                                  f"{pilot.edges[e][0]}{FRAMES_SUFFIX}" for e in captures}, env)
             start = time.monotonic()
             for k, name in enumerate(names):
                 cmd = [*(opts.site_command or site_program), str(out / "pilot.toml"), "--site", name,
@@ -335,22 +338,20 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     return result
 
 
-def _start_recorders(net: NamespaceNet, captures: set[int], out: Path, pilot: Pilot,
-                     env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    """A packet recorder on one end of each captured link (``OUT/capture/A-B/A.frames``)."""
-    procs, files = [], []
-    for e in sorted(captures):
-        folder = out / "capture" / "-".join(pilot.edges[e])
-        folder.mkdir(parents=True, exist_ok=True)
-        end = folder / f"{pilot.edges[e][0]}{FRAMES_SUFFIX}"
+def start_recorders(net: NamespaceNet, files: dict[int, Path], env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """A packet recorder on the first end of each link ``e`` in ``files``, writing ``files[e]``; returns once all
+    of them listen."""
+    procs = []
+    for e, path in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [*net.prefix(net.edges[e][0]), sys.executable, "-m", "proxgt.rehearsal._capture",
-               net.link_devices(e)[0], str(end)]
+               net.link_devices(e)[0], str(path)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
-        files.append(end)
     deadline = time.monotonic() + 60
-    while not all(f.exists() for f in files):  # a recorder opens its file once bound: then no packet escapes it
+    while not all(f.exists() for f in files.values()):  # a recorder opens its file once bound: no packet escapes
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise ProxGTValueError(f"rehearsal network: a packet recorder did not start ({', '.join(map(str, files))})")
+            _stop(procs)
+            raise ProxGTValueError("rehearsal network: a packet recorder did not start")
         time.sleep(0.05)
     return procs
 
