@@ -90,8 +90,9 @@ def main() -> int:
         server.recv_multipart()
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "summary.json").write_text(json.dumps({
-        "status": "ok", "iterations": a.rounds, "bytes_sent": sent, "seconds_waiting": time.monotonic() - t0,
-        "messages_late": 0, "refused_attempts": refused[0], "final": {"objective": 1.0}}))
+        "status": "ok", "final": {"objective": 1.0},
+        "site": {"iterations": a.rounds, "bytes_sent": sent, "seconds_waiting": time.monotonic() - t0,
+                 "messages_late": 0, "messages_lost": 0, "refused_connections": refused[0]}}))
     auth.stop()
     ctx.destroy(linger=0)
     return 0

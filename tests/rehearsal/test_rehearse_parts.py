@@ -211,9 +211,9 @@ def test_rehearsal_runs_every_site_and_removes_what_it_made(tmp_path, loopback):
     assert [o.returncode for o in result.sites] == [0, 0, 0]
     assert [e.split(" ", 1)[1] for e in result.events] == ["link a-b-2 down", "link a-b-2 up"]
     assert result.intruder["attempts"] > 0 and result.intruder["accepted"] == 0
-    assert sum(o.summary["refused_attempts"] for o in result.sites) > 0
+    assert sum(o.summary["site"]["refused_connections"] for o in result.sites) > 0
     table = rehearsal_table(result)
-    assert table.splitlines()[0].startswith("| site | exit | iterations | bytes sent | waiting s | late | refused")
+    assert table.splitlines()[0].startswith("| site | exit | iterations | bytes sent | waiting s | late | lost | refused")
     assert len(table.splitlines()) == 2 + 3
     pilot = (tmp_path / "out" / "pilot.toml").read_text()
     assert pilot.count("public_key") == 3

@@ -373,9 +373,9 @@ def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Seque
 
 
 # ---------------------------------------------------------------------------------------------- the table
-#: summary.json keys of a site -> table columns (network counters first, then the final metrics).
+#: keys of a site's ``summary.json["site"]`` -> table columns (network counters), then the final metrics
 _COUNTERS = (("iterations", "iterations"), ("bytes sent", "bytes_sent"), ("waiting s", "seconds_waiting"),
-             ("late", "messages_late"), ("refused", "refused_attempts"))
+             ("late", "messages_late"), ("lost", "messages_lost"), ("refused", "refused_connections"))
 _FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq", "consensus")
 
 
@@ -385,10 +385,11 @@ def rehearsal_table(result: RehearsalResult) -> str:
     finals = [f for f in _FINALS if any(f in ((o.summary or {}).get("final") or {}) for o in result.sites)]
     for o in result.sites:
         s = o.summary or {}
+        net = s.get("site") or {}
         row: dict[str, Any] = {"site": o.name, "exit": o.returncode if o.returncode is not None else "-"}
         for col, key in _COUNTERS:
-            v = s.get(key, "")
-            row[col] = f"{v:.1f}" if isinstance(v, int | float) and col == "waiting s" else v
+            v = net.get(key, "-")
+            row[col] = f"{v:.1f}" if isinstance(v, float) else v
         for f in finals:
             v = (s.get("final") or {}).get(f, math.nan)
             row[f"final_{f}"] = float(v) if isinstance(v, int | float) else math.nan
