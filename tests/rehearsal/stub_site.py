@@ -64,6 +64,8 @@ def main() -> int:
         s.curve_serverkey = sites[n]["public_key"].encode()
         s.connect(over.get(n, sites[n]["address"]))
         outs[n] = s
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "metrics.csv").write_text("iter,objective\n0,1.0\n")  # a site logs iteration 0 as it starts
     t0 = time.monotonic()
     got = {n: set() for n in nbrs}
     sent = 0
@@ -88,7 +90,6 @@ def main() -> int:
     time.sleep(1.0)  # let neighbours finish
     while server.poll(100):
         server.recv_multipart()
-    Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "summary.json").write_text(json.dumps({
         "status": "ok", "final": {"objective": 1.0},
         "site": {"iterations": a.rounds, "bytes_sent": sent, "seconds_waiting": time.monotonic() - t0,

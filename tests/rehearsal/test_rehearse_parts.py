@@ -209,7 +209,8 @@ def test_rehearsal_runs_every_site_and_removes_what_it_made(tmp_path, loopback):
                             rates=["b-2-c=1mbit"], site_args=["--seconds", "4"]), say=lambda s: None)
     assert result.ok and result.mode == ("loopback" if loopback else "namespaces")
     assert [o.returncode for o in result.sites] == [0, 0, 0]
-    assert [e.split(" ", 1)[1] for e in result.events] == ["link a-b-2 down", "link a-b-2 up"]
+    assert [e.split(" ", 1)[1] for e in result.events] == ["every site is training", "link a-b-2 down",
+                                                           "link a-b-2 up"]
     assert result.intruder["attempts"] > 0 and result.intruder["accepted"] == 0
     assert sum(o.summary["site"]["refused_connections"] for o in result.sites) > 0
     table = rehearsal_table(result)

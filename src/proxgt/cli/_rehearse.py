@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", action="append", default=[], metavar="A-B=RATE",
                    help="limit link A-B to RATE each way (tc units: 1mbit, 500kbit); repeatable")
     p.add_argument("--cut", action="append", default=[], metavar="A-B@START:END",
-                   help="take link A-B down from START to END seconds after the sites start; repeatable")
+                   help="take link A-B down from START to END seconds after every site started training; repeatable")
     p.add_argument("--intruder", action="store_true",
                    help="add a process with a key not in the pilot that tries to connect to every site")
     p.add_argument("--loopback", action="store_true", help="use loopback proxies even where namespaces are possible")

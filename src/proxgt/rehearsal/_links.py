@@ -26,7 +26,8 @@ class LinkRate:
 
 @dataclass(frozen=True)
 class LinkCut:
-    """A link (index into the pilot's edges) down from ``start`` to ``end`` seconds after the sites start."""
+    """A link (index into the pilot's edges) down from ``start`` to ``end`` seconds after every site started
+    training."""
 
     edge: int
     start: float
@@ -70,7 +71,7 @@ def parse_rate(text: str, sites: Sequence[str], edges: Sequence[tuple[str, str]]
 
 
 def parse_cut(text: str, sites: Sequence[str], edges: Sequence[tuple[str, str]]) -> LinkCut:
-    """``A-B@START:END`` (seconds since the sites started, START < END)."""
+    """``A-B@START:END`` (seconds since every site started training, START < END)."""
     link, sep, window = text.rpartition("@")
     start_s, colon, end_s = window.partition(":")
     try:

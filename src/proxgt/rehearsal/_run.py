@@ -69,7 +69,7 @@ class RehearsalOptions:
     split: str | None = None
     out: str | Path | None = None
     rates: Sequence[str] = ()
-    cuts: Sequence[str] = ()
+    cuts: Sequence[str] = ()  # seconds since every site started training (logged its first metrics row)
     intruder: bool = False
     loopback: bool = False
     timeout: float = 900.0
@@ -205,6 +205,15 @@ def _terminating_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _logged(folder: Path) -> bool:
+    """Whether a site logged its first metrics row (it logs iteration 0 when its training loop starts)."""
+    try:
+        with (folder / "metrics.csv").open("rb") as fh:
+            return fh.read(1 << 16).count(b"\n") >= 2
+    except OSError:
+        return False
+
+
 def _stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
     """Terminate the processes this rehearsal started (by their ids), kill those still alive after ``grace``."""
     for p in procs:
@@ -267,6 +276,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     site_program = [sys.executable, "-m", "proxgt.cli", "site"]
     start = time.monotonic()
     timed_out = False
+    cut_left: list[str] = []
     with _terminating_signals():
         try:
             net.setup()
@@ -293,10 +303,14 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             if opts.intruder:
                 intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
             schedule = sorted([(c.start, c.edge, False) for c in cuts] + [(c.end, c.edge, True) for c in cuts])
+            training: float | None = None  # when the last site logged its first metrics row: the cuts' clock
             while any(p.poll() is None for p in procs):
                 now = time.monotonic() - start
-                while schedule and schedule[0][0] <= now:
-                    at, e, up = schedule.pop(0)
+                if training is None and all(_logged(o.folder) for o in outcomes):
+                    training = now
+                    events.append(f"{now:.1f}s every site is training")
+                while training is not None and schedule and schedule[0][0] <= now - training:
+                    _, e, up = schedule.pop(0)
                     net.set_link(e, up)
                     events.append(f"{now:.1f}s link {'-'.join(pilot.edges[e])} {'up' if up else 'down'}")
                 if now > opts.timeout:
@@ -306,6 +320,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                 if failed:  # a site that stopped with an error: the others would only wait for it
                     break
                 time.sleep(0.05)
+            cut_left = [f"{'-'.join(pilot.edges[e])} {'up' if up else 'down'} at {at:g}s" for at, e, up in schedule]
         finally:
             _stop(procs + ([intruder_proc] if intruder_proc is not None else []) + recorders)
             left = net.teardown()
@@ -324,6 +339,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             intruder = json.loads((out / "intruder.json").read_text())
         except (OSError, ValueError):
             intruder = {"attempts": 0, "accepted": 0, "per_site": {}}
+    if cut_left:  # the sites finished before these link events were due
+        events.append(f"not done (the sites had finished): {', '.join(cut_left)}")
     result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder,
                              _merge_traces([o.folder for o in outcomes], out), events)
     atomic_write_text(out / MARKER, json.dumps(json_safe({
