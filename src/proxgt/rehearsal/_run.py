@@ -285,6 +285,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             if isinstance(net, NamespaceNet):
                 recorders = start_recorders(net, {e: out / "capture" / "-".join(pilot.edges[e]) /
                                                   f"{pilot.edges[e][0]}{FRAMES_SUFFIX}" for e in captures}, env)
+            if opts.intruder:  # ready before the sites: it tries them from the moment they listen
+                intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
             start = time.monotonic()
             for k, name in enumerate(names):
                 cmd = [*(opts.site_command or site_program), str(out / "pilot.toml"), "--site", name,
@@ -300,8 +302,6 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                     prefix = net.prefix(k)
                 with outcomes[k].log.open("wb") as log:
                     procs.append(subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env))
-            if opts.intruder:
-                intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
             schedule = sorted([(c.start, c.edge, False) for c in cuts] + [(c.end, c.edge, True) for c in cuts])
             training: float | None = None  # when the last site logged its first metrics row: the cuts' clock
             while any(p.poll() is None for p in procs):
@@ -382,11 +382,15 @@ def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Seque
     for name, address, public in zip(names, addresses, publics, strict=True):
         cmd += ["--target", f"{name}={address}={public}"]
     prefix = net.prefix(None) if isinstance(net, NamespaceNet) else []
-    log = (out / "logs" / "intruder.log").open("wb")
-    try:
-        return subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
-    finally:
-        log.close()
+    with (out / "logs" / "intruder.log").open("wb") as log:
+        proc = subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while not (out / "intruder.json").exists():  # it writes its (empty) record once it runs
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop([proc])
+            raise ProxGTValueError(f"the intruder did not start (its log: {out / 'logs' / 'intruder.log'})")
+        time.sleep(0.05)
+    return proc
 
 
 # ---------------------------------------------------------------------------------------------- the table
