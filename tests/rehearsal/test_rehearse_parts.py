@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -20,7 +21,7 @@ import zmq.auth
 from proxgt.cli.main import main
 from proxgt.data import load_npz
 from proxgt.errors import ProxGTValueError
-from proxgt.rehearsal import RehearsalOptions, rehearsal_table, rehearse
+from proxgt.rehearsal import RehearsalOptions, rehearse
 from proxgt.rehearsal._intruder import attempt
 from proxgt.rehearsal._keys import site_keys
 from proxgt.rehearsal._links import parse_cut, parse_rate, rate_bits
@@ -114,6 +115,31 @@ def _echo_server() -> tuple[socket.socket, int]:
     return srv, srv.getsockname()[1]
 
 
+def test_a_recorded_link_shows_a_plaintext_message(tmp_path):
+    """The control of the sites' encryption check (test_rehearse_sites): rows sent as a site's message frames
+    but without CURVE, through a recorded loopback link, are found in the recording."""
+    from proxgt.rehearsal._capture import capture_streams
+
+    row = np.random.default_rng(7).standard_normal(20).astype(np.float32)
+    ctx = zmq.Context()
+    server = ctx.socket(zmq.ROUTER)
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    net = LoopbackNet([port, port], [(0, 1)], capture={0: tmp_path / "control"})
+    net.setup()
+    try:
+        client = ctx.socket(zmq.DEALER)
+        client.connect(f"tcp://127.0.0.1:{net.peer_port(0, 1)}")
+        client.send_multipart([b'{"kind":"round","key":"x","dtype":"<f4","shape":[1,20]}', row.tobytes()])
+        assert server.poll(30_000)
+        assert server.recv_multipart()[-1] == row.tobytes()
+        client.close(linger=0)
+    finally:
+        server.close(linger=0)
+        ctx.term()
+        net.teardown()
+    assert any(row.tobytes() in s for s in capture_streams(tmp_path / "control"))
+
+
 def test_loopback_link_forwards_records_cuts_and_paces(tmp_path):
     srv, port = _echo_server()
     net = LoopbackNet([port, port], [(0, 1)], capture={0: tmp_path / "cap"})
@@ -195,39 +221,49 @@ def _opts(tmp_path, **kw):
     return RehearsalOptions(**(base | kw))
 
 
-def _our_namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [ln.split()[0] for ln in out.splitlines() if ln.startswith("proxgt-")]
-
-
-@pytest.mark.parametrize("loopback", [True, False], ids=["loopback", "namespaces"])
-def test_rehearsal_runs_every_site_and_removes_what_it_made(tmp_path, loopback):
-    if not loopback and (why := namespaces_unavailable()) is not None:
-        pytest.skip(why)
-    before = set(_our_namespaces()) if not loopback else set()
-    result = rehearse(_opts(tmp_path, loopback=loopback, intruder=True, cuts=["a-b-2@0.2:0.8"],
-                            rates=["b-2-c=1mbit"], site_args=["--seconds", "4"]), say=lambda s: None)
-    assert result.ok and result.mode == ("loopback" if loopback else "namespaces")
-    assert [o.returncode for o in result.sites] == [0, 0, 0]
-    assert [e.split(" ", 1)[1] for e in result.events] == ["every site is training", "link a-b-2 down",
-                                                           "link a-b-2 up"]
-    assert result.intruder["attempts"] > 0 and result.intruder["accepted"] == 0
-    assert sum(o.summary["site"]["refused_connections"] for o in result.sites) > 0
-    table = rehearsal_table(result)
-    assert table.splitlines()[0].startswith("| site | exit | iterations | bytes sent | waiting s | late | lost | refused")
-    assert len(table.splitlines()) == 2 + 3
-    pilot = (tmp_path / "out" / "pilot.toml").read_text()
-    assert pilot.count("public_key") == 3
-    assert stat.S_IMODE(os.stat(tmp_path / "out" / "keys").st_mode) == 0o700
-    if not loopback:
-        assert "tcp://10.77.0.2:7302" in pilot
-        assert set(_our_namespaces()) == before
-
-
 def test_a_failing_site_stops_the_rehearsal_with_its_error(tmp_path):
-    result = rehearse(_opts(tmp_path, loopback=True, site_args=["--fail"]), say=lambda s: None)
+    t0 = time.monotonic()
+    result = rehearse(_opts(tmp_path, loopback=True, site_args=["--fail", "b-2", "--seconds", "120"]),
+                      say=lambda s: None)
+    assert time.monotonic() - t0 < 60  # the others were stopped, not waited for
     assert not result.ok
-    assert result.sites[0].last_error() == "proxgt: error: stub site failed on purpose"
+    assert [o.returncode == 0 for o in result.sites] == [False, False, False]
+    assert result.sites[1].returncode == 2
+    assert result.sites[1].last_error() == "proxgt: error: stub site failed on purpose"
+
+
+def test_sigterm_removes_the_sites_and_the_namespaces(tmp_path):
+    """A rehearsal stopped by SIGTERM (as by Ctrl-C) leaves no site process and no namespace behind."""
+    opts = _opts(tmp_path, site_args=["--seconds", "120"])
+    code = ("import sys\nfrom pathlib import Path\nfrom proxgt.rehearsal import RehearsalOptions, rehearse\n"
+            f"rehearse(RehearsalOptions(pilot={str(opts.pilot)!r}, data={opts.data!r}, out={str(opts.out)!r}, "
+            f"site_command={STUB!r}, site_args=['--seconds', '120']))")
+    before = _our_namespaces()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    deadline = time.monotonic() + 120
+    while not all((opts.out / "sites" / s / "metrics.csv").exists() for s in ("a", "b-2", "c")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert _our_namespaces() == before
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(opts.out).encode() in _cmdline(pid)]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _our_namespaces() -> set[str]:
+    try:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    except OSError:
+        return set()
+    return {ln.split()[0] for ln in out.splitlines() if ln.startswith("proxgt-")}
 
 
 def test_a_rehearsal_that_hangs_ends_at_its_timeout(tmp_path):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import zmq.auth
@@ -41,13 +41,17 @@ import zmq.auth
 from proxgt._io import atomic_write_text, json_safe
 from proxgt.errors import ProxGTValueError
 from proxgt.reporting.runs import table_markdown
+from proxgt.settings import RunConfig
+from proxgt.settings.config import read_toml
 
 from ._capture import FRAMES_SUFFIX
 from ._keys import private_folder, site_keys
 from ._links import LinkCut, LinkRate, parse_cut, parse_rate
 from ._netns import NamespaceNet, namespaces_unavailable
-from ._pilot import Pilot, read_pilot
 from ._proxy import LoopbackNet
+
+if TYPE_CHECKING:
+    from proxgt.executors.site.pilot import Pilot
 
 __all__ = ["RehearsalOptions", "RehearsalResult", "SiteOutcome", "rehearse", "rehearsal_table", "MARKER"]
 
@@ -149,13 +153,17 @@ def _prepare_out(opts: RehearsalOptions, pilot: Pilot) -> Path:
     return out
 
 
-def _effective_pilot(pilot: Pilot, addresses: Sequence[str], publics: Sequence[str]) -> str:
+def _toml(table: dict[str, Any]) -> str:
     import tomli_w
 
-    raw = dict(pilot.raw)
+    return tomli_w.dumps(json_safe(table))
+
+
+def _effective_pilot(pilot: Pilot, addresses: Sequence[str], publics: Sequence[str]) -> str:
+    raw = read_toml(pilot.path, "pilot file")
     raw["site"] = [dict(s, address=a, public_key=k) for s, a, k in zip(raw["site"], addresses, publics, strict=True)]
     return ("# The pilot file this rehearsal's sites ran with: the addresses and (throwaway) keys it made.\n"
-            + tomli_w.dumps(json_safe(raw)))
+            + _toml(raw))
 
 
 def _merge_traces(folders: Sequence[Path], out: Path) -> Path | None:
@@ -234,23 +242,30 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     :class:`RehearsalTimeout` when it had to stop the sites at ``opts.timeout``."""
     if not (isinstance(opts.timeout, int | float) and math.isfinite(opts.timeout) and opts.timeout > 0):
         raise ProxGTValueError(f"--timeout must be a positive number of seconds, got {opts.timeout!r}")
-    pilot = read_pilot(opts.pilot)
+    # the executors package imports torch: not at module level, which the helper processes import
+    from proxgt.executors.site.pilot import load_pilot, pilot_run_config
+
+    pilot = load_pilot(opts.pilot)
     names = [s.name for s in pilot.sites]
-    rates: list[LinkRate] = [parse_rate(r, names, pilot.edges) for r in opts.rates]
-    cuts: list[LinkCut] = [parse_cut(c, names, pilot.edges) for c in opts.cuts]
-    captures = {parse_cut(f"{c}@0:1", names, pilot.edges).edge for c in opts.capture}
-    settings = pilot.settings()
-    split_cfg = settings.replace(data=opts.data, nodes=pilot.n_nodes,
-                                 **({"split": opts.split} if opts.split is not None else {}))
+    rates: list[LinkRate] = [parse_rate(r, names, pilot.links) for r in opts.rates]
+    cuts: list[LinkCut] = [parse_cut(c, names, pilot.links) for c in opts.cuts]
+    captures = {parse_cut(f"{c}@0:1", names, pilot.links).edge for c in opts.capture}
     reason = namespaces_unavailable() if not opts.loopback else "--loopback"
     mode = "loopback" if reason is not None else "namespaces"
-    out = _prepare_out(opts, pilot)
+    out = _prepare_out(opts, pilot).resolve()
+    data = opts.data
+    if Path(data).expanduser().is_file():  # a file, not a built-in name: the replay reads it from anywhere
+        data = str(Path(data).expanduser().resolve())
+    split = {"split": opts.split} if opts.split is not None else {}
+    # the simulator's run of this pilot: it splits the data (so the shards are its nodes' rows) and replays the
+    # rehearsal's link trace afterwards (OUT/replay.toml)
+    sim = RunConfig.from_dict(pilot_run_config(pilot, data=data, edge_file=out / "edges.txt") | split)
     index = {n: k for k, n in enumerate(names)}
-    edges = [(index[a], index[b]) for a, b in pilot.edges]
+    edges = [(index[a], index[b]) for a, b in pilot.links]
 
     from ._shards import write_shards  # torch and the data package: not for the helper processes
 
-    shards = write_shards(split_cfg, [pilot.node_ids(k) for k in range(len(names))], names, out / "shards")
+    shards = write_shards(sim, [s.node_ids for s in pilot.sites], names, out / "shards")
     publics, secrets = site_keys(names, [s.public_key for s in pilot.sites], out / "keys",
                                  Path(opts.keys) if opts.keys is not None else None)
     net: NamespaceNet | LoopbackNet
@@ -259,7 +274,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
         addresses = [f"tcp://{net.address(k)}:{_port_of(s.address)}" for k, s in enumerate(pilot.sites)]
     else:
         ports = _free_ports(len(names))
-        net = LoopbackNet(ports, edges, capture={e: out / "capture" / "-".join(pilot.edges[e]) for e in captures})
+        net = LoopbackNet(ports, edges, capture={e: out / "capture" / "-".join(pilot.links[e]) for e in captures})
         addresses = [f"tcp://127.0.0.1:{p}" for p in ports]
     atomic_write_text(out / "pilot.toml", _effective_pilot(pilot, addresses, publics))
     say(f"rehearsal of {pilot.name}: {len(names)} sites, {pilot.n_nodes} nodes, "
@@ -283,8 +298,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             for r in rates:
                 net.shape(r.edge, r.bits_per_s)
             if isinstance(net, NamespaceNet):
-                recorders = start_recorders(net, {e: out / "capture" / "-".join(pilot.edges[e]) /
-                                                  f"{pilot.edges[e][0]}{FRAMES_SUFFIX}" for e in captures}, env)
+                recorders = start_recorders(net, {e: out / "capture" / "-".join(pilot.links[e]) /
+                                                  f"{pilot.links[e][0]}{FRAMES_SUFFIX}" for e in captures}, env)
             if opts.intruder:  # ready before the sites: it tries them from the moment they listen
                 intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
             start = time.monotonic()
@@ -312,7 +327,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                 while training is not None and schedule and schedule[0][0] <= now - training:
                     _, e, up = schedule.pop(0)
                     net.set_link(e, up)
-                    events.append(f"{now:.1f}s link {'-'.join(pilot.edges[e])} {'up' if up else 'down'}")
+                    events.append(f"{now:.1f}s link {'-'.join(pilot.links[e])} {'up' if up else 'down'}")
                 if now > opts.timeout:
                     timed_out = True
                     break
@@ -320,7 +335,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                 if failed:  # a site that stopped with an error: the others would only wait for it
                     break
                 time.sleep(0.05)
-            cut_left = [f"{'-'.join(pilot.edges[e])} {'up' if up else 'down'} at {at:g}s" for at, e, up in schedule]
+            cut_left = [f"{'-'.join(pilot.links[e])} {'up' if up else 'down'} at {at:g}s" for at, e, up in schedule]
         finally:
             _stop(procs + ([intruder_proc] if intruder_proc is not None else []) + recorders)
             left = net.teardown()
@@ -339,14 +354,19 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
             intruder = json.loads((out / "intruder.json").read_text())
         except (OSError, ValueError):
             intruder = {"attempts": 0, "accepted": 0, "per_site": {}}
+    trace = _merge_traces([o.folder for o in outcomes], out)
+    if trace is not None:
+        replay = pilot_run_config(pilot, data=data, edge_file=out / "edges.txt", link_trace=trace,
+                                  out=str(out / "replay")) | split
+        atomic_write_text(out / "replay.toml", "# the simulator's run of this rehearsal, on its recorded link trace: "
+                          f"proxgt run -c {out / 'replay.toml'}\n" + _toml(RunConfig.from_dict(replay).to_toml_dict()))
     if cut_left:  # the sites finished before these link events were due
         events.append(f"not done (the sites had finished): {', '.join(cut_left)}")
-    result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder,
-                             _merge_traces([o.folder for o in outcomes], out), events)
+    result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder, trace, events)
     atomic_write_text(out / MARKER, json.dumps(json_safe({
-        "pilot": str(opts.pilot), "data": opts.data, "split": split_cfg.split, "mode": mode, "wall_s": wall,
-        "timed_out": timed_out, "rates": [f"{'-'.join(pilot.edges[r.edge])}={r.text}" for r in rates],
-        "cuts": [f"{'-'.join(pilot.edges[c.edge])}@{c.start:g}:{c.end:g}" for c in cuts], "events": events,
+        "pilot": str(opts.pilot), "data": opts.data, "split": sim.split, "mode": mode, "wall_s": wall,
+        "timed_out": timed_out, "rates": [f"{'-'.join(pilot.links[r.edge])}={r.text}" for r in rates],
+        "cuts": [f"{'-'.join(pilot.links[c.edge])}@{c.start:g}:{c.end:g}" for c in cuts], "events": events,
         "sites": {o.name: {"returncode": o.returncode, "folder": str(o.folder)} for o in outcomes},
         "intruder": intruder}), indent=1) + "\n")
     if timed_out:
