@@ -22,19 +22,21 @@ __all__ = ["atomic_write_bytes", "atomic_write_with", "atomic_write_text", "appe
 INTEGER_COLUMNS = ("iter", "comm_rounds", "active_nodes", "node", "local_worst_node")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write_with(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> None:
+    atomic_write_with(path, lambda fh: fh.write(data), private=private)
 
 
-def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any], *, private: bool = False) -> None:
     """Atomically write ``path`` with ``write(fh)`` on a binary file handle: a large result (``np.savez``,
-    ``torch.save`` of node states) goes straight to the file, without a second copy of it in memory."""
+    ``torch.save`` of node states) goes straight to the file, without a second copy of it in memory.
+    ``private``: mode 0600 (a secret of this process: never readable by others, not even while written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600 files; give the file the mode an ordinary open() would (0644 under umask 022)
-        os.fchmod(fd, 0o666 & ~_umask())
+        if not private:
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

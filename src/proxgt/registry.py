@@ -241,6 +241,8 @@ ALGORITHMS.register("proxgt-sr-e", "proxgt.algorithms.proxgt:build", estimator="
 ALGORITHMS.register("prox-dsgd", "proxgt.algorithms.baselines.dsgd:build", summary="Prox-DSGD / DSPG")
 ALGORITHMS.register("prox-adpsgd", "proxgt.algorithms.baselines.adpsgd:build", traits=(ASYNC_ONLY,),
                     summary="Prox-AD-PSGD: asynchronous, random pairwise averaging (--async)")
+ALGORITHMS.register("asy-sonata", "proxgt.algorithms.baselines.asysonata:build",
+                    summary="ASY-SONATA: asynchronous gradient tracking by sum-push, proximal local step")
 ALGORITHMS.register("prox-dsgt", "proxgt.algorithms.baselines.dsgt:build", summary="Prox-DSGT")
 ALGORITHMS.register("deepstorm", "proxgt.algorithms.baselines.deepstorm:build_constant",
                     summary="DEEPSTORM v2, constant step")

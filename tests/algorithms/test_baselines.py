@@ -245,8 +245,8 @@ def test_cdproxsgt_matches_reference_loop():
 
 def test_every_registered_baseline_has_a_reference():
     # cdproxsgt has its own reference test above (it needs the compressed mixer), prox-adpsgd in test_adpsgd.py
-    # (it runs on the asynchronous network)
-    assert set(BASELINES) == {c[0] for c in CASES} | {"cdproxsgt", "prox-adpsgd"}
+    # (it runs on the asynchronous network), asy-sonata in test_asysonata.py (its sum-push mixes there)
+    assert set(BASELINES) == {c[0] for c in CASES} | {"cdproxsgt", "prox-adpsgd", "asy-sonata"}
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -76,6 +76,11 @@ def test_report_skips_a_damaged_run_with_a_warning_and_never_counts_it_finished(
     (["--extra", "deepstorm.beta=0.1"], "--extra deepstorm.* sets a setting of deepstorm, but this run's algorithm"),
     (["--algorithm", "deepstorm", "--extra", "deepstorm.beta=abc"], "extra.deepstorm.beta must be a float"),
     (["--algorithm", "deepstorm", "--extra", "deepstorm.beta"], "--extra expects METHOD.KEY=VALUE"),
+    # a key the method does not know (ProxGT and the pooled SGD read no [extra] settings of their own)
+    (["--algorithm", "proxgt-sa", "--extra", "proxgt-sa.foo=bar"], "unknown setting extra.proxgt-sa.foo"),
+    (["--algorithm", "proxgt-sr-o", "--extra", "proxgt-sr-o.foo=1"], "unknown setting extra.proxgt-sr-o.foo"),
+    (["--algorithm", "central-prox-sgd", "--nodes", "1", "--extra", "central-prox-sgd.foo=1"],
+     "unknown setting extra.central-prox-sgd.foo"),
 ])
 def test_settings_that_would_be_ignored_or_empty_are_refused(extra, message, data_file, tmp_path, capsys):
     empty = tmp_path / "empty.npz"

@@ -78,6 +78,55 @@ def test_a_one_machine_launch_listens_on_loopback_only(data_file, tmp_path):
     assert all(a.rsplit(":", 1)[0] in LOOPBACK for a in found), found
 
 
+def test_workers_without_the_agent_store_listen_on_loopback_only(data_file, tmp_path):
+    """Workers started as torchrun starts them without its agent store (or by hand): rank 0 hosts the store
+    itself, on MASTER_ADDR's address only, and gloo listens on loopback when MASTER_ADDR is a loopback address."""
+    from proxgt.executors.launch import worker
+
+    snapshot = tmp_path / "listening.json"
+    port, tester = _free_port(), os.getpid()
+
+    def hook(rank: int, t: int) -> None:
+        if rank == 0 and t == 5:  # both workers joined the group: every listening socket is open
+            snapshot.write_text(json.dumps(listening_addresses(_children(tester))))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHELASTIC", "GLOO_", "NCCL_", "PROXGT_"))}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    pids = []
+    with _captured() as got:
+        for rank in range(2):
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns (worker.main ends with os._exit)
+                os.environ.clear()
+                os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+                try:
+                    worker.main([*FLAGS, "--data", data_file, "--out", str(tmp_path / "run")], fault_hook=hook)
+                finally:
+                    os._exit(1)
+            pids.append(pid)
+        codes = [_wait(pid, 120) for pid in pids]
+    assert codes == [0, 0], got["err"]
+    found = json.loads(snapshot.read_text())
+    assert any(a.endswith(f":{port}") for a in found), f"the store's listening socket was not seen: {found}"
+    assert all(a.rsplit(":", 1)[0] in LOOPBACK for a in found), found
+
+
+def _wait(pid: int, seconds: float) -> int | None:
+    """The exit code of the child ``pid``, which is killed (None) when it has not ended within ``seconds``."""
+    import signal
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
 def _env() -> dict[str, str]:
     import proxgt
 

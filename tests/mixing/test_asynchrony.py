@@ -22,13 +22,20 @@ def _rows(history, drop=("wall_s", "sim_time_s")):
     return [{k: v for k, v in r.items() if k not in drop} for r in history.rows]
 
 
+# SR-E and SR-O with a short period, so that the 24 iterations hold several refreshes
+_ESTIMATORS = [{}, {"algorithm": "proxgt-sr-e", "period": 5}, {"algorithm": "proxgt-sr-o", "big_batch": 16,
+                                                                 "period": 5}]
+
+
 @pytest.mark.parametrize("clock", [{}, {"node_speed": 0.001}, {"node_speed": "exp:0.001", "link_latency": 0.0}])
-def test_zero_delays_give_the_synchronous_iterates_exactly(clock):
+@pytest.mark.parametrize("est", _ESTIMATORS, ids=["sa", "sr-e", "sr-o"])
+def test_zero_delays_give_the_synchronous_iterates_exactly(clock, est):
     """Equal constant speeds (or none) and instant links: every node is active in every tick and every message
-    is the one just sent. Random speeds make the nodes finish at different times, so they are asynchronous."""
-    sync = run_simulation(dict(FAST, **clock))
-    asyn = run_simulation(dict(FAST, **clock, asynchronous=True))
-    if "exp" in str(clock.get("node_speed")):
+    is the one just sent. Random speeds make the nodes finish at different times, so they are asynchronous; so
+    do SR-E's refreshes at a constant speed (a full local gradient costs m_i, and the shards differ in size)."""
+    sync = run_simulation(dict(FAST, **est, **clock))
+    asyn = run_simulation(dict(FAST, **est, **clock, asynchronous=True))
+    if "exp" in str(clock.get("node_speed")) or (clock and est.get("algorithm") == "proxgt-sr-e"):
         assert not asyn.x.equal(sync.x)
         return
     assert asyn.x.equal(sync.x) and _rows(asyn) == _rows(sync)
@@ -63,14 +70,14 @@ def _drive(cfg):
     def inspect(state, wall):  # trackers are push-sum ratios: the invariant is on the mass the nodes hold
         seen.append((net.iters.copy(), net.held_mass("y", state.y), net.in_flight_sum("y"), state.v.sum(0)))
 
-    train(spec, comm, oracle, after_iteration=inspect, mixer=net)
-    return spec, net, seen
+    state, _ = train(spec, comm, oracle, after_iteration=inspect, mixer=net)
+    return spec, net, seen, state, oracle
 
 
 def test_staleness_bound_and_exact_tracking(tmp_path):
     S = 2
     cfg = dict(FAST, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True, max_staleness=S)
-    spec, net, seen = _drive(cfg)
+    spec, net, seen, _, _ = _drive(cfg)
     assert isinstance(net, AsyncNetwork)
     edges = np.asarray(spec.topology.edges)
     gaps = []
@@ -81,6 +88,23 @@ def test_staleness_bound_and_exact_tracking(tmp_path):
     assert max(gaps) < 1e-12
     assert any(flying is not None for _, _, flying, _ in seen)  # messages were in flight at some ticks
     assert max(int(it.max() - it.min()) for it, *_ in seen) > S  # nodes two hops apart drift further
+
+
+@pytest.mark.parametrize("est", _ESTIMATORS[1:], ids=["sr-e", "sr-o"])
+def test_sarah_nodes_refresh_on_their_own_iterations_and_are_counted_per_node(tmp_path, est):
+    """Each node refreshes at its own iterations q, 2q, ...: its gradient count is (1 + its refreshes) refreshes
+    and 2b per other iteration, whatever the other nodes did meanwhile."""
+    q, b = est["period"], FAST["batch"]
+    cfg = dict(FAST, **est, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True,
+               max_staleness=3)
+    spec, net, _, state, oracle = _drive(cfg)
+    done = net.iters
+    assert done.max() > done.min() + 3  # the fast nodes ran ahead of the slow one
+    assert state.est.iters.tolist() == done.tolist()
+    fresh = oracle.counts.numpy() if est["algorithm"] == "proxgt-sr-e" else np.full(len(done), est["big_batch"])
+    refreshes = done // q
+    restarts = state.est.restarts.numpy()  # the safeguard's refreshes (none expected here)
+    assert oracle.ifo.tolist() == (fresh * (1 + refreshes + restarts) + 2 * b * (done - refreshes)).tolist()
 
 
 def test_async_times_are_seeded():
@@ -104,7 +128,7 @@ def test_counts_only_what_the_active_nodes_sent(tmp_path):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--max-staleness", "0"], "max_staleness = 0 with --async is the synchronous run"),
-    (["--algorithm", "proxgt-sr-e"], "cannot run asynchronously"),
+    (["--algorithm", "prox-dsgt"], "cannot run asynchronously"),
     (["--mixing", "chebyshev"], "use --mixing plain --rounds 1"),
     (["--rounds", "2"], "use --mixing plain --rounds 1"),
     (["--message-loss", "0.1"], "--async does not combine with"),
@@ -133,8 +157,9 @@ def test_deterministic_async_tracking_is_unbiased():
     assert rows[-1]["grad_mapping_sq"] < 2e-4
 
 
-def test_resume_continues_an_async_run(tmp_path, monkeypatch):
-    cfg = dict(FAST, iters=16, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True,
+@pytest.mark.parametrize("est", _ESTIMATORS[:2], ids=["sa", "sr-e"])
+def test_resume_continues_an_async_run(tmp_path, monkeypatch, est):
+    cfg = dict(FAST, **est, iters=16, node_speed=_slow_node(tmp_path), link_latency="exp:0.002", asynchronous=True,
                max_staleness=2)
     ref, resumed = stopped_and_resumed(cfg, tmp_path / "run", monkeypatch, stop_at=8, every=8)
     assert resumed.x.equal(ref.x)

@@ -55,6 +55,20 @@ def test_grid_overrides_and_pooled_cells(tmp_path):
     assert s.cells[0].series == "algorithm=proxgt-sa"
 
 
+def test_skip_drops_the_cells_it_matches(tmp_path):
+    text = SUITE.replace('algorithm = ["proxgt-sa", "prox-dsgd", "central-prox-sgd"]',
+                         'algorithm = ["proxgt-sa", "prox-adpsgd"]\nasynchronous = [false, true]')
+    text = text.replace('match = { algorithm = "prox-dsgd" }\nset = { batch = 8 }',
+                        'match = { algorithm = "prox-adpsgd", asynchronous = false }\nskip = true')
+    s = load_suite(_write(tmp_path, text))
+    assert [c.name for c in s.cells if c.config["seed"] == 0] == [
+        "proxgt-sa__asynchronousFalse__seed0", "proxgt-sa__asynchronousTrue__seed0",
+        "prox-adpsgd__asynchronousTrue__seed0"]
+    for bad in ("skip = true\nset = { batch = 8 }", "skip = false"):
+        with pytest.raises(ProxGTValueError, match="either a 'set' table or skip = true"):
+            load_suite(_write(tmp_path, text.replace("skip = true", bad)))
+
+
 def test_pooled_config_leaves_decentralized_cells_alone():
     cfg = {"algorithm": "proxgt-sa", "nodes": 8}
     assert pooled_config(cfg) is cfg

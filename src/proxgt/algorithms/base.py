@@ -65,6 +65,9 @@ class Capabilities:
         pairwise_keys: the gossip keys it averages with one random neighbour per iteration (randomized pairwise
             gossip, as AD-PSGD) instead of with W; such a method runs asynchronously only
             (:mod:`proxgt.mixing.pairwise`).
+        sum_push_keys: the tracked keys it uses as the tracker mass itself (sum-push, as ASY-SONATA) rather than
+            as a push-sum ratio: on the asynchronous network their shares go out at every mixing and no weight
+            divides them (:mod:`proxgt.mixing.asynchrony`); synchronous runs mix them as any tracker.
         sizes: the estimator sizes it resolved (``batch``, ``big_batch``, ``period``), recorded in the run's
             resolved settings.
         recursion_ratio: q / b of the undamped gradient-difference recursion of its estimator (SARAH), 0 for none;
@@ -79,6 +82,7 @@ class Capabilities:
     changing_graph: bool = True
     asynchronous: bool = False
     pairwise_keys: tuple[str, ...] = ()
+    sum_push_keys: tuple[str, ...] = ()
     sizes: Mapping[str, int] = field(default_factory=dict)
     recursion_ratio: float = 0.0
 
@@ -90,6 +94,8 @@ class Capabilities:
             raise ValueError(f"tracked_keys {self.tracked_keys} must be among the gossip_keys {self.gossip_keys}")
         if not set(self.pairwise_keys) <= set(self.gossip_keys) - set(self.tracked_keys):
             raise ValueError(f"pairwise_keys {self.pairwise_keys} must be untracked gossip_keys {self.gossip_keys}")
+        if not set(self.sum_push_keys) <= set(self.tracked_keys):
+            raise ValueError(f"sum_push_keys {self.sum_push_keys} must be among the tracked_keys {self.tracked_keys}")
         if self.pairwise_keys and not self.asynchronous:
             raise ValueError("pairwise_keys are averaged on the asynchronous network: declare asynchronous=True")
         if self.compressed_gossip and not self.gossip_keys:

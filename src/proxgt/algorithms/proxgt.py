@@ -68,10 +68,10 @@ class ProxGT:
 
     @property
     def capabilities(self) -> Capabilities:
-        # a refresh period (SR-O, SR-E) counts the network's iterations, which nodes on their own clocks do not
-        # share: asynchronously, only the estimators without one (SA)
+        # asynchronous: every shipped estimator keeps what it needs per row (a SARAH refresh period counts each
+        # node's own iterations, proxgt.estimators.sarah), and y is tracked by push-sum running sums
         return estimator_capabilities(self.estimator, gossip_keys=("x", "y"), tracked_keys=("y",),
-                                      asynchronous="period" not in self.estimator.sizes)
+                                      asynchronous=True)
 
     def __post_init__(self) -> None:
         check_positive_float(self.step, "step", "ProxGT")
@@ -97,9 +97,12 @@ class ProxGT:
 def build(ctx: Any, *, estimator: str) -> ProxGT:
     """ProxGT with the registered ``estimator`` (``"sa"``, ``"sr-o"``, ``"sr-e"``, ...), its sizes from the run
     settings or the spec's defaults (what :data:`proxgt.registry.ALGORITHMS` binds to ``proxgt-<estimator>``)."""
+    from proxgt.algorithms.baselines._common import params
     from proxgt.estimators import make_estimator
 
+    name = f"proxgt-{estimator}"
+    params(ctx, name, {})  # no settings of its own: any [extra.proxgt-*] key is an error, not silently ignored
     cfg = ctx.cfg
     est = make_estimator(estimator, n_nodes=ctx.n_nodes, local_size=ctx.local_size, batch=cfg.batch,
                          big_batch=cfg.big_batch, period=cfg.period, ratio=ctx.recursion_ratio)
-    return ProxGT(est, ctx.regularizer, step=ctx.step, order=cfg.order, name=f"proxgt-{estimator}")
+    return ProxGT(est, ctx.regularizer, step=ctx.step, order=cfg.order, name=name)

@@ -63,8 +63,12 @@ def _handle(args: argparse.Namespace) -> int:
     cfg = cfg.validate()
     refuse_on_real_time(cfg)
     from proxgt.mixing.compressed import check_launchable  # torch: not imported for --help
+    from proxgt.training.privacy import dp_requested, private_across_processes
 
     check_launchable(cfg)
+    if dp_requested(cfg):
+        private_across_processes(cfg)
+        import opacus.accountants  # noqa: F401  (the forked workers inherit it: each would import it anew)
     _check_backend(args, cfg)
     if cfg.timeout_s < MIN_TIMEOUT_S:
         raise ProxGTValueError(f"--timeout must be >= {MIN_TIMEOUT_S:g} s for launch: the processes need that long to "
@@ -139,7 +143,7 @@ def _check_master_addr(args: argparse.Namespace) -> None:
     import errno
     import socket
 
-    from proxgt.executors.launch.launcher import _store_socket
+    from proxgt.executors._sockets import store_socket
 
     try:
         socket.getaddrinfo(args.master_addr, args.master_port, type=socket.SOCK_STREAM)
@@ -148,7 +152,7 @@ def _check_master_addr(args: argparse.Namespace) -> None:
     if args.node_rank != 0:
         return
     try:
-        _store_socket(args.master_addr, args.master_port).close()
+        store_socket(args.master_addr, args.master_port).close()
     except OSError as exc:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ProxGTValueError(

@@ -120,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _check_flags_apply(args: argparse.Namespace, cfg: RunConfig, extra: dict[str, Any]) -> None:
     """Flags that would be silently ignored are one-line errors: ``--extra`` for a method this run does not run,
-    ``--dp-delta`` without differential privacy (config files may carry either: a file shared by several runs)."""
+    ``--dp-delta`` and ``--dp-secure-noise`` without differential privacy (config files may carry either: a file
+    shared by several runs)."""
     from proxgt.errors import UnknownNameError
     from proxgt.registry import extra_tables
 
@@ -135,9 +136,11 @@ def _check_flags_apply(args: argparse.Namespace, cfg: RunConfig, extra: dict[str
                     f"--extra {method}.* sets a setting of {method}, but this run's algorithm is {cfg.algorithm} "
                     f"(which reads [extra.{'] or [extra.'.join(sorted(tables))}]): drop it or use --algorithm {method}"
                 )
-    if getattr(args, "dp_delta", None) is not None and (cfg.dp_clip is None or cfg.dp_epsilon == "off"):
-        raise ProxGTValueError("--dp-delta is the delta of a differential privacy guarantee; this run has no "
-                               "differential privacy (give --dp-clip C with --dp-noise or --dp-epsilon)")
+    for name, what in (("dp_delta", "is the delta of a differential privacy guarantee"),
+                       ("dp_secure_noise", "chooses where differential privacy's noise comes from")):
+        if getattr(args, name, None) is not None and (cfg.dp_clip is None or cfg.dp_epsilon == "off"):
+            raise ProxGTValueError(f"--{name.replace('_', '-')} {what}; this run has no differential privacy "
+                                   "(give --dp-clip C with --dp-noise or --dp-epsilon)")
 
 
 def resume_overrides(args: argparse.Namespace, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -36,10 +36,13 @@ class NoState(NamedTuple):
 
 class SarahState(NamedTuple):
     """What a SARAH estimator remembers (:mod:`proxgt.estimators.sarah`): per row, the norm of its last fresh
-    estimate (the safeguard's reference) and how often the safeguard restarted it."""
+    estimate (the safeguard's reference), how often the safeguard restarted it, and how many iterations the row
+    has done (its own clock: each row refreshes every ``period`` of its own iterations, so a node that sat
+    iterations out, asynchronously or dropped, keeps its own refresh schedule)."""
 
     ref: torch.Tensor  # (k,) float
     restarts: torch.Tensor  # (k,) int64
+    iters: torch.Tensor  # (k,) int64
 
 
 #: The states of the shipped estimators (the type of the ``est`` field of an algorithm's state; a checkpoint

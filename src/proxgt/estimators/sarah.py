@@ -4,6 +4,14 @@ Every ``period`` iterations a fresh estimate (a big batch of B samples, or the f
 the SARAH recursion ``v_i = v_i' + (1/b) sum_r [grad F_i(x_i; xi_r) - grad F_i(x_i'; xi_r)]`` on the same
 samples at both points (2b IFO calls).
 
+The period counts each row's *own* iterations (``SarahState.iters``), not the network's: row i refreshes at its
+iterations q, 2q, ... . In a synchronous run every row has done t - 1 iterations when iteration t starts, so this
+is the global rule ``t % q == 0``, bit for bit. Asynchronously (:mod:`proxgt.mixing.asynchrony`) the nodes are
+at different iterations; the loop keeps every state row of a node that sat a tick out, its counter included, so
+each node refreshes on its own clock and the recursion always spans one of its own steps (x_i' is its previous
+iterate). A tick in which some rows refresh and others recurse draws and counts each row's samples only for
+what that row computes (a refresh costs m_i or B at that node, a recursion step 2b).
+
 Why the recursion can blow up, and what the sizes must satisfy. Write e_t = v_t - grad f(x_t) and
 H_xi for the Hessian of the b samples of step t. Then e_t = (I - a (H_xi - H)) e_t-1 + ..., a product of random
 matrices whose mean is the identity: nothing pulls the error back (a fresh minibatch gradient, in contrast,
@@ -49,8 +57,8 @@ _Fresh = Callable[[GradientOracle, torch.Tensor, "np.ndarray | None"], torch.Ten
 
 
 def _sarah_step(oracle: GradientOracle, X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor,
-                batch: int) -> torch.Tensor:
-    g_new, g_old = oracle.grad_pair(X_new, X_old, oracle.sample(batch))
+                batch: int, rows: np.ndarray | None = None) -> torch.Tensor:
+    g_new, g_old = oracle.grad_pair(X_new, X_old, oracle.sample(batch, rows), rows)
     # one fresh (k, d) result, no temporary beside it: for a wide model each is as large as a node state
     return torch.sub(g_new, g_old).add_(V_old)
 
@@ -69,26 +77,39 @@ def _check_restart(restart: float, cls: str) -> None:
 
 def _init(fresh: _Fresh, oracle: GradientOracle, X0: torch.Tensor) -> tuple[torch.Tensor, SarahState]:
     V = fresh(oracle, X0, None)
-    return V, SarahState(ref=_norms(V), restarts=torch.zeros(V.shape[0], dtype=torch.int64, device=V.device))
+    zeros = torch.zeros(V.shape[0], dtype=torch.int64, device=V.device)
+    return V, SarahState(ref=_norms(V), restarts=zeros, iters=zeros.clone())
 
 
 def _update(fresh: _Fresh, est: SarahOnline | SarahFinite, state: SarahState, oracle: GradientOracle,
             X_new: torch.Tensor, X_old: torch.Tensor, V_old: torch.Tensor, t: int) -> tuple[torch.Tensor, SarahState]:
-    if t % est.period == 0:
+    """One step of every row; ``t`` (the network's iteration) is not used: each row counts its own (module
+    docstring)."""
+    iters = state.iters + 1
+    due = (iters % est.period == 0).cpu().numpy()
+    if due.all():  # every row refreshes (a synchronous run's refresh iteration)
         V = fresh(oracle, X_new, None)
-        return V, state._replace(ref=_norms(V))
-    V = _sarah_step(oracle, X_new, X_old, V_old, est.batch)
+        return V, state._replace(ref=_norms(V), iters=iters)
+    mixed = due.any()  # asynchronous: some rows refresh, the others recurse; each row draws only what it uses
+    V = _sarah_step(oracle, X_new, X_old, V_old, est.batch, ~due if mixed else None)
+    ref = state.ref
+    if mixed:
+        F = fresh(oracle, X_new, due)
+        fresh_rows = torch.as_tensor(due, device=V.device)
+        V[fresh_rows] = F[fresh_rows]
+        ref = torch.where(fresh_rows, _norms(F), ref)
+    state = state._replace(ref=ref, iters=iters)
     if est.restart == 0.0 or oracle.full_batch:
         return V, state
     norms = _norms(V)
-    jump = ~(norms <= est.restart * state.ref)  # NaN and inf count as jumps
+    jump = ~(norms <= est.restart * ref)  # NaN and inf count as jumps (a row that just refreshed never does)
     if not bool(jump.any()):
         return V, state
     rows = jump.cpu().numpy()
     F = fresh(oracle, X_new, rows)
     V[jump] = F[jump]
-    ref = torch.where(jump, _norms(F), state.ref)
-    return V, SarahState(ref=ref, restarts=state.restarts + jump.to(torch.int64))
+    ref = torch.where(jump, _norms(F), ref)
+    return V, state._replace(ref=ref, restarts=state.restarts + jump.to(torch.int64))
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,8 @@ class Checkpointer:
         run_dir: the run folder (checkpoints go to ``run_dir/checkpoint``).
         rank, world: this process and the number of processes.
         every: interval in iterations (0 disables).
+        private: write each file with mode 0600: it holds this process's secret noise generators
+            (``dp_secure_noise``; docs/security.md).
 
     Only files older than the :data:`KEEP` newest complete checkpoints are deleted, so no barrier is needed.
     """
@@ -336,8 +338,11 @@ class Checkpointer:
         rank: int,
         world: int,
         every: int,
+        *,
+        private: bool = False,
     ):
         self.root = Path(run_dir) / CHECKPOINT_DIR
+        self.private = bool(private)
         self.rank, self.world, self.every = int(rank), int(world), int(every)
         self.saved: list[int] = []
 
@@ -354,7 +359,7 @@ class Checkpointer:
         _check_plain(record, "checkpoint")  # a non-plain value would make the file unreadable with weights_only
         d = self.root / f"iter{t:09d}"
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_with(d / f"rank{self.rank}.pt", lambda fh: torch.save(record, fh))
+        atomic_write_with(d / f"rank{self.rank}.pt", lambda fh: torch.save(record, fh), private=self.private)
         if self.rank == 0:
             marker = d / f"world{self.world}"
             if not marker.exists():

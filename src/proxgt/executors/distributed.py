@@ -46,6 +46,7 @@ import torch.distributed as dist
 from proxgt._state import map_state
 from proxgt.data._shard import ShardRequest
 from proxgt.errors import ProxGTValueError
+from proxgt.executors._sockets import is_loopback, listen_on_loopback, store_socket
 from proxgt.executors.agreement import agree_on_settings
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
 from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
@@ -55,6 +56,7 @@ from proxgt.mixing.clock import refuse_on_real_time
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 from proxgt.training.folder import default_run_folder
+from proxgt.training.privacy import private_across_processes
 
 __all__ = [
     "DistributedCommunicator",
@@ -73,7 +75,8 @@ def init_process_group_from_env(
     """Join the process group described by the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT).
 
     The store is created here so that the fault monitor can use it: a client of the launcher's store when
-    ``TORCHELASTIC_USE_AGENT_STORE=True`` (torchrun, ``proxgt launch``), else hosted by rank 0. Returns
+    ``TORCHELASTIC_USE_AGENT_STORE=True`` (torchrun, ``proxgt launch``), else hosted by rank 0 on MASTER_ADDR's
+    address only. With a loopback MASTER_ADDR gloo listens on loopback too (docs/security.md). Returns
     (rank, world, store, a second store client for the watchdog thread, or None). ``settings`` (a config's
     ``to_dict()``): first every process checks that all run the same (:func:`~proxgt.executors.agreement.
     agree_on_settings`), before the group forms (processes that count the world differently never form one).
@@ -89,8 +92,20 @@ def init_process_group_from_env(
         ) from None
     timeout = datetime.timedelta(seconds=float(timeout_s))
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(host, port, world, is_master=(rank == 0 and not agent), timeout=timeout,
-                          wait_for_workers=False)
+    if is_loopback(host):  # every peer is on this machine: gloo (and nccl's bootstrap) listen on loopback too
+        listen_on_loopback(os.environ)
+    if rank == 0 and not agent:
+        # this process hosts the store: on MASTER_ADDR's address only (the store is unauthenticated; torch's own
+        # server would listen on every interface)
+        try:
+            fd = store_socket(host, port).detach()
+        except OSError as exc:
+            raise ProxGTValueError(f"rank 0 cannot host the rendezvous store on MASTER_ADDR {host}:{port} (it must "
+                                   f"be an address of this machine and a free port): {exc.strerror or exc}") from None
+        store = dist.TCPStore(host, port, world, is_master=True, timeout=timeout, wait_for_workers=False,
+                              master_listen_fd=fd)
+    else:
+        store = dist.TCPStore(host, port, world, is_master=False, timeout=timeout, wait_for_workers=False)
     try:  # a second connection for the watchdog thread
         watch = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
     except Exception:
@@ -116,6 +131,7 @@ class DistributedExecutor:
         self.verdicts: list[Verdict] = []  # membership changes so far (on_failure = continue)
         self.folder: Any = None  # the run folder, when this process took the writer's place
         self.can_checkpoint = True
+        self.raw_local = False  # DP across processes: raw-data metrics stay in their process (communicator())
 
     @property
     def shard(self) -> ShardRequest:
@@ -131,6 +147,7 @@ class DistributedExecutor:
         if spec.network is not None:
             self.comm.attach_schedule(spec.network)
         spec.keep_only(self.comm.node_ids)
+        self.raw_local = spec.privacy is not None and bool(spec.settings.dp_secure_noise)
         return self.comm
 
     def barrier(self) -> None:
@@ -163,6 +180,11 @@ class DistributedExecutor:
             "note": "bytes_sent counts gossip rounds only (since the run started, checkpoints included); "
                     "logging_bytes is the metrics' all_reduce traffic, outside the iteration's count",
         }
+        if self.raw_local:
+            summary["distributed"]["note"] += (
+                "; differential privacy: the columns computed on training data (objective, grad_mapping_sq, "
+                "total_opt, train_accuracy, density) are over rank 0's own nodes at the network average, since no "
+                "process's raw-data metrics reach another; each process drew its noise from a secret seed")
         summary["lost_nodes"] = [
             {"node": int(i), "rank": int(r), "iteration": v.iteration, "reason": why}
             for v in self.verdicts for r, why in sorted(v.lost.items()) for i in comm.blocks[r]
@@ -324,7 +346,7 @@ def run_distributed(
         raise ProxGTValueError("nothing to run: give a config or resume=DIR")
     elif isinstance(cfg, dict):
         cfg = RunConfig.from_dict(cfg)
-    cfg = cfg.validate()
+    cfg = private_across_processes(cfg.validate())
     if not cfg.out:
         cfg = cfg.replace(out=default_run_folder(cfg.algorithm, cfg.seed))
     resolved = cfg.to_dict()  # before this process picks its GPU: what every machine must run alike

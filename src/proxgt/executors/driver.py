@@ -246,6 +246,9 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
             folder.start_metrics(list(ck["metrics"]["columns"]), rows)
             sys.stderr.write(f"proxgt: resuming {plan.run_dir} at iteration {state.t} of {spec.iters} "
                              f"(checkpoint written by {world} process{'es' if world > 1 else ''})\n")
+    path = spec.reg_schedule.start() if spec.reg_schedule is not None else None  # the sparse path's state
+    if plan is not None and path is not None:
+        path.load_state_dict(ck.get("sparse_path", {}))
     t_resumed = int(state.t) if state is not None else 0
     live = live_log(spec.settings, spec.resolved.to_dict(), out)  # --tensorboard: None unless set
 
@@ -262,9 +265,11 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
         if writer is not None:
             writer.add_node_rows(node_rows)
 
-    loop = partial(train, on_nodes=on_nodes) if spec.local_test is not None else train
+    loop = partial(train, on_nodes=on_nodes if spec.local_test is not None else None, path=path)
 
-    ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every) if checkpointing else None
+    # a process's secret noise generators are in its checkpoint file: readable by its owner only
+    ckpt = Checkpointer(out, rank, world, spec.settings.checkpoint_every,
+                        private=bool(spec.settings.dp_secure_noise)) if checkpointing else None
 
     def after_iteration(st: Any, wall: float) -> None:
         if fault_hook is not None:
@@ -275,6 +280,7 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
                 "algorithm": state_to_dict(st), "oracle": oracle.state_dict(), "comm": comm.state_dict(),
                 "mixer": mixer.state_dict(), "metrics": {"columns": list(rows[0]) if rows else [], "rows": rows},
                 "executor": {"wall": float(wall), "node_ids": node_ids}, "config": spec.settings.to_dict(),
+                **({"sparse_path": path.state_dict()} if path is not None else {}),
             })
 
     t_start = time.perf_counter()
@@ -294,6 +300,8 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
     x_all = executor.gather(state.x)
     folder = folder if folder is not None else executor.folder
     summary = summarize(rows, spec)
+    if path is not None:
+        summary["sparse_path"] = path.summary()
     executor.add_summary(summary, elapsed, int(state.t) - t_resumed)
     if folder is not None and x_all is not None:
         folder.write_final(x_all.detach().to("cpu", torch.float64).numpy())

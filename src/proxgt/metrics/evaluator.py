@@ -62,11 +62,16 @@ class MetricsEvaluator:
         density_mask: optional bool (d,) of coordinates that count in ``density``.
         test_chunk: test samples per forward pass.
         clock: the run's virtual clock (:class:`proxgt.mixing.clock.VirtualClock`), or None.
+        raw_local: what is computed on the nodes' raw training data (objective's f, grad f and with it
+            grad_mapping_sq, total_opt and density, train_accuracy) is averaged over this process's own nodes,
+            never summed over processes: differential privacy across processes (``dp_secure_noise``), where no
+            such value may leave its process. One process holds every node, so there it changes nothing.
     """
 
     def __init__(self, problem, regularizer, oracle, comm, step: float, test=None, density_mask=None,
-                 test_chunk: int = 8192, clock=None, local_test=None):
+                 test_chunk: int = 8192, clock=None, local_test=None, raw_local: bool = False):
         self.problem, self.reg, self.oracle, self.comm = problem, regularizer, oracle, comm
+        self.raw_local = bool(raw_local)
         sub = problem.metrics_samples
         # the oracle the training metrics evaluate: all local data, or a fixed subsample (module docstring)
         self.train_oracle = oracle.subsample(sub, seed=0) if sub and sub < oracle.m_max else oracle
@@ -83,6 +88,10 @@ class MetricsEvaluator:
         # per-site results (local_test_fraction): every node's own held-out data (proxgt.metrics.per_node)
         self.local = None if local_test is None else LocalTestMetrics(
             problem, local_test, comm, dtype=oracle.dtype, device=oracle.device, chunk_size=problem.chunk_size)
+
+    def use_regularizer(self, regularizer) -> None:
+        """Evaluate the rows from now on with this h (the sparse path's switch to its support)."""
+        self.reg = regularizer
 
     @property
     def columns(self) -> list[str]:
@@ -128,8 +137,11 @@ class MetricsEvaluator:
         Xb = xbar.unsqueeze(0).expand(X.shape[0], -1).contiguous()
         with torch.enable_grad():
             loss_rows, grad_rows = self.train_oracle.full_loss_grad(Xb)
-        f_bar = float(comm.sum_over_nodes(loss_rows.unsqueeze(1))[0]) / n
-        g_bar = comm.sum_over_nodes(grad_rows) / n
+        # raw-data values: over this process's nodes only under DP across processes (raw_local)
+        raw_sum = (lambda T: T.sum(dim=0)) if self.raw_local else comm.sum_over_nodes
+        n_raw = int(X.shape[0]) if self.raw_local else n
+        f_bar = float(raw_sum(loss_rows.unsqueeze(1))[0]) / n_raw
+        g_bar = raw_sum(grad_rows) / n_raw
         s, z = gradient_mapping(self.reg, xbar, g_bar, self.step)
         s1, _ = gradient_mapping(self.reg, xbar, g_bar, 1.0)
         ifo = torch.as_tensor(self.oracle.ifo, dtype=torch.float64).unsqueeze(1)
@@ -149,7 +161,7 @@ class MetricsEvaluator:
         }
         if self.classification:
             correct, count = self.train_oracle.predictions(Xb)
-            tot = comm.sum_over_nodes(torch.stack([correct, count], dim=1))
+            tot = raw_sum(torch.stack([correct, count], dim=1))
             row["train_accuracy"] = float(tot[0] / tot[1])
         if self._test_data is not None:
             acc, tloss = self._test_metrics(xbar, *self._test_data)

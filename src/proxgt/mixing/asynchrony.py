@@ -38,6 +38,12 @@ its mixings is taken at its next mixing (delivery is never earlier than arrival)
 ``sum_i m_i + (mass in flight) = sum_i v_i`` at every tick (:meth:`AsyncNetwork.held_mass`), and likewise
 ``sum_i phi_i + (weight in flight) = n``.
 
+**Sum-push keys** (``Capabilities.sum_push_keys``, ASY-SONATA): a tracker the algorithm uses as its mass itself.
+A mixing keeps ``w_ii`` of the node's mass (its held mass plus the algorithm's correction), sends the share
+``w_ji m_i`` to every neighbour at every mixing (running sums, as above) and adds all it received; no weight
+divides it, so after asynchronous mixings the nodes hold unequal shares of the sum (the method's own design).
+The invariant is the same: held mass plus mass in flight equals the sum of the local estimates.
+
 **Pairwise keys** (``Capabilities.pairwise_keys``, AD-PSGD): a key mixed by randomized pairwise averaging
 (:mod:`proxgt.mixing.pairwise`) reads the partner's current model instead of waiting for messages; the
 staleness bound does not apply to an algorithm that declares one (it sends no tagged messages to wait for).
@@ -79,10 +85,12 @@ class AsyncNetwork:
         max_staleness: S >= 1.
         pairwise: keys averaged with one random neighbour (:mod:`proxgt.mixing.pairwise`); ``seed`` picks the
             partners.
+        sum_push: tracked keys mixed by sum-push (the mass itself, no push-sum weight; module docstring).
     """
 
     def __init__(self, comm: SimulatedCommunicator, edges: np.ndarray, weights: np.ndarray, tracked: tuple[str, ...],
-                 profile: ClockProfile | None, max_staleness: int, pairwise: tuple[str, ...] = (), seed: int = 0):
+                 profile: ClockProfile | None, max_staleness: int, pairwise: tuple[str, ...] = (), seed: int = 0,
+                 sum_push: tuple[str, ...] = ()):
         self.comm = comm
         self.n = int(comm.n_nodes)
         e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
@@ -93,6 +101,7 @@ class AsyncNetwork:
         # w_ii = 1 - sum_j w_ij: what a node keeps of its own mass
         self._self_w = 1.0 - np.bincount(self.dst, weights=self._w, minlength=self.n)
         self.tracked = tuple(tracked)
+        self.sum_push = tuple(sum_push)
         self.profile = profile
         if profile is not None and not np.array_equal(profile.edges, e):
             raise ProxGTValueError("the clock profile and the asynchronous network disagree on the links")
@@ -130,8 +139,15 @@ class AsyncNetwork:
         ifo = np.asarray(self._work.ifo, dtype=np.int64)
         delta = np.where(self.active, ifo - self._charged, 0)
         if delta.any():
-            self.time += delta * self.profile.speeds(self._calls)
+            self.time = self.profile.computed(self.time, delta * self.profile.speeds(self._calls))
             self._charged = np.where(self.active, ifo, self._charged)
+
+    def _arrival(self, d: int, sent: float, links: np.ndarray) -> float:
+        """When the message that link ``d``'s sender was ready to send at ``sent`` reaches its receiver (the
+        traces' waits included, :mod:`proxgt.mixing.traces`)."""
+        if self.profile is None:
+            return sent + float(links[d])
+        return self.profile.arrival(int(self.src[d]), int(self.dst[d]), d % self.E, sent, float(links[d]))
 
     def _link_times(self, nbytes: int) -> np.ndarray:
         if self.profile is None:
@@ -160,6 +176,9 @@ class AsyncNetwork:
                 blocked[i] = True
             else:
                 ready[i] = max(ready[i], min(arrivals.values()))
+        traces = self.profile.traces if self.profile is not None else None
+        if traces is not None and traces.any_nodes:  # a node that is off starts when it is back
+            ready = np.array([traces.node_on(i, t) for i, t in enumerate(ready.tolist())])
         free = ~blocked
         first = ready[free].min()
         self.active = free & (ready == first)
@@ -182,6 +201,8 @@ class AsyncNetwork:
         nbytes = (Z[0].numel() if Z.ndim > 1 else 1) * Z.element_size()
         links = self._link_times(nbytes)
         self._calls += 1
+        if key in self.sum_push:
+            return self._mix_sum(Z, key, links)
         if key in self.tracked:
             return self._mix_mass(Z, key, links)
         if key in self.pairwise:
@@ -207,8 +228,13 @@ class AsyncNetwork:
         """Randomized pairwise averaging (:mod:`proxgt.mixing.pairwise`): each averaging is a round trip on the
         link, charged to the node that asked."""
         out, used, sent = self.pairs.mix(Z, key, self.active, self.iters)
+        traced = self.profile is not None and self.profile.traces is not None
         for d in used:
-            self.time[self.src[d]] += links[d] + links[(d + self.E) % (2 * self.E)]
+            i, back = int(self.src[d]), (d + self.E) % (2 * self.E)
+            if traced:  # there and back, each waiting for an off node or a link that is down
+                self.time[i] = self._arrival(back, self._arrival(d, float(self.time[i]), links), links)
+            else:
+                self.time[i] += links[d] + links[back]
         self.comm.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
         return out
 
@@ -223,7 +249,7 @@ class AsyncNetwork:
             fresh = None
             if sending[d]:
                 row, share = payload(i, float(self._w[d]))
-                fresh = _Message(float(self.time[i]), float(self.time[i] + links[d]), row, share)
+                fresh = _Message(float(self.time[i]), self._arrival(d, float(self.time[i]), links), row, share)
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
@@ -294,6 +320,29 @@ class AsyncNetwork:
         result = ratio if before is None else torch.where(act, ratio, before)
         self.shown[key] = result
         return result
+
+    def _mix_sum(self, Z: torch.Tensor, key: str, links: np.ndarray) -> torch.Tensor:
+        """A sum-push tracker (module docstring): an active node's mass is ``Z``'s row (the mass it showed plus
+        the algorithm's correction); it keeps w_ii of it, sends w_ji of it to every neighbour, and adds every
+        share that has arrived. Inactive nodes keep their mass. With every message the one just sent: W Z."""
+        act = torch.as_tensor(self.active, device=Z.device).view(-1, *([1] * (Z.ndim - 1)))
+        touched_np = self.touched.setdefault(key, np.zeros(self.n, dtype=bool))
+        touched = torch.as_tensor(touched_np, device=Z.device).view_as(act)
+        # a node that never mixed and is not active takes no part: its row only keeps the product finite
+        mass = torch.where(act, Z, torch.where(touched, self.mass.get(key, Z), Z))
+        sending = self.active[self.src]
+        out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
+        pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, 0.0), links, sending):
+            if len(taken) == 1 and taken[0] is fresh:
+                continue  # exactly the synchronous share: W m already holds it
+            i = int(self.src[d])
+            got = sum((m.payload for m in taken), torch.zeros_like(mass[i]))
+            out[j] += got - float(self._w[d]) * mass[i]
+        touched_np |= self.active
+        new_mass = torch.where(act, out, mass)
+        self.mass[key] = new_mass
+        return new_mass
 
     def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
         """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
@@ -381,7 +430,7 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if not algorithm.capabilities.asynchronous:
         raise ProxGTValueError(
             f"algorithm {cfg.algorithm!r} cannot run asynchronously (--async): it does not declare it "
-            "(Capabilities.asynchronous; ProxGT with the sa estimator does)")
+            "(Capabilities.asynchronous; ProxGT with any estimator does)")
     if cfg.max_staleness == 0:
         raise ProxGTValueError("max_staleness = 0 with --async is the synchronous run: every node would wait for "
                                "every neighbour's newest message; use max_staleness >= 1 or leave --async off")
@@ -401,4 +450,5 @@ def async_network(comm: SimulatedCommunicator, spec: Any) -> AsyncNetwork:
     edges = canonical_edges(spec.topology.edges)
     caps = spec.algorithm.capabilities
     return AsyncNetwork(comm, edges, edge_weights(spec.topology.W, edges), caps.tracked_keys,
-                        spec.clock, int(spec.settings.max_staleness), caps.pairwise_keys, int(spec.settings.seed))
+                        spec.clock, int(spec.settings.max_staleness), caps.pairwise_keys, int(spec.settings.seed),
+                        caps.sum_push_keys)

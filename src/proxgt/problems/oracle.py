@@ -54,6 +54,10 @@ class GradientOracle:
         privacy: differential privacy (:mod:`proxgt.privacy`): minibatches are drawn by Poisson subsampling and
             every minibatch gradient is the clipped, noised release of the Gaussian mechanism; full gradients and
             gradient pairs are refused. None: off.
+        private_seed: with ``privacy``, the seed of the nodes' Poisson samples and noise instead of ``seed``: a
+            secret of this process (``dp_secure_noise``, :mod:`proxgt.training.privacy`), so that no other party,
+            all of which know the run's seed, can regenerate them. Both streams: subsampling amplifies privacy
+            only while the sample stays secret.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class GradientOracle:
         device: str | torch.device = "cpu",
         full_batch: bool = False,
         privacy: PrivacyMechanism | None = None,
+        private_seed: int | None = None,
     ):
         self.problem = problem
         self.full_batch = bool(full_batch)
@@ -86,14 +91,15 @@ class GradientOracle:
         self._row_offsets = (torch.arange(self.k, device=self.device) * self.m_max).unsqueeze(1)
         self._X_flat = self.X if self.sparse else self.X.reshape(self.k * self.m_max, *self.X.shape[2:])
         self._y_flat = self.y.reshape(-1)
-        self.generators = [torch.Generator().manual_seed(node_generator_seed(seed, i)) for i in self.node_ids]
+        stream_seed = seed if privacy is None or private_seed is None else private_seed
+        self.generators = [torch.Generator().manual_seed(node_generator_seed(stream_seed, i)) for i in self.node_ids]
         self.ifo = np.zeros(self.k, dtype=np.int64)
         # differential privacy: the noise streams (apart from the sample streams, so noise does not shift which
         # samples are drawn) and the releases so far, {expected batch b: count}, which the accountant composes
         self.privacy = privacy
         self.dp_releases: dict[int, int] = {}
         self.noise_generators = [] if privacy is None else [
-            torch.Generator().manual_seed(node_generator_seed(seed, i) ^ 0xD1FF) for i in self.node_ids]
+            torch.Generator().manual_seed(node_generator_seed(stream_seed, i) ^ 0xD1FF) for i in self.node_ids]
         # bool (k,) or None: the rows that take part in this iteration (node dropout, proxgt.mixing.dynamic);
         # the others are computed with the batch but not counted, and the loop discards their results
         self.active: np.ndarray | None = None
@@ -157,15 +163,16 @@ class GradientOracle:
         return self.problem.loss_grad(X, feats, labels, weights)[1]
 
     def grad_pair(
-        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | PoissonBatch | None
+        self, X_new: torch.Tensor, X_old: torch.Tensor, idx: torch.Tensor | PoissonBatch | None,
+        rows: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients at two points on the *same* samples (the SARAH difference), in one batched call.
-        Costs 2b per node (2 m_i for the whole shard, ``idx`` None)."""
+        Costs 2b per node (2 m_i for the whole shard, ``idx`` None); ``rows``: as in :meth:`grad`."""
         self._refuse_private("gradient differences on the same samples (SARAH-type estimators)")
         if idx is None:
-            return self.full_grad(X_new), self.full_grad(X_old)
+            return self.full_grad(X_new, rows), self.full_grad(X_old, rows)
         assert not isinstance(idx, PoissonBatch)  # only a private oracle draws one, refused above
-        self._count(2 * idx.shape[1])
+        self._count(2 * idx.shape[1], rows)
         if X_new.numel() * X_new.element_size() > _PAIR_CONCAT_BYTES:
             # a wide model: two calls on one batch, without the (2k, d) copy of both points and its gradients
             feats, labels, weights = self._batch(idx)

@@ -202,6 +202,7 @@ _AXIS_LABELS = {
     "bytes_per_node": "bytes sent per node",
     "iter": "iteration",
     "modeled_s": "modeled time (s)",
+    "sim_time_s": "virtual time (s)",
 }
 
 

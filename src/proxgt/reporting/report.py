@@ -1,7 +1,8 @@
 """``report.md`` and PNG plots for a folder of runs (a suite's output folder or any folder of run folders).
 
 Plots: the metric on a log scale against component gradients per node, communication rounds, wall time and
-modeled time (:mod:`proxgt.costmodel`), seed mean with a min-max band. Table
+modeled time (:mod:`proxgt.costmodel`), seed mean with a min-max band; when every run logged ``sim_time_s`` (the
+virtual clock, :mod:`proxgt.mixing.clock`), against virtual time, samples, bytes and wall time instead. Table
 (:func:`proxgt.reporting.runs.series_table`): per series, the iterations, samples per node, rounds, bytes, wall
 time and modeled time at the first logged point from which the seed-mean metric stays at or below the target
 (``*_to_target``; the first dip below it, ``first_dip_*``, as secondary columns), and the final value as the
@@ -29,9 +30,12 @@ from proxgt.reporting.runs import (
 )
 from proxgt.reporting.sweep import find_sweep, small_multiples_figure, summary_figure
 
-__all__ = ["write_report", "PLOT_AXES"]
+__all__ = ["write_report", "PLOT_AXES", "CLOCK_PLOT_AXES"]
 
 PLOT_AXES = ("ifo_per_node", "comm_rounds", "wall_s", "modeled_s")
+#: runs on the virtual clock: the simulated time replaces the modeled one (the clock prices the same samples,
+#: rounds and bytes, with the waiting a barrier costs)
+CLOCK_PLOT_AXES = ("sim_time_s", "ifo_per_node", "bytes_per_node", "wall_s")
 
 
 def _slug(text: str) -> str:
@@ -93,6 +97,8 @@ def write_report(
     if tuning is not None:
         atomic_write_text(table_md, table_md.read_text() + "\n" + tuning_markdown(tuning))
     by_label = {c.label: c for c in curves}
+    clocked = bool(curves) and all("sim_time_s" in c.x for c in curves)
+    plot_axes = CLOCK_PLOT_AXES if clocked else PLOT_AXES
     groups: dict[str, list[str]] = {}  # group -> its series labels
     pooled = []  # centralized references: drawn in every group's figure
     for label, recs in series.items():
@@ -112,7 +118,7 @@ def write_report(
         suffix = f" ({group_by} = {key})" if key else ""
         sweep = find_sweep({label: series[label] for label in labels})
         if sweep is None:
-            plot_curves([by_label[label] for label in labels], out / name, axes=PLOT_AXES, metric_label=metric,
+            plot_curves([by_label[label] for label in labels], out / name, axes=plot_axes, metric_label=metric,
                         target=float(target), title=f"{title}{suffix}: mean and range over seeds", ncols=2)
         else:  # the question first (final value against the swept setting), then one panel per method
             summary = f"summary-{_slug(key)}.png" if key else "summary.png"
@@ -120,7 +126,7 @@ def write_report(
                                        title=f"{title}{suffix}: final {metric} against {sweep.setting}"),
                         out / summary)
             summaries.append(summary)
-            save_figure(small_multiples_figure(sweep, by_label, axis=PLOT_AXES[0], metric_label=metric,
+            save_figure(small_multiples_figure(sweep, by_label, axis=plot_axes[0], metric_label=metric,
                                                target=float(target),
                                                title=f"{title}{suffix}: seed-mean curves, one panel per method"),
                         out / name)

@@ -41,6 +41,7 @@ __all__ = [
     "series_table",
     "TABLE_COLUMNS",
     "TO_TARGET_COLUMNS",
+    "CLOCK_COLUMNS",
     "FIRST_DIP_COLUMNS",
     "table_caption",
     "table_columns",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 COMPLETE_STATUSES = ("ok", "diverged")
-COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s")
+COST_AXES = ("iter", "ifo_per_node", "comm_rounds", "bytes_per_node", "wall_s", "modeled_s", "sim_time_s")
 # Settings that never name a series (they differ between seeds or are bookkeeping).
 _NOT_SERIES = {"seed", "out", "meta", "data_dir", "threads", "device", "tensorboard"}
 #: settings a run resolves from the others (``auto`` step, rounds, mixing and consensus step, estimator sizes):
@@ -161,6 +162,9 @@ TO_TARGET_COLUMNS = (
 FIRST_DIP_COLUMNS = (
     ("first_dip_samples", "ifo_per_node"), ("first_dip_rounds", "comm_rounds"), ("first_dip_modeled_s", "modeled_s"),
 )
+#: Cost columns of runs on the virtual clock only (their rows log ``sim_time_s``): the simulated time to target,
+#: sustained as the columns above; present in a table when some series has it.
+CLOCK_COLUMNS = (("sim_s_to_target", "sim_time_s"),)
 _SETTING_COLUMNS = ("series", "algorithm", "topology", "nodes", "mixing", "K", "seeds", "diverged")
 TABLE_COLUMNS = (
     *_SETTING_COLUMNS, *(c for c, _ in TO_TARGET_COLUMNS), *(c for c, _ in FIRST_DIP_COLUMNS), "final_median",
@@ -194,7 +198,8 @@ def series_table(
     ``nan`` there.
 
     Finished runs only; diverged seeds are counted and left out of the mean (a diverged run has no finite
-    tail to average). ``cost`` (a :class:`proxgt.costmodel.CostModel`) adds the ``modeled_s`` axis.
+    tail to average). ``cost`` (a :class:`proxgt.costmodel.CostModel`) adds the ``modeled_s`` axis; runs on the
+    virtual clock add ``sim_s_to_target`` (:data:`CLOCK_COLUMNS`).
     """
     rows, curves = [], []
     for label, recs in series.items():
@@ -220,6 +225,9 @@ def series_table(
                 row[col] = sustained_cost(c, target, axis) if axis in c.x else math.nan
             for col, axis in FIRST_DIP_COLUMNS:
                 row[col] = first_dip_cost(c, target, axis) if axis in c.x else math.nan
+            for col, axis in CLOCK_COLUMNS:
+                if axis in c.x:
+                    row[col] = sustained_cost(c, target, axis)
             row["final_median"] = final_median(c)
             per_node = final_per_node(good)  # runs with local test data: the worst site beside the mean
             if per_node is not None:
@@ -242,15 +250,20 @@ LAST_VALUE_FINALS = ("epsilon",)
 
 
 def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """TABLE_COLUMNS plus the optional final columns (test accuracy, density) some row has."""
+    """TABLE_COLUMNS plus the virtual-clock cost columns (after the modeled time) and the optional final columns
+    (test accuracy, density) some row has."""
+    clock = [c for c, _ in CLOCK_COLUMNS if any(c in r for r in rows)]
+    base = list(TABLE_COLUMNS)
+    at = base.index("modeled_s_to_target") + 1
+    base[at:at] = clock
     extra = [f"final_{c}" for c in OPTIONAL_FINALS if any(f"final_{c}" in r for r in rows)]
     if any("worst_node" in r for r in rows):  # beside the local accuracy columns
         at = next((i + 1 for i, c in enumerate(extra) if c == "final_local_accuracy_worst"), len(extra))
         extra.insert(at, "worst_node")
-    return [*TABLE_COLUMNS, *extra]
+    return [*base, *extra]
 
 
-_SIG3_COLUMNS = ("bytes_to_target", "wall_s_to_target", "modeled_s_to_target", "first_dip_modeled_s")
+_SIG3_COLUMNS = ("bytes_to_target", "wall_s_to_target", "modeled_s_to_target", "first_dip_modeled_s", "sim_s_to_target")
 
 
 def _fmt(v: Any, col: str) -> str:

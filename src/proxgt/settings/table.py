@@ -171,6 +171,16 @@ SETTINGS: tuple[Setting, ...] = (
             f"{_REG_PARAM} of support: an .npz whose x's non-zeros are the support (union over rows) "
             "[default: init]", metavar="PATH"),
     Setting("reg_bias", "problem", False, Bool(), "networks: also regularize biases"),
+    Setting("reg_warmup", "problem", 0.0, Float(0.0, 1.0, high_open=False),
+            "share of the iterations over which the penalty's strength ramps linearly from 0 to reg_strength "
+            "(docs/neural-networks.md, sparse path)", metavar="SHARE"),
+    Setting("sparsify_density", "problem", None, Float(0.0, 1.0, low_open=True),
+            "sparse path: at iteration sparsify_at x iters the nodes agree on a magnitude threshold keeping at "
+            "most this share of the weights, project on that support, then train on it (reg = support) "
+            "[default: off]", metavar="SHARE"),
+    Setting("sparsify_at", "problem", None, Float(0.0, 1.0, low_open=True),
+            "sparse path: share of the iterations after which the network sparsifies [default 0.5]",
+            metavar="SHARE"),
     Setting("hidden", "problem", 256, Int(1), "hidden width of problem = mlp"),
     Setting("activation", "problem", "relu", Choice(("relu", "tanh")), "activation of mlp and lenet"),
     Setting("nn_grad", "problem", "auto", Choice(("auto", "grouped", "vmap")),
@@ -188,13 +198,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("link_bandwidth", "clock", None, _ClockSpec("bytes per second, > 0", positive=True),
             "bytes per second of a link, drawn per message, or a CSV file of I,J,SPEC rows [default: infinite]",
             metavar="SPEC|CSV"),
+    Setting("availability", "clock", None, PathValue(),
+            "a CSV file of NODE,START_S,END_S rows: the node is off during [START_S, END_S) of virtual time (it "
+            "does not compute or send; messages to it wait until it is back)", metavar="CSV"),
+    Setting("link_outages", "clock", None, PathValue(),
+            "a CSV file of I,J,START_S,END_S rows: the link carries nothing during [START_S, END_S); a message sent "
+            "meanwhile leaves when it is back (late rather than lost, docs/virtual-clock.md)", metavar="CSV"),
     Setting("round_deadline", "clock", None, Float(0.0),
             "seconds a node waits in a synchronous round for its neighbours' messages past its own ready time; a "
             "later message is late: made good by the next one (trackers by running sums, docs/message-loss.md)",
             metavar="SECONDS"),
     Setting("asynchronous", "clock", False, Bool(),
             "nodes compute and send on their own virtual clocks and mix with the newest message from each "
-            "neighbour, never waiting for one (ProxGT-SA; plain mixing, one round)", flag="--async"),
+            "neighbour, never waiting for one (ProxGT; plain mixing, one round)", flag="--async"),
     Setting("max_staleness", "clock", 4, Int(0),
             "with --async: a node waits rather than mix with a neighbour's message more than this many of its "
             "iterations old (0 would be the synchronous run)"),
@@ -209,6 +225,10 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="TARGET"),
     Setting("dp_delta", "privacy", 1e-5, Float(0.0, 1.0, low_open=True), "delta of the (epsilon, delta) reported",
             metavar="DELTA"),
+    Setting("dp_secure_noise", "privacy", None, Bool(),
+            "draw each node's DP noise and Poisson samples from a seed taken from the operating system's secure "
+            "randomness, which no other process or site knows, instead of from seed (the run then repeats only "
+            "through a resume) [default: off in one process, always on for 'proxgt launch' workers]"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),

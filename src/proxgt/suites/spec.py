@@ -111,11 +111,12 @@ def load_suite(path: str | Path, *, out: str | Path | None = None) -> Suite:
     if not isinstance(overrides, list):
         raise _err(src, "[[cell]] must be an array of tables")
     for i, c in enumerate(overrides):
-        if not isinstance(c, dict) or set(c) - {"match", "set"} or not isinstance(c.get("match", {}), dict) \
-                or not isinstance(c.get("set"), dict):
-            raise _err(src, f"cell #{i + 1} must have a 'match' table and a 'set' table")
+        if not isinstance(c, dict) or set(c) - {"match", "set", "skip"} or not isinstance(c.get("match", {}), dict) \
+                or ("skip" in c) == ("set" in c) or not isinstance(c.get("set", {}), dict) \
+                or c.get("skip", True) is not True:
+            raise _err(src, f"cell #{i + 1} must have a 'match' table and either a 'set' table or skip = true")
         _check_settings(c.get("match", {}), src, f"cell #{i + 1} match")
-        _check_settings(c["set"], src, f"cell #{i + 1} set")
+        _check_settings(c.get("set", {}), src, f"cell #{i + 1} set")
 
     varying = [k for k, v in axes if len(v) > 1]
     cells: list[Cell] = []
@@ -125,15 +126,19 @@ def load_suite(path: str | Path, *, out: str | Path | None = None) -> Suite:
         ax = dict(zip([k for k, _ in axes], combo, strict=True))
         cfg = {k.replace("-", "_"): v for k, v in base.items()}
         cfg.update(ax)
+        skip = False
         for i, c in enumerate(overrides):
             if all(cfg.get(k.replace("-", "_")) == v for k, v in c.get("match", {}).items()):
                 used[i] += 1
-                for k, v in c["set"].items():
+                skip = skip or bool(c.get("skip"))
+                for k, v in c.get("set", {}).items():
                     k = k.replace("-", "_")
                     if k == "extra" and isinstance(v, dict):
                         cfg["extra"] = {**(cfg.get("extra") or {}), **v}
                     else:
                         cfg[k] = v
+        if skip:  # a combination the grid crosses that does not exist (e.g. an asynchronous-only method, sync)
+            continue
         pooled = pooled_config(cfg)
         if pooled is not cfg:  # graph settings do not apply to a pooled run: one cell for all of them
             ax = {k: ("pooled" if k in _GRAPH_KEYS else v) for k, v in ax.items()}

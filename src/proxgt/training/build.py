@@ -45,7 +45,8 @@ from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES,
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
 from proxgt.topology.time_varying import time_varying_topology
-from proxgt.training.privacy import privacy_from_settings
+from proxgt.training.privacy import privacy_from_settings, secure_seed
+from proxgt.training.sparsify import RegSchedule, averaging_rounds, check_sparse_path, flood_rounds
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
 
@@ -101,6 +102,9 @@ class RunSpec:
     clock: ClockProfile | None = None
     #: each node's held-out local test samples (``local_test_fraction``; proxgt.data._local), rows as node_data's
     local_test: NodeData | None = None
+    #: the penalty's warm-up and the sparsify phase (``reg_warmup``, ``sparsify_density``;
+    #: proxgt.training.sparsify); None: h is the same at every iteration
+    reg_schedule: RegSchedule | None = None
 
     @property
     def step(self) -> float:
@@ -135,8 +139,13 @@ class RunSpec:
             return x0.unsqueeze(0).repeat(len(node_ids), 1)
         return x0[list(node_ids)].clone()
 
-    def make_oracle(self, node_ids: list[int] | tuple[int, ...]) -> GradientOracle:
-        """The gradient oracle of the nodes ``node_ids``."""
+    def make_oracle(self, node_ids: list[int] | tuple[int, ...], *, noise_seed: int | None = None) -> GradientOracle:
+        """The gradient oracle of the nodes ``node_ids``. Under DP with ``dp_secure_noise`` their Poisson samples
+        and noise come from ``noise_seed`` (a site's own, :func:`~proxgt.training.privacy.site_noise_seed`), or
+        from a fresh :func:`~proxgt.training.privacy.secure_seed` when None; otherwise from the run's seed."""
+        secret = None
+        if self.privacy is not None and self.settings.dp_secure_noise:
+            secret = secure_seed() if noise_seed is None else int(noise_seed)
         return GradientOracle(
             self.problem,
             self.node_data.shard(list(node_ids)),
@@ -146,6 +155,7 @@ class RunSpec:
             device=torch.device(self.settings.device),
             full_batch=self.full_batch,
             privacy=self.privacy,
+            private_seed=secret,
         )
 
     def keep_only(self, node_ids: list[int] | tuple[int, ...]) -> None:
@@ -337,10 +347,14 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
             )
     local_size = int(round(int(counts.sum()) / len(counts)))
     ctx_cfg = cfg.replace(batch=None) if cfg.batch == "full" else cfg
-    algorithm = ALGORITHMS.get(cfg.algorithm)(
-        AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=regularizer, step=step,
-                         recursion_ratio=problem.recursion_ratio)
-    )
+
+    def algorithm_for(reg: Regularizer) -> Algorithm[Any]:
+        built: Algorithm[Any] = ALGORITHMS.get(cfg.algorithm)(
+            AlgorithmContext(cfg=ctx_cfg, n_nodes=cfg.nodes, local_size=local_size, regularizer=reg, step=step,
+                             recursion_ratio=problem.recursion_ratio))
+        return built
+
+    algorithm = algorithm_for(regularizer)
     if not isinstance(algorithm, Algorithm):
         raise ProxGTValueError(
             f"algorithm {cfg.algorithm!r}: its builder returned a {type(algorithm).__name__}, which lacks init, update "
@@ -373,6 +387,8 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
                                                 iters=int(derived.get("iters", cfg.iters)))
     derived.update(dp_derived)  # dp_noise solved from dp_epsilon
     resolved = cfg.replace(**derived).with_absolute_paths()
+    reg_schedule = _reg_schedule(cfg, problem, topology, int(resolved.iters), network is not None,
+                                 algorithm_for)
     meta = {
         "version": __version__,
         "lambda": topology.lam,
@@ -387,4 +403,17 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     }
     return RunSpec(settings=cfg, resolved=resolved, train=train, test=test, node_data=node_data, topology=topology,
                    problem=problem, regularizer=regularizer, algorithm=algorithm, x0=x0, smoothness=L, meta=meta,
-                   privacy=privacy, network=network, clock=clock, local_test=local_test)
+                   privacy=privacy, network=network, clock=clock, local_test=local_test, reg_schedule=reg_schedule)
+
+
+def _reg_schedule(cfg: RunConfig, problem: Problem, topology: Topology, iters: int, dynamic: bool,
+                  algorithm_for: Any) -> RegSchedule | None:
+    """The sparse path's schedule (proxgt.training.sparsify), or None when h never changes."""
+    switch = check_sparse_path(cfg, iters=iters, dynamic_network=dynamic or messages_may_miss(cfg))
+    warmup = int(round(float(cfg.reg_warmup) * iters))
+    if switch is None and warmup == 0:
+        return None
+    return RegSchedule(
+        strength=float(cfg.reg_strength), warmup_iters=warmup, switch_iter=switch, density=cfg.sparsify_density,
+        weights=problem.density_mask, avg_rounds=averaging_rounds(topology.lam), flood=flood_rounds(topology.W_csr),
+        regularizer_for=lambda s: _regularizer(cfg.replace(reg_strength=s), problem), algorithm_for=algorithm_for)

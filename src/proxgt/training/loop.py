@@ -17,6 +17,7 @@ from proxgt.mixing.communicator import Clocked, Scheduled
 from proxgt.mixing.compressed import make_mixer
 from proxgt.mixing.dynamic import keep_inactive_rows
 from proxgt.problems.oracle import GradientOracle
+from proxgt.training.sparsify import SparsePath
 
 __all__ = ["compute_settings", "train"]
 
@@ -103,6 +104,7 @@ def train(
     after_iteration: Callable[[Any, float], None] | None = None,
     progress: bool = False,
     mixer: Any = None,
+    path: SparsePath | None = None,
 ) -> tuple[Any, MetricsEvaluator]:
     """Run ``spec``'s algorithm to ``spec.iters`` iterations on the rows ``comm.node_ids``.
 
@@ -110,7 +112,9 @@ def train(
     is logged, and ``on_nodes`` its per-node rows (runs with local test data: per_node.csv);
     ``after_iteration(state, wall_s)`` runs after every iteration. Raises DivergenceError when the iterates stop
     being finite (the rows logged so far were already passed on). ``mixer`` is the run's mixing operator (default
-    :func:`~proxgt.mixing.compressed.make_mixer`; the driver passes its own, to checkpoint it).
+    :func:`~proxgt.mixing.compressed.make_mixer`; the driver passes its own, to checkpoint it). ``path``: the
+    sparse path's state (:mod:`proxgt.training.sparsify`; the driver passes it, to checkpoint it), which picks h
+    for every iteration and sparsifies the rows at its switch.
     """
     node_ids = list(comm.node_ids)
     # a Mixer, or compressed gossip with --compress (proxgt.mixing.compressed)
@@ -122,8 +126,13 @@ def train(
     if clock is not None:
         clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
-                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test)
+                               density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test,
+                               raw_local=spec.privacy is not None and bool(spec.settings.dp_secure_noise))
     alg = spec.algorithm
+    if path is None and spec.reg_schedule is not None:
+        path = spec.reg_schedule.start()
+    if path is not None and path.support is not None:  # resumed after the switch: metrics see h = the support
+        metrics.use_regularizer(path.regularizer(0))
     wall = start_wall
     # unreliable or time-varying network: the communicator follows the schedule round by round, and nodes that
     # sit an iteration out keep their state (absent on a reliable static graph: today's code path)
@@ -154,6 +163,11 @@ def train(
         while state.t < spec.iters:
             t0 = time.perf_counter()
             t_before = state.t
+            if path is not None:
+                if path.due(state.t):  # the network agrees on a threshold and every node projects its row
+                    state = path.sparsify(state, comm)
+                    metrics.use_regularizer(path.regularizer(state.t + 1))
+                alg = path.algorithm(state.t + 1)
             if net is not None:  # the nodes ready first run one iteration; t: the iterations every node has done
                 state = _update_some(alg, state, oracle, net, net.next_active()[node_ids])
                 net.end_tick()

@@ -1,6 +1,14 @@
 """Whether and how a run is made differentially private: the policy beside the run builder, over the pure
 mechanism of :mod:`proxgt.privacy`.
 
+Whose randomness: in one process (``proxgt run``) a node's Poisson samples and noise derive from the run's seed,
+so the same seed gives the same run. Across processes or sites every party knows that seed and could regenerate
+(and subtract) another's noise, so there each process draws a seed of its own from the operating system's secure
+randomness (``dp_secure_noise``, always on for ``proxgt launch`` workers; :func:`secure_seed`,
+:func:`site_noise_seed`); it is never derived from the shared seed and never written to a shared file (the
+generators' states go into that process's own checkpoint file, mode 0600, so that a resume repeats the run
+exactly). See docs/security.md.
+
 A run can be made private when every local gradient it computes is a fresh minibatch gradient (its declared
 :attr:`~proxgt.algorithms.base.Capabilities.oracle_calls`), its problem offers per-sample gradients
 (:attr:`~proxgt.problems.base.Problem.per_sample_gradients`) and it draws minibatches (not ``batch = full``).
@@ -9,14 +17,72 @@ A run can be made private when every local gradient it computes is a fresh minib
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from proxgt._io import atomic_write_bytes
 from proxgt.algorithms.base import Capabilities
 from proxgt.errors import ProxGTValueError
 from proxgt.privacy.mechanism import PrivacyMechanism
+from proxgt.settings import RunConfig
 
-__all__ = ["privacy_from_settings", "not_private_message"]
+__all__ = ["privacy_from_settings", "not_private_message", "dp_requested", "secure_seed", "site_noise_seed",
+           "private_across_processes", "NOISE_SEED_FILE"]
+
+#: a site's own noise seed in its run folder (:func:`site_noise_seed`)
+NOISE_SEED_FILE = "dp_noise_seed"
+
+
+def dp_requested(cfg: Any) -> bool:
+    """Whether the settings ask for differential privacy (``dp_clip`` given and ``dp_epsilon`` not off)."""
+    return cfg.dp_clip is not None and cfg.dp_epsilon != "off"
+
+
+def private_across_processes(cfg: RunConfig) -> RunConfig:
+    """``cfg`` for processes that do not trust each other with their data: under DP every process draws its noise
+    and samples from a secret seed of its own (``dp_secure_noise`` on; every process knows the run's seed), and
+    no metric computed on one process's raw data crosses to another (docs/security.md). Refuses, with one line,
+    ``dp_secure_noise = false`` and the per-site results (``local_test_fraction``, whose per-node table would be
+    summed over processes) under DP."""
+    if not dp_requested(cfg):
+        return cfg
+    if cfg.dp_secure_noise is False:
+        raise ProxGTValueError("dp_secure_noise = false is not available across processes: every process knows the "
+                               "run's seed and could regenerate another's noise; drop it (launch workers always draw "
+                               "their noise from secure randomness)")
+    if cfg.local_test_fraction is not None:
+        raise ProxGTValueError("local_test_fraction (per-site results) is not available with differential privacy "
+                               "across processes: each node's metrics on its raw local data would be sent to rank 0")
+    return cfg.replace(dp_secure_noise=True)
+
+
+def secure_seed() -> int:
+    """A 128-bit seed from the operating system's secure randomness (``secrets``): nothing another process can
+    derive from the run's settings."""
+    return secrets.randbits(128)
+
+
+def site_noise_seed(run_dir: str | Path, *, resume: bool = False) -> int:
+    """This site's DP noise seed, kept in its own run folder (``run_dir/dp_noise_seed``, mode 0600).
+
+    A fresh start draws a new one (:func:`secure_seed`) and replaces any file left by an earlier run: two runs
+    that drew the same noise would reveal the difference of their gradients. ``resume=True`` reads the one the
+    run started with (a one-line error when it is missing or unreadable), so that a resumed site draws exactly
+    the noise it would have drawn. The file never leaves the site; it is not part of any shared file.
+    """
+    path = Path(run_dir) / NOISE_SEED_FILE
+    if resume:
+        try:
+            text = path.read_text().strip()
+            return int(text, 16)
+        except (OSError, ValueError):
+            raise ProxGTValueError(f"cannot resume the differentially private run in {run_dir}: its noise seed "
+                                   f"{path} is missing or unreadable (start the run over instead)") from None
+    seed = secure_seed()
+    atomic_write_bytes(path, f"{seed:032x}\n".encode(), private=True)
+    return seed
 
 
 def not_private_message(name: str, capabilities: Capabilities) -> str | None:

@@ -5,6 +5,7 @@ Registered in :data:`proxgt.registry.ALGORITHMS` as:
 =========================  ==========================================================================
 ``prox-dsgd``              Prox-DSGD / DSPG (no tracking), constant or diminishing step
 ``prox-adpsgd``            Prox-AD-PSGD (asynchronous, random pairwise averaging, no tracking; ``--async``)
+``asy-sonata``             ASY-SONATA (asynchronous tracking by sum-push; proximal SONATA local step)
 ``prox-dsgt``              DSGT of the DEEPSTORM repository (gradient tracking, x mixed before and after)
 ``dproxsgt``               DProxSGT (Yan et al. 2023)
 ``deepstorm``              DEEPSTORM v2, constant step, beta = beta0 a^2

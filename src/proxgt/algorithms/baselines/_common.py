@@ -65,6 +65,7 @@ def params(ctx: Any, algorithm: str, defaults: dict[str, Any]) -> dict[str, Any]
         if k not in defaults:
             raise ProxGTValueError(
                 f"unknown setting extra.{algorithm}.{key}; {algorithm} knows: {', '.join(sorted(defaults))}"
+                if defaults else f"unknown setting extra.{algorithm}.{key}; {algorithm} has no [extra] settings"
             )
         dv = defaults[k]
         if isinstance(dv, str):

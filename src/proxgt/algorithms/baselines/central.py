@@ -109,6 +109,7 @@ def _check_pooled(ctx: Any, name: str) -> None:
 
 
 def build_sgd(ctx: Any) -> CentralProxSGD:
+    params(ctx, "central-prox-sgd", {})  # no settings of its own: any [extra.central-prox-sgd] key is an error
     _check_pooled(ctx, "central-prox-sgd")
     # standing in for n nodes (extra.pooled_nodes): the pooled batch of n nodes of SA's default batch
     pooled = int(ctx.cfg.extra.get("pooled_nodes", 1))

@@ -28,6 +28,8 @@ import sys
 import time
 from typing import Any
 
+from proxgt.executors._sockets import listen_on_loopback, store_socket
+
 __all__ = ["launch"]
 
 
@@ -35,33 +37,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _loopback_interface() -> str | None:
-    """The name of this machine's loopback interface ('lo' on Linux, 'lo0' on macOS), or None when not found."""
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError:
-        return None
-    return next((n for n in names if n in ("lo", "lo0")), None)
-
-
-def _store_socket(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` only (never every interface), for the store to serve on: torch's
-    TCPStore binds its own socket to every interface, whatever host it is given. Raises OSError when ``host`` is
-    not an address of this machine or the port is taken."""
-    last: OSError | None = None
-    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last or OSError(f"no address for {host}")
 
 
 def _store_client(host: str, port: int, world: int, timeout_s: float) -> Any:
@@ -223,9 +198,7 @@ def launch(
     world, first_rank = nnodes * nprocs, node_rank * nprocs
     if nnodes == 1:
         # one machine: gloo (and nccl's bootstrap) listen on loopback too, not on the host name's interface
-        lo = _loopback_interface()
-        if lo is not None:
-            base.update(GLOO_SOCKET_IFNAME=lo, NCCL_SOCKET_IFNAME=lo)
+        listen_on_loopback(base)
     base.update(MASTER_ADDR=host, MASTER_PORT=str(port), WORLD_SIZE=str(world), GROUP_RANK=str(node_rank),
                 LOCAL_WORLD_SIZE=str(nprocs), TORCHELASTIC_USE_AGENT_STORE="True",
                 TORCHELASTIC_RESTART_COUNT=str(restart), PROXGT_LAUNCHER_PID=str(os.getpid()))
@@ -260,7 +233,7 @@ def launch(
             try:
                 # node rank 0 serves on the address given (127.0.0.1 on one machine) only: the store is
                 # unauthenticated, so it must not be reachable from elsewhere when no other machine needs it
-                fd = _store_socket(host, port).detach()  # the store owns it from here
+                fd = store_socket(host, port).detach()  # the store owns it from here
                 store = dist.TCPStore(host, port, world, is_master=True, wait_for_workers=False, master_listen_fd=fd,
                                       timeout=datetime.timedelta(seconds=max(60.0, timeout_s)))
             except Exception as exc:  # port taken
