@@ -130,6 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("message_loss", "graph", 0.0, Float(0.0, 1.0),
             "probability that a gossip message is lost without its sender knowing (independently per message and "
             "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
+    Setting("link_trace", "graph", None, PathValue(folder=None),
+            "replay the late and lost messages a site runtime recorded (link_trace.csv of proxgt site, or a folder "
+            "of site run folders) in the running-sum mixer, instead of message_loss (docs/site-runtime.md)",
+            metavar="PATH"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "auto", Choice(("auto", "plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K, or auto (plain with lossy compression or a time-varying topology, "
