@@ -25,7 +25,7 @@ from proxgt._io import atomic_write_text
 
 __all__ = ["main", "attempt", "attempts"]
 
-_OUTCOMES = {
+_OUTCOMES: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "accepted",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "denied",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",

@@ -28,7 +28,8 @@ def site_keys(names: Sequence[str], public_keys: Sequence[str | None], key_dir: 
     needs its secret file ``given/<name>.key_secret`` (``--keys``), checked against the pilot's public key.
     """
     private_folder(key_dir)
-    publics, secrets = [], []
+    publics: list[str] = []
+    secrets: list[Path] = []
     for name, public in zip(names, public_keys, strict=True):
         if public is None:
             pub_file, secret_file = zmq.auth.create_certificates(str(key_dir), name)
@@ -41,13 +42,13 @@ def site_keys(names: Sequence[str], public_keys: Sequence[str | None], key_dir: 
             raise ProxGTValueError(
                 f"site {name} has a public_key in the pilot: give its secret key with --keys DIR "
                 f"(DIR/{name}.key_secret), or leave public_key out for a throwaway key")
-        secret_file = given / f"{name}.key_secret"
+        given_file = given / f"{name}.key_secret"
         try:
-            pub, secret = zmq.auth.load_certificate(str(secret_file))
+            pub, secret = zmq.auth.load_certificate(str(given_file))
         except (OSError, ValueError) as exc:
-            raise ProxGTValueError(f"site {name}: cannot read the secret key {secret_file}: {exc}") from None
+            raise ProxGTValueError(f"site {name}: cannot read the secret key {given_file}: {exc}") from None
         if secret is None or pub.decode() != public:
-            raise ProxGTValueError(f"site {name}: {secret_file} does not hold the secret of the pilot's public_key")
+            raise ProxGTValueError(f"site {name}: {given_file} does not hold the secret of the pilot's public_key")
         publics.append(public)
-        secrets.append(secret_file)
+        secrets.append(given_file)
     return publics, secrets

@@ -180,16 +180,17 @@ def _merge_traces(folders: Sequence[Path], out: Path) -> Path | None:
         if not body:
             continue
         if header is None:
-            header = [*comments, ",".join(body[0])]  # type: ignore[list-item]
+            header = [*comments, ",".join(body[0])]
         rows.extend(body[1:])
     if header is None:
         return None
 
-    def key(r: list[str]) -> tuple[Any, ...]:
-        return tuple(int(c) if c.lstrip("-").isdigit() else c for c in r)
+    def key(r: list[str]) -> list[tuple[int, int, str]]:  # numbers as numbers, before any text
+        return [(0, int(c), "") if c.lstrip("-").isdigit() else (1, 0, c) for c in r]
 
+    rows.sort(key=key)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(sorted(rows, key=key))
+    csv.writer(buf, lineterminator="\n").writerows(rows)
     target = out / "link_trace.csv"
     atomic_write_text(target, "\n".join(header) + "\n" + buf.getvalue())
     return target

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -14,6 +16,10 @@ from proxgt.data._run_split import load_run_split
 from proxgt.settings import RunConfig
 
 __all__ = ["write_shards"]
+
+
+def _savez(fh: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _site_arrays(nd: NodeData, node_ids: Sequence[int]) -> dict[str, np.ndarray]:
@@ -40,6 +46,6 @@ def write_shards(cfg: RunConfig, node_ids: Sequence[Sequence[int]], names: Seque
     for name, ids in zip(names, node_ids, strict=True):
         arrays = _site_arrays(nd, ids)
         path = folder / f"{name}.npz"
-        atomic_write_with(path, lambda fh, a=arrays: np.savez(fh, **a))
+        atomic_write_with(path, partial(_savez, arrays=arrays))
         paths.append(path)
     return paths
