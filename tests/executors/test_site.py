@@ -284,3 +284,27 @@ def test_proxgt_site_processes_on_loopback(tmp_path):
     x = _simulate(pilot, tmp_path)
     for ids, rows in _site_rows(tmp_path, pilot).values():
         np.testing.assert_allclose(rows, x[list(ids)], **TOL)
+
+
+def test_a_silent_site_is_lost_and_the_others_go_on(tmp_path):
+    """Site c stops after iteration 3; b finds it silent past the site timeout, a hears it from b; both drop c's
+    node at the same iteration, re-weight the surviving graph and finish."""
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 2, "c": 1}, [["a", "b"], ["b", "c"]], deadline=0.2, timeout=1.5)
+
+    def stop(rank: int, t: int) -> None:
+        if t == 3:
+            raise RuntimeError("site c stops")
+
+    res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", data, tmp_path / "out",
+                    c={"fault_hook": stop})
+    assert isinstance(res["c"], RuntimeError)
+    lost = {}
+    for name in ("a", "b"):
+        assert not isinstance(res[name], BaseException), res[name]
+        site = res[name].summary["site"]
+        assert site["iterations"] == 12
+        (entry,) = site["lost_sites"]
+        lost[name] = (entry["site"], entry["iteration"], entry["nodes"])
+        assert np.isfinite(res[name].x.numpy()).all()
+        assert res[name].rows[-1]["iter"] == 12
+    assert lost["a"] == lost["b"] and lost["a"][0] == "c" and lost["a"][2] == [3] and 3 <= lost["a"][1] < 12
