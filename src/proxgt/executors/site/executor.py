@@ -324,8 +324,9 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     Path(out).mkdir(parents=True, exist_ok=True)
     edge_file = Path(out) / "pilot-edges.txt"
     cfg = RunConfig.from_dict(pilot_run_config(pilot, data=data, edge_file=edge_file, out=out), source=pilot.path)
-    # under DP: noise from this site's own secure randomness, raw-data metrics stay here (docs/security.md)
-    cfg = private_across_processes(cfg.validate())
+    # under DP each site draws its noise from a secret seed of its own (every site knows the run's seed); its
+    # metrics stay on the site, per-site results included
+    cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
     try:
         hello(transport, pilot, site_settings(pilot, cfg), timeout)
