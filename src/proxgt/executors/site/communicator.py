@@ -197,7 +197,7 @@ class SiteCommunicator:
             arr = payload.numpy()
             self.transport.send(peer, {"kind": "round", "epoch": self.epoch, "key": key, "round": r,
                                        "links": [list(lk) for lk in links],
-                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr])
+                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr])  # sent without a copy
         out = self._W_local.to(dtype=flat.dtype, device=flat.device) @ flat
         self._wait(key, r)
         missed = self._missed.setdefault(key, {})
