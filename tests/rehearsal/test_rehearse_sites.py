@@ -91,6 +91,8 @@ def test_a_rehearsal_with_a_cut_and_a_slow_link_replays_exactly(tmp_path, capsys
     assert [c.strip() for c in table[0][1:9]] == ["site", "exit", "iterations", "bytes sent", "waiting s", "late",
                                                   "lost", "refused"]
     assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in table[1:]] == [(s, "0", "150") for s in "abc"]
+    assert "final models: the sites' rows are within " in printed.out
+    assert f"replay in the simulator: proxgt run -c {out / 'replay.toml'}" in printed.out
     report = json.loads((out / "rehearsal.json").read_text())
     assert report["cuts"] == ["a-b@0.1:1.1"] and report["rates"] == ["b-c=1mbit"]
     np.testing.assert_allclose(_finals(out), _replayed(out), rtol=0, atol=1e-5)
