@@ -284,6 +284,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     net: NamespaceNet | LoopbackNet
     if mode == "namespaces":
         net = NamespaceNet(len(names), edges, intruder=opts.intruder)
+        # named before they exist: should a clean-up ever fail, this says what to remove (ip netns del NAME)
+        atomic_write_text(out / "namespaces.txt", "\n".join(net.planned) + "\n")
         addresses = [f"tcp://{net.address(k)}:{_port_of(s.address)}" for k, s in enumerate(pilot.sites)]
     else:
         ports = _free_ports(len(names))
