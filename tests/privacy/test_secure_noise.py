@@ -83,6 +83,8 @@ def test_across_processes_secure_noise_is_forced_and_refusals_are_one_line():
         private_across_processes(cfg.replace(dp_secure_noise=False))
     with pytest.raises(ProxGTValueError, match="local_test_fraction .* not available with differential privacy"):
         private_across_processes(cfg.replace(local_test_fraction=0.2))
+    kept = private_across_processes(cfg.replace(local_test_fraction=0.2), metrics_stay_local=True)
+    assert kept.dp_secure_noise is True and kept.local_test_fraction == 0.2
 
 
 def test_dp_secure_noise_without_dp_is_refused(tmp_path, capsys):
