@@ -17,7 +17,8 @@ from sites import data_file, keys, pilot_text, run_sites, shards  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
-PRIVATE = "[privacy]\ndp_clip = 1.0\ndp_noise = 1.0\n"
+# step given: under DP a site refuses step = auto (it would need the smoothness bound of every site's raw rows)
+PRIVATE = "step = 0.1\n[privacy]\ndp_clip = 1.0\ndp_noise = 1.0\n"
 
 
 def _pilot(tmp_path: Path, name: str) -> tuple[Path, dict[str, Path]]:

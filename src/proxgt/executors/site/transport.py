@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,11 @@ class SiteTransport:
                 return
             name = self._events.get(msg["event"])
             if name is not None:
+                if not self.stats.refused_connections:  # once; every later one is counted in summary.json
+                    where = bytes(msg["endpoint"]).decode(errors="replace")
+                    warnings.warn(f"site {self.name} refused a connection attempt on {where} ({name[6:].lower()}: a "
+                                  "key not in the pilot file, or no CURVE); refusals are counted in summary.json "
+                                  "(refused_connections)", stacklevel=2)
                 self.stats.refused_connections += 1
                 self.stats.refused_by[name] = self.stats.refused_by.get(name, 0) + 1
 
