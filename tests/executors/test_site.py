@@ -196,8 +196,9 @@ def test_unknown_keys_and_plaintext_clients_are_refused_and_counted(tmp_path):
             return (by.get("EVENT_HANDSHAKE_FAILED_AUTH", 0),
                     by.get("EVENT_HANDSHAKE_FAILED_PROTOCOL", 0) + by.get("EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0))
 
-        while min(refused()) < 1 and time.monotonic() < deadline:
-            t.pump(0.05)
+        with pytest.warns(UserWarning, match="site a refused a connection attempt"):  # said once, then counted
+            while min(refused()) < 1 and time.monotonic() < deadline:
+                t.pump(0.05)
         assert min(refused()) >= 1, t.stats
         assert t.stats.refused_connections == sum(refused())
         assert got == []
@@ -308,3 +309,16 @@ def test_a_silent_site_is_lost_and_the_others_go_on(tmp_path):
         assert np.isfinite(res[name].x.numpy()).all()
         assert res[name].rows[-1]["iter"] == 12
     assert lost["a"] == lost["b"] and lost["a"][0] == "c" and lost["a"][2] == [3] and 3 <= lost["a"][1] < 12
+
+
+def test_step_auto_is_refused_under_differential_privacy(tmp_path):
+    """step = auto would sum Gram products of the sites' raw rows (the smoothness bound): refused under DP, where
+    nothing computed from a site's raw data leaves it (that each site's noise is its own: test_private_sites.py)."""
+    public = keys(tmp_path / "keys", ["a", "b"])
+    pilot = tmp_path / "p.toml"
+    pilot.write_text(pilot_text({"a": 1, "b": 1}, [["a", "b"]], public,
+                                extra="[privacy]\ndp_clip = 1.0\ndp_noise = 0.5\n"))
+    data = shards(pilot, data_file(tmp_path), tmp_path)
+    res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, tmp_path / "out")
+    for r in res.values():
+        assert isinstance(r, ProxGTValueError) and "give step explicitly" in str(r), r

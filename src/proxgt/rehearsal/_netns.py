@@ -83,6 +83,11 @@ class NamespaceNet:
         """The command prefix that runs a program in site ``k``'s namespace (None: the intruder's)."""
         return ["ip", "netns", "exec", self.intruder_namespace if k is None else self.namespace(k)]
 
+    @property
+    def planned(self) -> list[str]:
+        """Every namespace :meth:`setup` makes."""
+        return [self.namespace(k) for k in range(self.n_sites)] + ([self.intruder_namespace] if self.intruder else [])
+
     # ------------------------------------------------------------------ building
     def _run(self, *args: str) -> None:
         out = _ip(*args)

@@ -150,9 +150,9 @@ class SiteCommunicator:
         dtype = np.dtype(header["dtype"])
         order = [(int(j), int(i)) for j, i in header["links"]]
         rows = np.frombuffer(frames[0], dtype=dtype).reshape(header["shape"])
-        t = torch.from_numpy(rows.copy())
+        t = torch.from_numpy(rows.copy())  # the frame's buffer is read-only and the frame's to free
         box = self._inbox.setdefault((sender, str(header["key"])), {})
-        box[int(header["round"])] = t[[order.index(lk) for lk in links]]
+        box[int(header["round"])] = t if order == links else t[[order.index(lk) for lk in links]]
 
     def _wait(self, key: str, r: int) -> None:
         """Read messages until every neighbour's round-``r`` message of ``key`` is in, or the deadline."""
@@ -197,7 +197,7 @@ class SiteCommunicator:
             arr = payload.numpy()
             self.transport.send(peer, {"kind": "round", "epoch": self.epoch, "key": key, "round": r,
                                        "links": [list(lk) for lk in links],
-                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr.tobytes()])
+                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr])  # sent without a copy
         out = self._W_local.to(dtype=flat.dtype, device=flat.device) @ flat
         self._wait(key, r)
         missed = self._missed.setdefault(key, {})

@@ -33,6 +33,7 @@ from proxgt.executors.site.pilot import Pilot, load_pilot, pilot_run_config
 from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
+from proxgt.training.privacy import dp_requested, private_across_processes
 
 __all__ = ["SiteExecutor", "run_site", "site_settings", "settings_digest"]
 
@@ -73,6 +74,7 @@ class SiteExecutor:
         self.comm: SiteCommunicator | None = None
         self.mixer: SiteMixer | None = None
         self._sums = 0
+        self._private = False  # differential privacy: nothing computed from raw data leaves the site
         self._sites = [s.name for s in pilot.sites]
         self.lost_sites: list[dict[str, Any]] = []
         self._done: set[str] = set()  # neighbours that said goodbye (possibly long before this site finishes)
@@ -85,6 +87,11 @@ class SiteExecutor:
                             load=self._load)
 
     def _load(self, cfg: Any) -> NodeShard:
+        self._private = dp_requested(cfg)
+        if self._private and cfg.step == "auto":
+            raise ProxGTValueError("under differential privacy a site shares nothing computed from its raw data, but "
+                                   "step = auto would need the smoothness bound of every site's rows: give step "
+                                   "explicitly in the pilot file")
         def gather(tag: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
             return {s: m for s, (m, _) in self.transport.allgather(tag, self._sites, meta).items()}
 
@@ -92,6 +99,8 @@ class SiteExecutor:
 
     def _sum_over_sites(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of ``t`` over the sites, by flooding; every site adds in the pilot's order (same result)."""
+        if self._private:  # only the step warning reads it (step is given): this site's own rows' bound
+            return t
         self._sums += 1
         got = self.transport.allgather(f"sum:{self._sums}", self._sites, {},
                                        [t.detach().cpu().contiguous().numpy()])
@@ -315,7 +324,9 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     Path(out).mkdir(parents=True, exist_ok=True)
     edge_file = Path(out) / "pilot-edges.txt"
     cfg = RunConfig.from_dict(pilot_run_config(pilot, data=data, edge_file=edge_file, out=out), source=pilot.path)
-    cfg = cfg.validate()
+    # under DP each site draws its noise from a secret seed of its own (every site knows the run's seed); its
+    # metrics stay on the site, per-site results included
+    cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
     try:
         hello(transport, pilot, site_settings(pilot, cfg), timeout)
