@@ -92,7 +92,9 @@ def init_process_group_from_env(
         ) from None
     timeout = datetime.timedelta(seconds=float(timeout_s))
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    if is_loopback(host):  # every peer is on this machine: gloo (and nccl's bootstrap) listen on loopback too
+    # every peer on this machine (a loopback MASTER_ADDR, and no other machine's ranks: torchrun's
+    # LOCAL_WORLD_SIZE, where set, covers the world): gloo (and nccl's bootstrap) listen on loopback too
+    if is_loopback(host) and os.environ.get("LOCAL_WORLD_SIZE", str(world)) == str(world):
         listen_on_loopback(os.environ)
     if rank == 0 and not agent:
         # this process hosts the store: on MASTER_ADDR's address only (the store is unauthenticated; torch's own
