@@ -140,6 +140,14 @@ def test_the_node_graph_and_the_simulator_config_follow_from_the_pilot(tmp_path)
         pilot_run_config(load_pilot(tmp_path / "q.toml"), data="w", edge_file=tmp_path / "e2.txt")
 
 
+def test_a_neighbour_that_never_starts_is_one_line_exit_1(tmp_path, capsys):
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 1}, [["a", "b"]], timeout=0.5)
+    code = main(["site", str(pilot), "--site", "a", "--key", str(tmp_path / "keys" / "a.key_secret"), "--data",
+                 str(data["a"]), "--out", str(tmp_path / "out"), "--start-timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "site(s) b did not answer within 0.5 s" in err, err
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def test_two_sites_on_loopback_equal_the_simulator(tmp_path):
     pilot, data = _setup(tmp_path, {"a": 1, "b": 2}, [["a", "b"]])

@@ -272,8 +272,9 @@ def hello(transport: SiteTransport, pilot: Pilot, settings: dict[str, Any], time
     while set(transport.dealers) - set(got):
         if time.monotonic() - start > timeout_s:
             missing = sorted(set(transport.dealers) - set(got))
-            raise SiteLost(f"neighbouring site(s) {', '.join(missing)} did not answer within {timeout_s:g} s (site "
-                           "timeout): are they started, and do --peer-address/the pilot's addresses reach them?")
+            raise SiteLost(f"neighbouring site(s) {', '.join(missing)} did not answer within {timeout_s:g} s "
+                           "(--start-timeout): are they started, and do --peer-address/the pilot's addresses reach "
+                           "them?")
         transport.pump(0.05)
     for peer in sorted(got):
         header = got[peer]
@@ -292,7 +293,7 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
              site_timeout_s: float | None = None, bind: str | None = None,
              peer_addresses: dict[str, str] | None = None, send_delay_s: float = 0.0,
              asynchronous: bool = False, overwrite: bool = False, progress: bool = False,
-             fault_hook: FaultHook | None = None) -> History:
+             fault_hook: FaultHook | None = None, start_timeout_s: float = 600.0) -> History:
     """Run one site of the pilot (``proxgt site``); returns its history. One-line ProxGTValueError on bad input
     or a settings mismatch; :class:`SiteLost` when the sites cannot go on (no neighbour answers at the start, the
     surviving sites are disconnected). ``fault_hook(0, t)`` runs after every iteration (tests stop a site with it)."""
@@ -304,6 +305,8 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     timeout = pilot.site_timeout_s if site_timeout_s is None else float(site_timeout_s)
     if not timeout > 0:
         raise ProxGTValueError(f"--site-timeout must be > 0 seconds (got {site_timeout_s})")
+    if not start_timeout_s > 0:
+        raise ProxGTValueError(f"--start-timeout must be > 0 seconds (got {start_timeout_s})")
     if not send_delay_s >= 0:
         raise ProxGTValueError(f"--send-delay must be >= 0 seconds (got {send_delay_s})")
     public, secret = load_site_key(key_file)
@@ -331,7 +334,8 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
     try:
-        hello(transport, pilot, site_settings(pilot, cfg), timeout)
+        # sites are started by hand at different places: the neighbours get longer to come than to answer later
+        hello(transport, pilot, site_settings(pilot, cfg), max(timeout, start_timeout_s))
         executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout, send_delay_s=send_delay_s)
         return drive(executor, cfg, out=out, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except SiteAborted as exc:
