@@ -22,7 +22,7 @@ from proxgt.errors import ProxGTValueError  # noqa: E402
 from proxgt.executors.simulation import run_simulation  # noqa: E402
 from proxgt.executors.site.communicator import SiteCommunicator  # noqa: E402
 from proxgt.executors.site.pilot import load_pilot, pilot_run_config  # noqa: E402
-from proxgt.executors.site.transport import SiteTransport, load_site_key  # noqa: E402
+from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sites import data_file, free_ports, keys, pilot_text, run_sites, shards  # noqa: E402
@@ -264,37 +264,44 @@ def test_late_messages_keep_the_trackers_sum_exact(tmp_path):
     torch.testing.assert_close(total + in_flight, Y0.sum(dim=0), rtol=1e-12, atol=1e-12)
 
 
-def test_proxgt_site_processes_on_loopback(tmp_path):
-    """The command line end to end: two `proxgt site` processes (one torch thread each) finish with exit 0."""
-    import subprocess
-
+def test_proxgt_site_command_line(tmp_path, capsys):
+    """`proxgt site` end to end (two sites, each in a thread of this process: the command line's handler)."""
     pilot, data = _setup(tmp_path, {"a": 1, "b": 1}, [["a", "b"]])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    procs = {name: subprocess.Popen(
-        [sys.executable, "-m", "proxgt", "site", str(pilot), "--site", name, "--key",
-         str(tmp_path / "keys" / f"{name}.key_secret"), "--data", str(data[name]),
-         "--out", str(tmp_path / "out" / name), "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b")}
-    outs = {name: p.communicate(timeout=120) for name, p in procs.items()}
-    for name, p in procs.items():
-        assert p.returncode == 0, outs[name][1]
-        assert outs[name][0].startswith(f"site {name}: 12 iterations"), outs[name][0]
+    codes: dict[str, int] = {}
+
+    def site(name: str) -> None:
+        codes[name] = main(["site", str(pilot), "--site", name, "--key", str(tmp_path / "keys" / f"{name}.key_secret"),
+                            "--data", str(data[name]), "--out", str(tmp_path / "out" / name), "--no-progress"])
+
+    threads = [threading.Thread(target=site, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    out = capsys.readouterr().out
+    assert codes == {"a": 0, "b": 0}
+    for name in ("a", "b"):
+        assert f"site {name}: 12 iterations, " in out and "0 refused connection attempts" in out
     x = _simulate(pilot, tmp_path)
     for ids, rows in _site_rows(tmp_path, pilot).values():
         np.testing.assert_allclose(rows, x[list(ids)], **TOL)
 
 
-def test_a_silent_site_is_lost_and_the_others_go_on(tmp_path):
-    """Site c stops after iteration 3; b finds it silent past the site timeout, a hears it from b; both drop c's
-    node at the same iteration, re-weight the surviving graph and finish."""
+@pytest.mark.parametrize("how", ["silent", "crash"])
+def test_a_lost_site_is_dropped_and_the_others_go_on(tmp_path, how):
+    """Site c stops after iteration 3: silent (b finds it silent past the site timeout) or on an error (it tells its
+    neighbour); a hears it from b. Both drop c's node at the same iteration, re-weight the surviving graph and
+    finish."""
     pilot, data = _setup(tmp_path, {"a": 1, "b": 2, "c": 1}, [["a", "b"], ["b", "c"]], deadline=0.2, timeout=1.5)
 
     def stop(rank: int, t: int) -> None:
-        if t == 3:
-            raise RuntimeError("site c stops")
+        if t != 3:
+            return
+        end = time.monotonic() + 60
+        while how == "silent" and time.monotonic() < end and not all(
+                (tmp_path / "out" / s / "summary.json").exists() for s in ("a", "b")):
+            time.sleep(0.05)  # silent until the others are done
+        raise RuntimeError("site c stops")
 
     res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", data, tmp_path / "out",
                     c={"fault_hook": stop})
@@ -309,6 +316,21 @@ def test_a_silent_site_is_lost_and_the_others_go_on(tmp_path):
         assert np.isfinite(res[name].x.numpy()).all()
         assert res[name].rows[-1]["iter"] == 12
     assert lost["a"] == lost["b"] and lost["a"][0] == "c" and lost["a"][2] == [3] and 3 <= lost["a"][1] < 12
+    reason = res["b"].summary["site"]["lost_sites"][0]["reason"]
+    assert reason == ("silent for more than 1.5 s" if how == "silent" else "stopped: RuntimeError: site c stops")
+
+
+def test_a_site_that_fails_at_the_start_stops_the_others_at_once(tmp_path):
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 1, "c": 1}, [["a", "b"], ["b", "c"]], timeout=60.0)
+    bad = tmp_path / "bad.npz"
+    with np.load(data["c"]) as z:
+        np.savez(bad, X=z["X"], y=z["y"], node_counts=np.array([1, 1]))
+    res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", {**data, "c": bad}, tmp_path / "out")
+    assert isinstance(res["c"], ProxGTValueError) and "node_counts must be 1 int(s)" in str(res["c"])
+    for name in ("a", "b"):  # a is no neighbour of c: b passes the news on
+        assert isinstance(res[name], SiteLost) and str(res[name]).startswith("site c stopped: ") \
+            and "node_counts" in str(res[name]), res[name]  # told, not timed out (60 s)
+
 
 
 def test_step_auto_is_refused_under_differential_privacy(tmp_path):
@@ -320,5 +342,6 @@ def test_step_auto_is_refused_under_differential_privacy(tmp_path):
                                 extra="[privacy]\ndp_clip = 1.0\ndp_noise = 0.5\n"))
     data = shards(pilot, data_file(tmp_path), tmp_path)
     res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, tmp_path / "out")
-    for r in res.values():
-        assert isinstance(r, ProxGTValueError) and "give step explicitly" in str(r), r
+    for r in res.values():  # said by the site itself, or by the neighbour that stopped first ("site b stopped: ")
+        assert isinstance(r, ProxGTValueError | SiteLost) and "give step explicitly" in str(r), r
+    assert any(isinstance(r, ProxGTValueError) for r in res.values())

@@ -64,5 +64,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", default=None, metavar="DIR",
                    help="secret keys DIR/SITE.key_secret of sites that have a public_key in the pilot")
     p.add_argument("--capture", action="append", default=[], metavar="A-B",
-                   help="record every byte crossing link A-B to OUT/capture/ (loopback proxies)")
+                   help="record every byte crossing link A-B in OUT/capture/A-B/")
     p.set_defaults(handler=_handle)

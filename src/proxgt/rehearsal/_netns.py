@@ -30,10 +30,21 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
 
 
+def _net_admin() -> bool:
+    """Whether this process holds CAP_NET_ADMIN (capability 12; root normally does)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> 12 & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
 def namespaces_unavailable() -> str | None:
     """Why this process cannot build a rehearsal's namespaces (None: it can): probes ``ip netns add``."""
-    if os.geteuid() != 0:
-        return "network namespaces need root or CAP_NET_ADMIN (this user is not root)"
+    if not _net_admin():
+        return "network namespaces need root or CAP_NET_ADMIN (this process has neither)"
     probe = f"proxgt-probe-{secrets.token_hex(3)}"
     try:
         made = _ip("netns", "add", probe)

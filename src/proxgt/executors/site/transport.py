@@ -38,7 +38,7 @@ import numpy as np
 
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["SiteLost", "SiteTransport", "TransportStats", "load_site_key", "new_site_keys"]
+__all__ = ["SiteAborted", "SiteLost", "SiteTransport", "TransportStats", "load_site_key", "new_site_keys"]
 
 #: how long a socket may keep sending queued messages after close (a peer still finishing needs them)
 _LINGER_MS = 2000
@@ -50,7 +50,16 @@ _DOMAIN = "proxgt"
 
 
 class SiteLost(RuntimeError):
-    """A neighbouring site was silent for longer than the site timeout (the message names it)."""
+    """The sites cannot go on (a neighbour never answered, the survivors of a lost site are disconnected, ...);
+    the message names the site."""
+
+
+class SiteAborted(SiteLost):
+    """Site ``origin`` stopped on an error before training could start (its one-line ``message``)."""
+
+    def __init__(self, origin: str, message: str):
+        super().__init__(f"site {origin} stopped: {message}")
+        self.origin, self.message = origin, message
 
 
 def _zmq() -> Any:
@@ -152,6 +161,7 @@ class SiteTransport:
         self.last_heard: dict[str, float] = {}
         self._flood: dict[str, dict[str, tuple[dict[str, Any], list[bytes]]]] = {}
         self.handlers["flood"] = self._on_flood
+        self.handlers["abort"] = self._on_abort
         self.dealers: dict[str, Any] = {}
         self.monitor: Any = None
         self.ctx = zmq.Context()
@@ -285,6 +295,16 @@ class SiteTransport:
             k += c
         handler(sender, header, joined)
         return 1
+
+    def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        raise SiteAborted(str(header.get("origin", sender)), str(header.get("message", "")))
+
+    def abort(self, origin: str, message: str) -> None:
+        """Tell every neighbour that site ``origin`` stopped on an error (``message``: one line), so that a site
+        waiting for it stops at once (before training) or goes on without it (during training) instead of
+        waiting out the site timeout."""
+        for peer in self.dealers:
+            self.send(peer, {"kind": "abort", "origin": origin, "message": message})
 
     def silent_since(self, peer: str, start: float) -> float:
         """Seconds since ``peer`` was last heard (or since ``start``, if later)."""
