@@ -343,5 +343,5 @@ def test_step_auto_is_refused_under_differential_privacy(tmp_path):
     data = shards(pilot, data_file(tmp_path), tmp_path)
     res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, tmp_path / "out")
     for r in res.values():  # said by the site itself, or by the neighbour that stopped first ("site b stopped: ")
-        assert isinstance(r, ProxGTValueError | SiteLost) and "give step explicitly" in str(r), r
+        assert isinstance(r, ProxGTValueError | SiteLost) and "step = auto needs the smoothness bound" in str(r), r
     assert any(isinstance(r, ProxGTValueError) for r in res.values())
