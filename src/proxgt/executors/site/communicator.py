@@ -79,7 +79,6 @@ class SiteCommunicator:
         self.seconds_waiting = 0.0
         self.messages_late = 0  # made good in the next round of their key
         self.messages_lost = 0  # never used (a later running sum or value superseded them)
-        self.lost_round = -1  # the round at which a neighbour was last found silent past the site timeout
         self._start = time.monotonic()
         transport.handlers["round"] = self._on_round
 
@@ -166,7 +165,6 @@ class SiteCommunicator:
             for p in missing:
                 if self.transport.silent_since(p, self._start) > self.site_timeout_s:
                     self.lost.add(p)  # its messages miss their rounds until the survivors regroup
-                    self.lost_round = r
             if now >= end:
                 break
             self.transport.pump(min(end - now, 0.05))

@@ -34,7 +34,7 @@ from proxgt.executors.site.pilot import Pilot, load_pilot, pilot_run_config
 from proxgt.executors.site.transport import SiteAborted, SiteLost, SiteTransport, load_site_key
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
-from proxgt.training.privacy import dp_requested, private_across_processes
+from proxgt.training.privacy import private_across_processes
 
 __all__ = ["SiteExecutor", "run_site", "site_settings", "settings_digest"]
 
@@ -75,7 +75,6 @@ class SiteExecutor:
         self.comm: SiteCommunicator | None = None
         self.mixer: SiteMixer | None = None
         self._sums = 0
-        self._private = False  # differential privacy: nothing computed from raw data leaves the site
         self._sites = [s.name for s in pilot.sites]
         self.lost_sites: list[dict[str, Any]] = []
         self._why: dict[str, str] = {}  # neighbours that said they stopped, and why
@@ -89,11 +88,6 @@ class SiteExecutor:
                             load=self._load)
 
     def _load(self, cfg: Any) -> NodeShard:
-        self._private = dp_requested(cfg)
-        if self._private and cfg.step == "auto":
-            raise ProxGTValueError("under differential privacy a site shares nothing computed from its raw data, but "
-                                   "step = auto would need the smoothness bound of every site's rows: give step "
-                                   "explicitly in the pilot file")
         def gather(tag: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
             return {s: m for s, (m, _) in self.transport.allgather(tag, self._sites, meta).items()}
 
@@ -101,8 +95,6 @@ class SiteExecutor:
 
     def _sum_over_sites(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of ``t`` over the sites, by flooding; every site adds in the pilot's order (same result)."""
-        if self._private:  # only the step warning reads it (step is given): this site's own rows' bound
-            return t
         self._sums += 1
         got = self.transport.allgather(f"sum:{self._sums}", self._sites, {},
                                        [t.detach().cpu().contiguous().numpy()])
