@@ -435,7 +435,7 @@ def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Seque
 #: keys of a site's ``summary.json["site"]`` -> table columns (network counters), then the final metrics
 _COUNTERS = (("iterations", "iterations"), ("bytes sent", "bytes_sent"), ("waiting s", "seconds_waiting"),
              ("late", "messages_late"), ("lost", "messages_lost"), ("refused", "refused_connections"))
-_FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq", "consensus")
+_FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq")  # consensus: see disagreement()
 
 
 def rehearsal_table(result: RehearsalResult) -> str:
