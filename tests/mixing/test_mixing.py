@@ -148,7 +148,7 @@ def test_rotating_buffers_and_consumed_input_give_the_recurrence(kind, cached, m
     W = torch.as_tensor(t.W, dtype=torch.float64)
     Z = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     for rounds in range(1, 11):
-        mixer = Mixer(comm, kind, rounds, lam=t.lam)
+        mixer = Mixer(comm, kind, rounds, lam=t.lam, fused=False)
         prev, cur = Z, Z
         for alpha, beta in mixer.schedule:
             prev, cur = cur, alpha * (W @ cur) + beta * prev
@@ -162,3 +162,26 @@ def test_rotating_buffers_and_consumed_input_give_the_recurrence(kind, cached, m
         assert consumed.data_ptr() != handed_over.data_ptr()
         again = mixer(Z)  # buffers reused across calls hold no stale rounds
         torch.testing.assert_close(again, plain, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", MIXING_KINDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_rounds_match_the_rounds_one_by_one_and_count_the_same(kind, dtype):
+    """On a simulated static graph the K rounds are one product with p(W): the same result up to float rounding,
+    the same rounds, messages and bytes counted; a sparse W (sparse=True) and a changing graph keep the rounds."""
+    t = make_topology("ring", 8)
+    Z = torch.randn(8, 300, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for rounds in (1, 2, 4, 7):
+        fused_comm, plain_comm = SimulatedCommunicator(t.W, t.degrees), SimulatedCommunicator(t.W, t.degrees)
+        fused = Mixer(fused_comm, kind, rounds, lam=t.lam)
+        plain = Mixer(plain_comm, kind, rounds, lam=t.lam, fused=False)
+        out = fused(Z)
+        torch.testing.assert_close(out, plain(Z), atol=tol, rtol=0)
+        torch.testing.assert_close(fused(Z.clone(), consume=True), out, atol=0, rtol=0)
+        plain(Z)
+        assert fused_comm.counter.rounds == plain_comm.counter.rounds == 2 * rounds
+        np.testing.assert_array_equal(fused_comm.counter.bytes, plain_comm.counter.bytes)
+        assert fused_comm.rounds_into(Z, torch.empty_like(Z), fused.schedule) is not None
+    sparse = SimulatedCommunicator(t.W, t.degrees, sparse=True)
+    assert sparse.rounds_into(Z, torch.empty_like(Z), [(1.0, 0.0)]) is None

@@ -141,3 +141,17 @@ def test_lenet_pairs_split_with_a_metrics_subsample_in_suite_workers(tmp_path, d
     for cell in suite.cells:
         rows = (suite.folder(cell) / "metrics.csv").read_text().splitlines()
         assert len(rows) == 4 and "test_accuracy" in rows[0]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+@pytest.mark.parametrize("problem", ["mlp", "lenet"])
+def test_a_suite_cost_model_measures_the_sample_time_on_the_runs_device(tmp_path, problem, device):
+    """A suite without ``sample_s`` measures it on its first cell's problem: on that cell's device (an oracle on
+    the CPU beside cuda iterates was LeNet-5's "Input type (torch.FloatTensor) and weight type
+    (torch.cuda.FloatTensor)" of the device run of 2026-11-26)."""
+    from proxgt.costmodel import measure_sample_time
+    from proxgt.settings import RunConfig
+
+    cfg = RunConfig.from_dict(_cfg(tmp_path, problem, device))
+    seconds = measure_sample_time(cfg, batch=8, repeats=2)
+    assert 0 < seconds < 1

@@ -602,3 +602,22 @@ def test_cuda_matches_cpu(reg):
         assert P.device == Xc.device and P.dtype == dtype
         assert torch.allclose(P.cpu(), reg.prox(X.to(dtype), 0.5), rtol=1e-5, atol=1e-6)
         assert torch.allclose(reg.value(Xc).cpu(), reg.value(X.to(dtype)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("runs", [3, 200])
+def test_l1_masked_prox_by_runs_is_the_per_coordinate_threshold_exactly(runs):
+    """A mask of a few runs (a network's weights between its biases) is clamped run by run with scalar bounds,
+    one of many runs with a (d,) threshold: both give x - clamp(x, -thr_j, thr_j) bit for bit, NaN kept."""
+    d = 1200
+    mask = torch.zeros(d, dtype=torch.bool)
+    edges = torch.linspace(0, d, runs + 1).long()
+    for i in range(0, runs, 2):
+        mask[edges[i]: edges[i + 1]] = True
+    X = torch.randn(4, d, generator=torch.Generator().manual_seed(0)) * 1e-2
+    X[1, 7] = float("nan")
+    step, lam = 0.3, 0.02
+    thr = mask.to(X.dtype) * (step * lam)
+    expect = X - torch.clamp(X, min=-thr, max=thr)
+    got = L1(lam, mask=mask).prox(X, step)
+    assert torch.equal(got.nan_to_num(), expect.nan_to_num()) and bool(got[1, 7].isnan())
+    assert torch.equal(got[:, ~mask].nan_to_num(), X[:, ~mask].nan_to_num()) and bool((got[:, mask] == 0).any())

@@ -54,6 +54,10 @@ def _handle(args: argparse.Namespace) -> int:
     if cfg.asynchronous:
         raise ProxGTValueError("plan predicts synchronous runs (every round waits for the neighbours); leave "
                                "--async off, or compare asynchronous runs on sim_time_s with proxgt run")
+    if cfg.availability is not None or cfg.link_outages is not None:
+        raise ProxGTValueError("plan predicts time from the speed and link distributions, not from availability or "
+                               "outage traces; leave --availability and --link-outages off, or measure them with "
+                               "proxgt run (sim_time_s)")
     check_positive_float(args.target, "target", "plan")
     check_positive_int(args.pilot_seeds, "pilot-seeds", "plan")
     mixings = tuple(m.strip() for m in args.mixings.split(",") if m.strip())

@@ -27,6 +27,9 @@ COMMAND_MODULES = [
     "proxgt.cli._compare",
     "proxgt.cli._report",
     "proxgt.cli._plan",
+    "proxgt.cli._site",
+    "proxgt.cli._keys",
+    "proxgt.cli._rehearse",
 ]
 
 

@@ -72,25 +72,33 @@ def measure_sample_time(cfg: Any, *, batch: int = 256, repeats: int = 20) -> flo
     Builds the run (data, problem), then times ``repeats`` minibatch gradients of ``batch`` samples at x0 on
     node 0 (after a warm-up call) and returns the median time divided by ``batch``.
     """
+    import torch
+
     from proxgt.problems.oracle import GradientOracle
     from proxgt.training import build_run
 
     spec = build_run(cfg)
-    # minibatches even for a batch = full run: this measures the cost of one component gradient
+    device = torch.device(spec.settings.device)
+    # minibatches even for a batch = full run: this measures the cost of one component gradient; on the run's
+    # device, where initial_rows puts X (an oracle left on the CPU fed CPU images to LeNet-5's cuda weights:
+    # "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)", the device run of 2026-11-26)
     oracle = GradientOracle(spec.problem, spec.node_data.shard([0]), spec.settings.seed,
-                            chunk_size=spec.problem.chunk_size, dtype=spec.dtype)
+                            chunk_size=spec.problem.chunk_size, dtype=spec.dtype, device=device)
     X = spec.initial_rows([0])
-    import torch
+    # GPU work is queued: wait for it, or the time is the launch only
+    wait = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         idx = oracle.sample(batch)
         oracle.grad(X, idx)
+        wait()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             oracle.grad(X, idx)
+            wait()
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)

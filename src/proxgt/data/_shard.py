@@ -57,10 +57,13 @@ class ShardRequest:
 
     ``hosted(n_nodes)`` gives the global ids of the nodes this process hosts; ``sum_over_processes(t)`` returns
     the sum of ``t`` over every process of the run (an all-reduce; same shape, dtype and device as ``t``).
+    ``load(cfg)``, when given, loads the process's shard itself (a site of a cross-site run reads its own file,
+    :mod:`proxgt.executors.site.data`) instead of cutting it from the whole data file.
     """
 
     hosted: Callable[[int], Sequence[int]]
     sum_over_processes: Callable[[torch.Tensor], torch.Tensor]
+    load: Callable[[Any], NodeShard] | None = None
 
 
 @dataclass
@@ -330,6 +333,8 @@ def load_node_shard(cfg: Any, request: ShardRequest) -> NodeShard | None:
     Raises ProxGTValueError as the full loader would (the full loader itself is called to say what is wrong
     with a file this module finds unusual).
     """
+    if request.load is not None:
+        return request.load(cfg)
     path = _data_file(cfg)
     if path is None:
         return None

@@ -40,13 +40,14 @@ import numpy as np
 
 from proxgt.delays import Delay, parse_delay_or_file
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.traces import Traces, read_traces
 from proxgt.settings.table import BY_NAME
 
 __all__ = ["CLOCK_SETTINGS", "ClockProfile", "CountsGradients", "DelayTable", "VirtualClock", "canonical_edges",
            "clock_profile", "read_link_file", "read_node_file", "refuse_on_real_time"]
 
 #: the settings that drive the clock (a run that sets any of them logs sim_time_s)
-CLOCK_SETTINGS = ("node_speed", "link_latency", "link_bandwidth")
+CLOCK_SETTINGS = ("node_speed", "link_latency", "link_bandwidth", "availability", "link_outages")
 
 _TAG_SPEED, _TAG_LATENCY, _TAG_BANDWIDTH = 0x5EED, 0x1A7E, 0xBA4D
 _KIND_CODE = {"none": 0, "const": 0, "exp": 1, "lognormal": 2}
@@ -117,6 +118,7 @@ class ClockProfile:
         bandwidth: per link, bytes per second (``inf``: size costs nothing).
         seed: the run seed.
         deadline: seconds a node waits for a round's messages past its own ready time (None: for all of them).
+        traces: when nodes are off and links down (:mod:`proxgt.mixing.traces`), or None.
     """
 
     n: int
@@ -126,6 +128,7 @@ class ClockProfile:
     bandwidth: DelayTable
     seed: int = 0
     deadline: float | None = None
+    traces: Traces | None = None
 
     def __post_init__(self) -> None:
         e = self.edges
@@ -148,6 +151,20 @@ class ClockProfile:
         lat = self.latency.draw(_rng(self.seed, _TAG_LATENCY, r) if self.latency.random else None, 2)
         bw = self.bandwidth.draw(_rng(self.seed, _TAG_BANDWIDTH, r) if self.bandwidth.random else None, 2)
         return lat + nbytes / bw
+
+    def computed(self, start: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        """(n,) when each node, ready at ``start``, has computed for ``seconds`` (paused while it is off)."""
+        if self.traces is None:
+            done: np.ndarray = start + seconds
+            return done
+        return self.traces.compute_ends(start, seconds)
+
+    def arrival(self, i: int, j: int, link: int, sent: float, seconds: float) -> float:
+        """When j receives what i was ready to send at ``sent`` over ``link`` (``seconds`` on the wire): after the
+        traces' waits for i, the link and j (:mod:`proxgt.mixing.traces`)."""
+        if self.traces is None:
+            return sent + seconds
+        return self.traces.arrival(i, j, link, sent, seconds)
 
 
 class CountsGradients(Protocol):
@@ -196,7 +213,7 @@ class VirtualClock:
         ifo = np.asarray(self._work.ifo, dtype=np.int64)
         delta = ifo - self._charged
         if delta.any():
-            self.time += delta * self.profile.speeds(self.rounds)
+            self.time = self.profile.computed(self.time, delta * self.profile.speeds(self.rounds))
             self._charged = ifo.copy()
 
     def exchange(self, nbytes: int, edges: np.ndarray | None = None) -> None:
@@ -215,6 +232,12 @@ class VirtualClock:
         if len(e):
             i, j = e[:, 0], e[:, 1]
             to_j, to_i = self.time[i] + times[0, idx], self.time[j] + times[1, idx]  # arrivals
+            if p.traces is not None:  # waits for an off sender or receiver and a link that is down
+                ks = np.arange(len(p.edges))[idx]
+                to_j = np.array([p.arrival(a, b, k, self.time[a], t) for a, b, k, t in
+                                 zip(i.tolist(), j.tolist(), ks.tolist(), times[0, idx].tolist(), strict=True)])
+                to_i = np.array([p.arrival(b, a, k, self.time[b], t) for a, b, k, t in
+                                 zip(i.tolist(), j.tolist(), ks.tolist(), times[1, idx].tolist(), strict=True)])
             if p.deadline is not None:  # a late message is not waited for beyond the receiver's deadline
                 due_j, due_i = self.time[j] + p.deadline, self.time[i] + p.deadline
                 late_j, late_i = to_j > due_j, to_i > due_i
@@ -356,9 +379,10 @@ def _link_delays(value: Any, n: int, edges: np.ndarray, name: str, *, positive: 
 
 
 def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
-    """The run's :class:`ClockProfile` from its settings (``node_speed``, ``link_latency``, ``link_bandwidth``)
-    on a graph of ``n`` nodes and links ``edges`` ((E, 2)), or None when none of them is set (no clock, no
-    ``sim_time_s`` column). Bad values and files are one-line errors."""
+    """The run's :class:`ClockProfile` from its settings (``node_speed``, ``link_latency``, ``link_bandwidth``,
+    the trace files ``availability`` and ``link_outages``) on a graph of ``n`` nodes and links ``edges``
+    ((E, 2)), or None when none of them is set (no clock, no ``sim_time_s`` column). Bad values and files are
+    one-line errors."""
     if all(getattr(cfg, name) is None for name in CLOCK_SETTINGS):
         if cfg.round_deadline is not None:
             raise ProxGTValueError("round_deadline (--round-deadline) needs the virtual clock: set node_speed, "
@@ -368,7 +392,8 @@ def clock_profile(cfg: Any, n: int, edges: np.ndarray) -> ClockProfile | None:
     return ClockProfile(n, e, _node_delays(cfg.node_speed, n),
                         _link_delays(cfg.link_latency, n, e, "link_latency", positive=False, unset=0.0),
                         _link_delays(cfg.link_bandwidth, n, e, "link_bandwidth", positive=True, unset=math.inf),
-                        seed=int(cfg.seed), deadline=cfg.round_deadline)
+                        seed=int(cfg.seed), deadline=cfg.round_deadline,
+                        traces=read_traces(cfg.availability, cfg.link_outages, n, e))
 
 
 def refuse_on_real_time(cfg: Any) -> None:
@@ -383,6 +408,10 @@ def refuse_on_real_time(cfg: Any) -> None:
     if float(cfg.message_loss or 0.0) > 0.0:
         raise ProxGTValueError("message_loss (--message-loss) simulates lost messages (proxgt run); the distributed "
                                "executor's messages are real: leave it at 0 with proxgt launch")
+    if cfg.link_trace is not None:
+        raise ProxGTValueError("link_trace (--link-trace) replays a site runtime's late and lost messages in the "
+                               "simulator (proxgt run); the distributed executor's messages are real: leave it unset "
+                               "with proxgt launch")
     given = [name for name in CLOCK_SETTINGS if getattr(cfg, name) is not None]
     if given:
         flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in given)

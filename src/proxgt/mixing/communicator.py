@@ -182,6 +182,20 @@ def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape:
         return torch.sparse_csr_tensor(crow, col, val, size=shape)
 
 
+#: The most nodes for which :meth:`SimulatedCommunicator.rounds_into` applies the K rounds of a static graph as one
+#: dense n x n product. Measured (one thread, ring, Chebyshev, d = 10^5 per node): the one product took 0.9 ms
+#: against 7.7 ms for K = 4 rounds at 16 nodes, 23 ms against 94 ms at 64 and 82 ms against 335 ms at 128.
+FUSED_ROUNDS_MAX_NODES = 128
+
+
+def _polynomial(W: torch.Tensor, schedule: Sequence[tuple[float, float]]) -> torch.Tensor:
+    """p(W) (n x n, W's dtype) of the recurrence ``Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1}``, ``Z_{-1} = Z_0 = I``."""
+    prev = cur = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+    for alpha, beta in schedule:
+        prev, cur = cur, torch.add(alpha * (W @ cur), prev, alpha=beta)
+    return cur
+
+
 class SimulatedCommunicator:
     """All n nodes in one process: a gossip round is one (sparse or dense) product with W.
 
@@ -214,7 +228,7 @@ class SimulatedCommunicator:
         if given_sparse and sparse is False:
             raise ProxGTValueError("SimulatedCommunicator: sparse=False needs a dense W; got a sparse one")
         self.sparse = True if given_sparse else sparse  # None: chosen per call by size (see _use_sparse)
-        self._cache: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = {}
+        self._cache: dict[tuple[Any, ...], torch.Tensor] = {}  # W, and the polynomials of rounds_into, per dtype
         self.clock: VirtualClock | None = None
 
     def attach_clock(self, clock: VirtualClock) -> None:
@@ -274,6 +288,29 @@ class SimulatedCommunicator:
         :meth:`gossip` computes, bit for bit."""
         self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=np.asarray(sent))
         return self._product(Z, torch.empty_like(Z), 1.0, 0.0, None)
+
+    def rounds_into(self, Z: torch.Tensor, out: torch.Tensor,
+                    schedule: Sequence[tuple[float, float]]) -> torch.Tensor | None:
+        """All rounds of a multi-round recurrence ``Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1}`` (``Z_{-1} = Z_0``,
+        :meth:`proxgt.mixing.mixer.Mixer.schedule`) as one product ``out = p(W) Z``, each round counted as
+        :meth:`gossip_into` counts it; returns ``out``, or None where the rounds are to be run one by one.
+
+        Every round multiplies by the same W, so the K rounds are the polynomial p(W), an n x n matrix computed
+        once in float64 and cached: one pass over Z instead of K passes over three tensors. The result is the
+        same up to float rounding. Up to :data:`FUSED_ROUNDS_MAX_NODES` nodes (a dense n x n product costs n
+        multiply-adds per entry of Z, K rounds of a sparse W about 3K but K times the memory traffic) unless sparse
+        rounds were asked for (``sparse=True`` or a W given sparse); None otherwise."""
+        if self.n_nodes > FUSED_ROUNDS_MAX_NODES or self.sparse is True:
+            return None
+        key = ("poly", tuple(schedule), Z.dtype, Z.device)
+        P = self._cache.get(key)
+        if P is None:
+            P = _polynomial(self._W64, schedule).to(dtype=Z.dtype, device=Z.device)
+            self._cache[key] = P
+        for _ in schedule:
+            self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
+        torch.mm(P, Z.reshape(Z.shape[0], -1), out=out.view(out.shape[0], -1))
+        return out
 
     def _product(self, Z: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,
                  prev: torch.Tensor | None) -> torch.Tensor:

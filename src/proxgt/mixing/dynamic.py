@@ -328,6 +328,11 @@ class DynamicCommunicator(SimulatedCommunicator):
         self._k += 1
         return rw
 
+    def rounds_into(self, Z: torch.Tensor, out: torch.Tensor,
+                    schedule: Sequence[tuple[float, float]]) -> torch.Tensor | None:
+        """None: the matrix changes from round to round, so the rounds run one by one."""
+        return None
+
     def gossip_into(
         self,
         Z: torch.Tensor,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from proxgt._validation import ProxGTValueError, check_choice, check_positive_int
-from proxgt.mixing.communicator import Gossip
+from proxgt.mixing.communicator import Gossip, SimulatedCommunicator
 
 __all__ = ["MIXING_KINDS", "Mixer", "chebyshev_coefficients", "recurrence"]
 
@@ -70,7 +70,11 @@ class Mixer:
                        ``1/sqrt(1-lam)`` rounds do what plain gossip needs ``1/(1-lam)`` for.
         ``fastmix``    heavy-ball form Z_{k+1} = (1+eta) W Z_k - eta Z_{k-1}, Z_{-1} = Z_0.
 
-    Calling the mixer performs exactly ``rounds`` gossip rounds (one product with W each). Example::
+    Calling the mixer performs exactly ``rounds`` gossip rounds (one product with W each); on a simulated static
+    graph they are applied as one product with the polynomial p(W) and counted as ``rounds`` rounds
+    (:meth:`~proxgt.mixing.communicator.SimulatedCommunicator.rounds_into`; the same result up to float rounding)
+    unless ``fused=False``, which runs them one by one as the distributed executors do (for comparisons bit for
+    bit with mixers that run rounds, as the running sums of :mod:`proxgt.mixing.running_sums`). Example::
 
         >>> from proxgt.mixing import SimulatedCommunicator
         >>> comm = SimulatedCommunicator(torch.full((2, 2), 0.5), [1, 1])
@@ -78,8 +82,9 @@ class Mixer:
         [[1.0], [1.0]]
     """
 
-    def __init__(self, comm: Gossip, kind: str = "chebyshev", rounds: int = 1, *, lam: float):
+    def __init__(self, comm: Gossip, kind: str = "chebyshev", rounds: int = 1, *, lam: float, fused: bool = True):
         self.comm = comm
+        self.fused = bool(fused)
         self.kind = check_choice(kind, "mixing", MIXING_KINDS, "Mixer")
         self.rounds = check_positive_int(rounds, "rounds", "Mixer")
         self.lam = float(lam)
@@ -132,8 +137,12 @@ class Mixer:
         one scratch buffer and ``Z`` itself when consumed. The turns are counted back from the last round so
         that the last one writes the result, and no round needs a copy.
         """
-        into = self.comm.gossip_into
         schedule = self._schedule
+        if self.fused and isinstance(self.comm, SimulatedCommunicator):  # a static graph: K rounds as one product
+            done = self.comm.rounds_into(Z, torch.empty_like(Z), schedule)
+            if done is not None:
+                return done
+        into = self.comm.gossip_into
         prev, cur = Z, Z
         last = len(schedule) - 1
         out = torch.empty_like(Z)

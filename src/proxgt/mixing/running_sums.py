@@ -28,7 +28,7 @@ is exactly the synchronous round, bit for bit. The loss pattern is a pure functi
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -36,11 +36,21 @@ import torch
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.clock import VirtualClock, canonical_edges
 from proxgt.mixing.communicator import Clocked, Gossip
+from proxgt.mixing.link_trace import TraceLoss
 
-__all__ = ["MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "messages_may_miss",
+__all__ = ["LossPattern", "MessageLoss", "RunningSumMixer", "check_message_loss", "edge_weights", "messages_may_miss",
            "running_sum_mixer"]
 
 _TAG_LOSS = 0x1055
+
+
+class LossPattern(Protocol):
+    """Which messages of a global round are lost and which are late (arrive before the next round of their key):
+    bool (2, E) masks, row 0 the messages i -> j of each link (i, j), row 1 j -> i."""
+
+    def lost(self, r: int) -> np.ndarray: ...
+
+    def late(self, r: int) -> np.ndarray: ...
 
 
 class MessageLoss:
@@ -67,6 +77,10 @@ class MessageLoss:
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TAG_LOSS, int(r)]))
         return rng.random((2, self.n_links)) < self.p
 
+    def late(self, r: int) -> np.ndarray:
+        """None late: a message is delivered in its round or lost (lateness comes from a round deadline)."""
+        return np.zeros((2, self.n_links), dtype=bool)
+
 
 def edge_weights(W: torch.Tensor, edges: np.ndarray) -> np.ndarray:
     """w_ij of each link ``(i, j)`` of ``edges`` ((E, 2)) from a symmetric mixing matrix (dense or sparse CSR)."""
@@ -92,7 +106,8 @@ class RunningSumMixer:
         edges: (E, 2) links ``(i, j)``, i < j.
         weights: (E,) w_ij of each link.
         rounds: gossip rounds K per call.
-        loss: the :class:`MessageLoss` pattern.
+        loss: the :class:`MessageLoss` pattern, or a recorded trace's
+            (:class:`~proxgt.mixing.link_trace.TraceLoss`), which also says which messages were late.
         tracked: the keys mixed by running sums (trackers); every other key mixes with the newest values.
         late: the communicator's virtual clock under a round deadline: the messages it finds late
             (:attr:`~proxgt.mixing.clock.VirtualClock.late`, same link order as ``edges``) also miss their round.
@@ -103,7 +118,7 @@ class RunningSumMixer:
         copies: key -> (2, E, ...) the newest value each receiver holds from each neighbour (other keys).
     """
 
-    def __init__(self, comm: Gossip, edges: np.ndarray, weights: np.ndarray, rounds: int, loss: MessageLoss,
+    def __init__(self, comm: Gossip, edges: np.ndarray, weights: np.ndarray, rounds: int, loss: LossPattern,
                  tracked: tuple[str, ...] = (), late: VirtualClock | None = None):
         self.comm = comm
         e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
@@ -135,9 +150,10 @@ class RunningSumMixer:
         return Z
 
     def _round(self, Z: torch.Tensor, key: str) -> torch.Tensor:
-        lost = self.loss.lost(self.comm.counter.rounds)
+        r = self.comm.counter.rounds
+        lost = self.loss.lost(r)
         out = self.comm.gossip(Z)  # every message delivered (and the clock, if any, advanced over the round)
-        late = self.late.late if self.late is not None else np.zeros_like(lost)
+        late = self.late.late if self.late is not None else self.loss.late(r)
         late = late & ~lost
         if key in self.tracked:
             self._sums(Z, out, key, lost, late)
@@ -216,16 +232,20 @@ class RunningSumMixer:
 
 
 def messages_may_miss(cfg: Any) -> bool:
-    """Whether a run's messages may be lost or late (``message_loss`` > 0, or a ``round_deadline``): then it
-    mixes with :class:`RunningSumMixer`."""
-    return float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None
+    """Whether a run's messages may be lost or late (``message_loss`` > 0, a ``round_deadline``, or a recorded
+    ``link_trace``): then it mixes with :class:`RunningSumMixer`."""
+    return float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None or cfg.link_trace is not None
 
 
 def check_message_loss(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     """Refuse what ``message_loss`` or ``round_deadline`` cannot honour yet (one line each)."""
     if not messages_may_miss(cfg):
         return
-    what = "message_loss" if float(cfg.message_loss or 0.0) > 0.0 else "round_deadline"
+    what = "message_loss" if float(cfg.message_loss or 0.0) > 0.0 else \
+        "round_deadline" if cfg.round_deadline is not None else "link_trace"
+    if cfg.link_trace is not None and what != "link_trace":
+        raise ProxGTValueError(f"link_trace replays a recorded pattern of late and lost messages; {what} would "
+                               "add another: leave it unset")
     if cfg.mixing not in ("plain", "auto"):  # auto picks plain under message loss (proxgt.mixing.auto)
         raise ProxGTValueError(
             f"{what} needs mixing = 'plain' (--mixing plain), not {cfg.mixing!r}: the running sums keep the "
@@ -249,8 +269,10 @@ def running_sum_mixer(comm: Gossip, spec: Any, *, p: float | None = None,
     its seeded loss pattern and the algorithm's tracked keys (``p`` and ``tracked`` replace the last two)."""
     edges = canonical_edges(spec.topology.edges)
     w = edge_weights(spec.topology.W, edges)
-    loss = MessageLoss(float(spec.settings.message_loss or 0.0) if p is None else p, len(edges),
-                       seed=spec.settings.seed)
+    loss: LossPattern = MessageLoss(float(spec.settings.message_loss or 0.0) if p is None else p, len(edges),
+                                    seed=spec.settings.seed)
+    if spec.settings.link_trace is not None and p is None:  # a site runtime's recorded late and lost messages
+        loss = TraceLoss(spec.settings.link_trace, edges)
     keys = spec.algorithm.capabilities.tracked_keys if tracked is None else tracked
     # a round deadline on the virtual clock: its late messages count as lost in their round
     late = cast(Clocked, comm).clock if spec.settings.round_deadline is not None else None

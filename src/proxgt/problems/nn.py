@@ -327,6 +327,8 @@ class TorchModelProblem:
         self.reg_mask = self.density_mask.clone() if not self.reg_bias else torch.ones(self.dim, dtype=torch.bool)
         self._index = {n: i for i, n in enumerate(self.param_names)}
         self._grouped_layers = _leaves(model) if supported else None
+        # Linear and elementwise layers only (the MLP): the grouped gradient is written straight into its (k, d) rows
+        self._linear_layers = _linear_stack(model) if supported else None
         self._vmapped_grad = vmap(grad_and_value(self._row_loss))
         self._vmapped_forward = vmap(self._row_logits)
 
@@ -363,6 +365,8 @@ class TorchModelProblem:
         feats = self._reshape_feats(feats).to(X.dtype)
         weights = weights.to(X.dtype)
         if self.grad_mode == "grouped":
+            if self._linear_layers is not None:
+                return _linear_stack_loss_grad(self, self._linear_layers, X, feats, labels, weights)
             with torch.enable_grad():
                 Xl = X.detach().requires_grad_(True)
                 logits = self._grouped_logits(Xl, feats)
@@ -576,6 +580,47 @@ def _linear_stack(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if not ok or (isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1)):
             return None
     return leaves
+
+
+def _linear_stack_loss_grad(problem, layers, X, feats, labels, weights) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_grad`` of the grouped path for a stack of Linear and elementwise layers, with the same forward
+    pass. The backward pass runs to the layer outputs only; each weight gradient (one batched product per layer)
+    and bias gradient is then written into its place in the (k, d) result, instead of autograd's per-parameter
+    gradients followed by a copy of all of them into one tensor (the copy of the first layer's (k, 256, 784)
+    gradient took as long as its product on the Fashion-MNIST MLP)."""
+    k, b = labels.shape
+    P = dict(zip(problem.param_names, torch.split(X.detach(), problem._numels, dim=1), strict=True))
+    G = torch.empty_like(X)  # every coordinate is written below: all parameters are the Linear layers'
+    into = dict(zip(problem.param_names, torch.split(G, problem._numels, dim=1), strict=True))
+    h = feats
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+    names: list[tuple[str, str | None]] = []
+    with torch.enable_grad():
+        for prefix, m in layers:
+            if isinstance(m, nn.Linear):
+                W = P[f"{prefix}.weight"].reshape(k, m.out_features, m.in_features)
+                bias = P.get(f"{prefix}.bias")
+                a = h.reshape(k, b, -1)
+                hT = a.transpose(1, 2)  # as in _grouped_logits: out^T = W h^T
+                outT = torch.bmm(W, hT) if bias is None else torch.baddbmm(bias.unsqueeze(2), W, hT)
+                if not outputs:  # the graph starts here: the backward pass runs to the layer outputs only
+                    outT.requires_grad_(True)
+                inputs.append(a.detach())
+                outputs.append(outT)
+                names.append((f"{prefix}.weight", f"{prefix}.bias" if bias is not None else None))
+                h = outT.transpose(1, 2)
+            elif isinstance(m, nn.Flatten):
+                h = h.reshape(k, b, -1)
+            else:
+                h = m(h)
+        loss = _weighted_ce(h.reshape(k, b, -1), labels, weights)
+        out_grads = torch.autograd.grad(loss.sum(), outputs)
+    for a, gT, (w_name, bias_name) in zip(inputs, out_grads, names, strict=True):
+        torch.bmm(gT, a, out=into[w_name].view(k, gT.shape[1], a.shape[2]))
+        if bias_name is not None:
+            torch.sum(gT, dim=2, out=into[bias_name])
+    return loss.detach(), G
 
 
 def _linear_stack_clipped_sum(problem, layers, X, feats, labels, mask, clip) -> torch.Tensor:

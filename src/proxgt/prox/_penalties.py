@@ -26,6 +26,19 @@ from ._base import (
 __all__ = ["NoReg", "L1", "L2Squared", "ElasticNet", "GroupLasso"]
 
 
+#: The most runs of equal mask values for which :meth:`L1.prox` clamps run by run with scalar bounds.
+_MAX_MASK_RUNS = 64
+
+
+def _mask_runs(mask: Tensor) -> list[tuple[int, int, bool]]:
+    """(start, stop, value) of each maximal run of equal values of a 1-D bool CPU ``mask``, in order."""
+    if mask.numel() == 0:
+        return []
+    m = mask
+    cuts = [0, *(torch.nonzero(m[1:] != m[:-1]).flatten() + 1).tolist(), int(m.numel())]
+    return [(a, b, bool(m[a])) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
 def _soft(X: Tensor, thr: float) -> Tensor:
     """Soft-thresholding ``sign(x) max(|x| - thr, 0)``, as ``x - clip(x, -thr, thr)`` (no ``-0.0``)."""
     return X - X.clamp(-thr, thr)
@@ -113,10 +126,24 @@ class L1(RegularizerBase):
         m = self._mask_on(self.mask, X)
         if m is None:
             return _soft(X, t * self.lam)
-        # a per-coordinate threshold (0 on unmasked coordinates) keeps it at two passes over X instead of
-        # soft-thresholding everything and then selecting with torch.where
-        thr = m.to(X.dtype) * (t * self.lam)
-        return X - torch.clamp(X, min=-thr, max=thr)
+        mask = self.mask
+        assert mask is not None  # m is its copy on X's device; the runs are read off the CPU original
+        runs = self._cached(("runs",), lambda: _mask_runs(mask))
+        if len(runs) > _MAX_MASK_RUNS:
+            # a per-coordinate threshold (0 on unmasked coordinates) keeps it at two passes over X instead of
+            # soft-thresholding everything and then selecting with torch.where
+            thr = m.to(X.dtype) * (t * self.lam)
+            return X - torch.clamp(X, min=-thr, max=thr)
+        # a mask made of a few runs (a network's weight matrices between its biases): the clamp with a scalar
+        # bound per run is ~2x faster than with a (d,) bound tensor, and the difference is written over the
+        # clamped values (one (k, d) tensor, not two); the same numbers as the per-coordinate threshold
+        clamped = torch.empty_like(X)
+        for a, b, masked in runs:
+            if masked:
+                torch.clamp(X[:, a:b], min=-t * self.lam, max=t * self.lam, out=clamped[:, a:b])
+            else:
+                clamped[:, a:b].zero_()
+        return torch.sub(X, clamped, out=clamped)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "strength": self.lam, **mask_summary(self.mask)}

@@ -175,10 +175,10 @@ class PathValue(Constraint):
     """A file (or folder) path; ``must_exist`` files are checked when the run is validated."""
 
     must_exist: bool = True
-    folder: bool = False
+    folder: bool | None = False  # None: a file or a folder
 
     def describe(self) -> str:
-        return "a folder" if self.folder else "a file path"
+        return "a file or folder" if self.folder is None else "a folder" if self.folder else "a file path"
 
     def check(self, value: Any, name: str) -> str:
         import os
@@ -188,9 +188,11 @@ class PathValue(Constraint):
             raise setting_error(name, self.describe(), value)
         p = Path(value).expanduser()
         if self.must_exist:
+            if self.folder is None and not p.exists():
+                raise ProxGTValueError(f"The '{name}' setting names a path that does not exist: {value}")
             if self.folder and not p.is_dir():
                 raise ProxGTValueError(f"The '{name}' setting names a folder that does not exist: {value}")
-            if not self.folder and not p.is_file():
+            if self.folder is False and not p.is_file():
                 raise ProxGTValueError(f"The '{name}' setting names a file that does not exist: {value}")
         return str(value)
 

@@ -130,6 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("message_loss", "graph", 0.0, Float(0.0, 1.0),
             "probability that a gossip message is lost without its sender knowing (independently per message and "
             "round; simulator): trackers go by running sums, iterates by the newest value (docs/message-loss.md)"),
+    Setting("link_trace", "graph", None, PathValue(folder=None),
+            "replay the late and lost messages a site runtime recorded (link_trace.csv of proxgt site, or a folder "
+            "of site run folders) in the running-sum mixer, instead of message_loss (docs/site-runtime.md)",
+            metavar="PATH"),
     # ------------------------------------------------------------------ mixing
     Setting("mixing", "mixing", "auto", Choice(("auto", "plain", "chebyshev", "fastmix")),
             "multi-round gossip M_K, or auto (plain with lossy compression or a time-varying topology, "
@@ -201,13 +205,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("link_bandwidth", "clock", None, _ClockSpec("bytes per second, > 0", positive=True),
             "bytes per second of a link, drawn per message, or a CSV file of I,J,SPEC rows [default: infinite]",
             metavar="SPEC|CSV"),
+    Setting("availability", "clock", None, PathValue(),
+            "a CSV file of NODE,START_S,END_S rows: the node is off during [START_S, END_S) of virtual time (it "
+            "does not compute or send; messages to it wait until it is back)", metavar="CSV"),
+    Setting("link_outages", "clock", None, PathValue(),
+            "a CSV file of I,J,START_S,END_S rows: the link carries nothing during [START_S, END_S); a message sent "
+            "meanwhile leaves when it is back (late rather than lost, docs/virtual-clock.md)", metavar="CSV"),
     Setting("round_deadline", "clock", None, Float(0.0),
             "seconds a node waits in a synchronous round for its neighbours' messages past its own ready time; a "
             "later message is late: made good by the next one (trackers by running sums, docs/message-loss.md)",
             metavar="SECONDS"),
     Setting("asynchronous", "clock", False, Bool(),
             "nodes compute and send on their own virtual clocks and mix with the newest message from each "
-            "neighbour, never waiting for one (ProxGT-SA; plain mixing, one round)", flag="--async"),
+            "neighbour, never waiting for one (ProxGT; plain mixing, one round)", flag="--async"),
     Setting("max_staleness", "clock", 4, Int(0),
             "with --async: a node waits rather than mix with a neighbour's message more than this many of its "
             "iterations old (0 would be the synchronous run)"),
@@ -225,7 +235,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dp_secure_noise", "privacy", None, Bool(),
             "draw each node's DP noise and Poisson samples from a seed taken from the operating system's secure "
             "randomness, which no other process or site knows, instead of from seed (the run then repeats only "
-            "through a resume) [default: off in one process, always on for 'proxgt launch' workers]"),
+            "through a resume) [default: off in one process, always on for 'proxgt launch' workers and sites]"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),

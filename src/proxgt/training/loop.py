@@ -48,6 +48,14 @@ class compute_settings:
         torch.set_flush_denormal(False)
 
 
+def _all_finite(X: torch.Tensor) -> bool:
+    """Whether every entry of ``X`` is finite. A NaN or infinite entry makes the sum NaN or infinite, so a finite
+    sum settles it in one read of X (``isfinite(X).all()`` measured ~15x slower on a (8, 203530) state, a third
+    of a Fashion-MNIST MLP iteration); only a sum that is not finite (a bad entry, or finite entries whose sum
+    overflows) is checked entry by entry."""
+    return bool(torch.isfinite(X.sum())) or bool(torch.isfinite(X).all())
+
+
 def _first_bad_row(X: torch.Tensor) -> int:
     bad = (~torch.isfinite(X)).any(dim=1).nonzero()
     return int(bad[0]) if bad.numel() else 0
@@ -181,7 +189,7 @@ def train(
                                      if dropout else None)
             log_now = state.t != t_before and (state.t % spec.settings.log_every == 0 or state.t == spec.iters)
             if on_device is None:
-                if not bool(torch.isfinite(state.x).all()):
+                if not _all_finite(state.x):
                     raise _diverged(state.t, _first_bad_row(state.x), node_ids, spec.step)
             else:
                 on_device.record(state.t, state.x)
