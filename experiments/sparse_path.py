@@ -160,8 +160,13 @@ def report() -> None:
         writer.writerow({**r, "command": command(str(r["run"]), runs()[str(r["run"])])})
     atomic_write_text(REPORT / "table.csv", buf.getvalue())
 
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
-    for ax, (model, split) in zip(axes[0], groups, strict=True):
+    kinds = sorted({str(r["kind"]) for r in rows if r["variant"] != "dense"})  # one style per kind, every panel
+    cols = min(2, len(groups))
+    nrows = (len(groups) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (model, split) in zip(axes.flat, groups, strict=False):
         group = [r for r in rows if (r["model"], r["split"]) == (model, split)]
         dense = next((r for r in group if r["variant"] == "dense"), None)
         sparse = sorted((r for r in group if r["variant"] != "dense"), key=lambda r: float(r["density"]))
@@ -175,8 +180,10 @@ def report() -> None:
             ax.axvline(d, color="grey", ls="--", lw=1)
             ax.annotate(f"{d:.0%}", (d, 0.02), xycoords=("data", "axes fraction"), fontsize=7, color="grey",
                         xytext=(2, 0), textcoords="offset points")
-        for k, kind in enumerate(sorted({str(r["kind"]) for r in sparse})):
+        for k, kind in enumerate(kinds):
             pts = [r for r in sparse if r["kind"] == kind]
+            if not pts:
+                continue
             ax.plot([float(r["density"]) for r in pts], [100 * float(r["test_accuracy"]) for r in pts],
                     "os^"[k % 3] + "-", color=("tab:blue", "tab:purple", "tab:red")[k % 3], label=f"sparse, {kind}")
         ax.set_xscale("log")
