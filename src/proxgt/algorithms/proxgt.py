@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 
 from proxgt._validation import check_choice, check_positive_float
-from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_mix, track
+from proxgt.algorithms._parts import Mix, estimator_capabilities, mix_owned, prox_step, track
 from proxgt.algorithms.base import Capabilities
 from proxgt.estimators import Estimator, EstimatorState
 from proxgt.problems.oracle import GradientOracle
@@ -85,7 +85,7 @@ class ProxGT:
     def update(self, state: ProxGTState, oracle: GradientOracle, mix: Mix) -> ProxGTState:
         a = self.step
         if self.order == "prox-mix":
-            X_new = prox_mix(self.regularizer, state.x, state.y, a, mix, key="x")
+            X_new = mix_owned(mix, prox_step(self.regularizer, state.x, state.y, a), key="x")
         else:
             X_new = self.regularizer.prox(mix_owned(mix, torch.add(state.x, state.y, alpha=-a), key="x"), a)
         V_new, est = self.estimator.update(state.est, oracle, X_new, state.x, state.v, state.t + 1)

@@ -9,7 +9,7 @@ neighbours. Multi-round mixing is built on top of it in :mod:`proxgt.mixing.mixe
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -188,16 +188,6 @@ def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape:
 FUSED_ROUNDS_MAX_NODES = 128
 
 
-#: Bytes of one block of columns in :meth:`SimulatedCommunicator.rounds_into_blocks`: a few such blocks stay in a
-#: core's L2 cache (a quarter of the 1 MiB that even small server cores have).
-BLOCK_BYTES = 256 * 2**10
-
-
-def block_columns(like: torch.Tensor) -> int:
-    """Columns per block of :data:`BLOCK_BYTES` for an (n, d) tensor like ``like`` (at least 256)."""
-    return max(256, BLOCK_BYTES // max(1, like.shape[0] * like.element_size()))
-
-
 def _polynomial(W: torch.Tensor, schedule: Sequence[tuple[float, float]]) -> torch.Tensor:
     """p(W) (n x n, W's dtype) of the recurrence ``Z_{k+1} = alpha_k W Z_k + beta_k Z_{k-1}``, ``Z_{-1} = Z_0 = I``."""
     prev = cur = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
@@ -312,36 +302,15 @@ class SimulatedCommunicator:
         rounds were asked for (``sparse=True`` or a W given sparse); None otherwise."""
         if self.n_nodes > FUSED_ROUNDS_MAX_NODES or self.sparse is True:
             return None
-        P = self._polynomial_for(Z, schedule)
+        key = ("poly", tuple(schedule), Z.dtype, Z.device)
+        P = self._cache.get(key)
+        if P is None:
+            P = _polynomial(self._W64, schedule).to(dtype=Z.dtype, device=Z.device)
+            self._cache[key] = P
         for _ in schedule:
             self._record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size())
         torch.mm(P, Z.reshape(Z.shape[0], -1), out=out.view(out.shape[0], -1))
         return out
-
-    def rounds_into_blocks(self, make: Callable[[slice], torch.Tensor], out: torch.Tensor,
-                           schedule: Sequence[tuple[float, float]]) -> torch.Tensor | None:
-        """:meth:`rounds_into` for the (n, d) ``Z`` whose columns ``cols`` are ``make(cols)`` (a fresh (n, len)
-        tensor), block by block of :func:`block_columns` columns: ``Z`` is never formed, and each block is
-        still in cache when its product reads it. None where :meth:`rounds_into` is (the caller then makes the
-        whole ``Z``) and for a ``out`` not on the CPU (a GPU gains nothing from blocks it launches one by one)."""
-        if self.n_nodes > FUSED_ROUNDS_MAX_NODES or self.sparse is True or out.device.type != "cpu" or out.ndim != 2:
-            return None
-        P = self._polynomial_for(out, schedule)
-        for _ in schedule:
-            self._record_round(out.shape[1], out.element_size())
-        step = block_columns(out)
-        for a in range(0, out.shape[1], step):
-            cols = slice(a, min(a + step, out.shape[1]))
-            torch.mm(P, make(cols), out=out[:, cols])
-        return out
-
-    def _polynomial_for(self, like: torch.Tensor, schedule: Sequence[tuple[float, float]]) -> torch.Tensor:
-        key = ("poly", tuple(schedule), like.dtype, like.device)
-        P = self._cache.get(key)
-        if P is None:
-            P = _polynomial(self._W64, schedule).to(dtype=like.dtype, device=like.device)
-            self._cache[key] = P
-        return P
 
     def _product(self, Z: torch.Tensor, out: torch.Tensor, alpha: float, beta: float,
                  prev: torch.Tensor | None) -> torch.Tensor:

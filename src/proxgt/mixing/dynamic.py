@@ -22,7 +22,7 @@ Iteration 0 is the algorithm's ``init``: every node is active there (there is no
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -331,11 +331,6 @@ class DynamicCommunicator(SimulatedCommunicator):
     def rounds_into(self, Z: torch.Tensor, out: torch.Tensor,
                     schedule: Sequence[tuple[float, float]]) -> torch.Tensor | None:
         """None: the matrix changes from round to round, so the rounds run one by one."""
-        return None
-
-    def rounds_into_blocks(self, make: Callable[[slice], torch.Tensor], out: torch.Tensor,
-                           schedule: Sequence[tuple[float, float]]) -> torch.Tensor | None:
-        """None, as :meth:`rounds_into`."""
         return None
 
     def gossip_into(

@@ -8,7 +8,6 @@ the node average exactly (its polynomial p satisfies p(1) = 1) up to float round
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -126,19 +125,6 @@ class Mixer:
 
     #: ``__call__`` takes ``consume=True`` (see :func:`proxgt.algorithms._parts.mix_owned`)
     can_consume = True
-
-    def mix_columns(self, make: Callable[[slice], torch.Tensor], like: torch.Tensor,
-                    key: str | None = None) -> torch.Tensor:
-        """``M_K(Z)`` for the ``Z`` shaped like ``like`` whose columns ``cols`` are ``make(cols)`` (a fresh
-        tensor; e.g. the tracking input ``Y + V_new - V_old``). Where the K rounds are one product (a simulated
-        static graph, on the CPU) block by block of columns, so that ``Z`` is never formed and each block is
-        mixed while still in cache (one pass over memory instead of three for the tracking update of the
-        Fashion-MNIST MLP); otherwise ``make`` of all columns, mixed as a handed-over input."""
-        if self.fused and isinstance(self.comm, SimulatedCommunicator) and like.ndim == 2:
-            done = self.comm.rounds_into_blocks(make, torch.empty_like(like), self._schedule)
-            if done is not None:
-                return done
-        return self(make(slice(None)), key=key, consume=True)
 
     def __call__(self, Z: torch.Tensor, key: str | None = None, *, consume: bool = False) -> torch.Tensor:
         """Apply M_K to ``Z`` with exactly ``rounds`` gossip rounds. ``key`` names the mixed quantity (``"x"``,

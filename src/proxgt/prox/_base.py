@@ -128,16 +128,8 @@ class RegularizerBase:
     """
 
     name: ClassVar[str] = ""
-    #: h is a sum of functions of one coordinate each, so its prox on the columns ``cols`` of X is the prox of
-    #: :meth:`columns` on ``X[:, cols]`` (what lets ProxGT prox and mix a (k, d) state block by block of columns)
-    separable: ClassVar[bool] = False
     if TYPE_CHECKING:  # every subclass is a dataclass
         __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
-
-    def columns(self, cols: slice) -> Regularizer:
-        """h restricted to the coordinates ``cols`` (a slice with explicit start and stop), for a ``separable``
-        h; the others raise."""
-        raise NotImplementedError(f"{type(self).__name__} is not separable over coordinates")
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):

@@ -103,13 +103,6 @@ class L1(RegularizerBase):
     name: ClassVar[str] = "l1"
     PARAMS: ClassVar[tuple[str, ...]] = ("mask",)
     REQUIRED: ClassVar[tuple[str, ...]] = ()
-    separable: ClassVar[bool] = True
-
-    def columns(self, cols: slice) -> L1:
-        """The l1 penalty of the coordinates ``cols`` (its mask sliced), cached per slice."""
-        mask = self.mask
-        return self._cached(("columns", cols.start, cols.stop),
-                            lambda: L1(self.lam, mask=None if mask is None else mask[cols]))
 
     @classmethod
     def from_settings(cls, strength: float, **params: Any) -> L1:
