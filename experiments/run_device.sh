@@ -131,7 +131,7 @@ running() { n=0; for p in $PIDS; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); do
 while [ "$(running)" -gt 0 ]; do
     sleep 20
     now=$(( $(date +%s) - START ))
-    echo "[$now s] finished: h2h-lenet pilots $(count $RUNS/h2h-lenet/tune)/18 cells $(count $RUNS/h2h-lenet/runs)/12;" \
+    echo "[$now s] finished: h2h-lenet pilots $(count $RUNS/h2h-lenet/tune)/12 cells $(count $RUNS/h2h-lenet/runs)/18;" \
          "sparsity $(count $RUNS/sparsity/runs)/14; nn-results $(count $RUNS/nn-results)/7"
     [ $now -gt $(( BUDGET_S + 60 )) ] && break
 done

@@ -130,3 +130,64 @@ def test_a_suite_varying_only_seeds_is_one_tuned_series(tmp_path):
     s = load_suite(_write(tmp_path, text.replace('"*" = { step = [0.003, 100.0] }\n', "")))
     assert [x.series for x in s.tune.series] == ["all cells"] and s.tune.series[0].cells == ["seed0", "seed1"]
     assert [p.name for p in s.tune.all_pilots()] == ["step0.001__seed0", "step0.01__seed0", "step100.0__seed0"]
+
+
+def test_pilots_as_long_as_their_cells_are_reused_as_the_cells_of_their_seed(tmp_path, capsys):
+    # fraction = 1: each pilot runs its own cell's length (prox-dsgd's cells are longer); the pilot at the chosen
+    # step on seed 0 is the seed-0 cell's run, which is copied instead of run a second time
+    text = SUITE.replace("iters = 20\n", "fraction = 1.0\n").replace(
+        "[tune]", '[[cell]]\nmatch = { algorithm = "prox-dsgd" }\nset = { iters = 40, log_every = 8 }\n[tune]')
+    path = _write(tmp_path, text)
+    s = load_suite(path)
+    lengths = {p.name: (p.config["iters"], p.config["log_every"]) for p in s.tune.all_pilots()}
+    assert lengths["proxgt-sa__step0.01__seed0"] == (30, 5) and lengths["prox-dsgd__step0.003__seed0"] == (40, 8)
+    res = run_suite(s)
+    assert sorted(res.reused) == ["prox-dsgd__seed0", "proxgt-sa__seed0"]
+    assert sorted(res.ran) == ["prox-dsgd__seed1", "proxgt-sa__seed1"] and not res.failed
+    cell = next(c for c in s.cells if c.name == "proxgt-sa__seed0")
+    folder = s.folder(cell)
+    assert json.loads((folder / "cell.json").read_text())["tuned"] == {"step": 0.01}
+    pilot = s.out / "tune" / "proxgt-sa__step0.01__seed0"
+    assert (folder / "metrics.csv").read_bytes() == (pilot / "metrics.csv").read_bytes()
+    # what the copy stands for: running the cell itself gives the same rows (wall time aside)
+    from proxgt.executors.simulation import run_simulation
+    from proxgt.reporting.runs import load_run
+    from proxgt.settings import RunConfig
+
+    run_simulation(RunConfig.from_dict(cell.config), out=tmp_path / "rerun")
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in load_run(tmp_path / "rerun").rows]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in load_run(folder).rows]
+    md = (s.out / "tune" / "tuning.json").read_text()
+    assert json.loads(md)["fraction"] == 1.0
+    # resumed: nothing runs again; the compare line names the copies only when there are some
+    assert main(["compare", "-c", str(path), "--no-progress", "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "ran 0 cells (0 diverged), skipped 4" in out and "ran 0 pilots, skipped 5" in out
+    section = (s.out / "table.md").read_text().split("## Tuning")[1]
+    assert "one pilot of 30 iterations (algorithm=prox-dsgd: 40) per grid setting" in section
+
+
+def test_a_fraction_of_each_cells_length():
+    from proxgt.suites.tuning import Tune, _pilot_budget
+
+    tune = Tune(None, 1, "objective", {}, fraction=0.5)
+    assert _pilot_budget({"iters": 30, "log_every": 5}, tune) == {"iters": 15, "log_every": 1}
+    assert _pilot_budget({"epochs": 3.0}, tune) == {"epochs": 1.5}
+    assert _pilot_budget({"epochs": 3.0}, Tune(None, 1, "objective", {})) == {"epochs": 0.6}  # a fifth
+    assert _pilot_budget({"iters": 30, "log_every": 5}, Tune(None, 1, "objective", {})) == {"iters": 6,
+                                                                                             "log_every": 1}
+
+
+@pytest.mark.parametrize(
+    ("new", "match"),
+    [
+        ("fraction = 0", "tune.fraction must be a number in \\(0, 1\\]"),
+        ("fraction = 1.5", "tune.fraction must be a number in \\(0, 1\\]"),
+        ("fraction = true", "tune.fraction must be a number in \\(0, 1\\]"),
+        ("iters = 20\nfraction = 0.5", "give tune.iters .* or tune.fraction .*, not both"),
+    ],
+)
+def test_bad_fractions_give_one_line_errors(tmp_path, new, match):
+    with pytest.raises(ProxGTValueError, match=match) as info:
+        load_suite(_write(tmp_path, SUITE.replace("iters = 20", new)))
+    assert "\n" not in str(info.value)

@@ -27,8 +27,9 @@ def _handle(args: argparse.Namespace) -> int:
     rows = suite_table(suite)
     print(suite_table_caption(suite) + "\n")
     print(table_markdown(rows))
-    print(f"suite {suite.name}: ran {len(res.ran)} cells ({len(res.diverged)} diverged), skipped {len(res.skipped)} "
-          f"already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")
+    reused = f" and took {len(res.reused)} from tuning pilots of the same settings" if res.reused else ""
+    print(f"suite {suite.name}: ran {len(res.ran)} cells{reused} ({len(res.diverged)} diverged), skipped "
+          f"{len(res.skipped)} already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")
     if suite.tune is not None:
         from proxgt.reporting.runs import tuning_markdown
         from proxgt.suites.tuning import read_tuning

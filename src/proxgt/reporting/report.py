@@ -21,6 +21,7 @@ from proxgt._validation import ProxGTValueError
 from proxgt.reporting.curves import plot_curves, save_figure
 from proxgt.reporting.runs import (
     group_series,
+    seed_spread_markdown,
     series_table,
     suite_records,
     table_caption,
@@ -90,7 +91,7 @@ def write_report(
     series = group_series(records)
     rows, curves = series_table(series, target=float(target), metric=metric, cost=cost)
     caption = table_caption(metric, float(target))
-    _, table_md = write_table(rows, out / "table", caption=caption)
+    _, table_md = write_table(rows, out / "table", caption=caption, metric=metric)
     from proxgt.suites.tuning import read_tuning
 
     tuning = read_tuning(root)  # a tuned suite: its pilots and choices, below the table
@@ -154,6 +155,9 @@ def write_report(
         "",
         table_markdown(rows),
     ]
+    spread = seed_spread_markdown(rows, metric)  # several seeds: each seed's own final value, mean and spread
+    if spread:
+        lines += [spread]
     if tuning is not None:
         lines += [tuning_markdown(tuning)]
     for name in pngs:

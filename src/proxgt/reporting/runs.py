@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from proxgt._io import atomic_write_text, read_metrics_csv
 from proxgt.errors import ProxGTValueError
 from proxgt.reporting.curves import (
@@ -27,6 +29,7 @@ from proxgt.reporting.curves import (
     first_dip_cost,
     mean_curve,
     sustained_cost,
+    tail_median,
 )
 from proxgt.reporting.per_node import final_per_node, worst_node
 from proxgt.settings import load_config_file
@@ -47,6 +50,8 @@ __all__ = [
     "table_columns",
     "table_markdown",
     "table_csv",
+    "spread_columns",
+    "seed_spread_markdown",
     "write_table",
     "tuning_markdown",
 ]
@@ -237,11 +242,39 @@ def series_table(
                     curve = mean_curve(runs, col, axes=())
                     # epsilon only grows: what a run spent is its last value, not a tail median
                     row[f"final_{col}"] = float(curve.mean[-1]) if col in LAST_VALUE_FINALS else final_median(curve)
+            row.update(_seed_spread(runs, metric, target))
         else:
             for col in TABLE_COLUMNS[len(_SETTING_COLUMNS):]:
                 row[col] = math.nan
         rows.append(row)
     return rows, curves
+
+
+#: statistics over seeds of each seed's own final value (:func:`_seed_spread`), suffixed to the final columns
+SPREAD_STATS = ("mean", "sd", "min", "max")
+
+
+def _seed_spread(runs: Sequence[Sequence[dict[str, float]]], metric: str, target: float) -> dict[str, Any]:
+    """Per final column (``final_median`` and the optional finals), the mean, sample standard deviation (nan for
+    one seed), min and max over seeds of each seed's own final value (tail median of its curve; last value for
+    :data:`LAST_VALUE_FINALS`); and ``seeds_at_target``, how many seeds' own curves get to ``target`` and stay,
+    with the min and max of their ``samples_to_target``."""
+    finals = {"final_median": metric, **{f"final_{c}": c for c in OPTIONAL_FINALS}}
+    out: dict[str, Any] = {}
+    for name, col in finals.items():
+        if not all(r and col in r[0] for r in runs):
+            continue
+        v = np.array([float(r[-1][col]) if col in LAST_VALUE_FINALS else tail_median([row[col] for row in r])
+                      for r in runs])
+        out.update({f"{name}_mean": float(v.mean()), f"{name}_sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
+                    f"{name}_min": float(v.min()), f"{name}_max": float(v.max())})
+    reach = [sustained_cost(mean_curve([r], metric, axes=("ifo_per_node",)), target, "ifo_per_node")
+             for r in runs if r and "ifo_per_node" in r[0]]
+    hit = [c for c in reach if math.isfinite(c)]
+    out["seeds_at_target"] = len(hit)
+    out["samples_to_target_min"] = min(hit) if hit else math.inf
+    out["samples_to_target_max"] = max(hit) if hit else math.inf
+    return out
 
 
 OPTIONAL_FINALS = ("test_accuracy", "local_accuracy_mean", "local_accuracy_worst", "density", "epsilon")
@@ -288,13 +321,62 @@ def table_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines) + "\n"
 
 
+def spread_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The over-seeds columns (:func:`_seed_spread`) some row has, in table order: ``<final>_mean``, ``_sd``,
+    ``_min``, ``_max`` per final column, then ``seeds_at_target`` and ``samples_to_target_min``/``_max``."""
+    finals = ["final_median", *(f"final_{c}" for c in OPTIONAL_FINALS)]
+    cols = [f"{f}_{stat}" for f in finals for stat in SPREAD_STATS]
+    cols += ["seeds_at_target", "samples_to_target_min", "samples_to_target_max"]
+    return [c for c in cols if any(c in r for r in rows)]
+
+
+def _spread_cell(r: dict[str, Any], final: str) -> str:
+    if f"{final}_mean" not in r:
+        return "-"
+    mean, sd, lo, hi = (r[f"{final}_{stat}"] for stat in SPREAD_STATS)
+    if math.isnan(sd):  # one seed: no spread to show
+        return f"{mean:.3g}"
+    return f"{mean:.3g} ± {sd:.2g} [{lo:.3g}, {hi:.3g}]"
+
+
+def seed_spread_markdown(rows: Sequence[dict[str, Any]], metric: str = "grad_mapping_sq") -> str:
+    """The "Over seeds" section of a table: per series each seed's own final value (tail median of its curve)
+    as mean ± sample standard deviation [min, max] over the seeds that did not diverge, and how many seeds' own
+    curves reach the target and stay, with their samples per node (min-max). Empty when no series has two seeds.
+    """
+    if not any(int(r.get("seeds", 0)) > 1 for r in rows):
+        return ""
+    finals = [c for c in ("final_median", *(f"final_{c}" for c in OPTIONAL_FINALS)) if any(f"{c}_mean" in r
+                                                                                          for r in rows)]
+    names = [f"final {metric}" if c == "final_median" else c for c in finals]
+    lines = [
+        "## Over seeds",
+        "",
+        "Each seed's own final value (median of its last 20% of logged points): mean ± sample standard deviation "
+        "[min, max] over the seeds that did not diverge; \"at target\": the seeds whose own curve gets to the "
+        "target and stays at or below it, with their samples per node to get there (min-max).",
+        "",
+        "| series | seeds ok / diverged | " + " | ".join(names) + " | seeds at target | samples to target |",
+        "|" + "---|" * (4 + len(finals)),
+    ]
+    for r in rows:
+        n, k = int(r.get("seeds", 0)), int(r.get("seeds_at_target", 0))
+        lo, hi = r.get("samples_to_target_min", math.inf), r.get("samples_to_target_max", math.inf)
+        reach = "-" if not k else f"{lo:,.0f}" if lo == hi else f"{lo:,.0f}-{hi:,.0f}"
+        cells = [_spread_cell(r, f) for f in finals]
+        lines.append(f"| {r['series']} | {n} / {r.get('diverged', 0)} | " + " | ".join(cells)
+                     + f" | {k} of {n} | {reach} |")
+    return "\n".join(lines) + "\n"
+
+
 def _csv_cell(v: Any) -> Any:
     return "" if isinstance(v, float) and math.isnan(v) else v
 
 
 def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """CSV of ``rows``: a cost never reached is written ``inf``, a value without finished runs left empty."""
-    columns = table_columns(rows) if columns is None else columns
+    """CSV of ``rows`` (default columns: :func:`table_columns`, then :func:`spread_columns`): a cost never
+    reached is written ``inf``, a value without finished runs left empty."""
+    columns = [*table_columns(rows), *spread_columns(rows)] if columns is None else columns
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -303,13 +385,17 @@ def table_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = No
     return buf.getvalue()
 
 
-def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path, *, caption: str = "") -> tuple[Path, Path]:
+def write_table(rows: Sequence[dict[str, Any]], out_stem: str | Path, *, caption: str = "",
+                metric: str = "grad_mapping_sq") -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.md`` atomically (the markdown headed by ``caption``, e.g.
-    :func:`table_caption`); return their paths."""
+    :func:`table_caption`, and followed by the "Over seeds" section of :func:`seed_spread_markdown`); return
+    their paths."""
     stem = Path(out_stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     atomic_write_text(csv_path, table_csv(rows))
-    atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + table_markdown(rows))
+    spread = seed_spread_markdown(rows, metric)
+    atomic_write_text(md_path, (f"{caption}\n\n" if caption else "") + table_markdown(rows)
+                      + (f"\n{spread}" if spread else ""))
     return csv_path, md_path
 
 
@@ -327,8 +413,12 @@ def tuning_markdown(tuning: dict[str, Any]) -> str:
     ifo = sum(float(s.get("ifo_per_node", 0.0)) for s in series)
     wall = sum(float(s.get("wall_s", 0.0)) for s in series)
     n_pilots = sum(len(p.get("pilots", [])) for p in series) * int(tuning.get("seeds", 1))
-    budget = next((s.get("pilot_iters") for s in series), None)
+    budgets = [s.get("pilot_iters") for s in series]
+    budget = max(budgets, key=budgets.count) if budgets else None  # the most common length; the others named
     budget_text = f"{budget} iterations" if isinstance(budget, int) else str(budget)
+    others = [f"{s.get('series', '')}: {_val(s.get('pilot_iters'))}" for s in series if s.get("pilot_iters") != budget]
+    if others:
+        budget_text += f" ({'; '.join(others)})"
     lines = [
         "## Tuning",
         "",

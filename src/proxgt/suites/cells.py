@@ -65,6 +65,8 @@ class SuiteResult:
     failed: dict[str, str] = field(default_factory=dict)
     pilots_ran: list[str] = field(default_factory=list)
     pilots_skipped: list[str] = field(default_factory=list)
+    #: cells whose run a finished pilot with the same settings already was (copied, not rerun)
+    reused: list[str] = field(default_factory=list)
 
 
 def _err(src: str, msg: str) -> ProxGTValueError:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxgt._io import atomic_write_text
+from proxgt._io import atomic_write_bytes, atomic_write_text
 from proxgt._validation import DivergenceError, ProxGTValueError, param_error
 from proxgt.settings import RunConfig
 from proxgt.suites.cells import (
@@ -68,6 +68,29 @@ def _run_cell(cell_json: dict[str, Any], folder: str) -> tuple[str, str, str]:
     except Exception as exc:  # noqa: BLE001 - a cell's crash must not stop the other cells
         return cell_json["name"], "failed", f"{type(exc).__name__}: {exc}"
     return cell_json["name"], "ok", ""
+
+
+def _reuse_pilot(suite: Suite, cell: Cell) -> bool:
+    """Copy a finished pilot's run into ``cell``'s folder when the pilot ran exactly the cell's settings (a pilot
+    as long as its cell, ``tune.fraction = 1``, on the cell's seed, at the chosen values): same settings, same
+    results, so the cell is not run twice. False (nothing written) when no pilot matches or the cell's folder holds
+    a run the suite did not create."""
+    if suite.tune is None:
+        return False
+    pilot = next((p for p in suite.tune.all_pilots() if cell_is_done(suite.pilot_folder(p), cell)), None)
+    folder = suite.folder(cell)
+    if pilot is None or _foreign_run(folder):
+        return False
+    src = suite.pilot_folder(pilot)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").unlink(missing_ok=True)  # an interrupted copy must not look finished
+    atomic_write_text(folder / "cell.json", json.dumps(cell.to_json(), indent=2, default=str) + "\n")
+    for name in RUN_FILES:  # summary.json last: the copy counts as finished only once complete
+        if (src / name).is_file():
+            atomic_write_bytes(folder / name, (src / name).read_bytes())
+        else:
+            (folder / name).unlink(missing_ok=True)
+    return True
 
 
 def _init_worker() -> None:
@@ -191,6 +214,10 @@ def run_suite(
             result.failed[cell.name] = "not run: every tuning pilot of its series diverged or failed"
         elif cell_is_done(suite.folder(cell), cell):
             result.skipped.append(cell.name)
+        elif _reuse_pilot(suite, cell):
+            result.reused.append(cell.name)
+            if json.loads((suite.folder(cell) / "summary.json").read_text()).get("status") == "diverged":
+                result.diverged.append(cell.name)
         else:
             todo.append((cell, suite.folder(cell)))
 

@@ -43,7 +43,7 @@ def suite_table(suite: Suite) -> list[dict[str, Any]]:
     recs = [load_run(suite.folder(c)) for c in suite.cells if (suite.folder(c) / "metrics.csv").is_file()]
     rows, _ = series_table(group_series(recs), target=suite.target, metric=suite.metric,
                            cost=suite_cost_model(suite))
-    _, md = write_table(rows, suite.out / "table", caption=suite_table_caption(suite))
+    _, md = write_table(rows, suite.out / "table", caption=suite_table_caption(suite), metric=suite.metric)
     if suite.tune is not None:
         from proxgt.reporting.runs import tuning_markdown
         from proxgt.suites.tuning import read_tuning

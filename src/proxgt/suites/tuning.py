@@ -1,14 +1,16 @@
 """Fair tuning for suites: the ``[tune]`` table of a suite file.
 
 Every series of the suite (an algorithm crossed with the other grid axes except the seed) whose algorithm has a
-tuning grid first runs short pilots of each combination of that grid, on the first ``seeds`` seeds of the
-series and ``iters`` iterations; the combination with the best final value of ``metric`` (the median of the
-seed-mean curve over the last 20% of the logged points, :func:`proxgt.reporting.curves.final_median`; lower is
-better, higher for accuracy columns; a diverged or failed pilot counts as worst, ties go to the first in grid
-order) is then set in every cell of the series::
+tuning grid first runs pilots of each combination of that grid, on the first ``seeds`` seeds of the series and
+``iters`` iterations (or ``fraction`` of the cell's own length: 1.0 makes each pilot as long as its cell, so a
+step that diverges late in a run diverges in its pilot too); the combination with the best final value of
+``metric`` (the median of the seed-mean curve over the last 20% of the logged points,
+:func:`proxgt.reporting.curves.final_median`; lower is better, higher for accuracy columns; a diverged or failed
+pilot counts as worst, ties go to the first in grid order) is then set in every cell of the series::
 
     [tune]
     iters = 150                 # pilot budget per pilot run (default: a fifth of the cell's iters or epochs)
+    # fraction = 1.0            # or: the pilot's share of its own cell's iters or epochs (not with iters)
     seeds = 1                   # pilot seeds: the first seeds of the series (default 1)
     metric = "grad_mapping_sq"  # default: the suite's metric
     [tune.grid]                 # per algorithm ("*": any algorithm without its own entry)
@@ -41,7 +43,7 @@ from proxgt.suites.cells import Cell, Suite, _err, cell_slug
 
 __all__ = ["Tune", "TuneSeries", "parse_tune", "apply_setting", "resolve_tuning", "METRIC_COLUMNS"]
 
-_TUNE_KEYS = {"iters", "seeds", "metric", "grid"}
+_TUNE_KEYS = {"iters", "fraction", "seeds", "metric", "grid"}
 #: Columns a run may log (classification and test-set columns where the problem has them).
 METRIC_COLUMNS = ("grad_mapping_sq", "consensus", "total_opt", "objective", "train_accuracy", "test_accuracy",
                   "test_loss", "density")
@@ -68,6 +70,8 @@ class Tune:
     metric: str
     grid: dict[str, dict[str, list[Any]]]
     series: list[TuneSeries] = field(default_factory=list)
+    #: the pilot's share of its cell's iters or epochs (None: ``iters`` if given, else a fifth)
+    fraction: float | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -77,7 +81,8 @@ class Tune:
         return [p for s in self.series for seeds in s.pilots for p in seeds]
 
     def to_json(self) -> dict[str, Any]:
-        return {"iters": self.iters, "seeds": self.seeds, "metric": self.metric, "grid": self.grid}
+        return {"iters": self.iters, "fraction": self.fraction, "seeds": self.seeds, "metric": self.metric,
+                "grid": self.grid}
 
 
 def parse_tune(raw: Any, src: str, algorithms: list[str], metric: str) -> Tune:
@@ -93,6 +98,14 @@ def parse_tune(raw: Any, src: str, algorithms: list[str], metric: str) -> Tune:
     iters = raw.get("iters")
     if iters is not None and (isinstance(iters, bool) or not isinstance(iters, int) or iters < 1):
         raise _err(src, f"tune.iters must be an int >= 1. Got {iters!r} instead.")
+    fraction = raw.get("fraction")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+            raise _err(src, f"tune.fraction must be a number in (0, 1]. Got {fraction!r} instead.")
+        if iters is not None:
+            raise _err(src, "give tune.iters (the same pilot length for every series) or tune.fraction (a share "
+                            "of each cell's own length), not both")
+        fraction = float(fraction)
     seeds = raw.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise _err(src, f"tune.seeds must be an int >= 1. Got {seeds!r} instead.")
@@ -129,7 +142,7 @@ def parse_tune(raw: Any, src: str, algorithms: list[str], metric: str) -> Tune:
                 raise _err(src, f"tune.grid.{alg}.{key} lists a value twice")
             settings[name] = values
         out[alg] = settings
-    return Tune(iters, seeds, tmetric, out)
+    return Tune(iters, seeds, tmetric, out, fraction=fraction)
 
 
 def apply_setting(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
@@ -151,17 +164,26 @@ def combo_label(values: dict[str, Any]) -> str:
 
 
 def _pilot_budget(cfg: dict[str, Any], tune: Tune) -> dict[str, Any]:
+    """The pilot's run settings: ``tune.iters`` iterations, else ``tune.fraction`` (default a fifth) of the cell's
+    own iterations or epochs."""
     from proxgt.settings import RunConfig
 
     out = dict(cfg)
     if tune.iters is not None or out.get("epochs") is None:
-        iters = tune.iters if tune.iters is not None else max(1, int(out.get("iters", RunConfig.iters)) // 5)
+        cell_iters = int(out.get("iters", RunConfig.iters))
+        if tune.iters is not None:
+            iters = tune.iters
+        elif tune.fraction is not None:
+            iters = max(1, round(cell_iters * tune.fraction))
+        else:
+            iters = max(1, cell_iters // 5)
         out.pop("epochs", None)
         out["iters"] = iters
         log_every = int(out.get("log_every", RunConfig.log_every))
-        out["log_every"] = max(1, min(log_every, iters // 10))
+        # a shorter pilot logs at least 10 times; one as long as its cell logs like it (so it is that cell's run)
+        out["log_every"] = log_every if iters >= cell_iters else max(1, min(log_every, iters // 10))
     else:
-        out["epochs"] = float(out["epochs"]) / 5
+        out["epochs"] = float(out["epochs"]) * tune.fraction if tune.fraction is not None else float(out["epochs"]) / 5
     return out
 
 
@@ -248,7 +270,7 @@ def resolve_tuning(suite: Suite) -> dict[str, dict[str, Any] | None]:
             "ifo_per_node": sum(r["ifo_per_node"] for r in results), "wall_s": sum(r["wall_s"] for r in results),
         })
     info = {"metric": tune.metric, "higher_is_better": tune.higher_is_better, "iters": tune.iters,
-            "seeds": tune.seeds, "series": report}
+            "fraction": tune.fraction, "seeds": tune.seeds, "series": report}
     path = suite.out / "tune" / "tuning.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(info, indent=2, default=str) + "\n")
