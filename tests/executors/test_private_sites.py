@@ -17,14 +17,17 @@ from sites import data_file, keys, pilot_text, run_sites, shards  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
-PRIVATE = "[privacy]\ndp_clip = 1.0\ndp_noise = 1.0\n"
+# step given: under DP a site refuses step = auto (it would need the smoothness bound of every site's raw rows)
+PRIVATE = "step = 0.1\n[privacy]\ndp_clip = 1.0\ndp_noise = 1.0\n"
 
 
 def _pilot(tmp_path: Path, name: str) -> tuple[Path, dict[str, Path]]:
     """A two-site pilot on fresh loopback ports; the same settings and seed every time."""
     public = keys(tmp_path / "keys", ["a", "b"])
     pilot = tmp_path / f"{name}.toml"
-    pilot.write_text(pilot_text({"a": 1, "b": 1}, [["a", "b"]], public, iters=6, extra=PRIVATE))
+    text = pilot_text({"a": 1, "b": 1}, [["a", "b"]], public, iters=6, extra=PRIVATE)
+    # an explicit step: the auto step would need every site's raw rows (refused under DP across sites)
+    pilot.write_text(text.replace("[algorithm]\n", "[algorithm]\nstep = 0.5\n", 1))
     return pilot, shards(pilot, data_file(tmp_path), tmp_path)
 
 

@@ -3,6 +3,7 @@ intruder's attempts, and the orchestration (run against a stand-in site, tests/r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -238,7 +239,6 @@ def test_sigterm_removes_the_sites_and_the_namespaces(tmp_path):
     code = ("import sys\nfrom pathlib import Path\nfrom proxgt.rehearsal import RehearsalOptions, rehearse\n"
             f"rehearse(RehearsalOptions(pilot={str(opts.pilot)!r}, data={opts.data!r}, out={str(opts.out)!r}, "
             f"site_command={STUB!r}, site_args=['--seconds', '120']))")
-    before = _our_namespaces()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     deadline = time.monotonic() + 120
@@ -247,7 +247,9 @@ def test_sigterm_removes_the_sites_and_the_namespaces(tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
-    assert _our_namespaces() == before
+    if (opts.out / "namespaces.txt").exists():  # a rehearsal in namespaces: every one it named is gone
+        made = (opts.out / "namespaces.txt").read_text().split()
+        assert len(made) == 3 and not set(made) & namespaces()
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(opts.out).encode() in _cmdline(pid)]
 
 
@@ -258,12 +260,13 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
-def _our_namespaces() -> set[str]:
+def namespaces() -> set[str]:
+    """The network namespaces on this machine (none where ``ip`` is missing)."""
     try:
         out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     except OSError:
         return set()
-    return {ln.split()[0] for ln in out.splitlines() if ln.startswith("proxgt-")}
+    return {ln.split()[0] for ln in out.splitlines() if ln.strip()}
 
 
 def test_a_rehearsal_that_hangs_ends_at_its_timeout(tmp_path):
@@ -321,3 +324,46 @@ def test_a_namespace_capture_finds_what_crossed_the_link_in_plaintext(tmp_path):
     streams = capture_streams(tmp_path / "cap")
     assert any(payload in s for s in streams)
     assert not any(payload[::-1] in s for s in streams)
+
+
+def test_namespace_links_reach_only_neighbours_shape_and_cut(tmp_path):
+    """Two sites and an outsider site: a link's veth pair joins its two sites, tbf limits it (250 kB at 1 Mbit/s
+    take at least 2 s), a cut makes connects fail at once and the link works again once up; no namespace is left."""
+    from proxgt.rehearsal._netns import NamespaceNet
+
+    if (why := namespaces_unavailable()) is not None:
+        pytest.skip(why)
+    net = NamespaceNet(3, [(0, 1)])
+    recv = ("import socket,time\ns=socket.create_server(('10.77.0.2', 7400))\nfor _ in range(2):\n"
+            "  c,_=s.accept(); n=0\n  while (d:=c.recv(65536)): n+=len(d)\n  c.sendall(str(n).encode()); c.close()")
+    send = ("import socket,sys,time\nfor _ in range(100):\n  try: s=socket.create_connection(('10.77.0.2',7400));"
+            " break\n  except OSError: time.sleep(0.1)\nt=time.monotonic(); s.sendall(b'x'*int(sys.argv[1]));"
+            " s.shutdown(socket.SHUT_WR); n=s.recv(64); print(n.decode(), time.monotonic()-t)")
+    probe = "import socket\ntry: socket.create_connection(('10.77.0.2', 7400), timeout=5); print('open')\n" \
+            "except OSError as e: print(e.errno)"
+    server = None
+    try:
+        net.setup()
+        net.shape(0, 1e6)
+        server = subprocess.Popen([*net.prefix(1), sys.executable, "-c", recv])
+        got, took = subprocess.run([*net.prefix(0), sys.executable, "-c", send, "250000"], capture_output=True,
+                                   text=True, timeout=120, check=True).stdout.split()
+        assert got == "250000" and float(took) >= 1.5
+        outsider = subprocess.run([*net.prefix(2), sys.executable, "-c", probe], capture_output=True, text=True,
+                                  timeout=60).stdout.strip()
+        assert outsider == str(errno.ENETUNREACH)  # site 2 has no link to site 1
+        net.set_link(0, up=False)
+        cut = subprocess.run([*net.prefix(0), sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+        assert cut == str(errno.ENETUNREACH)
+        net.set_link(0, up=True)
+        got, _ = subprocess.run([*net.prefix(0), sys.executable, "-c", send, "1000"], capture_output=True,
+                                text=True, timeout=120, check=True).stdout.split()
+        assert got == "1000"
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        made = net.planned
+        net.teardown()
+    assert not set(made) & namespaces()

@@ -4,7 +4,6 @@ simulator; an intruder changes nothing and gets nothing in; a captured link carr
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,10 @@ from proxgt import run
 from proxgt.cli.main import main
 from proxgt.rehearsal import RehearsalOptions, rehearse
 from proxgt.rehearsal._capture import capture_streams
-from proxgt.rehearsal._netns import namespaces_unavailable
 from proxgt.settings.config import load_config_file
 
 from ..executors.launching import tiny_classification
+from .test_rehearse_parts import namespaces
 
 PILOT = """
 [pilot]
@@ -71,18 +70,12 @@ def _replayed(out: Path) -> np.ndarray:
     return np.load(out / "replay" / "final.npz")["x"]
 
 
-def _our_namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {ln.split()[0] for ln in out.splitlines() if ln.startswith("proxgt-")}
-
-
 def test_a_rehearsal_with_a_cut_and_a_slow_link_replays_exactly(tmp_path, capsys):
     """Whenever the cut falls (and whichever messages were late), the sites' iterates are the simulator's on the
     recorded trace; in namespaces where this user may create them (all removed afterwards), else on loopback."""
     data = tiny_classification(tmp_path, rows=600, cols=20)
     pilot = _pilot(tmp_path, deadline=0.25, iters=150)
     out = tmp_path / "out"
-    before = _our_namespaces() if namespaces_unavailable() is None else set()
     code = main(["rehearse", str(pilot), "--data", data, "--out", str(out), "--cut", "a-b@0.1:1.1",
                  "--rate", "b-c=1mbit", "--timeout", "300"])
     printed = capsys.readouterr()
@@ -91,12 +84,15 @@ def test_a_rehearsal_with_a_cut_and_a_slow_link_replays_exactly(tmp_path, capsys
     assert [c.strip() for c in table[0][1:9]] == ["site", "exit", "iterations", "bytes sent", "waiting s", "late",
                                                   "lost", "refused"]
     assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in table[1:]] == [(s, "0", "150") for s in "abc"]
+    assert "final models: the sites' rows are within " in printed.out
+    assert f"replay in the simulator: proxgt run -c {out / 'replay.toml'}" in printed.out
     report = json.loads((out / "rehearsal.json").read_text())
     assert report["cuts"] == ["a-b@0.1:1.1"] and report["rates"] == ["b-c=1mbit"]
     np.testing.assert_allclose(_finals(out), _replayed(out), rtol=0, atol=1e-5)
     if report["mode"] == "namespaces":
         assert "tcp://10.77.0.2:7302" in (out / "pilot.toml").read_text()
-        assert _our_namespaces() == before
+        made = (out / "namespaces.txt").read_text().split()
+        assert len(made) == 3 and not set(made) & namespaces()  # all removed
 
 
 def test_an_intruder_changes_nothing_and_a_link_carries_no_plaintext(tmp_path):

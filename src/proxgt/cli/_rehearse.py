@@ -21,8 +21,13 @@ def _handle(args: argparse.Namespace) -> int:
     if result.intruder is not None:
         i = result.intruder
         print(f"intruder: {i.get('attempts', 0)} connection attempts, {i.get('accepted', 0)} accepted")
+    gap = result.disagreement()
+    if gap is not None:
+        print(f"final models: the sites' rows are within {gap:.2%} of their mean (largest ||x_i - mean|| / ||mean||)")
     if result.link_trace is not None:
         print(f"link trace: {result.link_trace}")
+    if result.replay is not None:
+        print(f"replay in the simulator: proxgt run -c {result.replay}")
     if not result.ok:
         bad = [o for o in result.sites if o.returncode != 0]
         if bad:
@@ -59,5 +64,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keys", default=None, metavar="DIR",
                    help="secret keys DIR/SITE.key_secret of sites that have a public_key in the pilot")
     p.add_argument("--capture", action="append", default=[], metavar="A-B",
-                   help="record every byte crossing link A-B to OUT/capture/ (loopback proxies)")
+                   help="record every byte crossing link A-B in OUT/capture/A-B/")
     p.set_defaults(handler=_handle)

@@ -452,10 +452,10 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if cfg.mixing not in ("plain", "auto") or cfg.rounds not in (1, "auto"):  # auto: plain, 1 round
         raise ProxGTValueError("--async exchanges one message per neighbour and mixing: use --mixing plain "
                                f"--rounds 1 (got mixing = {cfg.mixing!r}, rounds = {cfg.rounds!r})")
-    if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None
+    if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None or cfg.link_trace is not None
             or float(cfg.link_failure or 0.0) > 0.0 or float(cfg.node_dropout or 0.0) > 0.0 or time_varying
             or cfg.compress != "none"):
-        raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_failure, "
+        raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_trace, link_failure, "
                                "node_dropout, a time-varying topology or compressed gossip yet")
 
 

@@ -27,16 +27,17 @@ def site_keys(names: Sequence[str], public_keys: Sequence[str | None], key_dir: 
     A site without a public key in the pilot gets a throwaway pair in ``key_dir`` (mode 0700); a site with one
     needs its secret file ``given/<name>.key_secret`` (``--keys``), checked against the pilot's public key.
     """
+    # the site runtime's own key maker (imports torch with the executors package: not at module level)
+    from proxgt.executors.site.transport import new_site_keys
+
     private_folder(key_dir)
     publics: list[str] = []
     secrets: list[Path] = []
     for name, public in zip(names, public_keys, strict=True):
         if public is None:
-            pub_file, secret_file = zmq.auth.create_certificates(str(key_dir), name)
-            os.chmod(secret_file, 0o600)
-            pub, _ = zmq.auth.load_certificate(pub_file)
-            publics.append(pub.decode())
-            secrets.append(Path(secret_file))
+            _, secret_file, z85 = new_site_keys(name, key_dir)
+            publics.append(z85)
+            secrets.append(secret_file)
             continue
         if given is None:
             raise ProxGTValueError(

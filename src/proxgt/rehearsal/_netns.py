@@ -30,10 +30,21 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
 
 
+def _net_admin() -> bool:
+    """Whether this process holds CAP_NET_ADMIN (capability 12; root normally does)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> 12 & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
 def namespaces_unavailable() -> str | None:
     """Why this process cannot build a rehearsal's namespaces (None: it can): probes ``ip netns add``."""
-    if os.geteuid() != 0:
-        return "network namespaces need root or CAP_NET_ADMIN (this user is not root)"
+    if not _net_admin():
+        return "network namespaces need root or CAP_NET_ADMIN (this process has neither)"
     probe = f"proxgt-probe-{secrets.token_hex(3)}"
     try:
         made = _ip("netns", "add", probe)
@@ -82,6 +93,11 @@ class NamespaceNet:
     def prefix(self, k: int | None) -> list[str]:
         """The command prefix that runs a program in site ``k``'s namespace (None: the intruder's)."""
         return ["ip", "netns", "exec", self.intruder_namespace if k is None else self.namespace(k)]
+
+    @property
+    def planned(self) -> list[str]:
+        """Every namespace :meth:`setup` makes."""
+        return [self.namespace(k) for k in range(self.n_sites)] + ([self.intruder_namespace] if self.intruder else [])
 
     # ------------------------------------------------------------------ building
     def _run(self, *args: str) -> None:

@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import zmq.auth
-
 from proxgt._io import atomic_write_text, json_safe
 from proxgt.errors import ProxGTValueError
 from proxgt.reporting.runs import table_markdown
@@ -111,10 +109,24 @@ class RehearsalResult:
     intruder: dict[str, Any] | None = None
     link_trace: Path | None = None
     events: list[str] = field(default_factory=list)
+    replay: Path | None = None  # OUT/replay.toml: the simulator's run on the recorded trace
 
     @property
     def ok(self) -> bool:
         return all(s.returncode == 0 for s in self.sites) and not (self.intruder or {}).get("accepted", 0)
+
+    def disagreement(self) -> float | None:
+        """How far the sites' final models are apart: the largest ``||x_i - mean|| / ||mean||`` over all nodes'
+        final rows (None unless every site wrote its final.npz)."""
+        import numpy as np
+
+        try:
+            rows = np.concatenate([np.load(s.folder / "final.npz", allow_pickle=False)["x"] for s in self.sites])
+        except (OSError, KeyError, ValueError):
+            return None
+        mean = rows.mean(axis=0)
+        scale = float(np.linalg.norm(mean)) or 1.0
+        return float(np.linalg.norm(rows - mean, axis=1).max()) / scale
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -272,6 +284,8 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     net: NamespaceNet | LoopbackNet
     if mode == "namespaces":
         net = NamespaceNet(len(names), edges, intruder=opts.intruder)
+        # named before they exist: should a clean-up ever fail, this says what to remove (ip netns del NAME)
+        atomic_write_text(out / "namespaces.txt", "\n".join(net.planned) + "\n")
         addresses = [f"tcp://{net.address(k)}:{_port_of(s.address)}" for k, s in enumerate(pilot.sites)]
     else:
         ports = _free_ports(len(names))
@@ -356,14 +370,16 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
         except (OSError, ValueError):
             intruder = {"attempts": 0, "accepted": 0, "per_site": {}}
     trace = _merge_traces([o.folder for o in outcomes], out)
+    replay_file = None
     if trace is not None:
         replay = pilot_run_config(pilot, data=data, edge_file=out / "edges.txt", link_trace=trace,
                                   out=str(out / "replay")) | split
-        atomic_write_text(out / "replay.toml", "# the simulator's run of this rehearsal, on its recorded link trace: "
+        replay_file = out / "replay.toml"
+        atomic_write_text(replay_file, "# the simulator's run of this rehearsal, on its recorded link trace: "
                           f"proxgt run -c {out / 'replay.toml'}\n" + _toml(RunConfig.from_dict(replay).to_toml_dict()))
     if cut_left:  # the sites finished before these link events were due
         events.append(f"not done (the sites had finished): {', '.join(cut_left)}")
-    result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder, trace, events)
+    result = RehearsalResult(out, mode, reason or "", outcomes, wall, intruder, trace, events, replay_file)
     atomic_write_text(out / MARKER, json.dumps(json_safe({
         "pilot": str(opts.pilot), "data": opts.data, "split": sim.split, "mode": mode, "wall_s": wall,
         "timed_out": timed_out, "rates": [f"{'-'.join(pilot.links[r.edge])}={r.text}" for r in rates],
@@ -396,8 +412,9 @@ def start_recorders(net: NamespaceNet, files: dict[int, Path], env: dict[str, st
 
 def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Sequence[str], publics: Sequence[str],
                     names: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    key_dir = private_folder(out / "keys" / "intruder")
-    _, secret = zmq.auth.create_certificates(str(key_dir), "intruder")
+    from proxgt.executors.site.transport import new_site_keys
+
+    _, secret, _ = new_site_keys("intruder", private_folder(out / "keys" / "intruder"))
     cmd = [sys.executable, "-m", "proxgt.rehearsal._intruder", "--key", str(secret), "--out",
            str(out / "intruder.json")]
     for name, address, public in zip(names, addresses, publics, strict=True):
@@ -418,7 +435,7 @@ def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Seque
 #: keys of a site's ``summary.json["site"]`` -> table columns (network counters), then the final metrics
 _COUNTERS = (("iterations", "iterations"), ("bytes sent", "bytes_sent"), ("waiting s", "seconds_waiting"),
              ("late", "messages_late"), ("lost", "messages_lost"), ("refused", "refused_connections"))
-_FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq", "consensus")
+_FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq")  # consensus: see disagreement()
 
 
 def rehearsal_table(result: RehearsalResult) -> str:

@@ -45,7 +45,7 @@ from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES,
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
 from proxgt.topology.time_varying import time_varying_topology
-from proxgt.training.privacy import privacy_from_settings, secure_seed
+from proxgt.training.privacy import AUTO_STEP_ACROSS_PROCESSES, dp_requested, privacy_from_settings, secure_seed
 from proxgt.training.sparsify import RegSchedule, averaging_rounds, check_sparse_path, flood_rounds
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
@@ -331,8 +331,14 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     problem: Problem = builder(cfg, train)
     if hosted is not None:
         if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
-            # L of all rows, not of this process's: summed over processes
-            problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
+            if dp_requested(cfg) and cfg.dp_secure_noise:
+                # the power iteration sums products of every process's raw rows: under DP across processes
+                # nothing computed from raw data leaves its process, so the step must be given
+                if cfg.step == "auto":  # private_across_processes refuses it first; a direct caller here
+                    raise ProxGTValueError(AUTO_STEP_ACROSS_PROCESSES)
+            else:
+                # L of all rows, not of this process's: summed over processes
+                problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":

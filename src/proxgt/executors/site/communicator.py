@@ -79,7 +79,6 @@ class SiteCommunicator:
         self.seconds_waiting = 0.0
         self.messages_late = 0  # made good in the next round of their key
         self.messages_lost = 0  # never used (a later running sum or value superseded them)
-        self.lost_round = -1  # the round at which a neighbour was last found silent past the site timeout
         self._start = time.monotonic()
         transport.handlers["round"] = self._on_round
 
@@ -150,9 +149,9 @@ class SiteCommunicator:
         dtype = np.dtype(header["dtype"])
         order = [(int(j), int(i)) for j, i in header["links"]]
         rows = np.frombuffer(frames[0], dtype=dtype).reshape(header["shape"])
-        t = torch.from_numpy(rows.copy())
+        t = torch.from_numpy(rows.copy())  # the frame's buffer is read-only and the frame's to free
         box = self._inbox.setdefault((sender, str(header["key"])), {})
-        box[int(header["round"])] = t[[order.index(lk) for lk in links]]
+        box[int(header["round"])] = t if order == links else t[[order.index(lk) for lk in links]]
 
     def _wait(self, key: str, r: int) -> None:
         """Read messages until every neighbour's round-``r`` message of ``key`` is in, or the deadline."""
@@ -166,7 +165,6 @@ class SiteCommunicator:
             for p in missing:
                 if self.transport.silent_since(p, self._start) > self.site_timeout_s:
                     self.lost.add(p)  # its messages miss their rounds until the survivors regroup
-                    self.lost_round = r
             if now >= end:
                 break
             self.transport.pump(min(end - now, 0.05))
@@ -197,7 +195,7 @@ class SiteCommunicator:
             arr = payload.numpy()
             self.transport.send(peer, {"kind": "round", "epoch": self.epoch, "key": key, "round": r,
                                        "links": [list(lk) for lk in links],
-                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr.tobytes()])
+                                       "dtype": arr.dtype.str, "shape": list(arr.shape)}, [arr])  # sent without a copy
         out = self._W_local.to(dtype=flat.dtype, device=flat.device) @ flat
         self._wait(key, r)
         missed = self._missed.setdefault(key, {})

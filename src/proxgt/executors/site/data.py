@@ -10,7 +10,7 @@ number of samples (padding, estimator sizes and privacy accounting use them, as 
 labels present (so that every site encodes labels alike), and the number of features. With a linear problem,
 the smoothness bound ``lambda_max(A^T A) / N`` is computed by a power iteration whose products are summed over
 the sites (:meth:`proxgt.data._shard.NodeShard.gram_lambda_max`): 100 vectors of the model's size, derived from
-the sites' data, cross the links then; give ``step`` explicitly to avoid even that.
+the sites' data, cross the links then (not under differential privacy, where ``step`` must be given).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ connections) and link_trace.csv.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,7 @@ from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.executors.site.communicator import SiteCommunicator, SiteMixer
 from proxgt.executors.site.data import load_site_shard
 from proxgt.executors.site.pilot import Pilot, load_pilot, pilot_run_config
-from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key
+from proxgt.executors.site.transport import SiteAborted, SiteLost, SiteTransport, load_site_key
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 from proxgt.training.privacy import private_across_processes
@@ -76,6 +77,7 @@ class SiteExecutor:
         self._sums = 0
         self._sites = [s.name for s in pilot.sites]
         self.lost_sites: list[dict[str, Any]] = []
+        self._why: dict[str, str] = {}  # neighbours that said they stopped, and why
         self._done: set[str] = set()  # neighbours that said goodbye (possibly long before this site finishes)
         transport.handlers["bye"] = lambda sender, header, frames: self._done.add(sender)
 
@@ -114,7 +116,15 @@ class SiteExecutor:
                                      self.pilot.owner(), round_deadline_s=self.pilot.round_deadline_s,
                                      site_timeout_s=self.site_timeout_s, send_delay_s=self.send_delay_s)
         self.mixer = SiteMixer(self.comm, spec.rounds, caps.tracked_keys)
+        self.transport.handlers["abort"] = self._on_abort  # from now on a stopped neighbour is a lost one
         return self.comm
+
+    def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        comm = self.comm
+        assert comm is not None
+        if str(header.get("origin")) == sender and sender in comm.out_links:  # a neighbour still in the graph
+            comm.lost.add(sender)
+            self._why[sender] = f"stopped: {header.get('message', '')}"
 
     def barrier(self) -> None:
         pass
@@ -185,7 +195,7 @@ class SiteExecutor:
                                         after_iteration=after_iteration, progress=False, mixer=site_mixer)
                 site_comm.drop_sites(lost, self.pilot.node_edges())
                 self.lost_sites += [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
-                                     "reason": f"silent for more than {self.site_timeout_s:g} s"}
+                                     "reason": self._why.get(name, f"silent for more than {self.site_timeout_s:g} s")}
                                     for name in sorted(lost)]
                 state = spec.algorithm.init(state.x, oracle, site_mixer)._replace(t=T)
         self._goodbye()
@@ -262,8 +272,9 @@ def hello(transport: SiteTransport, pilot: Pilot, settings: dict[str, Any], time
     while set(transport.dealers) - set(got):
         if time.monotonic() - start > timeout_s:
             missing = sorted(set(transport.dealers) - set(got))
-            raise SiteLost(f"neighbouring site(s) {', '.join(missing)} did not answer within {timeout_s:g} s (site "
-                           "timeout): are they started, and do --peer-address/the pilot's addresses reach them?")
+            raise SiteLost(f"neighbouring site(s) {', '.join(missing)} did not answer within {timeout_s:g} s "
+                           "(--start-timeout): are they started, and do --peer-address/the pilot's addresses reach "
+                           "them?")
         transport.pump(0.05)
     for peer in sorted(got):
         header = got[peer]
@@ -282,7 +293,7 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
              site_timeout_s: float | None = None, bind: str | None = None,
              peer_addresses: dict[str, str] | None = None, send_delay_s: float = 0.0,
              asynchronous: bool = False, overwrite: bool = False, progress: bool = False,
-             fault_hook: FaultHook | None = None) -> History:
+             fault_hook: FaultHook | None = None, start_timeout_s: float = 600.0) -> History:
     """Run one site of the pilot (``proxgt site``); returns its history. One-line ProxGTValueError on bad input
     or a settings mismatch; :class:`SiteLost` when the sites cannot go on (no neighbour answers at the start, the
     surviving sites are disconnected). ``fault_hook(0, t)`` runs after every iteration (tests stop a site with it)."""
@@ -294,6 +305,8 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     timeout = pilot.site_timeout_s if site_timeout_s is None else float(site_timeout_s)
     if not timeout > 0:
         raise ProxGTValueError(f"--site-timeout must be > 0 seconds (got {site_timeout_s})")
+    if not start_timeout_s > 0:
+        raise ProxGTValueError(f"--start-timeout must be > 0 seconds (got {start_timeout_s})")
     if not send_delay_s >= 0:
         raise ProxGTValueError(f"--send-delay must be >= 0 seconds (got {send_delay_s})")
     public, secret = load_site_key(key_file)
@@ -321,9 +334,19 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
     try:
-        hello(transport, pilot, site_settings(pilot, cfg), timeout)
+        # sites are started by hand at different places: the neighbours get longer to come than to answer later
+        hello(transport, pilot, site_settings(pilot, cfg), max(timeout, start_timeout_s))
         executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout, send_delay_s=send_delay_s)
         return drive(executor, cfg, out=out, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+    except SiteAborted as exc:
+        with contextlib.suppress(Exception):  # best effort: the error itself is what this site reports
+            transport.abort(exc.origin, exc.message)  # passed on: a site further away may be waiting for it too
+        raise
+    except BaseException as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        with contextlib.suppress(Exception):
+            transport.abort(site, text if isinstance(exc, ProxGTValueError) else f"{type(exc).__name__}: {text}")
+        raise
     finally:
         transport.close()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +38,28 @@ import numpy as np
 
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["SiteLost", "SiteTransport", "TransportStats", "load_site_key", "new_site_keys"]
+__all__ = ["SiteAborted", "SiteLost", "SiteTransport", "TransportStats", "load_site_key", "new_site_keys"]
 
 #: how long a socket may keep sending queued messages after close (a peer still finishing needs them)
 _LINGER_MS = 2000
+#: the largest frame a message carries: CURVE encrypts each frame as one box, and on loopback one 16 MB frame took
+#: about 5x as long as the same bytes in 256 KB frames (docs/benchmarks.md)
+PART_BYTES = 256 * 1024
 #: the ZAP domain of the sites' sockets (the authenticator answers for it only)
 _DOMAIN = "proxgt"
 
 
 class SiteLost(RuntimeError):
-    """A neighbouring site was silent for longer than the site timeout (the message names it)."""
+    """The sites cannot go on (a neighbour never answered, the survivors of a lost site are disconnected, ...);
+    the message names the site."""
+
+
+class SiteAborted(SiteLost):
+    """Site ``origin`` stopped on an error before training could start (its one-line ``message``)."""
+
+    def __init__(self, origin: str, message: str):
+        super().__init__(f"site {origin} stopped: {message}")
+        self.origin, self.message = origin, message
 
 
 def _zmq() -> Any:
@@ -148,6 +161,7 @@ class SiteTransport:
         self.last_heard: dict[str, float] = {}
         self._flood: dict[str, dict[str, tuple[dict[str, Any], list[bytes]]]] = {}
         self.handlers["flood"] = self._on_flood
+        self.handlers["abort"] = self._on_abort
         self.dealers: dict[str, Any] = {}
         self.monitor: Any = None
         self.ctx = zmq.Context()
@@ -190,10 +204,15 @@ class SiteTransport:
         self.poller.register(self.monitor, zmq.POLLIN)
 
     # ---------------------------------------------------------------- sending
-    def send(self, peer: str, header: dict[str, Any], frames: Sequence[bytes | memoryview] = ()) -> int:
-        """Queue one message for ``peer``; returns the bytes it carries."""
-        head = json.dumps({"run": self.run_tag, **header}, separators=(",", ":")).encode()
-        parts = [head, *frames]
+    def send(self, peer: str, header: dict[str, Any], frames: Sequence[Any] = ()) -> int:
+        """Queue one message for ``peer`` (``frames``: bytes or any contiguous buffer, sent without a copy);
+        returns the bytes it carries. A frame larger than :data:`PART_BYTES` travels as several parts (the
+        header's ``parts`` counts them), which the receiver joins again."""
+        views = [memoryview(f).cast("B") for f in frames]
+        counts = [max(1, -(-len(v) // PART_BYTES)) for v in views]
+        head = json.dumps({"run": self.run_tag, **header, "parts": counts}, separators=(",", ":")).encode()
+        parts = [head, *(v[i * PART_BYTES:(i + 1) * PART_BYTES] for v, c in zip(views, counts, strict=True)
+                         for i in range(c))]
         self.dealers[peer].send_multipart(parts, copy=False)
         n = sum(len(p) for p in parts)
         self.stats.bytes_sent += n
@@ -232,6 +251,11 @@ class SiteTransport:
                 return
             name = self._events.get(msg["event"])
             if name is not None:
+                if not self.stats.refused_connections:  # once; every later one is counted in summary.json
+                    where = bytes(msg["endpoint"]).decode(errors="replace")
+                    warnings.warn(f"site {self.name} refused a connection attempt on {where} ({name[6:].lower()}: a "
+                                  "key not in the pilot file, or no CURVE); refusals are counted in summary.json "
+                                  "(refused_connections)", stacklevel=2)
                 self.stats.refused_connections += 1
                 self.stats.refused_by[name] = self.stats.refused_by.get(name, 0) + 1
 
@@ -259,8 +283,28 @@ class SiteTransport:
         if handler is None:
             self.stats.dropped_messages += 1
             return 0
-        handler(sender, header, [f.buffer for f in frames[2:]])
+        buffers = [f.buffer for f in frames[2:]]
+        counts = header.get("parts", [1] * len(buffers))  # absent: every frame whole
+        if not (isinstance(counts, list) and all(isinstance(c, int) and c >= 1 for c in counts)
+                and sum(counts) == len(buffers)):
+            self.stats.dropped_messages += 1  # not a message this transport sent
+            return 0
+        joined, k = [], 0
+        for c in counts:  # a frame sent in several parts, joined again
+            joined.append(buffers[k] if c == 1 else memoryview(b"".join(buffers[k:k + c])))
+            k += c
+        handler(sender, header, joined)
         return 1
+
+    def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        raise SiteAborted(str(header.get("origin", sender)), str(header.get("message", "")))
+
+    def abort(self, origin: str, message: str) -> None:
+        """Tell every neighbour that site ``origin`` stopped on an error (``message``: one line), so that a site
+        waiting for it stops at once (before training) or goes on without it (during training) instead of
+        waiting out the site timeout."""
+        for peer in self.dealers:
+            self.send(peer, {"kind": "abort", "origin": origin, "message": message})
 
     def silent_since(self, peer: str, start: float) -> float:
         """Seconds since ``peer`` was last heard (or since ``start``, if later)."""
