@@ -197,6 +197,9 @@ def _resolve(target: str) -> Any:
 TIME_VARYING = "time-varying"
 #: a problem whose builder accepts sparse (CSR) features as they are (the others get dense features)
 SPARSE_FEATURES = "sparse-features"
+#: a problem whose smoothness bound (and with it ``step = auto``) comes from its training data (lambda_max of the
+#: Gram matrix): across processes, a power iteration summed over every process's rows
+DATA_SMOOTHNESS = "data-smoothness"
 #: a centralized reference: one node on the pooled data, standing in for n nodes in suites (extra.pooled_nodes)
 POOLED = "pooled"
 #: a method that runs only asynchronously (--async): its declared pairwise gossip lives on the asynchronous network
@@ -267,12 +270,12 @@ ESTIMATORS.register("sr-o", "proxgt.estimators.sarah:SarahOnline", summary="SARA
 ESTIMATORS.register("sr-e", "proxgt.estimators.sarah:SarahFinite", summary="SARAH, full local gradient every q")
 
 # --- problems
-PROBLEMS.register("logistic", "proxgt.problems.linear:build_logistic", traits=(SPARSE_FEATURES,),
+PROBLEMS.register("logistic", "proxgt.problems.linear:build_logistic", traits=(SPARSE_FEATURES, DATA_SMOOTHNESS),
                   summary="binary logistic regression with a non-convex penalty")
-PROBLEMS.register("softmax", "proxgt.problems.linear:build_softmax", traits=(SPARSE_FEATURES,),
+PROBLEMS.register("softmax", "proxgt.problems.linear:build_softmax", traits=(SPARSE_FEATURES, DATA_SMOOTHNESS),
                   summary="multinomial logistic regression")
-PROBLEMS.register("least_squares", "proxgt.problems.linear:build_least_squares", traits=(SPARSE_FEATURES,),
-                  summary="least squares")
+PROBLEMS.register("least_squares", "proxgt.problems.linear:build_least_squares",
+                  traits=(SPARSE_FEATURES, DATA_SMOOTHNESS), summary="least squares")
 PROBLEMS.register("mlp", "proxgt.problems.nn:build_mlp", summary="784-256-10 ReLU network (--hidden)")
 PROBLEMS.register("lenet", "proxgt.problems.nn:build_lenet", summary="LeNet-5 convolutional network")
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fo
 
 FLAGS = ["--nodes", "4", "--topology", "ring", "--algorithm", "proxgt-sa", "--batch", "8", "--iters", "4",
          "--log-every", "2", "--seed", "5", "--no-progress", "--timeout", "20", "--dp-clip", "1", "--dp-noise", "1",
-         "--checkpoint-every", "2"]
+         "--checkpoint-every", "2", "--step", "0.5"]
 
 
 def _launch(argv: list[str]) -> None:

@@ -22,7 +22,7 @@ from proxgt.errors import ProxGTValueError  # noqa: E402
 from proxgt.executors.simulation import run_simulation  # noqa: E402
 from proxgt.executors.site.communicator import SiteCommunicator  # noqa: E402
 from proxgt.executors.site.pilot import load_pilot, pilot_run_config  # noqa: E402
-from proxgt.executors.site.transport import SiteTransport, load_site_key  # noqa: E402
+from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sites import data_file, free_ports, keys, pilot_text, run_sites, shards  # noqa: E402
@@ -83,6 +83,7 @@ GOOD = pilot_text({"a": 1, "b": 2}, [["a", "b"]], {"a": "x" * 40, "b": "y" * 40}
      "may not set 'data'"),
     (lambda t: t.replace('edges = [["a", "b"]]', "edges = []"), "not connected"),
     (lambda t: t.replace("nodes = 2", "nodes = 0"), "nodes must be an int >= 1"),
+    (lambda t: t.replace("seed = 3", "seed = 3\ncheckpoint_every = 5"), "may not set 'checkpoint_every'"),
     (lambda t: t.replace("tcp://127.0.0.1:7002", "127.0.0.1:7002"), "address tcp://HOST:PORT"),
     (lambda t: t.replace("round_deadline_s = 5.0", "round_deadline_s = -1"), "round_deadline_s must be"),
     (lambda t: t.replace("seed = 3", "seed = 3\nstepp = 0.1"), "unknown setting"),
@@ -118,6 +119,33 @@ def test_site_cli_refusals(tmp_path, capsys):
     assert main(base + ["--site", "a"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "site 'b' has no public_key" in err, err
+
+
+def test_the_node_graph_and_the_simulator_config_follow_from_the_pilot(tmp_path):
+    text = pilot_text({"a": 2, "b": 1, "c": 2}, [["a", "b"], ["b", "c"], ["a", "c"]],
+                      {"a": "x" * 40, "b": "y" * 40, "c": "z" * 40}, ports=[7001, 7002, 7003])
+    (tmp_path / "p.toml").write_text(text)
+    pilot = load_pilot(tmp_path / "p.toml")
+    # cliques {0, 1} and {3, 4}; a link [A, B] joins A's last node with B's first
+    assert pilot.node_edges() == [(0, 1), (1, 2), (1, 3), (2, 3), (3, 4)]
+    assert pilot.owner() == ["a", "a", "b", "c", "c"] and pilot.neighbours("b") == ["a", "c"]
+    cfg = pilot_run_config(pilot, data="whole.npz", edge_file=tmp_path / "e.txt", link_trace="runs/x")
+    assert (cfg["nodes"], cfg["topology"], cfg["mixing"], cfg["data"], cfg["link_trace"]) == (
+        5, "file", "plain", "whole.npz", "runs/x")
+    from proxgt.topology import make_topology
+
+    assert sorted(map(tuple, make_topology("file", 5, edge_file=cfg["edge_file"]).edges)) == pilot.node_edges()
+    (tmp_path / "q.toml").write_text(text.replace("[mixing]", "[mixing]\nmixing = \"chebyshev\""))
+    with pytest.raises(ProxGTValueError, match="sites mix with plain rounds"):
+        pilot_run_config(load_pilot(tmp_path / "q.toml"), data="w", edge_file=tmp_path / "e2.txt")
+
+
+def test_a_neighbour_that_never_starts_is_one_line_exit_1(tmp_path, capsys):
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 1}, [["a", "b"]], timeout=0.5)
+    code = main(["site", str(pilot), "--site", "a", "--key", str(tmp_path / "keys" / "a.key_secret"), "--data",
+                 str(data["a"]), "--out", str(tmp_path / "out"), "--start-timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "site(s) b did not answer within 0.5 s" in err, err
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -196,8 +224,9 @@ def test_unknown_keys_and_plaintext_clients_are_refused_and_counted(tmp_path):
             return (by.get("EVENT_HANDSHAKE_FAILED_AUTH", 0),
                     by.get("EVENT_HANDSHAKE_FAILED_PROTOCOL", 0) + by.get("EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0))
 
-        while min(refused()) < 1 and time.monotonic() < deadline:
-            t.pump(0.05)
+        with pytest.warns(UserWarning, match="site a refused a connection attempt"):  # said once, then counted
+            while min(refused()) < 1 and time.monotonic() < deadline:
+                t.pump(0.05)
         assert min(refused()) >= 1, t.stats
         assert t.stats.refused_connections == sum(refused())
         assert got == []
@@ -263,24 +292,83 @@ def test_late_messages_keep_the_trackers_sum_exact(tmp_path):
     torch.testing.assert_close(total + in_flight, Y0.sum(dim=0), rtol=1e-12, atol=1e-12)
 
 
-def test_proxgt_site_processes_on_loopback(tmp_path):
-    """The command line end to end: two `proxgt site` processes (one torch thread each) finish with exit 0."""
-    import subprocess
-
+def test_proxgt_site_command_line(tmp_path, capsys):
+    """`proxgt site` end to end (two sites, each in a thread of this process: the command line's handler)."""
     pilot, data = _setup(tmp_path, {"a": 1, "b": 1}, [["a", "b"]])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    procs = {name: subprocess.Popen(
-        [sys.executable, "-m", "proxgt", "site", str(pilot), "--site", name, "--key",
-         str(tmp_path / "keys" / f"{name}.key_secret"), "--data", str(data[name]),
-         "--out", str(tmp_path / "out" / name), "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b")}
-    outs = {name: p.communicate(timeout=120) for name, p in procs.items()}
-    for name, p in procs.items():
-        assert p.returncode == 0, outs[name][1]
-        assert outs[name][0].startswith(f"site {name}: 12 iterations"), outs[name][0]
+    codes: dict[str, int] = {}
+
+    def site(name: str) -> None:
+        codes[name] = main(["site", str(pilot), "--site", name, "--key", str(tmp_path / "keys" / f"{name}.key_secret"),
+                            "--data", str(data[name]), "--out", str(tmp_path / "out" / name), "--no-progress"])
+
+    threads = [threading.Thread(target=site, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    out = capsys.readouterr().out
+    assert codes == {"a": 0, "b": 0}
+    for name in ("a", "b"):
+        assert f"site {name}: 12 iterations, " in out and "0 refused connection attempts" in out
     x = _simulate(pilot, tmp_path)
     for ids, rows in _site_rows(tmp_path, pilot).values():
         np.testing.assert_allclose(rows, x[list(ids)], **TOL)
+
+
+@pytest.mark.parametrize("how", ["silent", "crash"])
+def test_a_lost_site_is_dropped_and_the_others_go_on(tmp_path, how):
+    """Site c stops after iteration 3: silent (b finds it silent past the site timeout) or on an error (it tells its
+    neighbour); a hears it from b. Both drop c's node at the same iteration, re-weight the surviving graph and
+    finish."""
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 2, "c": 1}, [["a", "b"], ["b", "c"]], deadline=0.2, timeout=1.5)
+
+    def stop(rank: int, t: int) -> None:
+        if t != 3:
+            return
+        end = time.monotonic() + 60
+        while how == "silent" and time.monotonic() < end and not all(
+                (tmp_path / "out" / s / "summary.json").exists() for s in ("a", "b")):
+            time.sleep(0.05)  # silent until the others are done
+        raise RuntimeError("site c stops")
+
+    res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", data, tmp_path / "out",
+                    c={"fault_hook": stop})
+    assert isinstance(res["c"], RuntimeError)
+    lost = {}
+    for name in ("a", "b"):
+        assert not isinstance(res[name], BaseException), res[name]
+        site = res[name].summary["site"]
+        assert site["iterations"] == 12
+        (entry,) = site["lost_sites"]
+        lost[name] = (entry["site"], entry["iteration"], entry["nodes"])
+        assert np.isfinite(res[name].x.numpy()).all()
+        assert res[name].rows[-1]["iter"] == 12
+    assert lost["a"] == lost["b"] and lost["a"][0] == "c" and lost["a"][2] == [3] and 3 <= lost["a"][1] < 12
+    reason = res["b"].summary["site"]["lost_sites"][0]["reason"]
+    assert reason == ("silent for more than 1.5 s" if how == "silent" else "stopped: RuntimeError: site c stops")
+
+
+def test_a_site_that_fails_at_the_start_stops_the_others_at_once(tmp_path):
+    pilot, data = _setup(tmp_path, {"a": 1, "b": 1, "c": 1}, [["a", "b"], ["b", "c"]], timeout=60.0)
+    bad = tmp_path / "bad.npz"
+    with np.load(data["c"]) as z:
+        np.savez(bad, X=z["X"], y=z["y"], node_counts=np.array([1, 1]))
+    res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", {**data, "c": bad}, tmp_path / "out")
+    assert isinstance(res["c"], ProxGTValueError) and "node_counts must be 1 int(s)" in str(res["c"])
+    for name in ("a", "b"):  # a is no neighbour of c: b passes the news on
+        assert isinstance(res[name], SiteLost) and str(res[name]).startswith("site c stopped: ") \
+            and "node_counts" in str(res[name]), res[name]  # told, not timed out (60 s)
+
+
+
+def test_step_auto_is_refused_under_differential_privacy(tmp_path):
+    """step = auto would sum Gram products of the sites' raw rows (the smoothness bound): refused under DP, where
+    nothing computed from a site's raw data leaves it (that each site's noise is its own: test_private_sites.py)."""
+    public = keys(tmp_path / "keys", ["a", "b"])
+    pilot = tmp_path / "p.toml"
+    pilot.write_text(pilot_text({"a": 1, "b": 1}, [["a", "b"]], public,
+                                extra="[privacy]\ndp_clip = 1.0\ndp_noise = 0.5\n"))
+    data = shards(pilot, data_file(tmp_path), tmp_path)
+    res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, tmp_path / "out")
+    for r in res.values():  # each site refuses before it opens a socket
+        assert isinstance(r, ProxGTValueError) and "step = auto needs the smoothness bound" in str(r), r

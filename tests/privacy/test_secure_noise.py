@@ -75,7 +75,7 @@ def test_site_noise_seed_is_fresh_private_and_read_back_on_resume(tmp_path):
 def test_across_processes_secure_noise_is_forced_and_refusals_are_one_line():
     from proxgt.settings import RunConfig
 
-    cfg = RunConfig.from_dict(dict(FAST)).validate()
+    cfg = RunConfig.from_dict({**FAST, "step": 0.5}).validate()
     assert private_across_processes(cfg).dp_secure_noise is True
     plain = RunConfig.from_dict({"data": "breast_cancer"}).validate()
     assert private_across_processes(plain).dp_secure_noise is None
@@ -83,6 +83,12 @@ def test_across_processes_secure_noise_is_forced_and_refusals_are_one_line():
         private_across_processes(cfg.replace(dp_secure_noise=False))
     with pytest.raises(ProxGTValueError, match="local_test_fraction .* not available with differential privacy"):
         private_across_processes(cfg.replace(local_test_fraction=0.2))
+    with pytest.raises(ProxGTValueError, match="step = auto needs the smoothness bound of every process's data"):
+        private_across_processes(cfg.replace(problem="logistic", step="auto"))
+    assert private_across_processes(cfg.replace(problem="logistic", step=0.5)).step == 0.5
+    assert private_across_processes(cfg.replace(problem="mlp", step="auto")).step == "auto"  # no data in it
+    kept = private_across_processes(cfg.replace(local_test_fraction=0.2), metrics_stay_local=True)
+    assert kept.dp_secure_noise is True and kept.local_test_fraction == 0.2
 
 
 def test_dp_secure_noise_without_dp_is_refused(tmp_path, capsys):
@@ -123,3 +129,30 @@ def test_raw_data_metrics_are_not_summed_over_processes_under_dp_across_processe
         assert sum(s == (X.shape[0], d) for s in spy.summed) == (1 if raw_local else 2)
         assert len(spy.summed) == (3 if raw_local else 6)  # ifo and the iterates only, or also loss and accuracy
     assert rows[True] == pytest.approx(rows[False])  # one process holds every node: nothing changes
+
+
+def test_no_raw_data_product_is_summed_over_processes_at_set_up_under_dp_across_processes(tmp_path):
+    import numpy as np
+
+    from proxgt.data._shard import ShardRequest
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", X=X, y=(X[:, 0] > 0).astype(np.int64))
+
+    summed = []
+
+    def total(t):  # one process: the sum over processes is its own value
+        summed.append(tuple(t.shape))
+        return t
+
+    request = ShardRequest(hosted=lambda n: list(range(n)), sum_over_processes=total)
+    base = {"data": str(tmp_path / "d.npz"), "nodes": 4, "iters": 2, "batch": 16, "step": 0.5}
+    build_run(base, shard=request)
+    assert summed  # without DP the smoothness bound's power iteration sums over processes
+    summed.clear()
+    build_run({**base, "dp_clip": 1.0, "dp_noise": 1.0, "dp_secure_noise": True}, shard=request)
+    assert summed == [], summed
+    with pytest.raises(ProxGTValueError, match="step = auto needs the smoothness bound"):
+        build_run({**base, "step": "auto", "dp_clip": 1.0, "dp_noise": 1.0, "dp_secure_noise": True},
+                  shard=request)

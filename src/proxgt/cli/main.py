@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "proxgt.cli._plan",
     "proxgt.cli._site",
     "proxgt.cli._keys",
+    "proxgt.cli._rehearse",
 ]
 
 

@@ -76,7 +76,8 @@ def init_process_group_from_env(
 
     The store is created here so that the fault monitor can use it: a client of the launcher's store when
     ``TORCHELASTIC_USE_AGENT_STORE=True`` (torchrun, ``proxgt launch``), else hosted by rank 0 on MASTER_ADDR's
-    address only. With a loopback MASTER_ADDR gloo listens on loopback too (docs/security.md). Returns
+    address only. When every rank is on this machine with a loopback MASTER_ADDR, gloo listens on loopback too
+    (docs/security.md). Returns
     (rank, world, store, a second store client for the watchdog thread, or None). ``settings`` (a config's
     ``to_dict()``): first every process checks that all run the same (:func:`~proxgt.executors.agreement.
     agree_on_settings`), before the group forms (processes that count the world differently never form one).
@@ -92,7 +93,9 @@ def init_process_group_from_env(
         ) from None
     timeout = datetime.timedelta(seconds=float(timeout_s))
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    if is_loopback(host):  # every peer is on this machine: gloo (and nccl's bootstrap) listen on loopback too
+    # every peer on this machine (a loopback MASTER_ADDR, and no other machine's ranks: torchrun's
+    # LOCAL_WORLD_SIZE, where set, covers the world): gloo (and nccl's bootstrap) listen on loopback too
+    if is_loopback(host) and os.environ.get("LOCAL_WORLD_SIZE", str(world)) == str(world):
         listen_on_loopback(os.environ)
     if rank == 0 and not agent:
         # this process hosts the store: on MASTER_ADDR's address only (the store is unauthenticated; torch's own

@@ -22,7 +22,12 @@ masses alone settle on a biased split (slow nodes hold more of the gradient sum,
 uses a scaled gradient: the deterministic run of the tests stalled at a gradient mapping of 1.1e-3). The weights
 phi follow the same flows, so the ratio is unbiased. Dividing by a weight that a fast node drains would amplify
 the gradient noise (measured: stochastic runs with lognormal compute times blew up), so a node sends a tracker
-share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1.
+share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1. An
+answer counts from its arrival: one that has arrived by the node's mixing is taken in it and lets the node send
+at once (one share per answer). Deciding before taking it, as if it had not arrived, made a link carry a share
+only every other mixing when its two ends alternate: with exact gradients on a ring of 6 (breast_cancer, node 2
+ten times slower, exponential times, S = 4) the distance to the solution after 120 iterations was 5.9e-4, and
+9.4e-6 with the answer counted on arrival (the synchronous run: 2e-9).
 
 **Staleness.** Messages are tagged with the iteration they were sent in. Before its iteration k_i + 1 a node
 needs, from every neighbour, a message tagged ``k_i + 1 - max_staleness`` or later; if it has none yet it waits
@@ -282,9 +287,11 @@ class AsyncNetwork:
         mass = torch.where(act, own, torch.where(touched, prev, Z))
         phi = self.phi.setdefault(key, np.ones(self.n))
         may = self.may_send.setdefault(key, np.ones(2 * self.E, dtype=bool))
-        sending = self.active[self.src] & may
-        out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
+        # an answer that has arrived by now is taken in this mixing: it lets i send at once (and is used up)
+        now = self._answer_arrived(pending) & self.active[self.src]
+        sending = self.active[self.src] & (may | now)
+        out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
         skewed = not self.active.all()
         new_phi = phi.copy()
         new_phi[self.active] = 0.0
@@ -306,7 +313,7 @@ class AsyncNetwork:
             skewed = True
         new_phi[self.active] += kept_w[self.active] * phi[self.active]
         may[sending] = False
-        may[answered] = True
+        may[answered & ~now] = True  # an answer that came with this mixing's exchange, not yet used
         touched_np |= self.active
         self.skewed[key] = skewed = skewed or self.skewed.get(key, False)
         new_mass = torch.where(act, out, mass)
@@ -343,6 +350,14 @@ class AsyncNetwork:
         new_mass = torch.where(act, out, mass)
         self.mass[key] = new_mass
         return new_mass
+
+    def _answer_arrived(self, pending: list[list[_Message]]) -> np.ndarray:
+        """bool (2E,): for each link i -> j, whether a message j -> i has arrived by i's clock."""
+        out = np.zeros(2 * self.E, dtype=bool)
+        for d in range(2 * self.E):
+            i, back = int(self.src[d]), (d + self.E) % (2 * self.E)
+            out[d] = any(m.arrives <= self.time[i] for m in pending[back])
+        return out
 
     def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
         """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
@@ -437,10 +452,10 @@ def check_async(cfg: Any, algorithm: Any, time_varying: bool) -> None:
     if cfg.mixing not in ("plain", "auto") or cfg.rounds not in (1, "auto"):  # auto: plain, 1 round
         raise ProxGTValueError("--async exchanges one message per neighbour and mixing: use --mixing plain "
                                f"--rounds 1 (got mixing = {cfg.mixing!r}, rounds = {cfg.rounds!r})")
-    if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None
+    if (float(cfg.message_loss or 0.0) > 0.0 or cfg.round_deadline is not None or cfg.link_trace is not None
             or float(cfg.link_failure or 0.0) > 0.0 or float(cfg.node_dropout or 0.0) > 0.0 or time_varying
             or cfg.compress != "none"):
-        raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_failure, "
+        raise ProxGTValueError("--async does not combine with message_loss, round_deadline, link_trace, link_failure, "
                                "node_dropout, a time-varying topology or compressed gossip yet")
 
 

@@ -408,6 +408,10 @@ def refuse_on_real_time(cfg: Any) -> None:
     if float(cfg.message_loss or 0.0) > 0.0:
         raise ProxGTValueError("message_loss (--message-loss) simulates lost messages (proxgt run); the distributed "
                                "executor's messages are real: leave it at 0 with proxgt launch")
+    if cfg.link_trace is not None:
+        raise ProxGTValueError("link_trace (--link-trace) replays a site runtime's late and lost messages in the "
+                               "simulator (proxgt run); the distributed executor's messages are real: leave it unset "
+                               "with proxgt launch")
     given = [name for name in CLOCK_SETTINGS if getattr(cfg, name) is not None]
     if given:
         flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in given)

@@ -232,7 +232,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dp_secure_noise", "privacy", None, Bool(),
             "draw each node's DP noise and Poisson samples from a seed taken from the operating system's secure "
             "randomness, which no other process or site knows, instead of from seed (the run then repeats only "
-            "through a resume) [default: off in one process, always on for 'proxgt launch' workers]"),
+            "through a resume) [default: off in one process, always on for 'proxgt launch' workers and sites]"),
     # ------------------------------------------------------------------ run
     Setting("iters", "run", 500, Int(1), "iterations T"),
     Setting("epochs", "run", None, Float(0.0, low_open=True),

@@ -19,9 +19,10 @@ import torch
 
 from proxgt import __version__
 from proxgt.algorithms.base import Algorithm, Capabilities
-from proxgt.data import Dataset, NodeData, load_dataset, split_nodes, train_test_split
+from proxgt.data import Dataset, NodeData
 from proxgt.data._dataset import densify, is_sparse
 from proxgt.data._local import hold_out_local, local_test_counts
+from proxgt.data._run_split import load_run_split
 from proxgt.data._shard import ShardRequest, load_node_shard
 from proxgt.errors import ProxGTValueError
 from proxgt.mixing.asynchrony import check_async
@@ -44,7 +45,7 @@ from proxgt.registry import ALGORITHMS, PROBLEMS, REGULARIZERS, SPARSE_FEATURES,
 from proxgt.settings import RunConfig
 from proxgt.topology import Topology, make_topology
 from proxgt.topology.time_varying import time_varying_topology
-from proxgt.training.privacy import privacy_from_settings, secure_seed
+from proxgt.training.privacy import AUTO_STEP_ACROSS_PROCESSES, dp_requested, privacy_from_settings, secure_seed
 from proxgt.training.sparsify import RegSchedule, averaging_rounds, check_sparse_path, flood_rounds
 
 __all__ = ["AlgorithmContext", "RunSpec", "build_run"]
@@ -315,15 +316,7 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     clock = clock_profile(cfg, topology.n, topology.edges)  # a bad speed or link file fails before the data loads
     hosted = load_node_shard(cfg, shard) if shard is not None else None  # None: not a file it shards
     if hosted is None:
-        train, test = load_dataset(cfg.data, seed=cfg.seed, data_dir=cfg.data_dir)
-        if test is None and cfg.test_fraction > 0 and len(train) >= 10:
-            train, test = train_test_split(train, cfg.test_fraction, seed=cfg.seed)
-        if cfg.nodes > len(train):
-            raise ProxGTValueError(
-                f"cannot split {len(train)} training samples over {cfg.nodes} nodes: each node needs at least one "
-                "sample"
-            )
-        node_data = split_nodes(train, cfg.nodes, cfg.split, alpha=cfg.alpha, seed=cfg.seed)
+        train, test, node_data = load_run_split(cfg)
     else:  # the same split, this process's nodes only (load_node_shard replays the lines above on row ids)
         train, test, node_data = hosted.train, hosted.test, hosted.node_data
     counts = node_data.counts if hosted is None else hosted.counts  # every node's number of samples
@@ -338,8 +331,14 @@ def build_run(cfg: RunConfig | dict[str, Any], shard: ShardRequest | None = None
     problem: Problem = builder(cfg, train)
     if hosted is not None:
         if isinstance(problem, LinearProblem) and problem.gram_lambda_max is not None:
-            # L of all rows, not of this process's: summed over processes
-            problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
+            if dp_requested(cfg) and cfg.dp_secure_noise:
+                # the power iteration sums products of every process's raw rows: under DP across processes
+                # nothing computed from raw data leaves its process, so the step must be given
+                if cfg.step == "auto":  # private_across_processes refuses it first; a direct caller here
+                    raise ProxGTValueError(AUTO_STEP_ACROSS_PROCESSES)
+            else:
+                # L of all rows, not of this process's: summed over processes
+                problem = problem.with_gram_lambda_max(hosted.gram_lambda_max())
     regularizer = _regularizer(cfg, problem)
     L = problem.smoothness()
     if cfg.step == "auto":

@@ -26,11 +26,17 @@ from proxgt._io import atomic_write_bytes
 from proxgt.algorithms.base import Capabilities
 from proxgt.errors import ProxGTValueError
 from proxgt.privacy.mechanism import PrivacyMechanism
+from proxgt.registry import DATA_SMOOTHNESS, PROBLEMS
 from proxgt.settings import RunConfig
 
 __all__ = ["privacy_from_settings", "not_private_message", "dp_requested", "secure_seed", "site_noise_seed",
-           "private_across_processes", "NOISE_SEED_FILE"]
+           "private_across_processes", "NOISE_SEED_FILE", "AUTO_STEP_ACROSS_PROCESSES"]
 
+#: the refusal of ``step = auto`` under DP across processes for a problem whose smoothness comes from its data
+AUTO_STEP_ACROSS_PROCESSES = (
+    "step = auto needs the smoothness bound of every process's data (a power iteration summed over processes), "
+    "which differential privacy across processes keeps inside each process: give step (--step; a 'proxgt run' "
+    "of the same settings records its auto step in config.toml)")
 #: a site's own noise seed in its run folder (:func:`site_noise_seed`)
 NOISE_SEED_FILE = "dp_noise_seed"
 
@@ -40,19 +46,23 @@ def dp_requested(cfg: Any) -> bool:
     return cfg.dp_clip is not None and cfg.dp_epsilon != "off"
 
 
-def private_across_processes(cfg: RunConfig) -> RunConfig:
-    """``cfg`` for processes that do not trust each other with their data: under DP every process draws its noise
-    and samples from a secret seed of its own (``dp_secure_noise`` on; every process knows the run's seed), and
-    no metric computed on one process's raw data crosses to another (docs/security.md). Refuses, with one line,
-    ``dp_secure_noise = false`` and the per-site results (``local_test_fraction``, whose per-node table would be
-    summed over processes) under DP."""
+def private_across_processes(cfg: RunConfig, *, metrics_stay_local: bool = False) -> RunConfig:
+    """``cfg`` for processes or sites that do not trust each other with their data: under DP every process draws
+    its noise and samples from a secret seed of its own (``dp_secure_noise`` on; every process knows the run's
+    seed); ``dp_secure_noise = false`` is refused with one line, and so is ``step = auto`` where the problem's
+    smoothness comes from its data (every process's raw rows would enter a power iteration). Per-site results
+    (``local_test_fraction``) are refused too unless ``metrics_stay_local`` (a site runtime, whose per-node table
+    never leaves the site): a launch would send each node's metrics on its raw local data to rank 0
+    (docs/security.md)."""
     if not dp_requested(cfg):
         return cfg
     if cfg.dp_secure_noise is False:
         raise ProxGTValueError("dp_secure_noise = false is not available across processes: every process knows the "
-                               "run's seed and could regenerate another's noise; drop it (launch workers always draw "
-                               "their noise from secure randomness)")
-    if cfg.local_test_fraction is not None:
+                               "run's seed and could regenerate another's noise; drop it (each process draws its "
+                               "noise from secure randomness)")
+    if cfg.step == "auto" and DATA_SMOOTHNESS in PROBLEMS.traits(cfg.problem):
+        raise ProxGTValueError(AUTO_STEP_ACROSS_PROCESSES)
+    if cfg.local_test_fraction is not None and not metrics_stay_local:
         raise ProxGTValueError("local_test_fraction (per-site results) is not available with differential privacy "
                                "across processes: each node's metrics on its raw local data would be sent to rank 0")
     return cfg.replace(dp_secure_noise=True)

@@ -1,0 +1,155 @@
+"""Benchmark: one gossip round of the site runtime (pyzmq, CURVE on) against the gloo executor's, same graph.
+
+Four processes on loopback, one node each, on a ring (or ``--topology``). Each process holds both
+communicators at once: the site runtime's :class:`~proxgt.executors.site.communicator.SiteCommunicator` over its
+:class:`~proxgt.executors.site.transport.SiteTransport` (every socket a CURVE client or server, the ZAP handler
+admitting the neighbours' keys only: encryption and authentication on, as in a pilot) and the gloo executor's
+:class:`~proxgt.executors.p2p.DistributedCommunicator`. For each message size (the bytes of one node's row,
+float32), the processes alternate a round of one and a round of the other (a barrier before each, outside the
+timing), so that machine load drifts hit both alike. A round's time is the slowest process's time for its
+``gossip(Z)`` call (send to every neighbour, receive from every neighbour, weighted sum). Printed per size: the
+median round time of each over ``--rounds`` rounds and the ratio site / gloo, measured in one run.
+
+Usage::
+
+    python bench/bench_site.py                                # 64K, 1M, 4M, 16M; 4 processes on a ring
+    python bench/bench_site.py --sizes 1M,4M --rounds 30 --json runs/bench_site.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import time
+from typing import Any
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B")
+    mult = _UNITS.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in _UNITS else text) * mult)
+
+
+def _label(n: int) -> str:
+    for unit in ("G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]} {unit}B"
+    return f"{n} B"
+
+
+def _free_ports(k: int) -> list[int]:
+    socks = []
+    for _ in range(k):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: list[int],
+            keys: list[tuple[bytes, bytes]], sizes: list[int], rounds: int, warmup: int, queue: Any) -> None:
+    os.environ.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
+    from proxgt.executors.site.communicator import SiteCommunicator
+    from proxgt.executors.site.transport import SiteTransport
+    from proxgt.topology import make_topology
+
+    torch.set_num_threads(1)
+    store = dist.TCPStore("127.0.0.1", store_port, world, is_master=rank == 0,
+                          timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+    topo = make_topology(topology, world)
+    gloo = DistributedCommunicator(topo, partition_nodes(world, world), rank, timeout_s=120)
+    names = [f"s{i}" for i in range(world)]
+    address = [f"tcp://127.0.0.1:{p}" for p in site_ports]
+    neighbours = {names[j]: (address[j], keys[j][0].decode("ascii")) for j in sorted(topo.neighbors(rank))}
+    transport = SiteTransport(names[rank], neighbours, keys[rank][0], keys[rank][1], address[rank],
+                              site_timeout_s=120.0)
+    W = topo.W.to_dense() if topo.W.layout == torch.sparse_csr else topo.W
+    site = SiteCommunicator(transport, W, topo.degrees, (rank,), names, round_deadline_s=120.0,
+                            site_timeout_s=120.0)
+    times: dict[str, dict[int, list[float]]] = {"site": {}, "gloo": {}}
+    comms = {"site": site, "gloo": gloo}
+    for size in sizes:
+        Z = torch.randn(1, size // 4, generator=torch.Generator().manual_seed(rank))
+        for rep in range(warmup + rounds):
+            order = ("site", "gloo") if rep % 2 == 0 else ("gloo", "site")
+            for name in order:
+                dist.barrier()
+                t0 = time.perf_counter()
+                comms[name].gossip(Z)
+                dt = time.perf_counter() - t0
+                if rep >= warmup:
+                    times[name].setdefault(size, []).append(dt)
+    dist.barrier()
+    queue.put((rank, times, {"bytes_sent": transport.stats.bytes_sent,
+                             "refused": transport.stats.refused_connections}))
+    dist.barrier()  # every site has read its last messages before any closes its sockets
+    transport.close(linger_ms=0)
+    dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="64K,1M,4M,16M", help="message sizes (bytes of one node's row)")
+    p.add_argument("--rounds", type=int, default=20, help="timed rounds per size and communicator")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (connections, buffers)")
+    p.add_argument("--nprocs", type=int, default=4)
+    p.add_argument("--topology", default="ring")
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    args = p.parse_args(argv)
+    import zmq
+
+    if not zmq.has("curve"):
+        sys.exit("this pyzmq's libzmq has no CURVE support")
+    sizes = [_size(s) for s in args.sizes.split(",")]
+    world = args.nprocs
+    ports = _free_ports(world + 1)
+    keys = [zmq.curve_keypair() for _ in range(world)]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(r, world, args.topology, ports[0], ports[1:], keys, sizes, args.rounds,
+                                               args.warmup, queue)) for r in range(world)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=1800) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    per_rank = {rank: times for rank, times, _ in results}
+    refused = sum(extra["refused"] for _, _, extra in results)
+    rows = []
+    print(f"one gossip round, {world} processes on a {args.topology}, loopback; median over {args.rounds} rounds "
+          "of the slowest process's gossip() time")
+    print(f"{'message':>10}  {'gloo ms':>9}  {'site (CURVE) ms':>15}  {'site / gloo':>11}")
+    for size in sizes:
+        med = {}
+        for name in ("gloo", "site"):
+            slowest = [max(per_rank[r][name][size][i] for r in per_rank) for i in range(args.rounds)]
+            med[name] = statistics.median(slowest)
+        ratio = med["site"] / med["gloo"]
+        rows.append({"bytes": size, "gloo_s": med["gloo"], "site_s": med["site"], "ratio": ratio})
+        print(f"{_label(size):>10}  {med['gloo'] * 1e3:9.2f}  {med['site'] * 1e3:15.2f}  {ratio:11.2f}")
+    print(f"refused connection attempts during the benchmark: {refused}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"nprocs": world, "topology": args.topology, "rounds": args.rounds, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
