@@ -16,6 +16,13 @@ for s in robustness robustness-dropout robustness-onepeer compression-a9a compre
     proxgt compare -c "experiments/$s.toml" --no-progress "$@" >/dev/null
     proxgt report "experiments/runs/$s" --out "experiments/reports/$s"
 done
+# asynchronous vs synchronous on the virtual clock (docs/asynchrony.md; run from the repository root, the clock
+# files' paths are relative to it)
+for s in async-a9a:a9a async-a9a-outage:a9a-outage async-mlp:mlp; do
+    proxgt compare -c "experiments/${s%%:*}.toml" --no-progress "$@" >/dev/null
+    proxgt report "experiments/runs/${s%%:*}" --out "experiments/reports/async/${s##*:}"
+done
+python experiments/async_report.py
 # the a9a head-to-head at a looser and a tighter target, from the same runs
 proxgt report experiments/runs/h2h-a9a --out experiments/reports/h2h-a9a/target-5e-4 --target 5e-4
 proxgt report experiments/runs/h2h-a9a --out experiments/reports/h2h-a9a/target-3e-5 --target 3e-5

@@ -3,8 +3,9 @@
 # no pip): the LeNet-5 head-to-head (h2h-lenet), the sparsity sweep (sparsity: MLP 784-256-10 and LeNet-5) and the
 # network results table of docs/neural-networks.md (nn-results: 7 single runs). MLP runs use the CPU cores (one thread each);
 # LeNet-5 runs use DEVICE (default cpu: on 2026-11-26 LeNet-5 on cuda failed in proxgt.problems.nn._grouped_logits,
-# "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)"; with DEVICE=cuda a 2-cell precheck
-# falls back to the CPU when that happens). The parts (PARTS, default all three) run side by side, JOBS (default 12)
+# "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)": a suite without sample_s measured it
+# with an oracle left on the CPU beside cuda iterates, fixed in proxgt.costmodel.measure_sample_time; with
+# DEVICE=cuda a 2-cell precheck falls back to the CPU if a cuda cell fails). The parts (PARTS, default all three) run side by side, JOBS (default 12)
 # cells at a time per suite, each stopped after BUDGET_S seconds (default 450; unfinished cells are missing from
 # the reports, and a rerun resumes them: finished pilots and cells are skipped).
 # Measured on the H100 machine (16 cores), all on the CPU: nn-results and the MLP half of sparsity in 380 s beside

@@ -100,9 +100,10 @@ def test_divergence_on_cuda_is_reported_at_the_iteration_and_node_of_the_cpu_run
 
 def _pairs_suite(tmp_path, device: str) -> str:
     """A suite file in the shape of the LeNet-5 run that failed once on an H100 (2026-11-26, "Input type
-    (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)" in the grouped forward pass, not reproduced
-    since): LeNet-5, 5 nodes, the ``pairs`` split of 10 classes, a metrics subsample below the shard size, a held-out
-    test set, float32, ProxGT-SA and -SR-E, cells in worker processes."""
+    (torch.FloatTensor) and weight type (torch.cuda.FloatTensor)" in the grouped forward pass; its cause, the
+    sample time of a suite without ``sample_s`` measured with a CPU oracle, is tested below, and this suite gives
+    ``sample_s``): LeNet-5, 5 nodes, the ``pairs`` split of 10 classes, a metrics subsample below the shard size,
+    a held-out test set, float32, ProxGT-SA and -SR-E, cells in worker processes."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 1, 16, 16)).astype(np.float32)
     y = np.repeat(np.arange(10), 40)

@@ -46,6 +46,15 @@ def test_sim_time_to_target_and_curves_against_it(tmp_path, monkeypatch):
     monkeypatch.setattr(report_mod, "plot_curves", lambda curves, path, **kw: drawn.append(kw["axes"]))
     write_report(s.out)
     assert drawn == [report_mod.CLOCK_PLOT_AXES] and drawn[0][0] == "sim_time_s"
+    monkeypatch.undo()
+    # grouped by a setting that names a file: the figure is named after the file, not its absolute path
+    speeds = tmp_path / "speeds.csv"
+    speeds.write_text("".join(f"{i},0.001\n" for i in range(4)))
+    for cell in s.cells:
+        (s.folder(cell) / "config.toml").write_text(
+            (s.folder(cell) / "config.toml").read_text().replace('"exp:0.001"', f'"{speeds}"'))
+    write_report(s.out, out=tmp_path / "rep", group_by="node_speed")
+    assert (tmp_path / "rep" / "report-speeds.csv.png").is_file()
     table = (s.out / "table.csv").read_text()
     rows = {r["series"]: r for r in csv.DictReader(io.StringIO(table))}
     header = table.splitlines()[0].split(",")

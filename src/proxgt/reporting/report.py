@@ -115,14 +115,17 @@ def write_report(
     finals = {str(r["series"]): float(r["final_median"]) for r in rows}
     summaries, pngs = [], []
     for key, labels in groups.items():
-        name = f"report-{_slug(key)}.png" if key else "report.png"
-        suffix = f" ({group_by} = {key})" if key else ""
+        # a setting that names a file (a node-speed profile, a trace) is shown by the file's name: the resolved
+        # absolute path would name the figure after the machine it ran on
+        shown = Path(key).name if "/" in key else key
+        name = f"report-{_slug(shown)}.png" if key else "report.png"
+        suffix = f" ({group_by} = {shown})" if key else ""
         sweep = find_sweep({label: series[label] for label in labels})
         if sweep is None:
             plot_curves([by_label[label] for label in labels], out / name, axes=plot_axes, metric_label=metric,
                         target=float(target), title=f"{title}{suffix}: mean and range over seeds", ncols=2)
         else:  # the question first (final value against the swept setting), then one panel per method
-            summary = f"summary-{_slug(key)}.png" if key else "summary.png"
+            summary = f"summary-{_slug(shown)}.png" if key else "summary.png"
             save_figure(summary_figure(sweep, finals, metric=metric,
                                        title=f"{title}{suffix}: final {metric} against {sweep.setting}"),
                         out / summary)
