@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from proxgt._io import atomic_write_bytes, atomic_write_text
 
@@ -32,6 +33,9 @@ PASSES = {"mlp": 10, "lenet": 3}  # LeNet-5: ~0.16 s per iteration on one core, 
 #: (density, strength, steps): steps > 1 prunes gradually (sparsify_steps)
 SPARSE = {"mlp": ((0.1, 3e-4, 1), (0.2, 3e-4, 1), (0.1, 1e-4, 1), (0.2, 1e-4, 1), (0.1, 1e-4, 4)),
           "lenet": ((0.1, 1e-4, 1), (0.2, 1e-4, 1), (0.1, 1e-4, 4), (0.2, 1e-4, 4))}
+#: seeds per model; seeds other than 0 run the dense model and the SEEDED sparse runs only
+SEEDS = {"mlp": (0, 1), "lenet": (0,)}
+SEEDED = ((0.1, 1e-4, 1), (0.2, 1e-4, 1))
 TARGETS = ((0.1, 1.0), (0.2, 0.5))  # (at most this density, within this many points of the dense model)
 
 
@@ -52,16 +56,19 @@ def runs() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for model in ("mlp", "lenet"):
         for split in ("shards", "iid"):
-            seed = 0
-            base = base_args(model, split, seed)
-            out[f"{model}-{split}-dense"] = base + ["--reg", "none"]
-            for dens, strength, steps in SPARSE[model]:
-                if steps > 1 and split != "shards":  # gradual pruning was tried on the shards split only (CPU)
-                    continue
-                gradual = ["--sparsify-steps", str(steps)] if steps > 1 else []
-                out[f"{model}-{split}-{variant_name(dens, strength, steps)}"] = base + [
-                    "--reg", "l1", "--reg-strength", f"{strength:g}", "--reg-warmup", "0.1",
-                    "--sparsify-density", f"{dens:g}", "--sparsify-at", "0.5", *gradual]
+            for seed in SEEDS[model]:
+                tail = f"-seed{seed}" if seed else ""
+                base = base_args(model, split, seed)
+                out[f"{model}-{split}-dense{tail}"] = base + ["--reg", "none"]
+                for dens, strength, steps in SPARSE[model]:
+                    if steps > 1 and split != "shards":  # gradual pruning was tried on the shards split only (CPU)
+                        continue
+                    if seed and (dens, strength, steps) not in SEEDED:
+                        continue
+                    gradual = ["--sparsify-steps", str(steps)] if steps > 1 else []
+                    out[f"{model}-{split}-{variant_name(dens, strength, steps)}{tail}"] = base + [
+                        "--reg", "l1", "--reg-strength", f"{strength:g}", "--reg-warmup", "0.1",
+                        "--sparsify-density", f"{dens:g}", "--sparsify-at", "0.5", *gradual]
     return out
 
 
@@ -80,7 +87,7 @@ def run(prefixes: list[str]) -> None:
                        check=True)
 
 
-def _row(name: str) -> dict[str, object] | None:
+def _row(name: str) -> dict[str, Any] | None:
     p = RUNS / name
     if not (p / "summary.json").is_file():
         return None
@@ -88,25 +95,45 @@ def _row(name: str) -> dict[str, object] | None:
     with open(p / "metrics.csv", newline="") as f:
         last = list(csv.DictReader(f))[-1]
     model, split, variant = name.split("-", 2)
+    seed = 0
+    if "-seed" in variant:
+        variant, tail = variant.rsplit("-seed", 1)
+        seed = int(tail)
     path = summary.get("sparse_path", {})
     kind = ""  # the line of the plot: l1 strength and pruning steps
     for dens, strength, steps in SPARSE[model]:
         if variant == variant_name(dens, strength, steps):
             kind = f"l1 {strength:g}" + (f", {steps} prunes" if steps > 1 else "")
-    return {"run": name, "model": model, "split": split, "variant": variant, "kind": kind,
+    return {"run": name, "model": model, "split": split, "variant": variant, "seed": seed, "kind": kind,
             "passes": float(last["ifo_per_node"]) / 7500, "test_accuracy": float(last["test_accuracy"]),
             "density": float(last["density"]), "threshold": path.get("threshold"),
             "target_density": path.get("target_density")}
 
 
-def _closest(group: list[dict[str, object]], dense: dict[str, object], density: float) -> str:
-    """`` (closest: RUN, N points below)`` for the most accurate run at most ``density`` dense."""
-    within = [r for r in group if r["variant"] != "dense" and float(r["density"]) <= density]
+def _closest(group: list[dict[str, Any]], density: float) -> str:
+    """`` (closest: RUN, N points below)`` for the run closest to the dense model at most ``density`` dense."""
+    within = [r for r in group if r["variant"] != "dense" and r["gap"] is not None and float(r["density"]) <= density]
     if not within:
         return ""
-    best = max(within, key=lambda r: float(r["test_accuracy"]))
-    gap = 100 * (float(dense["test_accuracy"]) - float(best["test_accuracy"]))
-    return f" (closest: {best['variant']}, density {float(best['density']):.4f}, {gap:.2f} points below)"
+    best = max(within, key=lambda r: float(r["gap"]))
+    return (f" (closest: {best['variant']}, density {float(best['density']):.4f}, {-float(best['gap']):.2f} points "
+            "below)")
+
+
+def _seed_means(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, split, variant): means over its seeds; ``gap`` is the mean over seeds of the accuracy
+    minus the dense model's of the same seed (``gaps`` per seed), None without a dense run of those seeds."""
+    out = []
+    keys = list(dict.fromkeys((r["model"], r["split"], r["variant"]) for r in found))
+    for key in keys:
+        rs = [r for r in found if (r["model"], r["split"], r["variant"]) == key]
+        dense = {r["seed"]: r for r in found if (r["model"], r["split"], r["variant"]) == (*key[:2], "dense")}
+        gaps = [100 * (float(r["test_accuracy"]) - float(dense[r["seed"]]["test_accuracy"])) for r in rs
+                if r["seed"] in dense]
+        mean = {c: sum(float(r[c]) for r in rs) / len(rs) for c in ("passes", "test_accuracy", "density")}
+        out.append({**rs[0], **mean, "seeds": len(rs), "gaps": gaps,
+                    "gap": sum(gaps) / len(gaps) if len(gaps) == len(rs) else None})
+    return out
 
 
 def report() -> None:
@@ -115,38 +142,43 @@ def report() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in (_row(n) for n in runs()) if r is not None]
-    lines = ["| model | split | run | passes | density (weights) | test accuracy | vs dense (points) | target |",
-             "|---|---|---|---|---|---|---|---|"]
+    runs_found = [r for r in (_row(n) for n in runs()) if r is not None]
+    rows = _seed_means(runs_found)
+    lines = ["| model | split | run | seeds | passes | density (weights) | test accuracy | vs dense (points; per seed) "
+             "| target |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     groups = sorted({(str(r["model"]), str(r["split"])) for r in rows}, key=lambda g: (g[0] != "mlp", g[1] != "shards"))
     for model, split in groups:
         group = [r for r in rows if (r["model"], r["split"]) == (model, split)]
         dense = next((r for r in group if r["variant"] == "dense"), None)
         for r in group:
-            gap = None if dense is None else 100 * (float(r["test_accuracy"]) - float(dense["test_accuracy"]))
+            gap = r["gap"]
             mark = ""
             if gap is not None and r["variant"] != "dense":
                 held = [f"<= {d:.0%} within {p:g}" for d, p in TARGETS if float(r["density"]) <= d and -gap <= p]
                 mark = ", ".join(held) if held else "-"
-            lines.append(f"| {model} | {split} | {r['variant']} | {float(r['passes']):.2f} | "
-                         f"{float(r['density']):.4f} | {100 * float(r['test_accuracy']):.2f}% | "
-                         f"{'' if gap is None or r['variant'] == 'dense' else f'{gap:+.2f}'} | {mark} |")
+            per_seed = "" if r["variant"] == "dense" or gap is None else \
+                f"{gap:+.2f}" + (f" ({', '.join(f'{g:+.2f}' for g in r['gaps'])})" if len(r["gaps"]) > 1 else "")
+            lines.append(f"| {model} | {split} | {r['variant']} | {r['seeds']} | {float(r['passes']):.2f} | "
+                         f"{float(r['density']):.4f} | {100 * float(r['test_accuracy']):.2f}% | {per_seed} | {mark} |")
         if dense is not None:
             for d, p in TARGETS:
-                ok = [r for r in group if r["variant"] != "dense" and float(r["density"]) <= d
-                      and 100 * (float(dense["test_accuracy"]) - float(r["test_accuracy"])) <= p]
+                ok = [r for r in group if r["variant"] != "dense" and r["gap"] is not None
+                      and float(r["density"]) <= d and -float(r["gap"]) <= p]
                 verdicts.append(f"- {model}, {split}: at most {d:.0%} non-zero weights within {p:g} point of the dense "
-                                f"model ({100 * float(dense['test_accuracy']):.2f}%): "
+                                f"model ({100 * float(dense['test_accuracy']):.2f}%, {dense['seeds']} seed(s)): "
                                 + ("**holds** (" + ", ".join(f"{r['variant']}: density {float(r['density']):.4f}, "
-                                                            f"{100 * float(r['test_accuracy']):.2f}%" for r in ok) + ")"
-                                   if ok else "**misses**" + _closest(group, dense, d)))
+                                                            f"{100 * float(r['test_accuracy']):.2f}%, "
+                                                            f"{float(r['gap']):+.2f}" for r in ok) + ")"
+                                   if ok else "**misses**" + _closest(group, d)))
     md = ("#### Sparse path: density vs test accuracy (Fashion-MNIST, 8-node ring, ProxGT-SA, b = 32, step 0.1)\n\n"
           "Dense: reg none. Sparse dN-l1-S: l1 S (warm-up over the first 10% of the iterations), at half of the "
           "iterations the network agrees on a magnitude threshold for density N and prunes, then trains on the "
           "support; -stepsK: K gradual prunes (sparsify_steps) at 1/K, 2/K, .. of the first half. MLP 10 passes "
           "per node, LeNet-5 3 (2-core machine shared by many jobs; dense and sparse always with the same passes). "
-          "Seed 0; density over the weights (biases "
+          "Seed 0 (MLP: seeds 0 and 1 for the dense model and the l1 1e-4 one-shot runs; values are seed means, "
+          "the gap is the mean of the per-seed gaps to the dense model of the same seed, per seed in brackets); "
+          "density over the weights (biases "
           "excluded) of the proximal point at the network average; test accuracy at the network average on the "
           "10000 test images. Commands: `python experiments/sparse_path.py run`.\n\n"
           + "\n".join(lines) + "\n\n" + "\n".join(verdicts) + "\n")
@@ -154,9 +186,9 @@ def report() -> None:
     atomic_write_text(REPORT / "table.md", md)  # included as it is by docs/neural-networks.md
     atomic_write_text(REPORT / "report.md", md + "\n![sparse-path.png](sparse-path.png)\n")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) + ["command"])
+    writer = csv.DictWriter(buf, fieldnames=list(runs_found[0]) + ["command"])
     writer.writeheader()
-    for r in rows:
+    for r in runs_found:
         writer.writerow({**r, "command": command(str(r["run"]), runs()[str(r["run"])])})
     atomic_write_text(REPORT / "table.csv", buf.getvalue())
 
