@@ -163,6 +163,7 @@ def test_pilots_as_long_as_their_cells_are_reused_as_the_cells_of_their_seed(tmp
     assert main(["compare", "-c", str(path), "--no-progress", "--report"]) == 0
     out = capsys.readouterr().out
     assert "ran 0 cells (0 diverged), skipped 4" in out and "ran 0 pilots, skipped 5" in out
+    assert "## Over seeds" in out  # two seeds per series: compare prints the spread too
     section = (s.out / "table.md").read_text().split("## Tuning")[1]
     assert "one pilot of 30 iterations (algorithm=prox-dsgd: 40) per grid setting" in section
 

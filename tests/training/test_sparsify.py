@@ -146,9 +146,25 @@ def test_the_warmup_ramps_the_strength_then_the_support_replaces_the_penalty():
     assert torch.equal(again.support, path.support) and again.agreement == path.agreement
 
 
-@pytest.mark.parametrize("stop_at", [15, 25])  # before and after the switch at 20
-def test_a_run_resumed_across_the_switch_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, stop_at):
-    ref, resumed = stopped_and_resumed(dict(PATH), tmp_path / "run", monkeypatch, stop_at=stop_at, every=5)
+def test_gradual_pruning_nests_the_supports_on_the_cubic_schedule():
+    cfg = dict(PATH, sparsify_steps=4)
+    spec, seen = _tracked_run(cfg)
+    prunes = spec.reg_schedule.prunes()
+    assert [t for t, _ in prunes] == [5, 10, 15, 20]
+    assert [d for _, d in prunes] == pytest.approx([0.3 + 0.7 * (1 - k / 4) ** 3 for k in range(1, 5)])
+    mask = spec.problem.density_mask
+    by_t = dict(seen)
+    patterns = [by_t[t + 1] != 0 for t, _ in prunes]
+    for (_, target), pattern, later in zip(prunes, patterns, patterns[1:] + patterns[-1:], strict=True):
+        assert (pattern == pattern[:1]).all()
+        assert float(pattern[0, mask].double().mean()) <= target + 1e-3
+        assert (later <= pattern).all()  # each support inside the previous one
+
+
+@pytest.mark.parametrize("stop_at, steps", [(15, 1), (25, 1), (15, 4)])  # before / after the switch at 20
+def test_a_run_resumed_across_the_switch_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, stop_at, steps):
+    cfg = dict(PATH, sparsify_steps=steps)
+    ref, resumed = stopped_and_resumed(cfg, tmp_path / "run", monkeypatch, stop_at=stop_at, every=5)
     assert torch.equal(ref.x, resumed.x)
     drop = ("wall_s",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in ref.rows] == \
@@ -172,6 +188,8 @@ def test_the_summary_records_the_agreed_threshold():
     (["--sparsify-density", "0.1", "--async"], "asynchronous"),
     (["--sparsify-density", "0.1", "--link-failure", "0.1"], "changing network"),
     (["--reg-warmup", "2"], "reg_warmup"),
+    (["--sparsify-steps", "3"], "needs sparsify_density"),
+    (["--sparsify-density", "0.1", "--sparsify-steps", "11"], "sparsify_steps = 11 prunes"),
 ])
 def test_bad_settings_exit_2_with_one_line(tmp_path, capsys, extra, message):
     code = main(["run", "--problem", "mlp", "--hidden", "8", "--data", str(DIGITS), "--nodes", "4", "--iters", "20",

@@ -9,7 +9,7 @@ __all__ = ["register"]
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from proxgt.reporting.runs import table_markdown
+    from proxgt.reporting.runs import seed_spread_markdown, table_markdown
     from proxgt.suites import load_suite, run_suite, suite_table, suite_table_caption
 
     suite = load_suite(args.config, out=args.out)
@@ -27,6 +27,9 @@ def _handle(args: argparse.Namespace) -> int:
     rows = suite_table(suite)
     print(suite_table_caption(suite) + "\n")
     print(table_markdown(rows))
+    spread = seed_spread_markdown(rows, suite.metric)
+    if spread:
+        print(spread)
     reused = f" and took {len(res.reused)} from tuning pilots of the same settings" if res.reused else ""
     print(f"suite {suite.name}: ran {len(res.ran)} cells{reused} ({len(res.diverged)} diverged), skipped "
           f"{len(res.skipped)} already finished, {len(res.failed)} failed; wrote {suite.out}/table.csv and table.md")

@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sparsify_at", "problem", None, Float(0.0, 1.0, low_open=True),
             "sparse path: share of the iterations after which the network sparsifies [default 0.5]",
             metavar="SHARE"),
+    Setting("sparsify_steps", "problem", None, Int(1),
+            "sparse path: prune gradually, in this many steps evenly spaced up to sparsify_at, the density falling "
+            "cubically to sparsify_density [default 1]", metavar="N"),
     Setting("hidden", "problem", 256, Int(1), "hidden width of problem = mlp"),
     Setting("activation", "problem", "relu", Choice(("relu", "tanh")), "activation of mlp and lenet"),
     Setting("nn_grad", "problem", "auto", Choice(("auto", "grouped", "vmap")),

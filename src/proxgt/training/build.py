@@ -422,4 +422,5 @@ def _reg_schedule(cfg: RunConfig, problem: Problem, topology: Topology, iters: i
     return RegSchedule(
         strength=float(cfg.reg_strength), warmup_iters=warmup, switch_iter=switch, density=cfg.sparsify_density,
         weights=problem.density_mask, avg_rounds=averaging_rounds(topology.lam), flood=flood_rounds(topology.W_csr),
-        regularizer_for=lambda s: _regularizer(cfg.replace(reg_strength=s), problem), algorithm_for=algorithm_for)
+        regularizer_for=lambda s: _regularizer(cfg.replace(reg_strength=s), problem), algorithm_for=algorithm_for,
+        steps=1 if cfg.sparsify_steps is None else int(cfg.sparsify_steps))

@@ -136,9 +136,10 @@ def train(
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
                                density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test,
                                raw_local=spec.privacy is not None and bool(spec.settings.dp_secure_noise))
-    alg = spec.algorithm
     if path is None and spec.reg_schedule is not None:
         path = spec.reg_schedule.start()
+    # the sparse path: h (and so the algorithm) of the iteration at hand; spec.algorithm otherwise
+    alg = spec.algorithm if path is None else path.algorithm(0 if state is None else state.t)
     if path is not None and path.support is not None:  # resumed after the switch: metrics see h = the support
         metrics.use_regularizer(path.regularizer(0))
     wall = start_wall

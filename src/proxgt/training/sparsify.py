@@ -2,7 +2,7 @@
 training on the surviving support. Every step is a proximal or projection operation each node applies to its own
 row, so the path composes with gradient tracking and gossip, in the simulator and the distributed executor alike.
 
-Phases (settings ``reg_warmup``, ``sparsify_density``, ``sparsify_at``; docs/neural-networks.md):
+Phases (settings ``reg_warmup``, ``sparsify_density``, ``sparsify_at``, ``sparsify_steps``; docs/neural-networks.md):
 
 1. iterations 1 .. T_s: the run's penalty (``reg``, ``reg_strength``) at strength ``reg_strength * min(1, t / T_w)``,
    T_w = ``reg_warmup * iters`` (no warm-up: T_w = 0);
@@ -10,6 +10,11 @@ Phases (settings ``reg_warmup``, ``sparsify_density``, ``sparsify_at``; docs/neu
    density (:func:`agree_threshold`) and on one support (:func:`agree_support`), and project their rows on it;
 3. iterations T_s + 1 .. T: h = the indicator of that support (:class:`~proxgt.prox.Support`, the prox keeps the
    support and zeroes the rest), which trains the surviving weights without the penalty's shrinkage.
+
+With ``sparsify_steps = N > 1`` the network prunes gradually (gradual magnitude pruning, Zhu and Gupta 2017): at
+iterations T_k = round(k T_s / N), k = 1 .. N, to the density ``d + (1 - d)(1 - k/N)^3`` (d = ``sparsify_density``),
+each support inside the previous one (pruned weights are zero, and zeros are never kept); h is the indicator of the
+current support from the first prune on.
 
 **Agreement without a server.** Each node bins the magnitudes of its weights on the same log-spaced bins
 (:data:`BINS` bins over ``[10**LOG10_LOW, 10**LOG10_HIGH)``, smaller magnitudes and zeros in bin 0); plain gossip
@@ -158,8 +163,9 @@ class RegSchedule:
     Attributes:
         strength: the penalty's full strength (``reg_strength``).
         warmup_iters: T_w, the strength ramps linearly to full over iterations 1 .. T_w (0: full at once).
-        switch_iter: T_s, the iteration at which the network sparsifies (None: no sparsify phase).
+        switch_iter: T_s, the iteration of the (last) prune (None: no sparsify phase).
         density: the target share of non-zero weights (None: no sparsify phase).
+        steps: N, the number of prunes (gradual pruning when > 1).
         weights: bool (d,) of the coordinates pruned and counted (a network's weights; None: all).
         avg_rounds / flood: gossip rounds of the histogram average and of the flooded agreements.
         regularizer_for: strength -> the run's penalty at that strength.
@@ -175,6 +181,14 @@ class RegSchedule:
     flood: int
     regularizer_for: Callable[[float], Regularizer]
     algorithm_for: Callable[[Regularizer], Algorithm[Any]]
+    steps: int = 1
+
+    def prunes(self) -> list[tuple[int, float]]:
+        """(iteration, target density) of every prune, in order (empty without a sparsify phase)."""
+        if self.switch_iter is None or self.density is None:
+            return []
+        d, n = self.density, self.steps
+        return [(int(round(k * self.switch_iter / n)), d + (1 - d) * (1 - k / n) ** 3) for k in range(1, n + 1)]
 
     def start(self) -> SparsePath:
         """The path's run-time state, before the switch."""
@@ -190,6 +204,8 @@ class SparsePath:
         self.schedule = schedule
         self.agreement: Agreement | None = None
         self.support: torch.Tensor | None = None
+        self.done = 0  # prunes done
+        self._prunes = schedule.prunes()
         self._last: tuple[Regularizer, Algorithm[Any]] | None = None
 
     def regularizer(self, t: int) -> Regularizer:
@@ -209,19 +225,19 @@ class SparsePath:
 
     def due(self, t: int) -> bool:
         """Whether the network sparsifies before the update from iterate ``t``."""
-        s = self.schedule
-        return self.support is None and s.switch_iter is not None and t >= s.switch_iter
+        return self.done < len(self._prunes) and t >= self._prunes[self.done][0]
 
     def sparsify(self, state: Any, comm: Gossip) -> Any:
         """Agree on the threshold and the support, and project every row of ``state.x`` on it (the tracker and the
         estimator state are left alone: tracking's invariant mean(y) = mean(v) is untouched)."""
         s = self.schedule
-        assert s.density is not None
         X = state.x
-        j = agree_threshold(X, comm, s.density, weights=s.weights, avg_rounds=s.avg_rounds, flood=s.flood)
+        density = self._prunes[self.done][1]
+        j = agree_threshold(X, comm, density, weights=s.weights, avg_rounds=s.avg_rounds, flood=s.flood)
         support = agree_support(X, comm, j, weights=s.weights, flood=s.flood).cpu()
         counted = support if s.weights is None else support[s.weights]
         self.support = support
+        self.done += 1
         self.agreement = Agreement(bin=j, threshold=bin_edge(j),
                                    density=float(counted.sum()) / max(1, counted.numel()))
         return state._replace(x=Support(support).prox(X, 1.0))
@@ -233,6 +249,8 @@ class SparsePath:
         if s.switch_iter is not None:
             out["switch_iter"] = s.switch_iter
             out["target_density"] = s.density
+            if s.steps > 1:
+                out["prune_iters"] = [t for t, _ in self._prunes]
         if self.agreement is not None:
             out.update(threshold=self.agreement.threshold, threshold_bin=self.agreement.bin,
                        support_density=self.agreement.density)
@@ -242,15 +260,17 @@ class SparsePath:
         if self.support is None or self.agreement is None:
             return {}
         a = self.agreement
-        return {"support": self.support.clone(), "bin": a.bin, "threshold": a.threshold, "density": a.density}
+        return {"support": self.support.clone(), "bin": a.bin, "threshold": a.threshold, "density": a.density,
+                "done": self.done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
-            self.support, self.agreement = None, None
+            self.support, self.agreement, self.done = None, None, 0
             return
         self.support = state["support"].to(torch.bool).cpu()
         self.agreement = Agreement(bin=int(state["bin"]), threshold=float(state["threshold"]),
                                    density=float(state["density"]))
+        self.done = int(state["done"])
         self._last = None
 
 
@@ -258,9 +278,10 @@ def check_sparse_path(cfg: Any, *, iters: int, dynamic_network: bool) -> int | N
     """One-line errors for settings the path cannot run with; returns T_s (None without a sparsify phase). (The
     flooding needs W >= 0, which every mixing matrix is: proxgt.topology refuses negative weights.)"""
     if cfg.sparsify_density is None:
-        if cfg.sparsify_at is not None:
-            raise ProxGTValueError("sparsify_at (--sparsify-at) is the iteration share at which the network "
-                                   "sparsifies: it needs sparsify_density (--sparsify-density)")
+        for name in ("sparsify_at", "sparsify_steps"):
+            if getattr(cfg, name) is not None:
+                raise ProxGTValueError(f"{name} (--{name.replace('_', '-')}) says when the network sparsifies: it "
+                                       "needs sparsify_density (--sparsify-density)")
         return None
     why = ("asynchronous nodes (--async)" if cfg.asynchronous else
            "a changing network (link failures, node dropout, message loss or a time-varying graph)"
@@ -274,4 +295,8 @@ def check_sparse_path(cfg: Any, *, iters: int, dynamic_network: bool) -> int | N
     if not 1 <= t_s < iters:
         raise ProxGTValueError(f"sparsify_at = {at:g} puts the switch at iteration {t_s} of {iters}; it must fall "
                                f"in 1 .. {iters - 1} (raise iters or move sparsify_at)")
+    steps = 1 if cfg.sparsify_steps is None else int(cfg.sparsify_steps)
+    if steps > t_s:
+        raise ProxGTValueError(f"sparsify_steps = {steps} prunes need at least as many iterations before the last "
+                               f"one (iteration {t_s}); lower sparsify_steps or move sparsify_at")
     return t_s
