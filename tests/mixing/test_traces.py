@@ -64,8 +64,8 @@ def _drive_async(cfg):
         ticks.append((active.copy(), net.time.copy()))
         return active
 
-    def record(pending, payload, links, sending):  # the messages sent on link 0-1, both ways
-        out = exchange(pending, payload, links, sending)
+    def record(pending, payload, links, sending, stamps=None):  # the messages sent on link 0-1, both ways
+        out = exchange(pending, payload, links, sending, stamps)
         sent.extend((float(net.time[net.src[d]]), m.arrives) for d, _, _, m in out if m is not None and d % net.E == 0)
         return out
 

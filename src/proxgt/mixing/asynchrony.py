@@ -22,12 +22,18 @@ masses alone settle on a biased split (slow nodes hold more of the gradient sum,
 uses a scaled gradient: the deterministic run of the tests stalled at a gradient mapping of 1.1e-3). The weights
 phi follow the same flows, so the ratio is unbiased. Dividing by a weight that a fast node drains would amplify
 the gradient noise (measured: stochastic runs with lognormal compute times blew up), so a node sends a tracker
-share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1. An
-answer counts from its arrival: one that has arrived by the node's mixing is taken in it and lets the node send
-at once (one share per answer). Deciding before taking it, as if it had not arrived, made a link carry a share
-only every other mixing when its two ends alternate: with exact gradients on a ring of 6 (breast_cancer, node 2
-ten times slower, exponential times, S = 4) the distance to the solution after 120 iterations was 5.9e-4, and
-9.4e-6 with the answer counted on arrival (the synchronous run: 2e-9).
+share to j only once j has answered its previous one, and keeps the share otherwise: the weights stay near 1. A
+*reply* counts from its arrival: a message that j sent after taking every share i had sent it (each tracker
+share carries how many shares of the opposite direction its sender had taken) that has arrived by i's mixing is
+taken in it and lets i send at once (one share per reply). Deciding before taking it, as if it had not arrived,
+made a link carry a share only every other mixing when its two ends alternate: with exact gradients on a ring
+of 6 (breast_cancer, node 2 ten times slower, exponential times, S = 4) the distance to the solution after 120
+iterations was 5.9e-4, and 9.5e-6 with the reply counted on arrival (the synchronous run: 2e-9). Any other
+message from j (one that crossed i's last share on the way) lets i send at its next mixing, not at once.
+Counting such crossing messages as replies too kept a share in flight on every link at every tick when the two
+ends mix at the same times: the tracker became a push-sum delayed by one iteration, with about 40% of the
+weight always in flight, and asynchronous ProxGT-SA on a random geometric graph of 16 homogeneous nodes (a9a)
+diverged (gradient mapping 3.6 after 40 iterations; 2.4e-3 with replies only).
 
 **Staleness.** Messages are tagged with the iteration they were sent in. Before its iteration k_i + 1 a node
 needs, from every neighbour, a message tagged ``k_i + 1 - max_staleness`` or later; if it has none yet it waits
@@ -77,6 +83,7 @@ class _Message:
     arrives: float
     payload: torch.Tensor  # a value (iterates) or a mass (trackers), one row
     phi: float = 0.0  # a tracker's push-sum weight share
+    acked: int = 0  # a tracker share: how many shares of the opposite direction its sender had taken when it sent
 
 
 class AsyncNetwork:
@@ -120,6 +127,8 @@ class AsyncNetwork:
         # mass each node holds, its push-sum weight, the tracker it last showed, which nodes mixed the key yet,
         # and whether any mixing so far was not synchronous (before that: weight 1, mass = what was shown)
         self.may_send: dict[str, np.ndarray] = {}
+        self.shares_sent: dict[str, np.ndarray] = {}  # trackers: shares sent / taken per link and direction
+        self.shares_taken: dict[str, np.ndarray] = {}
         self.mass: dict[str, torch.Tensor] = {}
         self.phi: dict[str, np.ndarray] = {}
         self.shown: dict[str, torch.Tensor] = {}
@@ -243,18 +252,19 @@ class AsyncNetwork:
         self.comm.counter.record_round(Z[0].numel() if Z.ndim > 1 else 1, Z.element_size(), sent=sent)
         return out
 
-    def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray,
-                  sending: np.ndarray) -> list[tuple[int, int, list[_Message], _Message | None]]:
+    def _exchange(self, pending: list[list[_Message]], payload: Any, links: np.ndarray, sending: np.ndarray,
+                  stamps: np.ndarray | None = None) -> list[tuple[int, int, list[_Message], _Message | None]]:
         """Send the messages of the links ``sending`` (bool (2E,); ``payload(i, w)`` -> (row, weight share)) and
         take, for each link into an active node, every message up to the newest one that has arrived:
-        [(link, receiver, taken, fresh)]."""
+        [(link, receiver, taken, fresh)]. ``stamps``: each link's :attr:`_Message.acked` for a tracker share."""
         out = []
         for d in range(2 * self.E):
             i, j = int(self.src[d]), int(self.dst[d])
             fresh = None
             if sending[d]:
                 row, share = payload(i, float(self._w[d]))
-                fresh = _Message(float(self.time[i]), self._arrival(d, float(self.time[i]), links), row, share)
+                fresh = _Message(float(self.time[i]), self._arrival(d, float(self.time[i]), links), row, share,
+                                 0 if stamps is None else int(stamps[d]))
                 pending[d].append(fresh)
                 tags = self.first_arrival[d]  # staleness: the earliest arrival of a message of each iteration
                 tag = int(self.iters[i]) + 1
@@ -288,16 +298,24 @@ class AsyncNetwork:
         phi = self.phi.setdefault(key, np.ones(self.n))
         may = self.may_send.setdefault(key, np.ones(2 * self.E, dtype=bool))
         pending = self.pending.setdefault(key, [[] for _ in range(2 * self.E)])
-        # an answer that has arrived by now is taken in this mixing: it lets i send at once (and is used up)
-        now = self._answer_arrived(pending) & self.active[self.src]
+        sent_n = self.shares_sent.setdefault(key, np.zeros(2 * self.E, dtype=np.int64))
+        taken_n = self.shares_taken.setdefault(key, np.zeros(2 * self.E, dtype=np.int64))
+        back = (np.arange(2 * self.E) + self.E) % (2 * self.E)
+        # a reply (sent by j after taking every share i sent it) that has arrived by now is taken in this mixing:
+        # it lets i send at once, and is used up. A message that crossed i's last share is no reply to it.
+        will_take, replied = self._replies(pending)
+        now = self.active[self.src] & (replied == sent_n)
         sending = self.active[self.src] & (may | now)
         out = self.comm.gossip_from(mass, np.bincount(self.src[sending], minlength=self.n))  # W m
         skewed = not self.active.all()
         new_phi = phi.copy()
         new_phi[self.active] = 0.0
         answered = np.zeros(2 * self.E, dtype=bool)
-        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links, sending):
-            answered[(d + self.E) % (2 * self.E)] |= bool(taken)  # j may send to i again
+        stamps = taken_n[back] + will_take[back]  # what a share sent now acknowledges
+        for d, j, taken, fresh in self._exchange(pending, lambda i, w: (mass[i] * w, w * phi[i]), links, sending,
+                                                 stamps):
+            answered[back[d]] |= bool(taken)  # j may send to i again
+            taken_n[d] += len(taken)
             new_phi[j] += sum(m.phi for m in taken)
             if len(taken) == 1 and taken[0] is fresh:
                 continue  # exactly the synchronous share: W m already holds it
@@ -312,8 +330,9 @@ class AsyncNetwork:
             kept_w[i] += self._w[kept]
             skewed = True
         new_phi[self.active] += kept_w[self.active] * phi[self.active]
+        sent_n[sending] += 1
         may[sending] = False
-        may[answered & ~now] = True  # an answer that came with this mixing's exchange, not yet used
+        may[answered & ~now] = True  # an answer not used to send in this mixing: the next one may
         touched_np |= self.active
         self.skewed[key] = skewed = skewed or self.skewed.get(key, False)
         new_mass = torch.where(act, out, mass)
@@ -351,13 +370,21 @@ class AsyncNetwork:
         self.mass[key] = new_mass
         return new_mass
 
-    def _answer_arrived(self, pending: list[list[_Message]]) -> np.ndarray:
-        """bool (2E,): for each link i -> j, whether a message j -> i has arrived by i's clock."""
-        out = np.zeros(2 * self.E, dtype=bool)
+    def _replies(self, pending: list[list[_Message]]) -> tuple[np.ndarray, np.ndarray]:
+        """For each link d = i -> j (int arrays (2E,)): how many messages of d its receiver takes in this mixing
+        (if active), and how many of i's shares on d the newest message j -> i that has arrived by i's clock
+        acknowledges (-1 if none has arrived)."""
+        will = np.zeros(2 * self.E, dtype=np.int64)
+        replied = np.full(2 * self.E, -1, dtype=np.int64)
         for d in range(2 * self.E):
-            i, back = int(self.src[d]), (d + self.E) % (2 * self.E)
-            out[d] = any(m.arrives <= self.time[i] for m in pending[back])
-        return out
+            i, j, back = int(self.src[d]), int(self.dst[d]), (d + self.E) % (2 * self.E)
+            newest = max((m.sent for m in pending[d] if m.arrives <= self.time[j]), default=None)
+            if newest is not None:
+                will[d] = sum(m.sent <= newest for m in pending[d])
+            arrived = [m for m in pending[back] if m.arrives <= self.time[i]]
+            if arrived:
+                replied[d] = max(arrived, key=lambda m: m.sent).acked
+        return will, replied
 
     def held_mass(self, key: str, shown: torch.Tensor) -> torch.Tensor:
         """Sum over nodes of the tracker mass of ``key`` they hold; ``shown``: the trackers of the algorithm's
@@ -378,11 +405,14 @@ class AsyncNetwork:
         return {
             "time": self.time.tolist(), "iters": self.iters.tolist(), "active": self.active.tolist(),
             "calls": self._calls, "charged": self._charged.tolist(),
-            "pending": {k: [[[float(m.sent), float(m.arrives), cpu(m.payload), float(m.phi)] for m in link]
+            "pending": {k: [[[float(m.sent), float(m.arrives), cpu(m.payload), float(m.phi), int(m.acked)]
+                              for m in link]
                              for link in links] for k, links in self.pending.items()},
             "copies": {k: [cpu(c) for c in v] for k, v in self.copies.items()},
             "first_arrival": [[[int(tag), float(t)] for tag, t in d.items()] for d in self.first_arrival],
             "may_send": {k: v.tolist() for k, v in self.may_send.items()},
+            "shares_sent": {k: v.tolist() for k, v in self.shares_sent.items()},
+            "shares_taken": {k: v.tolist() for k, v in self.shares_taken.items()},
             "mass": {k: cpu(v) for k, v in self.mass.items()}, "phi": {k: v.tolist() for k, v in self.phi.items()},
             "shown": {k: cpu(v) for k, v in self.shown.items()},
             "touched": {k: v.tolist() for k, v in self.touched.items()},
@@ -397,11 +427,13 @@ class AsyncNetwork:
         self.active = np.asarray(state["active"], dtype=bool)
         self._calls = int(state["calls"])
         self._charged = np.asarray(state["charged"], dtype=np.int64)
-        self.pending = {k: [[_Message(float(a), float(b), p, float(f)) for a, b, p, f in link] for link in links]
-                        for k, links in state["pending"].items()}
+        self.pending = {k: [[_Message(float(a), float(b), p, float(f), int(c)) for a, b, p, f, c in link]
+                             for link in links] for k, links in state["pending"].items()}
         self.copies = {k: list(v) for k, v in state["copies"].items()}
         self.first_arrival = [{int(tag): float(t) for tag, t in d} for d in state["first_arrival"]]
         self.may_send = {k: np.asarray(v, dtype=bool) for k, v in state["may_send"].items()}
+        self.shares_sent = {k: np.asarray(v, dtype=np.int64) for k, v in state["shares_sent"].items()}
+        self.shares_taken = {k: np.asarray(v, dtype=np.int64) for k, v in state["shares_taken"].items()}
         self.mass = dict(state["mass"])
         self.phi = {k: np.asarray(v, dtype=np.float64) for k, v in state["phi"].items()}
         self.shown = dict(state["shown"])
