@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from proxgt.executors.launch.launcher import _free_port, launch
+from proxgt.executors.launch.launcher import _forked_worker, _free_port, launch
 
 from .launching import CRASH_MARKS, tiny_classification
 from .launching import captured as _captured
@@ -81,8 +81,6 @@ def test_a_one_machine_launch_listens_on_loopback_only(data_file, tmp_path):
 def test_workers_without_the_agent_store_listen_on_loopback_only(data_file, tmp_path):
     """Workers started as torchrun starts them without its agent store (or by hand): rank 0 hosts the store
     itself, on MASTER_ADDR's address only, and gloo listens on loopback when MASTER_ADDR is a loopback address."""
-    from proxgt.executors.launch import worker
-
     snapshot = tmp_path / "listening.json"
     port, tester = _free_port(), os.getpid()
 
@@ -98,11 +96,12 @@ def test_workers_without_the_agent_store_listen_on_loopback_only(data_file, tmp_
     with _captured() as got:
         for rank in range(2):
             pid = os.fork()
-            if pid == 0:  # the worker: never returns (worker.main ends with os._exit)
-                os.environ.clear()
-                os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
+            if pid == 0:  # the worker, as the launcher forks one: never returns
                 try:
-                    worker.main([*FLAGS, "--data", data_file, "--out", str(tmp_path / "run")], fault_hook=hook)
+                    # one torch thread before any torch work: a forked child of a process whose OpenMP pool ran
+                    # would otherwise block in its first parallel region (as it did in CI, without OMP_NUM_THREADS)
+                    _forked_worker({**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                   [*FLAGS, "--data", data_file, "--out", str(tmp_path / "run")], fault_hook=hook)
                 finally:
                     os._exit(1)
             pids.append(pid)
