@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import time
@@ -42,18 +41,6 @@ def _label(n: int) -> str:
         if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
             return f"{n // _UNITS[unit]} {unit}B"
     return f"{n} B"
-
-
-def _free_ports(k: int) -> list[int]:
-    socks = []
-    for _ in range(k):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: list[int],
@@ -115,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import zmq
 
+    from proxgt.executors._sockets import free_ports
+
     if not zmq.has("curve"):
         sys.exit("this pyzmq's libzmq has no CURVE support")
     sizes = [_size(s) for s in args.sizes.split(",")]
     world = args.nprocs
-    ports = _free_ports(world + 1)
+    ports = free_ports(world + 1)
     keys = [zmq.curve_keypair() for _ in range(world)]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

@@ -3,13 +3,13 @@ the simulator splits the whole data, and sites run as threads of the test proces
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from proxgt.executors._sockets import free_ports
 from proxgt.executors.site.executor import run_site
 from proxgt.executors.site.pilot import load_pilot, pilot_run_config
 from proxgt.executors.site.transport import new_site_keys
@@ -34,18 +34,6 @@ log_every = 5
 seed = 3
 {extra}
 """
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def keys(folder: Path, names: list[str]) -> dict[str, str]:

@@ -9,7 +9,21 @@ import ipaddress
 import socket
 from collections.abc import MutableMapping
 
-__all__ = ["store_socket", "loopback_interface", "is_loopback", "listen_on_loopback"]
+__all__ = ["store_socket", "loopback_interface", "is_loopback", "listen_on_loopback", "free_ports"]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (held together while picked, so never the same twice)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def store_socket(host: str, port: int) -> socket.socket:

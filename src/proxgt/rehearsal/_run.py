@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 
 from proxgt._io import atomic_write_text, json_safe
 from proxgt.errors import ProxGTValueError
+from proxgt.executors._sockets import free_ports
 from proxgt.reporting.runs import table_markdown
 from proxgt.settings import RunConfig
 from proxgt.settings.config import read_toml
@@ -130,20 +130,6 @@ class RehearsalResult:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now (held together while picked, so never the same twice)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _port_of(address: str) -> int:
     try:
         port = urlsplit(address).port
@@ -288,7 +274,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
         atomic_write_text(out / "namespaces.txt", "\n".join(net.planned) + "\n")
         addresses = [f"tcp://{net.address(k)}:{_port_of(s.address)}" for k, s in enumerate(pilot.sites)]
     else:
-        ports = _free_ports(len(names))
+        ports = free_ports(len(names))
         net = LoopbackNet(ports, edges, capture={e: out / "capture" / "-".join(pilot.links[e]) for e in captures})
         addresses = [f"tcp://127.0.0.1:{p}" for p in ports]
     atomic_write_text(out / "pilot.toml", _effective_pilot(pilot, addresses, publics))

@@ -22,21 +22,18 @@ import datetime
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
-from proxgt.executors._sockets import listen_on_loopback, store_socket
+from proxgt.executors._sockets import free_ports, listen_on_loopback, store_socket
 
 __all__ = ["launch"]
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _store_client(host: str, port: int, world: int, timeout_s: float) -> Any:
