@@ -80,7 +80,6 @@ class ClockPrediction:
         R = max(int(round(comm_rounds)), 0)
         nbytes = int(round(bytes_per_node / (R * self.mean_degree))) if R and self.mean_degree else 0
         g = (ifo_per_node - ifo_start) / T if T else 0.0
-        counts.ifo[:] = int(round(ifo_start))
         done = 0  # rounds replayed
         for t in range(1, T + 1):
             counts.ifo[:] = int(round(ifo_start + t * g))

@@ -13,7 +13,7 @@ from typing import Any
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.failures import DistributedFailure
 
-__all__ = ["agree_on_settings", "agreed_settings"]
+__all__ = ["agree_on_settings", "agreed_settings", "settings_fingerprint"]
 
 #: settings that may differ between machines: each machine's own paths and device index
 LOCAL = ("out", "device")
@@ -32,7 +32,7 @@ def agreed_settings(cfg_dict: dict[str, Any], nprocs: int, nnodes: int) -> dict[
     return json_safe(settings)
 
 
-def _fingerprint(settings: dict[str, Any]) -> str:
+def settings_fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -51,7 +51,7 @@ def agree_on_settings(store: Any, rank: int, world: int, cfg_dict: dict[str, Any
     local = int(os.environ.get("LOCAL_RANK", rank % max(1, nprocs)))
     nnodes = max(1, world // max(1, nprocs))
     mine = json.loads(json.dumps(agreed_settings(cfg_dict, nprocs, nnodes), default=str))  # as the others read it
-    digest = _fingerprint(mine)
+    digest = settings_fingerprint(mine)
     store.set(f"{prefix}settings/{node}.{local}", json.dumps({"hash": digest, "settings": mine}, default=str))
     order = [(g, 0) for g in range(nnodes)] + [(g, r) for g in range(nnodes) for r in range(1, nprocs)]
     for g, r in order:

@@ -31,6 +31,7 @@ import torch
 
 from proxgt._state import map_state
 from proxgt.errors import ProxGTValueError
+from proxgt.mixing.clock import canonical_edges
 from proxgt.mixing.communicator import SimulatedCommunicator
 from proxgt.topology import metropolis_weight
 
@@ -119,9 +120,7 @@ class NetworkSchedule:
         lazy: bool = False,
     ):
         self.n = int(n)
-        e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-        e = np.sort(e[e[:, 0] != e[:, 1]], axis=1)
-        self.edges = np.unique(e, axis=0) if e.size else e  # canonical order: the same list on every process
+        self.edges = canonical_edges(edges)  # canonical order: the same list on every process
         for name, p in (("link_failure", link_failure), ("node_dropout", node_dropout)):
             if not 0.0 <= float(p) < 1.0:
                 raise ProxGTValueError(f"{name} = {p!r} must be a probability in [0, 1)")

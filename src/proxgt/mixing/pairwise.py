@@ -18,7 +18,7 @@ How it runs on the simulator's asynchronous network (:mod:`proxgt.mixing.asynchr
   own partner after that); a partner that is not active gets it written: the value replaces its model at its
   next mixing, and a second writer before then averages with the written value. The partner's gradient was
   computed at its model before the write: that is AD-PSGD's stale gradient;
-* the partner of node i in its iteration k is a pure function of (seed, i, k) (:meth:`PairwiseGossip.partner`),
+* the partner of node i in its iteration k is a pure function of (seed, i, k) (:meth:`PairwiseGossip.partner_link`),
   so runs repeat exactly and resume exactly.
 
 Bytes: each averaging is one model from i to j and one back; a mixing counts as one round.
@@ -61,11 +61,6 @@ class PairwiseGossip:
             return -1
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, _TAG_PARTNER, int(i), int(k)]))
         return int(links[rng.integers(len(links))])
-
-    def partner(self, i: int, k: int) -> int:
-        """Node i's partner in its iteration k (i itself when it has no neighbour)."""
-        d = self.partner_link(i, k)
-        return i if d < 0 else int(self.dst[d])
 
     def mix(self, Z: torch.Tensor, key: str, active: np.ndarray,
             iters: np.ndarray) -> tuple[torch.Tensor, list[int], np.ndarray]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from proxgt._io import atomic_write_text
-from proxgt._validation import ProxGTValueError
+from proxgt._validation import ProxGTValueError, is_number
 from proxgt.suites.cells import Cell, Suite, _err, cell_slug
 
 __all__ = ["Tune", "TuneSeries", "parse_tune", "apply_setting", "resolve_tuning", "METRIC_COLUMNS"]
@@ -100,7 +100,7 @@ def parse_tune(raw: Any, src: str, algorithms: list[str], metric: str) -> Tune:
         raise _err(src, f"tune.iters must be an int >= 1. Got {iters!r} instead.")
     fraction = raw.get("fraction")
     if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        if not is_number(fraction) or not 0 < fraction <= 1:
             raise _err(src, f"tune.fraction must be a number in (0, 1]. Got {fraction!r} instead.")
         if iters is not None:
             raise _err(src, "give tune.iters (the same pilot length for every series) or tune.fraction (a share "

@@ -207,14 +207,21 @@ class SparsePath:
         self.done = 0  # prunes done
         self._prunes = schedule.prunes()
         self._last: tuple[Regularizer, Algorithm[Any]] | None = None
+        # h depends only on (prunes done, strength): kept, so an iteration neither re-reads the settings nor
+        # rebuilds (or re-reads a groups/support file for) an unchanged regularizer
+        self._reg: tuple[tuple[int, float], Regularizer] | None = None
 
     def regularizer(self, t: int) -> Regularizer:
         """h of the update that produces iterate ``t``."""
         s = self.schedule
         if self.support is not None:
-            return Support(self.support)
-        ramp = 1.0 if s.warmup_iters <= 0 else min(1.0, t / s.warmup_iters)
-        return s.regularizer_for(s.strength * ramp)
+            key = (self.done, 0.0)
+        else:
+            ramp = 1.0 if s.warmup_iters <= 0 else min(1.0, t / s.warmup_iters)
+            key = (-1, s.strength * ramp)
+        if self._reg is None or self._reg[0] != key:
+            self._reg = (key, Support(self.support) if self.support is not None else s.regularizer_for(key[1]))
+        return self._reg[1]
 
     def algorithm(self, t: int) -> Algorithm[Any]:
         """The algorithm of the update that produces iterate ``t`` (rebuilt only when its h changes)."""
@@ -264,6 +271,7 @@ class SparsePath:
                 "done": self.done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reg = None
         if not state:
             self.support, self.agreement, self.done = None, None, 0
             return

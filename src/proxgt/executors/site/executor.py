@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ import torch
 from proxgt._io import atomic_write_text
 from proxgt.data._shard import NodeShard, ShardRequest
 from proxgt.errors import ProxGTValueError
-from proxgt.executors.agreement import agreed_settings
+from proxgt.executors.agreement import agreed_settings, settings_fingerprint
 from proxgt.executors.driver import FaultHook, TrainFn, drive
 from proxgt.executors.site.communicator import SiteCommunicator, SiteMixer
 from proxgt.executors.site.data import load_site_shard
@@ -36,7 +35,7 @@ from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
 from proxgt.training.privacy import private_across_processes
 
-__all__ = ["SiteExecutor", "run_site", "site_settings", "settings_digest"]
+__all__ = ["SiteExecutor", "run_site", "site_settings"]
 
 #: settings each site sets for itself (paths on its own machine)
 _LOCAL = ("out", "device", "data", "data_dir", "edge_file")
@@ -51,10 +50,6 @@ def site_settings(pilot: Pilot, cfg: RunConfig) -> dict[str, Any]:
     settings["pilot_sites"] = [[s.name, s.public_key, s.nodes] for s in pilot.sites]
     settings["round_deadline_s"] = pilot.round_deadline_s
     return json.loads(json.dumps(settings, default=str))
-
-
-def settings_digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class SiteExecutor:
@@ -253,10 +248,10 @@ class _Regroup(Exception):
         self.state = state
 
 
-def hello(transport: SiteTransport, pilot: Pilot, settings: dict[str, Any], timeout_s: float) -> str:
+def hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> str:
     """Exchange settings with every neighbour; a mismatch is one line naming the differing settings. Returns
     the agreed hash."""
-    digest = settings_digest(settings)
+    digest = settings_fingerprint(settings)
     got: dict[str, dict[str, Any]] = {}
     # from now on only messages of this run are read: a neighbour that agreed may send before this site has
     # read its HELLO
@@ -335,7 +330,7 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
     try:
         # sites are started by hand at different places: the neighbours get longer to come than to answer later
-        hello(transport, pilot, site_settings(pilot, cfg), max(timeout, start_timeout_s))
+        hello(transport, site_settings(pilot, cfg), max(timeout, start_timeout_s))
         executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout, send_delay_s=send_delay_s)
         return drive(executor, cfg, out=out, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
     except SiteAborted as exc:
