@@ -341,11 +341,7 @@ class DistributedCommunicator:
         self._W_local = W
         self._cache.clear()
         # bytes = degrees * units - unsent_bytes: keep each node's past count, count surviving degrees from now on
-        c = self.counter
-        degrees = np.array([len(nbrs.get(i, ())) for i in range(self.n_nodes)], dtype=np.int64)
-        c.unsent_messages = c.unsent_messages + (degrees - c.degrees) * c.rounds
-        c.unsent_bytes = c.unsent_bytes + (degrees - c.degrees) * c.units
-        c.degrees = degrees
+        self.counter.change_degrees(np.array([len(nbrs.get(i, ())) for i in range(self.n_nodes)], dtype=np.int64))
         self.active_mask = np.zeros(self.n_nodes, dtype=bool)
         self.active_mask[alive] = True
         self.active_nodes = len(alive)

@@ -54,6 +54,14 @@ class CommCounter:
             self.unsent_messages += missing
             self.unsent_bytes += missing * (width * itemsize)
 
+    def change_degrees(self, degrees: np.ndarray) -> None:
+        """Count the new ``degrees`` from now on (a lost site or rank), keeping what every node sent so far:
+        sent = degrees * rounds - unsent, so the unsent counts absorb the change."""
+        degrees = np.asarray(degrees, dtype=np.int64)
+        self.unsent_messages = self.unsent_messages + (degrees - self.degrees) * self.rounds
+        self.unsent_bytes = self.unsent_bytes + (degrees - self.degrees) * self.units
+        self.degrees = degrees
+
     @property
     def messages(self) -> np.ndarray:
         """Messages sent by each node so far."""

@@ -125,10 +125,7 @@ class SiteCommunicator:
             if i not in gone:
                 W[i, i] = 1.0 - float(W[i].sum())
         self._plan(W)
-        c = self.counter  # keep what every node sent so far; count the surviving degrees from now on
-        c.unsent_messages = c.unsent_messages + (deg - c.degrees) * c.rounds
-        c.unsent_bytes = c.unsent_bytes + (deg - c.degrees) * c.units
-        c.degrees = deg
+        self.counter.change_degrees(deg)  # keep what every node sent so far; count the surviving degrees from now on
         self.lost -= lost
         self.epoch += 1
         early, self._future = self._future, []
