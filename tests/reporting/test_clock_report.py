@@ -38,13 +38,19 @@ skip = true
 """
 
 
-def test_sim_time_to_target_and_curves_against_it(tmp_path, monkeypatch):
-    (tmp_path / "s.toml").write_text(SUITE)
+def _report_axes(tmp_path, monkeypatch, text):
+    """Run the suite ``text`` and write its report; the suite and the axes each figure was drawn against."""
+    (tmp_path / "s.toml").write_text(text)
     s = load_suite(tmp_path / "s.toml")
     assert not run_suite(s).failed
     drawn = []
     monkeypatch.setattr(report_mod, "plot_curves", lambda curves, path, **kw: drawn.append(kw["axes"]))
     write_report(s.out)
+    return s, drawn
+
+
+def test_sim_time_to_target_and_curves_against_it(tmp_path, monkeypatch):
+    s, drawn = _report_axes(tmp_path, monkeypatch, SUITE)
     assert drawn == [report_mod.CLOCK_PLOT_AXES] and drawn[0][0] == "sim_time_s"
     monkeypatch.undo()
     # grouped by a setting that names a file: the figure is named after the file, not its absolute path
@@ -72,11 +78,6 @@ def test_runs_without_the_clock_keep_the_old_table_and_axes(tmp_path, monkeypatc
     text = SUITE.replace('node_speed = "exp:0.001"\nlink_latency = 0.002\n', "").replace(
         'algorithm = ["proxgt-sa", "prox-adpsgd"]', 'algorithm = ["proxgt-sa"]').replace(
         'asynchronous = [false, true]', 'asynchronous = [false]').split("[[cell]]")[0]
-    (tmp_path / "s.toml").write_text(text)
-    s = load_suite(tmp_path / "s.toml")
-    assert not run_suite(s).failed
-    drawn = []
-    monkeypatch.setattr(report_mod, "plot_curves", lambda curves, path, **kw: drawn.append(kw["axes"]))
-    write_report(s.out)
+    s, drawn = _report_axes(tmp_path, monkeypatch, text)
     assert drawn == [report_mod.PLOT_AXES]
     assert "sim_s_to_target" not in (s.out / "table.csv").read_text()
