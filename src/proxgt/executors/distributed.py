@@ -150,7 +150,7 @@ class DistributedExecutor:
         if spec.network is not None:
             self.comm.attach_schedule(spec.network)
         spec.keep_only(self.comm.node_ids)
-        self.raw_local = spec.privacy is not None and bool(spec.settings.dp_secure_noise)
+        self.raw_local = spec.secure_noise
         return self.comm
 
     def barrier(self) -> None:

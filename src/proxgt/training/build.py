@@ -126,6 +126,11 @@ class RunSpec:
     def full_batch(self) -> bool:
         return bool(self.settings.batch == "full")
 
+    @property
+    def secure_noise(self) -> bool:
+        """DP noise and samples from a secret seed (``dp_secure_noise``): raw-data values stay where they are."""
+        return self.privacy is not None and bool(self.settings.dp_secure_noise)
+
     def resolved_config(self) -> dict[str, Any]:
         """The resolved settings, flat, plus a ``meta`` table (what :class:`~proxgt.training.History` carries)."""
         d = {k: v for k, v in self.resolved.to_dict().items() if v is not None}
@@ -144,7 +149,7 @@ class RunSpec:
         and noise come from ``noise_seed`` (a site's own, :func:`~proxgt.training.privacy.site_noise_seed`), or
         from a fresh :func:`~proxgt.training.privacy.secure_seed` when None; otherwise from the run's seed."""
         secret = None
-        if self.privacy is not None and self.settings.dp_secure_noise:
+        if self.secure_noise:
             secret = secure_seed() if noise_seed is None else int(noise_seed)
         return GradientOracle(
             self.problem,

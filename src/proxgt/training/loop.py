@@ -135,7 +135,7 @@ def train(
         clock.follow(oracle)
     metrics = MetricsEvaluator(spec.problem, spec.regularizer, oracle, comm, spec.step, test=spec.test,
                                density_mask=spec.problem.density_mask, clock=clock, local_test=spec.local_test,
-                               raw_local=spec.privacy is not None and bool(spec.settings.dp_secure_noise))
+                               raw_local=spec.secure_noise)
     if path is None and spec.reg_schedule is not None:
         path = spec.reg_schedule.start()
     # the sparse path: h (and so the algorithm) of the iteration at hand; spec.algorithm otherwise
