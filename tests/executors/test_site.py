@@ -83,7 +83,6 @@ GOOD = pilot_text({"a": 1, "b": 2}, [["a", "b"]], {"a": "x" * 40, "b": "y" * 40}
      "may not set 'data'"),
     (lambda t: t.replace('edges = [["a", "b"]]', "edges = []"), "not connected"),
     (lambda t: t.replace("nodes = 2", "nodes = 0"), "nodes must be an int >= 1"),
-    (lambda t: t.replace("seed = 3", "seed = 3\ncheckpoint_every = 5"), "may not set 'checkpoint_every'"),
     (lambda t: t.replace("tcp://127.0.0.1:7002", "127.0.0.1:7002"), "address tcp://HOST:PORT"),
     (lambda t: t.replace("round_deadline_s = 5.0", "round_deadline_s = -1"), "round_deadline_s must be"),
     (lambda t: t.replace("seed = 3", "seed = 3\nstepp = 0.1"), "unknown setting"),

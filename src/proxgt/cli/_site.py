@@ -29,7 +29,7 @@ def _handle(args: argparse.Namespace) -> int:
         hist = run_site(args.pilot, args.site, args.key, args.data, out=args.out, site_timeout_s=args.site_timeout,
                         bind=args.bind, peer_addresses=_peer_addresses(args.peer_address),
                         send_delay_s=args.send_delay, asynchronous=args.asynchronous, overwrite=args.overwrite,
-                        start_timeout_s=args.start_timeout,
+                        start_timeout_s=args.start_timeout, rejoin=args.rejoin,
                         progress=sys.stderr.isatty() and not args.no_progress)
     except SiteLost as exc:
         sys.stderr.write(f"proxgt: error: {exc}\n")
@@ -48,8 +48,11 @@ def register(sub: Any) -> None:
                    help="this site's own data file (.npz, LIBSVM, ...); an .npz may carry node_counts")
     p.add_argument("--out", default=None, metavar="DIR", help="this site's run folder (default runs/pilot-NAME/SITE)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
+    p.add_argument("--rejoin", action="store_true",
+                   help="this site was lost and the others go on: rejoin them from its checkpoint in --out")
     p.add_argument("--site-timeout", type=float, default=None, metavar="S",
-                   help="a neighbour silent this long ends the run (default: the pilot's site_timeout_s)")
+                   help="a neighbour silent this long is lost; the others go on without it (default: the pilot's "
+                        "site_timeout_s)")
     p.add_argument("--start-timeout", type=float, default=600.0, metavar="S",
                    help="how long to wait for the neighbours to start (default 600 s, at least the site timeout)")
     p.add_argument("--bind", default=None, metavar="tcp://HOST:PORT",

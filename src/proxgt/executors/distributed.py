@@ -161,6 +161,9 @@ class DistributedExecutor:
         assert self.comm is not None
         return self.comm.gather_rows(x)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {}
+
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         comm = self.comm
         assert comm is not None

@@ -73,6 +73,11 @@ class Executor(Protocol):
 
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None: ...
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What this executor keeps in its checkpoint file besides the driver's own entries (plain values: a
+        site's membership and its setup record)."""
+        ...
+
     def train(self, train_fn: TrainFn, spec: RunSpec, comm: Communicator, oracle: Any, *, state: Any,
               start_wall: float, on_row: Any, after_iteration: Any, progress: bool, rows: list[dict[str, float]],
               folder: RunFolder | None, mixer: Any) -> tuple[Any, Any]:
@@ -279,7 +284,8 @@ def _run(executor: Executor, spec: RunSpec, comm: Communicator, folder: RunFolde
             ckpt.save(st.t, {
                 "algorithm": state_to_dict(st), "oracle": oracle.state_dict(), "comm": comm.state_dict(),
                 "mixer": mixer.state_dict(), "metrics": {"columns": list(rows[0]) if rows else [], "rows": rows},
-                "executor": {"wall": float(wall), "node_ids": node_ids}, "config": spec.settings.to_dict(),
+                "executor": {**executor.checkpoint_state(), "wall": float(wall), "node_ids": node_ids},
+                "config": spec.settings.to_dict(),
                 **({"sparse_path": path.state_dict()} if path is not None else {}),
             })
 

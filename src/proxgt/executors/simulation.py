@@ -52,6 +52,9 @@ class SimulationExecutor:
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         pass
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {}
+
     def train(self, train_fn: TrainFn, spec: RunSpec, comm: Any, oracle: Any, *, state: Any, start_wall: float,
               on_row: Any, after_iteration: Any, progress: bool, rows: list[dict[str, float]], folder: Any,
               mixer: Any) -> tuple[Any, Any]:

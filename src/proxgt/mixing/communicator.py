@@ -54,6 +54,12 @@ class CommCounter:
             self.unsent_messages += missing
             self.unsent_bytes += missing * (width * itemsize)
 
+    def skip_rounds(self, rounds: int) -> None:
+        """Count ``rounds`` rounds in which no node of this process sent anything (a site that rejoins the run
+        takes up the others' round count)."""
+        self.rounds += int(rounds)
+        self.unsent_messages = self.unsent_messages + self.degrees * int(rounds)
+
     def change_degrees(self, degrees: np.ndarray) -> None:
         """Count the new ``degrees`` from now on (a lost site or rank), keeping what every node sent so far:
         sent = degrees * rounds - unsent, so the unsent counts absorb the change."""

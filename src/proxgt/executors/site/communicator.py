@@ -24,6 +24,7 @@ through the metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,12 +34,30 @@ from proxgt.errors import ProxGTValueError
 from proxgt.executors.site.transport import SiteTransport
 from proxgt.mixing.communicator import CommCounter, fused_round
 
-__all__ = ["SiteCommunicator", "SiteMixer", "TRACE_COLUMNS"]
+__all__ = ["SiteCommunicator", "SiteMixer", "TRACE_COLUMNS", "metropolis_on"]
 
 #: columns of link_trace.csv
 TRACE_COLUMNS = ("round", "src", "dst", "status")
 
 _Link = tuple[int, int]  # (sender node, receiver node), global ids
+
+
+def metropolis_on(n: int, edges: list[tuple[int, int]], nodes: set[int]) -> tuple[torch.Tensor, np.ndarray]:
+    """(W, degrees) of the sub-graph of ``edges`` on ``nodes`` with Metropolis weights, as an (n, n) float64
+    matrix whose rows and columns of the other nodes are zero (and their degrees 0)."""
+    from proxgt.topology._weights import metropolis_weight
+
+    alive = [(i, j) for i, j in edges if i in nodes and j in nodes]
+    deg = np.zeros(n, dtype=np.int64)
+    for i, j in alive:
+        deg[i] += 1
+        deg[j] += 1
+    W = torch.zeros((n, n), dtype=torch.float64)
+    for i, j in alive:
+        W[i, j] = W[j, i] = float(metropolis_weight(int(deg[i]), int(deg[j])))
+    for i in nodes:
+        W[i, i] = 1.0 - float(W[i].sum())
+    return W, deg
 
 
 class SiteCommunicator:
@@ -71,7 +90,7 @@ class SiteCommunicator:
         self._pos = {g: a for a, g in enumerate(self.node_ids)}
         self.owner = list(owner)
         self.site = owner[self.node_ids[0]]
-        self.epoch = 0  # membership epoch: 1 more after each lost site (module docstring of executor)
+        self.epoch = 0  # membership epoch: 1 more at each regroup (lost or rejoined sites; executor's docstring)
         self.lost: set[str] = set()  # neighbours silent past the site timeout (this epoch's graph still has them)
         self._future: list[tuple[str, dict[str, Any], list[Any]]] = []  # messages of a later epoch
         self._plan(W.to(torch.float64))
@@ -80,6 +99,8 @@ class SiteCommunicator:
         self.messages_late = 0  # made good in the next round of their key
         self.messages_lost = 0  # never used (a later running sum or value superseded them)
         self._start = time.monotonic()
+        # whether the sites are about to regroup (the executor's): rounds then stop waiting for their messages
+        self.regroup_pending: Callable[[], bool] = lambda: False
         transport.handlers["round"] = self._on_round
 
     def _plan(self, W64: torch.Tensor) -> None:
@@ -105,29 +126,17 @@ class SiteCommunicator:
         self._missed: dict[str, dict[_Link, int]] = {}  # key -> in-link -> round whose message missed it
         self._inbox: dict[tuple[str, str], dict[int, torch.Tensor]] = {}  # (peer, key) -> round -> rows
 
-    def drop_sites(self, lost: set[str], edges: list[tuple[int, int]]) -> None:
-        """Go on without the sites ``lost`` (every survivor does this at the same iteration): their nodes' links
-        are dropped and W is recomputed on the surviving graph with Metropolis weights (as a distributed run's
-        survivors do); link state starts afresh in a new epoch (mass in flight on the old graph is dropped on both
-        ends, the algorithm is re-initialized on the surviving graph). ``edges``: the whole node graph."""
-        from proxgt.topology._weights import metropolis_weight
-
-        gone = {i for i, o in enumerate(self.owner) if o in lost}
-        alive = [(i, j) for i, j in edges if i not in gone and j not in gone]
-        deg = np.zeros(self.n_nodes, dtype=np.int64)
-        for i, j in alive:
-            deg[i] += 1
-            deg[j] += 1
-        W = torch.zeros((self.n_nodes, self.n_nodes), dtype=torch.float64)
-        for i, j in alive:
-            W[i, j] = W[j, i] = float(metropolis_weight(int(deg[i]), int(deg[j])))
-        for i in range(self.n_nodes):
-            if i not in gone:
-                W[i, i] = 1.0 - float(W[i].sum())
+    def regroup(self, present: set[str], edges: list[tuple[int, int]], epoch: int) -> None:
+        """Go on with the sites ``present`` (every one of them does this at the same iteration, after sites were
+        lost or rejoined): W is recomputed on their part of the node graph ``edges`` with Metropolis weights (as a
+        distributed run's survivors do), and link state starts afresh in membership epoch ``epoch`` (mass in flight
+        on the old graph is dropped on both ends; the algorithm is re-initialized on the new graph)."""
+        nodes = {i for i, o in enumerate(self.owner) if o in present}
+        W, deg = metropolis_on(self.n_nodes, edges, nodes)
         self._plan(W)
-        self.counter.change_degrees(deg)  # keep what every node sent so far; count the surviving degrees from now on
-        self.lost -= lost
-        self.epoch += 1
+        self.counter.change_degrees(deg)  # keep what every node sent so far; count the new degrees from now on
+        self.lost &= present
+        self.epoch = int(epoch)
         early, self._future = self._future, []
         for sender, header, frames in early:
             self._on_round(sender, header, frames)
@@ -162,7 +171,7 @@ class SiteCommunicator:
             for p in missing:
                 if self.transport.silent_since(p, self._start) > self.site_timeout_s:
                     self.lost.add(p)  # its messages miss their rounds until the survivors regroup
-            if now >= end:
+            if now >= end or self.regroup_pending():
                 break
             self.transport.pump(min(end - now, 0.05))
         self.seconds_waiting += time.monotonic() - t0

@@ -8,6 +8,19 @@ communicator and mixer (:mod:`~proxgt.executors.site.communicator`) exchange row
 only. The site writes its own run folder: config.toml, metrics.csv (its own nodes, on its own data), final.npz
 (its nodes' rows), summary.json (with ``site``: bytes, seconds waiting, late and lost messages, refused
 connections) and link_trace.csv.
+
+Membership changes by regrouping, the same way for a lost site and for one that rejoins: at the end of the
+iteration in which a site learns of it (a neighbour silent past the site timeout or stopped; a lost neighbour
+asking to join), it floods the news; the sites of the new membership agree on the switch iteration T (the largest
+iteration any of the sites already present has reached), the sites present run on to T, a rejoining site jumps to
+T from its checkpoint (it does not train the iterations it missed), and then every site recomputes Metropolis
+weights on the graph of the sites now present, enters the next membership epoch (messages carry it) and
+re-initializes the algorithm at its current iterates, so that the trackers describe the new network exactly.
+
+A site checkpoints its own state (the driver's checkpoint, every ``checkpoint_every`` iterations, by default
+every ``log_every``): its nodes' algorithm state, the membership, and every value it received from the other
+sites while setting up (:meth:`SiteExecutor.checkpoint_state`), so that ``proxgt site --rejoin`` can rebuild the
+site's data set-up without the others, who are training and flood no set-up values again.
 """
 
 from __future__ import annotations
@@ -17,28 +30,32 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from proxgt._io import atomic_write_text
+from proxgt._io import atomic_write_text, json_safe
 from proxgt.data._shard import NodeShard, ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.agreement import agreed_settings, settings_fingerprint
-from proxgt.executors.driver import FaultHook, TrainFn, drive
+from proxgt.executors.checkpoint import find_checkpoint, read_checkpoint_file
+from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive
 from proxgt.executors.site.communicator import SiteCommunicator, SiteMixer
 from proxgt.executors.site.data import load_site_shard
 from proxgt.executors.site.pilot import Pilot, load_pilot, pilot_run_config
 from proxgt.executors.site.transport import SiteAborted, SiteLost, SiteTransport, load_site_key
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
-from proxgt.training.privacy import private_across_processes
+from proxgt.training.privacy import dp_requested, private_across_processes
 
-__all__ = ["SiteExecutor", "run_site", "site_settings"]
+__all__ = ["Rejoin", "SiteExecutor", "run_site", "site_settings"]
 
-#: settings each site sets for itself (paths on its own machine)
-_LOCAL = ("out", "device", "data", "data_dir", "edge_file")
+#: settings each site sets for itself (paths on its own machine, how often it checkpoints)
+_LOCAL = ("out", "device", "data", "data_dir", "edge_file", "checkpoint_every")
 
 
 def site_settings(pilot: Pilot, cfg: RunConfig) -> dict[str, Any]:
@@ -52,29 +69,58 @@ def site_settings(pilot: Pilot, cfg: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(settings, default=str))
 
 
+@dataclasses.dataclass
+class Rejoin:
+    """What a site that rejoins the run brings (``run_site(..., rejoin=True)``): the set-up record of its checkpoint
+    and its neighbours' answers to its HELLO (the membership it joins)."""
+
+    setup: list[dict[str, Any]]
+    answers: dict[str, dict[str, Any]]
+
+
 class SiteExecutor:
     """This site's nodes (an :class:`~proxgt.executors.driver.Executor`): rank 0 of its own run folder."""
 
     rank = 0
     world = 1
     folder = None  # the driver's run folder is this site's
-    can_checkpoint = False  # a site's checkpoint would need its links' running sums; not yet
+    can_checkpoint = True  # its own file (checkpoint_state): enough to rejoin, not to replay the links' sums
 
     def __init__(self, pilot: Pilot, site: str, transport: SiteTransport, *, out: str | None,
-                 site_timeout_s: float, send_delay_s: float = 0.0):
+                 site_timeout_s: float, send_delay_s: float = 0.0, settings: dict[str, Any] | None = None,
+                 rejoin: Rejoin | None = None):
         self.pilot, self.site = pilot, pilot.site(site)
         self.transport = transport
         self.out = out
         self.site_timeout_s = float(site_timeout_s)
         self.send_delay_s = float(send_delay_s)
+        self.settings = settings or {}  # what HELLO carried (a lost neighbour that rejoins must match it)
+        self.digest = settings_fingerprint(self.settings)
         self.comm: SiteCommunicator | None = None
         self.mixer: SiteMixer | None = None
         self._sums = 0
         self._sites = [s.name for s in pilot.sites]
         self.lost_sites: list[dict[str, Any]] = []
+        self.rejoined_sites: list[dict[str, Any]] = []
+        self.refused_rejoins: list[dict[str, Any]] = []
+        self.absent: set[str] = set()  # sites out of the graph (lost, not back)
         self._why: dict[str, str] = {}  # neighbours that said they stopped, and why
         self._done: set[str] = set()  # neighbours that said goodbye (possibly long before this site finishes)
-        transport.handlers["bye"] = lambda sender, header, frames: self._done.add(sender)
+        self._greeted: set[str] = set()  # lost neighbours whose HELLO matched: they may ask to join
+        self._joining: set[str] = set()  # ... and did: they join at the end of this iteration
+        self._pending: dict[str, dict[str, Any]] = {}  # HELLOs of neighbours not dropped yet (they restarted)
+        self.setup: list[dict[str, Any]] = []  # every value received while setting up (checkpoint_state)
+        self._training = False
+        self._rejoin = rejoin
+        self._replay: list[dict[str, Any]] | None = None
+        self._skipped = 0  # iterations this site jumped over when it rejoined
+        transport.handlers["bye"] = self._on_bye
+        if rejoin is not None:
+            first = rejoin.answers[min(rejoin.answers)]
+            self.absent = set(first["absent"])
+            self.lost_sites = list(first["lost_sites"])
+            self.rejoined_sites = list(first["rejoined_sites"])
+            self._replay = list(rejoin.setup)
 
     # ------------------------------------------------------------------ data
     @property
@@ -84,18 +130,36 @@ class SiteExecutor:
 
     def _load(self, cfg: Any) -> NodeShard:
         def gather(tag: str, meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-            return {s: m for s, (m, _) in self.transport.allgather(tag, self._sites, meta).items()}
+            return {s: m for s, (m, _) in self._allgather(tag, meta).items()}
 
         return load_site_shard(cfg, self.site.node_ids, gather, self.shard)
 
     def _sum_over_sites(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of ``t`` over the sites, by flooding; every site adds in the pilot's order (same result)."""
         self._sums += 1
-        got = self.transport.allgather(f"sum:{self._sums}", self._sites, {},
-                                       [t.detach().cpu().contiguous().numpy()])
-        total = sum(torch.from_numpy(got[s][1][0].copy()) for s in self._sites)
+        got = self._allgather(f"sum:{self._sums}", {}, [t.detach().cpu().contiguous().numpy()])
+        total = sum(torch.from_numpy(np.array(got[s][1][0])) for s in self._sites)
         assert isinstance(total, torch.Tensor)
         return total.to(dtype=t.dtype, device=t.device)
+
+    def _allgather(self, tag: str, meta: dict[str, Any], arrays: Sequence[np.ndarray] = ()
+                   ) -> dict[str, tuple[dict[str, Any], list[np.ndarray]]]:
+        """:meth:`SiteTransport.allgather` over every site; before training the values are recorded (the
+        checkpoint keeps them), and a rejoining site replays them instead (the others flood them no more)."""
+        mine = json.dumps(json_safe(meta), sort_keys=True)
+        if self._replay is not None:
+            entry = self._replay.pop(0) if self._replay else None
+            if entry is None or entry["tag"] != tag or entry["sites"][self.site.name]["meta"] != mine:
+                raise ProxGTValueError(f"site {self.site.name}'s set-up ({tag.split(':')[0]}) differs from the one its "
+                                       "checkpoint recorded: rejoin with the same --data and pilot file")
+            self.setup.append(entry)  # its next checkpoints keep the record (it may be lost again)
+            return {s: (json.loads(v["meta"]), [a.numpy() for a in v["arrays"]]) for s, v in entry["sites"].items()}
+        got = self.transport.allgather(tag, self._sites, meta, arrays)
+        if not self._training:
+            self.setup.append({"tag": tag, "sites": {
+                s: {"meta": mine if s == self.site.name else json.dumps(m, sort_keys=True),
+                    "arrays": [torch.from_numpy(np.array(a)) for a in arrs]} for s, (m, arrs) in got.items()}})
+        return got
 
     # ------------------------------------------------------------------ the Executor protocol
     def communicator(self, spec: RunSpec) -> SiteCommunicator:
@@ -111,8 +175,22 @@ class SiteExecutor:
                                      self.pilot.owner(), round_deadline_s=self.pilot.round_deadline_s,
                                      site_timeout_s=self.site_timeout_s, send_delay_s=self.send_delay_s)
         self.mixer = SiteMixer(self.comm, spec.rounds, caps.tracked_keys)
+        self.comm.regroup_pending = self._regroup_pending
+        if self._rejoin is not None:  # the membership it joins: messages of its epoch and later are kept
+            first = self._rejoin.answers[min(self._rejoin.answers)]
+            self.comm.epoch = int(first["epoch"])
         self.transport.handlers["abort"] = self._on_abort  # from now on a stopped neighbour is a lost one
+        self.transport.handlers["hello"] = self._on_hello  # ... and one that comes back may rejoin
+        self.transport.handlers["join"] = self._on_join
         return self.comm
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The site's part of its checkpoint file: the settings hash, the membership and the set-up record."""
+        comm = self.comm
+        assert comm is not None
+        return {"site": {"settings_hash": self.digest, "epoch": comm.epoch, "absent": sorted(self.absent),
+                         "lost_sites": self.lost_sites, "rejoined_sites": self.rejoined_sites,
+                         "setup": self.setup}}
 
     def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         comm = self.comm
@@ -120,6 +198,33 @@ class SiteExecutor:
         if str(header.get("origin")) == sender and sender in comm.out_links:  # a neighbour still in the graph
             comm.lost.add(sender)
             self._why[sender] = f"stopped: {header.get('message', '')}"
+
+    def _on_bye(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        if self._rejoin is not None:
+            raise SiteLost(f"site {sender} finished its run before site {self.site.name} could rejoin")
+        self._done.add(sender)
+
+    def _on_hello(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        """A neighbour's HELLO during training: a lost one that restarted. Answered (with the settings and the
+        membership) once it is out of the graph; it may join if its settings match and it asks to rejoin."""
+        if sender not in self.absent:
+            self._pending[sender] = header  # restarted before this site found it silent: answered once dropped
+            return
+        comm = self.comm
+        assert comm is not None
+        self.transport.send(sender, {"kind": "hello", "hash": self.digest, "settings": self.settings,
+                                     "training": True, "epoch": comm.epoch, "absent": sorted(self.absent),
+                                     "lost_sites": self.lost_sites, "rejoined_sites": self.rejoined_sites})
+        if header.get("hash") != self.digest:
+            why = settings_mismatch(sender, self.settings, header.get("settings") or {})
+            self.refused_rejoins.append({"site": sender, "reason": why})
+            warnings.warn(f"{why}; site {sender} may not rejoin and site {self.site.name} goes on", stacklevel=2)
+        elif header.get("rejoin"):
+            self._greeted.add(sender)
+
+    def _on_join(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        if sender in self._greeted and sender in self.absent:
+            self._joining.add(sender)  # it joins at the end of this iteration
 
     def barrier(self) -> None:
         pass
@@ -137,7 +242,7 @@ class SiteExecutor:
             "site": self.site.name,
             "node_ids": list(self.site.node_ids),
             "neighbours": self.pilot.neighbours(self.site.name),
-            "iterations": iters_run,
+            "iterations": iters_run - self._skipped,
             "bytes_sent": st.bytes_sent,
             "bytes_received": st.bytes_received,
             "messages_sent": st.messages_sent,
@@ -148,6 +253,8 @@ class SiteExecutor:
             "dropped_messages": st.dropped_messages,
             "train_s": elapsed_s,
             "lost_sites": self.lost_sites,
+            "rejoined_sites": self.rejoined_sites,
+            "refused_rejoins": self.refused_rejoins,
             "note": "metrics.csv is over this site's own nodes and data; final.npz holds this site's rows (node_ids); "
                     "messages_late were made good in the next round of their key, messages_lost by a later one",
         }
@@ -159,13 +266,13 @@ class SiteExecutor:
               mixer: Any) -> tuple[Any, Any]:
         """The shared loop with the site's mixer (its rounds exchange running sums themselves), then goodbye.
 
-        A neighbour silent past the site timeout is lost: at the end of the iteration in which a survivor finds
-        out (itself, or from the flooded news), the survivors agree on the iteration T to switch at (the largest
-        iteration any of them has reached), each runs on to T, then every survivor drops the lost sites' nodes,
-        recomputes Metropolis weights on the surviving graph and re-initializes the algorithm at its iterates
-        (trackers then describe the surviving network exactly), as a distributed run's survivors do."""
+        Membership changes (module docstring) interrupt the loop at the end of an iteration: the sites of the new
+        membership agree on the switch iteration T, those present run on to T, a rejoining site jumps there from
+        its checkpoint, and every site regroups and re-initializes the algorithm at its iterates."""
         assert self.comm is not None and self.mixer is not None
-        site_comm, site_mixer = self.comm, self.mixer
+        site_mixer = self.mixer
+        self._training = True
+        self._replay = None
         wall = start_wall
 
         def hook(st: Any, w: float) -> None:
@@ -175,61 +282,110 @@ class SiteExecutor:
             if self._regroup_due() and int(st.t) < spec.iters:
                 raise _Regroup(st)
 
-        current = spec
+        if self._rejoin is not None:
+            t_checkpoint = int(state.t)
+            for peer in self.transport.dealers:
+                if peer not in self.absent:
+                    self.transport.send(peer, {"kind": "join"})
+            lost, join, T, members = self._agree(t_checkpoint)
+            self._rejoin = None  # in the run from here on (a goodbye no longer means it came too late)
+            state = self._switch(spec, state, oracle, lost, join, T, members)
+            self._skipped = T - t_checkpoint
         while True:
             try:
-                out = train_fn(current, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=on_row,
                                after_iteration=hook, progress=progress, mixer=site_mixer)
                 break
             except _Regroup as rg:
-                lost, T = self._agree(int(rg.state.t))
+                lost, join, T, members = self._agree(int(rg.state.t))
                 state = rg.state
                 if int(state.t) < T:  # run on to the agreed iteration on the old graph
                     ahead = dataclasses.replace(spec, resolved=spec.resolved.replace(iters=T))
                     state, _ = train_fn(ahead, comm, oracle, state=state, start_wall=wall, on_row=on_row,
                                         after_iteration=after_iteration, progress=False, mixer=site_mixer)
-                site_comm.drop_sites(lost, self.pilot.node_edges())
-                self.lost_sites += [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
-                                     "reason": self._why.get(name, f"silent for more than {self.site_timeout_s:g} s")}
-                                    for name in sorted(lost)]
-                state = spec.algorithm.init(state.x, oracle, site_mixer)._replace(t=T)
+                state = self._switch(spec, state, oracle, lost, join, T, members)
         self._goodbye()
         return out
 
     def _regroup_due(self) -> bool:
         assert self.comm is not None
-        return bool(self.comm.lost) or bool(self.transport.flooded(f"lost:{self.comm.epoch + 1}"))
+        return bool(self.comm.lost) or bool(self._joining) or self._regroup_pending()
 
-    def _agree(self, t: int) -> tuple[set[str], int]:
-        """Flood this site's news of lost sites and its iteration among the survivors; (lost sites, switch
-        iteration). A surviving site graph that is disconnected ends the run."""
+    def _regroup_pending(self) -> bool:
+        """Another site floods the news of a membership change: it waits for this one at the end of the
+        iteration, and sends no round messages until then."""
         assert self.comm is not None
-        tag = f"lost:{self.comm.epoch + 1}"
-        known = set(self.comm.lost) | {n for m in self.transport.flooded(tag).values() for n in m["lost"]}
-        known |= {s["site"] for s in self.lost_sites}
-        survivors = [s for s in self._sites if s not in known]
+        return bool(self.transport.flooded(f"regroup:{self.comm.epoch + 1}"))
+
+    def _agree(self, t: int) -> tuple[set[str], set[str], int, list[str]]:
+        """Flood this site's news (lost sites, sites that join) and its iteration among the sites of the new
+        membership; (lost, joining, switch iteration, the new membership). A disconnected graph ends the run."""
+        assert self.comm is not None
+        tag = f"regroup:{self.comm.epoch + 1}"
+        news = list(self.transport.flooded(tag).values())
+        joiner = self._rejoin is not None
+        lost = (set(self.comm.lost) | {n for m in news for n in m["lost"]}) - self.absent
+        join = ({self.site.name} if joiner else set()) | \
+            ((self._joining | {n for m in news for n in m["join"]}) & self.absent)
+        members = [s for s in self._sites if (s not in self.absent and s not in lost) or s in join]
         reach = {self.site.name}
         grew = True
         while grew:
             grew = False
             for a, b in self.pilot.links:
-                if a in survivors and b in survivors and (a in reach) != (b in reach):
+                if a in members and b in members and (a in reach) != (b in reach):
                     reach |= {a, b}
                     grew = True
-        if set(survivors) - reach:
-            raise SiteLost(f"site(s) {', '.join(sorted(known))} were lost and the surviving sites are no longer "
-                           f"connected ({', '.join(sorted(set(survivors) - reach))} cannot be reached)")
-        got = self.transport.allgather(tag, survivors, {"lost": sorted(known), "t": t})
-        agreed = {n for m, _ in got.values() for n in m["lost"]}
-        if agreed != known:
-            raise SiteLost(f"the surviving sites disagree on who was lost ({', '.join(sorted(agreed ^ known))})")
-        return known, max(int(m["t"]) for m, _ in got.values())
+        if set(members) - reach:
+            raise SiteLost(f"site(s) {', '.join(sorted(lost | self.absent))} were lost and the remaining sites are no "
+                           f"longer connected ({', '.join(sorted(set(members) - reach))} cannot be reached)")
+        got = self.transport.allgather(tag, members, {"lost": sorted(lost), "join": sorted(join), "t": t,
+                                                      "joiner": joiner,
+                                                      "why": {n: w for n, w in self._why.items() if n in lost}})
+        for m, _ in got.values():  # why a site was lost: its neighbours know (it told them it stopped)
+            for n, w in m["why"].items():
+                self._why.setdefault(n, w)
+        agreed_lost = {n for m, _ in got.values() for n in m["lost"]}
+        agreed_join = {n for m, _ in got.values() for n in m["join"]}
+        if agreed_lost != lost or agreed_join != join:
+            raise SiteLost("the sites disagree on who was lost or rejoins "
+                           f"({', '.join(sorted((agreed_lost ^ lost) | (agreed_join ^ join)))})")
+        T = max(int(m["t"]) for m, _ in got.values() if not m["joiner"])
+        return lost, join, T, members
+
+    def _switch(self, spec: RunSpec, state: Any, oracle: Any, lost: set[str], join: set[str], T: int,
+                members: list[str]) -> Any:
+        """At iteration T: the new membership's graph, its epoch, and the algorithm re-initialized at the
+        current iterates (a rejoining site's come from its checkpoint)."""
+        comm, mixer = self.comm, self.mixer
+        assert comm is not None and mixer is not None
+        tag = f"regroup:{comm.epoch + 1}"
+        if join:  # a rejoining site takes up the others' round count (messages name their round)
+            got = self.transport.allgather(f"{tag}:rounds", members, {"rounds": comm.counter.rounds,
+                                                                      "joiner": self.site.name in join})
+            counts = {int(m["rounds"]) for m, _ in got.values() if not m["joiner"]}
+            if len(counts) != 1:
+                raise SiteLost(f"the sites reached iteration {T} after different numbers of gossip rounds "
+                               f"({sorted(counts)})")
+            if self.site.name in join:
+                comm.counter.skip_rounds(counts.pop() - comm.counter.rounds)
+        self.absent = (self.absent | lost) - join
+        comm.regroup(set(members), self.pilot.node_edges(), comm.epoch + 1)
+        self.lost_sites += [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
+                             "reason": self._why.pop(name, f"silent for more than {self.site_timeout_s:g} s")}
+                            for name in sorted(lost)]
+        self.rejoined_sites += [{"site": name, "iteration": T} for name in sorted(join)]
+        self._joining -= join | lost
+        self._greeted -= join | lost
+        for name in [n for n in self._pending if n in self.absent]:  # restarted while still in the graph
+            self._on_hello(name, self._pending.pop(name), [])
+        return spec.algorithm.init(state.x, oracle, mixer)._replace(t=T)
 
     def _goodbye(self) -> None:
         """Tell the neighbours this site is done and wait for theirs: a site that is still running may need this
         site's last messages, which leave before its sockets close."""
         done = self._done
-        done |= {s["site"] for s in self.lost_sites}
+        done |= self.absent
         for peer in self.transport.dealers:
             self.transport.send(peer, {"kind": "bye"})
         start = time.monotonic()
@@ -241,11 +397,19 @@ class SiteExecutor:
 
 
 class _Regroup(Exception):
-    """Raised after an iteration when a site was lost: the survivors regroup (:meth:`SiteExecutor.train`)."""
+    """Raised after an iteration when the membership changes: the sites regroup (:meth:`SiteExecutor.train`)."""
 
     def __init__(self, state: Any):
-        super().__init__("a neighbouring site was lost")
+        super().__init__("the membership changes")
         self.state = state
+
+
+def settings_mismatch(peer: str, settings: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """One line naming the settings in which site ``peer``'s differ from this site's."""
+    differ = sorted(k for k in set(settings) | set(theirs) if settings.get(k) != theirs.get(k))
+    detail = ", ".join(f"{k} ({settings.get(k)!r} here, {theirs.get(k)!r} there)" for k in differ[:4])
+    return (f"site {peer}'s settings differ from this site's: {detail}{' and more' if len(differ) > 4 else ''}; "
+            "start every site with the same pilot file and proxgt version")
 
 
 def hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> str:
@@ -273,25 +437,72 @@ def hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) 
         transport.pump(0.05)
     for peer in sorted(got):
         header = got[peer]
-        if header.get("hash") == digest:
-            continue
-        theirs = header.get("settings") or {}
-        differ = sorted(k for k in set(settings) | set(theirs) if settings.get(k) != theirs.get(k))
-        detail = ", ".join(f"{k} ({settings.get(k)!r} here, {theirs.get(k)!r} there)" for k in differ[:4])
-        raise ProxGTValueError(f"site {peer}'s settings differ from this site's: {detail}"
-                               f"{' and more' if len(differ) > 4 else ''}; start every site with the same pilot file "
-                               "and proxgt version")
+        if header.get("hash") != digest:
+            raise ProxGTValueError(settings_mismatch(peer, settings, header.get("settings") or {}))
+        if header.get("training"):
+            raise SiteLost(f"site {peer} is training already and this site is out of its run: restart this site with "
+                           "--rejoin and the run folder that holds its checkpoint")
+        if header.get("rejoin"):
+            raise SiteLost(f"site {peer} asks to rejoin a run in progress, but this site is starting one: start every "
+                           "site afresh, without --rejoin")
     return digest
+
+
+def rejoin_hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """HELLO of a site that rejoins: its neighbours that are training answer with their settings and the
+    membership (the ones out of the run are named in the answers and not waited for). A settings mismatch is one
+    line, as in :func:`hello`; neighbours that do not answer within ``timeout_s`` (they finished, or cannot
+    reach this site) or that finish meanwhile end it with :class:`SiteLost`. Returns the answers."""
+    digest = settings_fingerprint(settings)
+    transport.run_tag = digest[:16]
+    got: dict[str, dict[str, Any]] = {}
+
+    def on_hello(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        got.setdefault(sender, header)
+
+    def on_bye(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
+        raise SiteLost(f"site {sender} finished its run before site {transport.name} could rejoin")
+
+    transport.handlers["hello"] = on_hello
+    transport.handlers["bye"] = on_bye
+    for peer in transport.dealers:
+        transport.send(peer, {"kind": "hello", "hash": digest, "settings": settings, "rejoin": True})
+    start = time.monotonic()
+    while True:
+        out = {n for h in got.values() for n in h.get("absent", [])}
+        waiting = set(transport.dealers) - set(got) - out
+        if got and not waiting:
+            break
+        if time.monotonic() - start > timeout_s:
+            raise SiteLost(f"neighbouring site(s) {', '.join(sorted(waiting))} did not answer within {timeout_s:g} s "
+                           "(--start-timeout): a site rejoins a run that is still going on; have the others "
+                           "finished, or do --peer-address/the pilot's addresses not reach them?")
+        transport.pump(0.05)
+    for peer in sorted(got):
+        header = got[peer]
+        if header.get("hash") != digest:
+            raise ProxGTValueError(settings_mismatch(peer, settings, header.get("settings") or {}))
+        if not header.get("training"):
+            raise SiteLost(f"site {peer} is starting a run, not training one: start this site without --rejoin")
+    views = {(int(h["epoch"]), tuple(h["absent"])) for h in got.values()}
+    if len(views) != 1 or transport.name not in next(iter(views))[1]:
+        raise SiteLost(f"the neighbours of site {transport.name} are changing their membership right now; try "
+                       "--rejoin again")
+    return got
 
 
 def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str, *, out: str | None = None,
              site_timeout_s: float | None = None, bind: str | None = None,
              peer_addresses: dict[str, str] | None = None, send_delay_s: float = 0.0,
              asynchronous: bool = False, overwrite: bool = False, progress: bool = False,
-             fault_hook: FaultHook | None = None, start_timeout_s: float = 600.0) -> History:
+             fault_hook: FaultHook | None = None, start_timeout_s: float = 600.0, rejoin: bool = False) -> History:
     """Run one site of the pilot (``proxgt site``); returns its history. One-line ProxGTValueError on bad input
     or a settings mismatch; :class:`SiteLost` when the sites cannot go on (no neighbour answers at the start, the
-    surviving sites are disconnected). ``fault_hook(0, t)`` runs after every iteration (tests stop a site with it)."""
+    surviving sites are disconnected). ``fault_hook(0, t)`` runs after every iteration (tests stop a site with it).
+
+    ``rejoin``: the site was lost and the others go on; it comes back from its checkpoint in ``out``
+    (``proxgt site --rejoin``): one line and no network when there is none, then HELLO, its set-up replayed from
+    the checkpoint, and it joins the others at the next iteration they agree on (module docstring)."""
     pilot = load_pilot(pilot_path)
     me = pilot.site(site)
     if asynchronous:
@@ -327,12 +538,28 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     # under DP each site draws its noise from a secret seed of its own (every site knows the run's seed); its
     # metrics stay on the site, per-site results included
     cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
+    if not cfg.checkpoint_every:  # a site always keeps a checkpoint to rejoin from (small: its own rows)
+        cfg = cfg.replace(checkpoint_every=cfg.log_every)
+    settings = site_settings(pilot, cfg)
+    checkpoint = _rejoin_checkpoint(cfg, out, site) if rejoin else None
     transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
+    executor: SiteExecutor | None = None
     try:
         # sites are started by hand at different places: the neighbours get longer to come than to answer later
-        hello(transport, site_settings(pilot, cfg), max(timeout, start_timeout_s))
-        executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout, send_delay_s=send_delay_s)
-        return drive(executor, cfg, out=out, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+        if checkpoint is None:
+            hello(transport, settings, max(timeout, start_timeout_s))
+            executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout,
+                                    send_delay_s=send_delay_s, settings=settings)
+            return drive(executor, cfg, out=out, overwrite=overwrite, progress=progress, fault_hook=fault_hook)
+        answers = rejoin_hello(transport, settings, max(timeout, start_timeout_s))
+        t, mine = checkpoint
+        if mine.get("settings_hash") != settings_fingerprint(settings):
+            raise ProxGTValueError(f"the checkpoint in {out} (iteration {t}) was written with other settings than the "
+                                   "pilot file's: rejoin with the pilot file and proxgt version of its run")
+        executor = SiteExecutor(pilot, site, transport, out=out, site_timeout_s=timeout, send_delay_s=send_delay_s,
+                                settings=settings, rejoin=Rejoin(setup=list(mine["setup"]), answers=answers))
+        return drive(executor, None, resume=ResumePlan(run_dir=Path(out), cfg=cfg, world=1, t=t), progress=progress,
+                     fault_hook=fault_hook)
     except SiteAborted as exc:
         with contextlib.suppress(Exception):  # best effort: the error itself is what this site reports
             transport.abort(exc.origin, exc.message)  # passed on: a site further away may be waiting for it too
@@ -343,7 +570,29 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
             transport.abort(site, text if isinstance(exc, ProxGTValueError) else f"{type(exc).__name__}: {text}")
         raise
     finally:
-        transport.close()
+        transport.close(gone=sorted(executor.absent) if executor is not None else ())
+
+
+def _rejoin_checkpoint(cfg: RunConfig, out: str, site: str) -> tuple[int, dict[str, Any]]:
+    """(iteration, the site's part) of the checkpoint a rejoining site starts from; one-line errors."""
+    if dp_requested(cfg):
+        raise ProxGTValueError("--rejoin is not available under differential privacy yet: the rejoined site would "
+                               "need fresh secret noise and the privacy spent by its lost run after its checkpoint, "
+                               "which nobody recorded")
+    if (Path(out) / "summary.json").exists():
+        raise ProxGTValueError(f"{out} holds a finished run of site {site}: --rejoin brings back a site that was lost "
+                               "from a run still going on")
+    try:
+        found = find_checkpoint(out)
+    except ProxGTValueError as exc:
+        raise ProxGTValueError(f"--rejoin needs site {site}'s checkpoint in its run folder --out {out}: {exc}") \
+            from None
+    record = read_checkpoint_file(found.path / "rank0.pt", t=found.t, world=found.world, rank=0)
+    mine = record["executor"].get("site")
+    if found.world != 1 or not isinstance(mine, dict):
+        raise ProxGTValueError(f"the checkpoint in {out} (iteration {found.t}) is not a site's: --rejoin needs the "
+                               "run folder of this site's lost run")
+    return found.t, mine
 
 
 def main_line(hist: History) -> str:

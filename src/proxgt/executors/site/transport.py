@@ -354,11 +354,12 @@ class SiteTransport:
         return out
 
     # ---------------------------------------------------------------- end
-    def close(self, linger_ms: int | None = None) -> None:
-        """Close every socket (queued messages get ``linger_ms``, default 2 s, to leave) and stop the ZAP thread."""
-        for s in self.dealers.values():
-            if linger_ms is not None:
-                s.linger = linger_ms
+    def close(self, linger_ms: int | None = None, *, gone: Sequence[str] = ()) -> None:
+        """Close every socket (queued messages get ``linger_ms``, default 2 s, to leave; none to the neighbours
+        ``gone``, which nobody receives) and stop the ZAP thread."""
+        for peer, s in self.dealers.items():
+            if linger_ms is not None or peer in gone:
+                s.linger = 0 if peer in gone else linger_ms
             s.close()
         if self.monitor is not None:
             self.router.disable_monitor()
