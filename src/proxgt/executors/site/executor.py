@@ -570,7 +570,9 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
             transport.abort(site, text if isinstance(exc, ProxGTValueError) else f"{type(exc).__name__}: {text}")
         raise
     finally:
-        transport.close(gone=sorted(executor.absent) if executor is not None else ())
+        # nobody waits for what a site sends to the sites gone, nor for a rejoin that failed
+        gone = sorted(executor.absent) if executor is not None else list(transport.dealers) if rejoin else []
+        transport.close(gone=gone)
 
 
 def _rejoin_checkpoint(cfg: RunConfig, out: str, site: str) -> tuple[int, dict[str, Any]]:

@@ -163,6 +163,7 @@ class SiteTransport:
         self.handlers["flood"] = self._on_flood
         self.handlers["abort"] = self._on_abort
         self.dealers: dict[str, Any] = {}
+        self._backlog: dict[str, list[list[Any]]] = {}  # messages a link could not queue yet (_flush)
         self.monitor: Any = None
         self.ctx = zmq.Context()
         self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("proxgt.site.zap"))
@@ -213,16 +214,33 @@ class SiteTransport:
         head = json.dumps({"run": self.run_tag, **header, "parts": counts}, separators=(",", ":")).encode()
         parts = [head, *(v[i * PART_BYTES:(i + 1) * PART_BYTES] for v, c in zip(views, counts, strict=True)
                          for i in range(c))]
-        self.dealers[peer].send_multipart(parts, copy=False)
+        backlog = self._backlog.setdefault(peer, [])
+        backlog.append(parts)
+        self._flush(peer)
         n = sum(len(p) for p in parts)
         self.stats.bytes_sent += n
         self.stats.messages_sent += 1
         return n
 
+    def _flush(self, peer: str) -> None:
+        """Queue ``peer``'s backlog on its socket, in order, without blocking: a link whose CURVE handshake failed
+        (a process at the neighbour's address with another key) has no queue until it reconnects, and a blocking
+        send would stop this site until then."""
+        zmq = _zmq()
+        backlog = self._backlog.get(peer, [])
+        while backlog:
+            try:
+                self.dealers[peer].send_multipart(backlog[0], flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            backlog.pop(0)
+
     # ---------------------------------------------------------------- receiving
     def pump(self, timeout_s: float) -> int:
         """Dispatch every message that has arrived, waiting up to ``timeout_s`` for the first; returns how many."""
         zmq = _zmq()
+        for peer in [p for p, b in self._backlog.items() if b]:
+            self._flush(peer)
         got = 0
         wait_ms = max(0, int(timeout_s * 1000))
         while True:
