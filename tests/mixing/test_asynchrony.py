@@ -10,7 +10,7 @@ from tests.executors.resuming import stopped_and_resumed
 
 from proxgt.cli import main
 from proxgt.executors.simulation import run_simulation, simulated_communicator
-from proxgt.mixing.asynchrony import AsyncNetwork, async_network
+from proxgt.mixing.asynchrony import async_network
 from proxgt.settings import RunConfig
 from proxgt.training import build_run, train
 
