@@ -39,15 +39,21 @@ def main() -> None:
     p.add_argument("--async-iters", type=int, default=None, help="iterations every async node does [--iters]")
     p.add_argument("--targets", type=float, nargs="+", default=[1e-4])
     p.add_argument("--latency", type=float, default=0.005)
+    p.add_argument("--bandwidth", type=float, default=None, help="bytes per second on every link [unlimited]")
+    p.add_argument("--fast", type=float, default=1e-4, help="seconds per component gradient of the other nodes")
+    p.add_argument("--slow-node", type=int, default=SLOW, help="the node 10x slower")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         speeds = Path(tmp) / "speeds.csv"
         speeds.write_text("node,seconds_per_gradient\n" + "".join(
-            f"{i},{1e-3 if i == SLOW else 1e-4}\n" for i in range(N)))
+            f"{i},{args.fast * (10 if i == args.slow_node else 1):g}\n" for i in range(N)))
         base = dict(data="a9a", nodes=N, topology=args.topology, algorithm="proxgt-sr-e", iters=args.iters,
                     log_every=10, mixing="plain", rounds=1, node_speed=str(speeds), link_latency=args.latency)
+        if args.bandwidth:
+            base["link_bandwidth"] = args.bandwidth
         print(f"grad_mapping_sq targets (sustained); virtual seconds to target (ratio async / sync); {args.topology}, "
-              f"node {SLOW} 10x slower, latency {args.latency:g} s")
+              f"node {args.slow_node} 10x slower ({args.fast:g} s per gradient elsewhere), latency {args.latency:g} s, "
+              f"bandwidth {args.bandwidth or 'unlimited'}")
         print("| target | seed | sync | " + " | ".join(f"async S={s}" for s in args.staleness) + " |")
         print("|---" * (3 + len(args.staleness)) + "|")
         for seed in args.seeds:

@@ -227,3 +227,13 @@ def test_bad_launch_settings_are_one_line_errors_before_any_worker(extra, messag
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_settings_every_worker_refuses_are_one_line_from_the_launcher(data_file, tmp_path):
+    """An unknown [extra] key is found by the workers (the algorithm knows its settings); they publish it and the
+    launcher says it once, instead of one line per worker and one of its own."""
+    code, err = _cli_err(["launch", "--nprocs", "2", *_flags(data_file, tmp_path / "run"),
+                          "--extra", "proxgt-sr-o.foo=bar"])
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown setting extra.proxgt-sr-o.foo" in lines[0], err

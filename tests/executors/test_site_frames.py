@@ -30,7 +30,7 @@ def test_a_large_frame_travels_in_parts_and_arrives_whole(tmp_path):
         ends[me] = SiteTransport(me, {other: (addr[other], public[other])}, pub, sec, addr[me], site_timeout_s=10.0)
     got: list[tuple[str, dict, list]] = []
     ends["b"].handlers["round"] = lambda sender, header, frames: got.append(
-        (sender, header, [bytes(f) for f in frames]))
+        (sender, header, [(bytes(f), memoryview(f).readonly) for f in frames]))
     try:
         big = np.arange(PART_BYTES // 4 * 2 + 1000, dtype=np.float32)  # two full parts and a bit
         small = b"xy"
@@ -40,7 +40,8 @@ def test_a_large_frame_travels_in_parts_and_arrives_whole(tmp_path):
             ends["b"].pump(0.05)
         (sender, header, frames), = got
         assert sender == "a" and header["parts"] == [3, 1]
-        assert frames[0] == big.tobytes() and frames[1] == small
+        assert [f for f, _ in frames] == [big.tobytes(), small]
+        assert not frames[0][1]  # joined parts: a buffer of the message's own, used in place without a copy
         assert sent == ends["b"].stats.bytes_received  # the header and every part, as counted at both ends
     finally:
         for t in ends.values():

@@ -49,7 +49,15 @@ from proxgt.errors import ProxGTValueError
 from proxgt.executors._sockets import is_loopback, listen_on_loopback, store_socket
 from proxgt.executors.agreement import agree_on_settings
 from proxgt.executors.driver import FaultHook, ResumePlan, TrainFn, drive, plan_resume
-from proxgt.executors.failures import DistributedFailure, FaultMonitor, PeerLost, Verdict, key_prefix, publish_failure
+from proxgt.executors.failures import (
+    DistributedFailure,
+    FaultMonitor,
+    PeerLost,
+    PublishedValueError,
+    Verdict,
+    key_prefix,
+    publish_failure,
+)
 from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
 from proxgt.mixing import Communicator
 from proxgt.mixing.clock import refuse_on_real_time
@@ -378,6 +386,8 @@ def run_distributed(
         raise
     except BaseException as exc:
         monitor.report_self(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
+        if isinstance(exc, ProxGTValueError) and not isinstance(exc, PublishedValueError):
+            raise PublishedValueError(str(exc)) from None
         raise
     finally:
         monitor.stop()

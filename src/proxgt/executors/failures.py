@@ -52,6 +52,8 @@ from typing import Any
 
 import torch.distributed as dist
 
+from proxgt.errors import ProxGTValueError
+
 __all__ = [
     "DistributedFailure",
     "FaultMonitor",
@@ -63,6 +65,7 @@ __all__ = [
     "publish_failure",
     "published_failure",
     "resolve_culprit",
+    "PublishedValueError",
 ]
 
 _FAILED = "failed"
@@ -80,6 +83,11 @@ def published_failure(store: Any, prefix: str | None = None) -> str:
         return store.get(key).decode() if store is not None and store.check([key]) else ""
     except Exception:
         return ""
+
+
+class PublishedValueError(ProxGTValueError):
+    """A worker's bad-input error that was published as the run's verdict: the launcher prints it, once for all
+    of its workers (every worker refuses the same settings alike)."""
 
 
 def publish_failure(store: Any, msg: str, prefix: str | None = None) -> bool:

@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -318,6 +319,11 @@ def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int =
         return 0
     culprit = "" if named_by_launcher else published_failure(store, prefix)
     r0, c0 = first_fail
+    refused = re.fullmatch(r"rank \d+ failed: ProxGTValueError: (.*)", culprit or "")
+    if refused and not killed and all(c == 2 for c in codes if c is not None):
+        # bad settings, refused alike by every worker (which left the saying to this launcher): one line
+        sys.stderr.write(f"proxgt: error: {refused.group(1)}\n")
+        return 2
     others = [f"rank {r + first_rank} {describe_exit(c)} {ended[r] - ended[r0]:.1f} s later"
               for r, c in enumerate(codes) if c is not None and r != r0 and c != 0 and r not in killed]
     msg = (f"proxgt: error: launch failed: {culprit + '; ' if culprit else ''}"

@@ -193,6 +193,7 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
     from proxgt.cli.flags import config_from_args, resume_overrides
     from proxgt.errors import DivergenceError, ProxGTValueError
     from proxgt.executors.distributed import DistributedFailure, run_distributed
+    from proxgt.executors.failures import PublishedValueError
     from proxgt.settings import RESUMABLE
 
     backend = None if args.backend == "auto" else args.backend
@@ -212,7 +213,8 @@ def main(argv: Sequence[str] | None = None, fault_hook: Callable[[int, int], Non
             hist = run_distributed(config_from_args(args), backend=backend, progress=progress,
                                    overwrite=args.overwrite, fault_hook=fault_hook)
     except ProxGTValueError as exc:
-        sys.stderr.write(f"proxgt: error: rank {rank}: {exc}\n")
+        if not (_watched is not None and isinstance(exc, PublishedValueError)):  # else the launcher says it once
+            sys.stderr.write(f"proxgt: error: rank {rank}: {exc}\n")
         return _exit(2)
     except DistributedFailure as exc:
         sys.stderr.write(f"proxgt: error: rank {rank}: {exc}\n")

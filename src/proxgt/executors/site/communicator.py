@@ -155,7 +155,8 @@ class SiteCommunicator:
         dtype = np.dtype(header["dtype"])
         order = [(int(j), int(i)) for j, i in header["links"]]
         rows = np.frombuffer(frames[0], dtype=dtype).reshape(header["shape"])
-        t = torch.from_numpy(rows.copy())  # the frame's buffer is read-only and the frame's to free
+        # a frame's own buffer is read-only and the frame's to free; a joined one is this message's alone
+        t = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
         box = self._inbox.setdefault((sender, str(header["key"])), {})
         box[int(header["round"])] = t if order == links else t[[order.index(lk) for lk in links]]
 

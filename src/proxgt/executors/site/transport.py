@@ -121,6 +121,16 @@ def load_site_key(path: str | Path) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def _joined(parts: Sequence[Any]) -> memoryview:
+    """The parts of one frame in one new writable buffer (a receiver may use it in place)."""
+    out = bytearray(sum(len(p) for p in parts))
+    at = 0
+    for p in parts:
+        out[at:at + len(p)] = p
+        at += len(p)
+    return memoryview(out)
+
+
 class _Allowed:
     """ZAP credentials provider: the neighbours' public keys only."""
 
@@ -308,8 +318,8 @@ class SiteTransport:
             self.stats.dropped_messages += 1  # not a message this transport sent
             return 0
         joined, k = [], 0
-        for c in counts:  # a frame sent in several parts, joined again
-            joined.append(buffers[k] if c == 1 else memoryview(b"".join(buffers[k:k + c])))
+        for c in counts:  # a frame sent in several parts, joined again into one writable buffer (no second copy)
+            joined.append(buffers[k] if c == 1 else _joined(buffers[k:k + c]))
             k += c
         handler(sender, header, joined)
         return 1
