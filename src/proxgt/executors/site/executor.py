@@ -415,6 +415,25 @@ def settings_mismatch(peer: str, settings: dict[str, Any], theirs: dict[str, Any
 def hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> str:
     """Exchange settings with every neighbour; a mismatch is one line naming the differing settings. Returns
     the agreed hash."""
+    digest, _ = _hello(transport, settings, timeout_s, rejoin=False)
+    return digest
+
+
+def rejoin_hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """HELLO of a site that rejoins: its neighbours that are training answer with their settings and the
+    membership (the ones out of the run are named in the answers and not waited for). A settings mismatch is one
+    line, as in :func:`hello`; neighbours that do not answer within ``timeout_s`` (they finished, or cannot
+    reach this site) or that finish meanwhile end it with :class:`SiteLost`. Returns the answers."""
+    _, got = _hello(transport, settings, timeout_s, rejoin=True)
+    views = {(int(h["epoch"]), tuple(h["absent"])) for h in got.values()}
+    if len(views) != 1 or transport.name not in next(iter(views))[1]:
+        raise SiteLost(f"the neighbours of site {transport.name} are changing their membership right now; try "
+                       "--rejoin again")
+    return got
+
+
+def _hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float, *, rejoin: bool
+           ) -> tuple[str, dict[str, dict[str, Any]]]:
     digest = settings_fingerprint(settings)
     got: dict[str, dict[str, Any]] = {}
     # from now on only messages of this run are read: a neighbour that agreed may send before this site has
@@ -424,71 +443,42 @@ def hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) 
     def on_hello(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         got.setdefault(sender, header)
 
-    transport.handlers["hello"] = on_hello
-    for peer in transport.dealers:
-        transport.send(peer, {"kind": "hello", "hash": digest, "settings": settings})
-    start = time.monotonic()
-    while set(transport.dealers) - set(got):
-        if time.monotonic() - start > timeout_s:
-            missing = sorted(set(transport.dealers) - set(got))
-            raise SiteLost(f"neighbouring site(s) {', '.join(missing)} did not answer within {timeout_s:g} s "
-                           "(--start-timeout): are they started, and do --peer-address/the pilot's addresses reach "
-                           "them?")
-        transport.pump(0.05)
-    for peer in sorted(got):
-        header = got[peer]
-        if header.get("hash") != digest:
-            raise ProxGTValueError(settings_mismatch(peer, settings, header.get("settings") or {}))
-        if header.get("training"):
-            raise SiteLost(f"site {peer} is training already and this site is out of its run: restart this site with "
-                           "--rejoin and the run folder that holds its checkpoint")
-        if header.get("rejoin"):
-            raise SiteLost(f"site {peer} asks to rejoin a run in progress, but this site is starting one: start every "
-                           "site afresh, without --rejoin")
-    return digest
-
-
-def rejoin_hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float) -> dict[str, dict[str, Any]]:
-    """HELLO of a site that rejoins: its neighbours that are training answer with their settings and the
-    membership (the ones out of the run are named in the answers and not waited for). A settings mismatch is one
-    line, as in :func:`hello`; neighbours that do not answer within ``timeout_s`` (they finished, or cannot
-    reach this site) or that finish meanwhile end it with :class:`SiteLost`. Returns the answers."""
-    digest = settings_fingerprint(settings)
-    transport.run_tag = digest[:16]
-    got: dict[str, dict[str, Any]] = {}
-
-    def on_hello(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
-        got.setdefault(sender, header)
-
     def on_bye(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         raise SiteLost(f"site {sender} finished its run before site {transport.name} could rejoin")
 
     transport.handlers["hello"] = on_hello
-    transport.handlers["bye"] = on_bye
+    if rejoin:
+        transport.handlers["bye"] = on_bye
     for peer in transport.dealers:
-        transport.send(peer, {"kind": "hello", "hash": digest, "settings": settings, "rejoin": True})
+        transport.send(peer, {"kind": "hello", "hash": digest, "settings": settings, **({"rejoin": True} if rejoin
+                                                                                         else {})})
     start = time.monotonic()
     while True:
-        out = {n for h in got.values() for n in h.get("absent", [])}
+        # a rejoining site waits for the neighbours in the run only (the others' answers name those out of it)
+        out = {n for h in got.values() for n in h.get("absent", [])} if rejoin else set()
         waiting = set(transport.dealers) - set(got) - out
-        if got and not waiting:
+        if not waiting and (got or not rejoin):
             break
         if time.monotonic() - start > timeout_s:
             raise SiteLost(f"neighbouring site(s) {', '.join(sorted(waiting))} did not answer within {timeout_s:g} s "
-                           "(--start-timeout): a site rejoins a run that is still going on; have the others "
-                           "finished, or do --peer-address/the pilot's addresses not reach them?")
+                           + ("(--start-timeout): a site rejoins a run that is still going on; have the others "
+                              "finished, or do --peer-address/the pilot's addresses not reach them?" if rejoin else
+                              "(--start-timeout): are they started, and do --peer-address/the pilot's addresses "
+                              "reach them?"))
         transport.pump(0.05)
     for peer in sorted(got):
         header = got[peer]
         if header.get("hash") != digest:
             raise ProxGTValueError(settings_mismatch(peer, settings, header.get("settings") or {}))
-        if not header.get("training"):
+        if rejoin and not header.get("training"):
             raise SiteLost(f"site {peer} is starting a run, not training one: start this site without --rejoin")
-    views = {(int(h["epoch"]), tuple(h["absent"])) for h in got.values()}
-    if len(views) != 1 or transport.name not in next(iter(views))[1]:
-        raise SiteLost(f"the neighbours of site {transport.name} are changing their membership right now; try "
-                       "--rejoin again")
-    return got
+        if not rejoin and header.get("training"):
+            raise SiteLost(f"site {peer} is training already and this site is out of its run: restart this site with "
+                           "--rejoin and the run folder that holds its checkpoint")
+        if not rejoin and header.get("rejoin"):
+            raise SiteLost(f"site {peer} asks to rejoin a run in progress, but this site is starting one: start every "
+                           "site afresh, without --rejoin")
+    return digest, got
 
 
 def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str, *, out: str | None = None,
