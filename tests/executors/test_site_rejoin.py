@@ -226,3 +226,22 @@ def test_rejoin_refusals_before_any_network(tmp_path, capsys):
     assert main([str(a) for a in argv] + ["--out", str(tmp_path / "empty"), "--start-timeout", "0.5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--rejoin is not available under differential privacy" in err, err
+
+
+def test_a_regroup_weighs_the_graph_of_the_sites_present_as_metropolis():
+    """Drops and rejoins share one re-weighting: Metropolis on the sub-graph of the nodes present (all of them:
+    the pilot's own weights, so a full rejoin restores the first graph's W)."""
+    import networkx as nx
+    import torch
+
+    from proxgt.executors.site.communicator import metropolis_on
+    from proxgt.topology import metropolis_weights
+
+    edges = [(0, 1), (1, 2), (1, 3), (2, 3), (3, 4)]
+    full, deg = metropolis_on(5, edges, set(range(5)))
+    torch.testing.assert_close(full, metropolis_weights(nx.Graph(edges)).to(torch.float64))
+    W, deg = metropolis_on(5, edges, {0, 1, 3, 4})  # node 2 out
+    assert torch.equal(W, W.T) and deg.tolist() == [1, 2, 0, 2, 1]
+    assert not W[2].any() and not W[:, 2].any()
+    torch.testing.assert_close(W[[0, 1, 3, 4]].sum(dim=1), torch.ones(4, dtype=torch.float64))
+    assert (W >= 0).all() and W[1, 3] == 1 / 3  # Metropolis: 1 / (1 + max degree)

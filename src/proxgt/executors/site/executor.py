@@ -223,8 +223,12 @@ class SiteExecutor:
             self._greeted.add(sender)
 
     def _on_join(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
-        if sender in self._greeted and sender in self.absent:
-            self._joining.add(sender)  # it joins at the end of this iteration
+        comm = self.comm
+        assert comm is not None
+        # it joins at the end of this iteration, unless the membership changed since its HELLO was answered (it
+        # would wait for an agreement under another epoch's tag: it gives up after the site timeout instead)
+        if sender in self._greeted and sender in self.absent and header.get("epoch") == comm.epoch:
+            self._joining.add(sender)
 
     def barrier(self) -> None:
         pass
@@ -286,7 +290,7 @@ class SiteExecutor:
             t_checkpoint = int(state.t)
             for peer in self.transport.dealers:
                 if peer not in self.absent:
-                    self.transport.send(peer, {"kind": "join"})
+                    self.transport.send(peer, {"kind": "join", "epoch": self.comm.epoch})
             lost, join, T, members = self._agree(t_checkpoint)
             self._rejoin = None  # in the run from here on (a goodbye no longer means it came too late)
             state = self._switch(spec, state, oracle, lost, join, T, members)
