@@ -71,9 +71,12 @@ def _stop_at(t_stop: int):
     return hook
 
 
-def _survivor(wait_at: int, may_go: threading.Event, back: threading.Event):
-    """Wait at iteration ``wait_at`` until ``may_go``; then, until ``back``, sleep a little every iteration."""
+def _survivor(wait_at: int, may_go: threading.Event, back: threading.Event, reached: list[int] | None = None):
+    """Wait at iteration ``wait_at`` until ``may_go``; then, until ``back``, sleep a little every iteration
+    (``reached``: the iterations done)."""
     def hook(rank: int, t: int) -> None:
+        if reached is not None:
+            reached.append(t)
         if t == wait_at:
             assert may_go.wait(120)
         if not back.is_set():
@@ -187,6 +190,46 @@ def test_a_site_lost_twice_rejoins_twice(tmp_path):
     assert first["iteration"] <= back1["iteration"] < second["iteration"] <= back2["iteration"] < ITERS
     for s in ("b", "c"):
         assert site[s]["lost_sites"] == [first, second] and site[s]["rejoined_sites"] == [back1, back2]
+    _assert_consensus(res, ["a", "b", "c"])
+
+
+def test_a_site_that_stops_while_it_rejoins_does_not_hold_the_others_up(tmp_path, monkeypatch):
+    """c asks to join and stops before the agreement (as if its operator pressed Ctrl-C): the others do not wait
+    for it (they would stop after the site timeout, 30 s), and a later rejoin of c still works."""
+    from proxgt.executors.site.executor import SiteExecutor
+
+    agree = SiteExecutor._agree
+
+    def stop_in_agree(self: SiteExecutor, t: int) -> Any:
+        if threading.current_thread().name == "c2":
+            raise KeyboardInterrupt
+        return agree(self, t)
+
+    monkeypatch.setattr(SiteExecutor, "_agree", stop_in_agree)
+    pilot, data, _ = _setup(tmp_path, iters=ITERS, extra="checkpoint_every = 2")
+    out = tmp_path / "out"
+    res: dict[str, Any] = {}
+    may_go, back = threading.Event(), threading.Event()
+    may_go.set()
+    reached: list[int] = []
+    survivors = [_start(res, s, pilot, s, tmp_path / "keys" / f"{s}.key_secret", data[s], out / s,
+                        fault_hook=_survivor(0, may_go, back, reached if s == "a" else None)) for s in ("a", "b")]
+    c_key = tmp_path / "keys" / "c.key_secret"
+    _start(res, "c1", pilot, "c", c_key, data["c"], out / "c", fault_hook=_stop_at(3)).join(120)
+    _start(res, "c2", pilot, "c", c_key, data["c"], out / "c", rejoin=True).join(120)
+    assert isinstance(res["c2"], KeyboardInterrupt), res["c2"]
+    then = reached[-1]
+    end = time.monotonic() + 20  # well within the site timeout (30 s) that a wait for c would take
+    while reached[-1] < then + 5 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert reached[-1] >= then + 5, "a and b wait for the site that stopped"
+    _start(res, "c", pilot, "c", c_key, data["c"], out / "c", rejoin=True, fault_hook=_rejoined(back)).join(120)
+    for th in survivors:
+        th.join(120)
+    site = {s: _summary(res[s]) for s in ("a", "b", "c")}
+    assert site["a"]["rejoined_sites"][-1] == site["c"]["rejoined_sites"][-1]
+    assert all(s["site"] == "c" for s in site["a"]["lost_sites"] + site["a"]["rejoined_sites"])
+    assert site["a"]["train_s"] < 30  # nobody waited out the site timeout
     _assert_consensus(res, ["a", "b", "c"])
 
 

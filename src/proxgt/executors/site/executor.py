@@ -108,6 +108,7 @@ class SiteExecutor:
         self._done: set[str] = set()  # neighbours that said goodbye (possibly long before this site finishes)
         self._greeted: set[str] = set()  # lost neighbours whose HELLO matched: they may ask to join
         self._joining: set[str] = set()  # ... and did: they join at the end of this iteration
+        self._aborted: set[str] = set()  # ... and stopped afterwards
         self._pending: dict[str, dict[str, Any]] = {}  # HELLOs of neighbours not dropped yet (they restarted)
         self.setup: list[dict[str, Any]] = []  # every value received while setting up (checkpoint_state)
         self._training = False
@@ -195,9 +196,16 @@ class SiteExecutor:
     def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         comm = self.comm
         assert comm is not None
-        if str(header.get("origin")) == sender and sender in comm.out_links:  # a neighbour still in the graph
+        if str(header.get("origin")) != sender:
+            return
+        if sender in comm.out_links:  # a neighbour still in the graph
             comm.lost.add(sender)
             self._why[sender] = f"stopped: {header.get('message', '')}"
+        elif sender in self._greeted:  # a rejoining one: it does not join, or is lost again once it has
+            self._why[sender] = f"stopped: {header.get('message', '')}"
+            self._aborted.add(sender)
+            self._greeted.discard(sender)
+            self._joining.discard(sender)
 
     def _on_bye(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         if self._rejoin is not None:
@@ -221,6 +229,7 @@ class SiteExecutor:
             warnings.warn(f"{why}; site {sender} may not rejoin and site {self.site.name} goes on", stacklevel=2)
         elif header.get("rejoin"):
             self._greeted.add(sender)
+            self._aborted.discard(sender)
 
     def _on_join(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         comm = self.comm
@@ -322,15 +331,22 @@ class SiteExecutor:
         return bool(self.transport.flooded(f"regroup:{self.comm.epoch + 1}"))
 
     def _agree(self, t: int) -> tuple[set[str], set[str], int, list[str]]:
-        """Flood this site's news (lost sites, sites that join) and its iteration among the sites of the new
-        membership; (lost, joining, switch iteration, the new membership). A disconnected graph ends the run."""
+        """Flood this site's news (lost sites, sites that join) and its iteration among the sites present that
+        stay; (lost, joining, switch iteration, the new membership). A rejoining site only listens: the others
+        never wait for it. A disconnected graph ends the run."""
         assert self.comm is not None
         tag = f"regroup:{self.comm.epoch + 1}"
-        news = list(self.transport.flooded(tag).values())
-        joiner = self._rejoin is not None
-        lost = (set(self.comm.lost) | {n for m in news for n in m["lost"]}) - self.absent
-        join = ({self.site.name} if joiner else set()) | \
-            ((self._joining | {n for m in news for n in m["join"]}) & self.absent)
+        if self._rejoin is not None:
+            got = self.transport.gathered(tag, [s for s in self._sites if s not in self.absent])
+            lost = {n for m, _ in got.values() for n in m["lost"]}
+            join = {n for m, _ in got.values() for n in m["join"]}
+            if self.site.name not in join:
+                raise SiteLost(f"the other sites regrouped without site {self.site.name} (their membership changed "
+                               "meanwhile): try --rejoin again")
+        else:
+            news = list(self.transport.flooded(tag).values())
+            lost = (set(self.comm.lost) | {n for m in news for n in m["lost"]}) - self.absent
+            join = (self._joining | {n for m in news for n in m["join"]}) & self.absent
         members = [s for s in self._sites if (s not in self.absent and s not in lost) or s in join]
         reach = {self.site.name}
         grew = True
@@ -343,19 +359,19 @@ class SiteExecutor:
         if set(members) - reach:
             raise SiteLost(f"site(s) {', '.join(sorted(lost | self.absent))} were lost and the remaining sites are no "
                            f"longer connected ({', '.join(sorted(set(members) - reach))} cannot be reached)")
-        got = self.transport.allgather(tag, members, {"lost": sorted(lost), "join": sorted(join), "t": t,
-                                                      "joiner": joiner,
-                                                      "why": {n: w for n, w in self._why.items() if n in lost}})
+        if self._rejoin is None:
+            got = self.transport.allgather(tag, [s for s in members if s not in join],
+                                           {"lost": sorted(lost), "join": sorted(join), "t": t,
+                                            "why": {n: w for n, w in self._why.items() if n in lost}})
+            agreed_lost = {n for m, _ in got.values() for n in m["lost"]}
+            agreed_join = {n for m, _ in got.values() for n in m["join"]}
+            if agreed_lost != lost or agreed_join != join:
+                raise SiteLost("the sites disagree on who was lost or rejoins "
+                               f"({', '.join(sorted((agreed_lost ^ lost) | (agreed_join ^ join)))})")
         for m, _ in got.values():  # why a site was lost: its neighbours know (it told them it stopped)
             for n, w in m["why"].items():
                 self._why.setdefault(n, w)
-        agreed_lost = {n for m, _ in got.values() for n in m["lost"]}
-        agreed_join = {n for m, _ in got.values() for n in m["join"]}
-        if agreed_lost != lost or agreed_join != join:
-            raise SiteLost("the sites disagree on who was lost or rejoins "
-                           f"({', '.join(sorted((agreed_lost ^ lost) | (agreed_join ^ join)))})")
-        T = max(int(m["t"]) for m, _ in got.values() if not m["joiner"])
-        return lost, join, T, members
+        return lost, join, max(int(m["t"]) for m, _ in got.values()), members
 
     def _switch(self, spec: RunSpec, state: Any, oracle: Any, lost: set[str], join: set[str], T: int,
                 members: list[str]) -> Any:
@@ -363,11 +379,12 @@ class SiteExecutor:
         current iterates (a rejoining site's come from its checkpoint)."""
         comm, mixer = self.comm, self.mixer
         assert comm is not None and mixer is not None
-        tag = f"regroup:{comm.epoch + 1}"
+        tag = f"regroup:{comm.epoch + 1}:rounds"
         if join:  # a rejoining site takes up the others' round count (messages name their round)
-            got = self.transport.allgather(f"{tag}:rounds", members, {"rounds": comm.counter.rounds,
-                                                                      "joiner": self.site.name in join})
-            counts = {int(m["rounds"]) for m, _ in got.values() if not m["joiner"]}
+            staying = [s for s in members if s not in join]
+            got = self.transport.gathered(tag, staying) if self.site.name in join else \
+                self.transport.allgather(tag, staying, {"rounds": comm.counter.rounds})
+            counts = {int(m["rounds"]) for m, _ in got.values()}
             if len(counts) != 1:
                 raise SiteLost(f"the sites reached iteration {T} after different numbers of gossip rounds "
                                f"({sorted(counts)})")
@@ -375,12 +392,14 @@ class SiteExecutor:
                 comm.counter.skip_rounds(counts.pop() - comm.counter.rounds)
         self.absent = (self.absent | lost) - join
         comm.regroup(set(members), self.pilot.node_edges(), comm.epoch + 1)
+        comm.lost |= join & self._aborted  # stopped after it asked to join: lost again at the next iteration
         self.lost_sites += [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
                              "reason": self._why.pop(name, f"silent for more than {self.site_timeout_s:g} s")}
                             for name in sorted(lost)]
         self.rejoined_sites += [{"site": name, "iteration": T} for name in sorted(join)]
         self._joining -= join | lost
         self._greeted -= join | lost
+        self._aborted -= join | lost
         for name in [n for n in self._pending if n in self.absent]:  # restarted while still in the graph
             self._on_hello(name, self._pending.pop(name), [])
         return spec.algorithm.init(state.x, oracle, mixer)._replace(t=T)

@@ -364,18 +364,24 @@ class SiteTransport:
         data = [a.tobytes() for a in arrays]
         for peer in self.dealers:
             self.send(peer, header, data)
+        self._flood.setdefault(tag, {})[self.name] = (header, data)
+        return self.gathered(tag, sorted(set(sites) | {self.name}))
+
+    def gathered(self, tag: str, sites: list[str]) -> dict[str, tuple[dict[str, Any], list[np.ndarray]]]:
+        """The ``(meta, arrays)`` that ``sites`` flood under ``tag`` (this site's own too, if it sent one), without
+        taking part: waits at most the site timeout for a value that does not come."""
         box = self._flood.setdefault(tag, {})
         start = time.monotonic()
-        while len(box) < len(sites) - 1:
+        while set(sites) - set(box):
             if time.monotonic() - start > self.site_timeout_s:
-                missing = sorted(set(sites) - set(box) - {self.name})
+                missing = sorted(set(sites) - set(box))
                 raise SiteLost(f"site(s) {', '.join(missing)} did not send their part of '{tag.split(':')[0]}' "
                                f"within {self.site_timeout_s:g} s")
             self.pump(0.05)
         got = self._flood.pop(tag)
-        got[self.name] = (header, data)
         out: dict[str, tuple[dict[str, Any], list[np.ndarray]]] = {}
-        for origin, (head, raw) in got.items():
+        for origin in sites:
+            head, raw = got[origin]
             arrs = [np.frombuffer(b, dtype=np.dtype(dt)).reshape(shape)
                     for b, (dt, shape) in zip(raw, head["arrays"], strict=True)]
             out[origin] = (head["meta"], arrs)
