@@ -14,6 +14,7 @@ Usage::
 
     python bench/bench_site.py                                # 64K, 1M, 4M, 16M; 4 processes on a ring
     python bench/bench_site.py --sizes 1M,4M --rounds 30 --json runs/bench_site.json
+    python bench/bench_site.py --link-only     # one link in one process: what CURVE costs per byte here
 """
 
 from __future__ import annotations
@@ -91,6 +92,34 @@ def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: l
     dist.destroy_process_group()
 
 
+def link_throughput(curve: bool, part: int = 256 * 1024, total: int = 256 << 20) -> float:
+    """MB/s of one loopback link in one process (one ZeroMQ I/O thread encrypts, sends, receives and decrypts),
+    in parts of ``part`` bytes as the site transport sends them: the cost of CURVE per byte on this machine."""
+    import zmq
+
+    ctx = zmq.Context()
+    server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    if curve:
+        spub, ssec = zmq.curve_keypair()
+        cpub, csec = zmq.curve_keypair()
+        server.curve_server, server.curve_publickey, server.curve_secretkey = True, spub, ssec
+        client.curve_serverkey, client.curve_publickey, client.curve_secretkey = spub, cpub, csec
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client.connect(f"tcp://127.0.0.1:{port}")
+    client.send(b"x")
+    server.recv()
+    buf = os.urandom(part)
+    t0 = time.perf_counter()
+    for _ in range(total // part):
+        client.send(buf, copy=False)
+        server.recv(copy=False)
+    dt = time.perf_counter() - t0
+    for sock in (server, client):
+        sock.close(linger=0)
+    ctx.term()
+    return total / dt / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="64K,1M,4M,16M", help="message sizes (bytes of one node's row)")
@@ -99,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nprocs", type=int, default=4)
     p.add_argument("--topology", default="ring")
     p.add_argument("--json", default=None, help="also write the numbers here")
+    p.add_argument("--link-only", action="store_true", help="only measure one link's throughput with and "
+                   "without CURVE (one process)")
     args = p.parse_args(argv)
+    if args.link_only:
+        plain, curve = link_throughput(False), link_throughput(True)
+        print(f"one loopback link, 256 KB parts: {plain:.0f} MB/s plaintext, {curve:.0f} MB/s with CURVE "
+              f"(encryption + decryption cost {1e3 / curve - 1e3 / plain:.2f} ms per MB)")
+        return 0
     import zmq
 
     from proxgt.executors._sockets import free_ports

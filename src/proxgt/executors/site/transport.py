@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -175,7 +176,9 @@ class SiteTransport:
         self.dealers: dict[str, Any] = {}
         self._backlog: dict[str, list[list[Any]]] = {}  # messages a link could not queue yet (_flush)
         self.monitor: Any = None
-        self.ctx = zmq.Context()
+        # CURVE encrypts and decrypts in ZeroMQ's I/O threads, about 1 ms per MB and direction on one core here
+        # (bench/bench_site.py --link-only): one thread per link lets a site with several neighbours use its cores
+        self.ctx = zmq.Context(io_threads=max(1, min(len(self.neighbours) + 1, os.cpu_count() or 1)))
         self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("proxgt.site.zap"))
         self.auth.start()
         keys = {k.encode("ascii") for _, k in self.neighbours.values()}
