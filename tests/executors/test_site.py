@@ -9,6 +9,7 @@ import stat
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -330,9 +331,14 @@ def test_a_lost_site_is_dropped_and_the_others_go_on(tmp_path, how):
             time.sleep(0.05)  # silent until the others are done
         raise RuntimeError("site c stops")
 
-    res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", data, tmp_path / "out",
-                    c={"fault_hook": stop})
+    with warnings.catch_warnings(record=True) as said:  # the survivors' consoles say it as it happens
+        warnings.simplefilter("always")
+        res = run_sites({"a": pilot, "b": pilot, "c": pilot}, tmp_path / "keys", data, tmp_path / "out",
+                        c={"fault_hook": stop})
     assert isinstance(res["c"], RuntimeError)
+    notices = sorted(str(w.message) for w in said if "was lost" in str(w.message))
+    assert [n.split(":")[0] for n in notices] == ["site a", "site b"], notices
+    assert all("site c was lost" in n and n.endswith("goes on with a, b") for n in notices), notices
     lost = {}
     for name in ("a", "b"):
         assert not isinstance(res[name], BaseException), res[name]

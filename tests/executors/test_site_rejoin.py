@@ -108,7 +108,7 @@ def _assert_consensus(results: dict[str, Any], labels: list[str]) -> None:
     assert np.abs(rows - mean).max() <= CONSENSUS * np.abs(mean).max(), np.abs(rows - mean).max()
 
 
-def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path):
+def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path, recwarn):
     """c stops at iteration 6 (checkpoint at 5). A restart with another key is refused by CURVE (it gives up after
     --start-timeout), one with other settings is refused naming the setting (on both ends), one without --rejoin
     is told to use it; a and b go on. Then c rejoins from its checkpoint: everyone records it at the same
@@ -150,6 +150,10 @@ def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path):
     site = {s: _summary(res[s]) for s in ("a", "b", "c")}
     (joined,) = site["c"]["rejoined_sites"]
     T = joined["iteration"]
+    said = {str(w.message) for w in recwarn}  # what the sites' consoles say (proxgt: warning: ...)
+    for s in ("a", "b"):
+        assert f"site {s}: site c rejoined at iteration {T}; the run goes on with a, b, c" in said, said
+    assert f"site c: this site rejoined at iteration {T}; the run goes on with a, b, c" in said, said
     (lost,) = site["a"]["lost_sites"]
     assert lost["site"] == "c" and 6 <= lost["iteration"] <= T < ITERS and joined["site"] == "c"
     for s in ("a", "b", "c"):

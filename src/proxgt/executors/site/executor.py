@@ -397,6 +397,13 @@ class SiteExecutor:
                              "reason": self._why.pop(name, f"silent for more than {self.site_timeout_s:g} s")}
                             for name in sorted(lost)]
         self.rejoined_sites += [{"site": name, "iteration": T} for name in sorted(join)]
+        for entry in self.lost_sites[len(self.lost_sites) - len(lost):]:  # the operator sees it as it happens
+            warnings.warn(f"site {self.site.name}: site {entry['site']} was lost ({entry['reason']}); from iteration "
+                          f"{T} the run goes on with {', '.join(members)}", stacklevel=2)
+        for name in sorted(join):
+            who = "this site" if name == self.site.name else f"site {name}"
+            warnings.warn(f"site {self.site.name}: {who} rejoined at iteration {T}; the run goes on with "
+                          f"{', '.join(members)}", stacklevel=2)
         self._joining -= join | lost
         self._greeted -= join | lost
         self._aborted -= join | lost
