@@ -20,7 +20,7 @@ zmq = pytest.importorskip("zmq")
 
 from proxgt.cli.main import main  # noqa: E402
 from proxgt.errors import ProxGTValueError  # noqa: E402
-from proxgt.executors.simulation import run_simulation  # noqa: E402
+from proxgt.executors.simulation import run_simulation, simulated_communicator  # noqa: E402
 from proxgt.executors.site.communicator import SiteCommunicator  # noqa: E402
 from proxgt.executors.site.pilot import load_pilot, pilot_run_config  # noqa: E402
 from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key  # noqa: E402
@@ -45,6 +45,29 @@ def _simulate(pilot_path: Path, tmp_path: Path, trace: Path | None = None) -> np
     cfg = pilot_run_config(pilot, data=str(tmp_path / "full.npz"), edge_file=tmp_path / "sim-edges.txt",
                            link_trace=trace)
     return run_simulation(cfg).x.numpy()
+
+
+def _mixing_inputs(pilot_path: Path, tmp_path: Path, key: str) -> list[np.ndarray]:
+    """The simulator's input rows of every mixing of ``key`` (one per iteration), in order."""
+    from proxgt.mixing.compressed import make_mixer
+    from proxgt.settings import RunConfig
+    from proxgt.training import build_run
+    from proxgt.training.loop import train
+
+    pilot = load_pilot(pilot_path)
+    cfg = pilot_run_config(pilot, data=str(tmp_path / "full.npz"), edge_file=tmp_path / "sim-edges.txt")
+    spec = build_run(RunConfig.from_dict(cfg))
+    comm = simulated_communicator(spec)
+    mix = make_mixer(comm, spec)
+    seen: list[np.ndarray] = []
+
+    def recording(Z, key=None):
+        if key == "x":
+            seen.append(Z.detach().double().numpy().copy())
+        return mix(Z, key)
+
+    train(spec, comm, spec.make_oracle(list(comm.node_ids)), mixer=recording)
+    return seen
 
 
 def _site_rows(tmp_path: Path, pilot_path: Path) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
@@ -162,6 +185,18 @@ def test_two_sites_on_loopback_equal_the_simulator(tmp_path):
         assert site["refused_connections"] == 0
         assert (tmp_path / "out" / name / "link_trace.csv").read_text() == "round,src,dst,status\n"
         assert (tmp_path / "out" / name / "metrics.csv").is_file()
+    # network.csv: at each logged iteration, the largest ||z_j - z_i|| / ||z_i|| over a site's in-links, from the
+    # rows its neighbours sent it in the first round of that iteration's mixing of x: the simulator's mixing
+    # inputs give the same numbers (the link a-b joins node 0 of a and node 1 of b)
+    inputs = _mixing_inputs(pilot, tmp_path, "x")
+    for name, (i, j) in (("a", (0, 1)), ("b", (1, 0))):
+        got = np.loadtxt(tmp_path / "out" / name / "network.csv", delimiter=",", skiprows=1)
+        assert got[:, 0].tolist() == [5, 10, 12]
+        rows = [inputs[int(t) - 1] for t in got[:, 0]]  # iteration t's mixing of x
+        want = [float(np.linalg.norm(z[j] - z[i]) / np.linalg.norm(z[i])) for z in rows]
+        np.testing.assert_allclose(got[:, 1], want, rtol=1e-4)
+        summary = json.loads((tmp_path / "out" / name / "summary.json").read_text())
+        assert summary["site"]["neighbour_gap"] == pytest.approx(want[-1], rel=1e-4)
 
 
 def test_three_sites_with_late_messages_replay_from_the_link_trace(tmp_path):

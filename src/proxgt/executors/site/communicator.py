@@ -96,6 +96,9 @@ class SiteCommunicator:
         self._plan(W.to(torch.float64))
         self.trace: list[tuple[int, int, int, str]] = []
         self.seconds_waiting = 0.0
+        # the largest ||z_j - z_i|| / ||z_i|| over this site's in-links, in the first round of the newest mixing of
+        # an iterate (an untracked key): how far the site is from its neighbours, from what they sent it
+        self.neighbour_gap: float | None = None
         self.messages_late = 0  # made good in the next round of their key
         self.messages_lost = 0  # never used (a later running sum or value superseded them)
         self._start = time.monotonic()
@@ -178,8 +181,9 @@ class SiteCommunicator:
         self.seconds_waiting += time.monotonic() - t0
 
     # ------------------------------------------------------------------ one round
-    def mix_round(self, Z: torch.Tensor, key: str, tracked: bool) -> torch.Tensor:
-        """One counted gossip round of ``Z`` (this site's rows) under ``key``'s rule (module docstring)."""
+    def mix_round(self, Z: torch.Tensor, key: str, tracked: bool, measure: bool = False) -> torch.Tensor:
+        """One counted gossip round of ``Z`` (this site's rows) under ``key``'s rule (module docstring).
+        ``measure``: record :attr:`neighbour_gap` from this round's values (an untracked key)."""
         r = self.counter.rounds
         k = Z.shape[0]
         flat = (Z.reshape(k, -1) if Z.ndim > 1 else Z.reshape(k, 1)).contiguous()
@@ -210,6 +214,7 @@ class SiteCommunicator:
         if not tracked and key not in self._copies:  # before a link's first value: the receiver's own, now
             self._copies[key] = {lk: flat[self._pos[lk[1]]].clone() for lk, _ in self.in_links}
         copies = self._copies.get(key, {})
+        gaps: list[float] = []
         for lk, peer in self.in_links:
             j, i = lk
             box = self._inbox.get((peer, key), {})
@@ -235,10 +240,15 @@ class SiteCommunicator:
                 if value is not None:
                     copies[lk] = value.to(dtype=flat.dtype, device=flat.device)
                 out[a] += self._w[lk] * copies[lk]
+                if measure and got is not None:  # both rows of round r: what each end sent
+                    own = flat[a].to(torch.float64)
+                    gaps.append(float((got[row].to(torch.float64) - own).norm() / own.norm().clamp_min(1e-12)))
             if got is None:
                 missed[lk] = r
             for old in [q for q in box if q <= r]:
                 del box[old]
+        if gaps:
+            self.neighbour_gap = max(gaps)
         self.counter.record_round(flat.shape[1], Z.element_size())
         return out.reshape(Z.shape)
 
@@ -294,8 +304,9 @@ class SiteMixer:
         if key is None:
             raise ProxGTValueError("the site runtime needs to know which quantity it mixes (mix(Z, key=...)): "
                                    "trackers go by running sums, iterates by the newest values")
-        for _ in range(self.rounds):
-            Z = self.comm.mix_round(Z, key, key in self.tracked)
+        tracked = key in self.tracked
+        for r in range(self.rounds):
+            Z = self.comm.mix_round(Z, key, tracked, measure=r == 0 and not tracked)
         return Z
 
     def state_dict(self) -> dict[str, Any]:

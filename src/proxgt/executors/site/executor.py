@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxgt._io import atomic_write_text, json_safe
+from proxgt._io import append_text, atomic_write_text, json_safe
 from proxgt.data._shard import NodeShard, ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.agreement import agreed_settings, settings_fingerprint
@@ -245,6 +245,20 @@ class SiteExecutor:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         return x  # final.npz holds this site's rows (summary.json names their node ids)
 
+    def _log_network(self, t: int) -> None:
+        """One row of network.csv: what this site measured of the network at iteration t, from the values its
+        neighbours sent (nothing computed on data)."""
+        comm = self.comm
+        assert comm is not None
+        if comm.neighbour_gap is None or not self.out:
+            return
+        path = Path(self.out) / "network.csv"
+        line = f"{t},{comm.neighbour_gap:.6g}\n"
+        if path.exists():
+            append_text(path, line)
+        else:
+            atomic_write_text(path, "iter,neighbour_gap\n" + line)
+
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         comm = self.comm
         assert comm is not None
@@ -267,9 +281,12 @@ class SiteExecutor:
             "train_s": elapsed_s,
             "lost_sites": self.lost_sites,
             "rejoined_sites": self.rejoined_sites,
+            "neighbour_gap": comm.neighbour_gap,
             "refused_rejoins": self.refused_rejoins,
             "note": "metrics.csv is over this site's own nodes and data; final.npz holds this site's rows (node_ids); "
-                    "messages_late were made good in the next round of their key, messages_lost by a later one",
+                    "messages_late were made good in the next round of their key, messages_lost by a later one; "
+                    "neighbour_gap (and network.csv) is the largest ||x_j - x_i|| / ||x_i|| between this site's rows "
+                    "and the rows its neighbours sent in the same round",
         }
         if self.out:
             atomic_write_text(Path(self.out) / "link_trace.csv", comm.trace_csv())
@@ -292,7 +309,10 @@ class SiteExecutor:
             nonlocal wall
             wall = w
             after_iteration(st, w)
-            if self._regroup_due() and int(st.t) < spec.iters:
+            t = int(st.t)
+            if t % spec.settings.log_every == 0 or t == spec.iters:
+                self._log_network(t)
+            if self._regroup_due() and t < spec.iters:
                 raise _Regroup(st)
 
         if self._rejoin is not None:
