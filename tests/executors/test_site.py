@@ -3,6 +3,7 @@ messages replayed from the link trace, settings agreement, refused intruders, on
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import stat
@@ -412,3 +413,43 @@ def test_step_auto_is_refused_under_differential_privacy(tmp_path):
     res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, tmp_path / "out")
     for r in res.values():  # each site refuses before it opens a socket
         assert isinstance(r, ProxGTValueError) and "step = auto needs the smoothness bound" in str(r), r
+
+
+def test_metrics_leave_a_site_only_when_the_pilot_file_says_so(tmp_path, capsys):
+    """Without [pilot] share_metrics a site writes no one's metrics but its own; with it, every site writes every
+    site's rows (network_metrics.csv), equal to what each wrote in its own metrics.csv. Refused under DP."""
+    public = keys(tmp_path / "keys", ["a", "b"])
+    data = None
+    for share in (False, True):
+        pilot = tmp_path / f"p-{share}.toml"
+        text = pilot_text({"a": 1, "b": 2}, [["a", "b"]], public)
+        pilot.write_text(text.replace("site_timeout_s", f"share_metrics = {str(share).lower()}\nsite_timeout_s", 1))
+        data = data or shards(pilot, data_file(tmp_path), tmp_path)
+        out = tmp_path / f"out-{share}"
+        res = run_sites({"a": pilot, "b": pilot}, tmp_path / "keys", data, out)
+        assert all(not isinstance(r, BaseException) for r in res.values()), res
+        files = [out / s / "network_metrics.csv" for s in ("a", "b")]
+        if not share:
+            assert not any(f.exists() for f in files)
+            continue
+        assert files[0].read_text() == files[1].read_text()
+        shared = list(csv.DictReader(files[0].open()))
+        for s in ("a", "b"):
+            own = list(csv.DictReader((out / s / "metrics.csv").open()))
+            theirs = [{k: v for k, v in r.items() if k != "site"} for r in shared if r["site"] == s]
+            assert [r["iter"] for r in theirs] == [r["iter"] for r in own] == ["0", "5", "10", "12"]
+            for mine, sent in zip(own, theirs, strict=True):
+                assert {k: float(v) for k, v in sent.items()} == pytest.approx(
+                    {k: float(mine[k]) for k in sent}, rel=1e-9, nan_ok=True)
+    private = tmp_path / "p-dp.toml"
+    text = pilot_text({"a": 1, "b": 2}, [["a", "b"]], public, extra="[privacy]\ndp_clip = 1.0\ndp_noise = 0.5\n")
+    private.write_text(text.replace("site_timeout_s", "share_metrics = true\nsite_timeout_s", 1)
+                       .replace("batch = 4", "batch = 4\nstep = 0.1", 1))
+    bad = tmp_path / "p-bad.toml"
+    bad.write_text(pilot.read_text().replace("share_metrics = true", 'share_metrics = "yes"'))
+    for path, message in ((private, "share_metrics sends every site's metrics"),
+                          (bad, "share_metrics must be true or false")):
+        code = main(["site", str(path), "--site", "a", "--key", str(tmp_path / "keys" / "a.key_secret"),
+                     "--data", str(data["a"]), "--out", str(tmp_path / "refused")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

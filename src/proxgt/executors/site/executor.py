@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
 import warnings
@@ -66,6 +67,7 @@ def site_settings(pilot: Pilot, cfg: RunConfig) -> dict[str, Any]:
     settings["pilot_graph"] = [list(e) for e in pilot.node_edges()]
     settings["pilot_sites"] = [[s.name, s.public_key, s.nodes] for s in pilot.sites]
     settings["round_deadline_s"] = pilot.round_deadline_s
+    settings["share_metrics"] = pilot.share_metrics
     return json.loads(json.dumps(settings, default=str))
 
 
@@ -245,6 +247,34 @@ class SiteExecutor:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         return x  # final.npz holds this site's rows (summary.json names their node ids)
 
+    def _share_row(self, row: dict[str, float]) -> None:
+        """``[pilot] share_metrics``: send this site's metrics row to every site present and write all of theirs to
+        network_metrics.csv (one row per site and logged iteration). A site that does not send its row within the
+        site timeout is left out of that iteration (one warning), as a lost one is left out of the run."""
+        comm = self.comm
+        assert comm is not None
+        t = int(row["iter"])
+        members = [s for s in self._sites if s not in self.absent]
+        try:
+            got = self.transport.allgather(f"metrics:{comm.epoch}:{t}", members,
+                                           {"row": {k: float(v) for k, v in row.items()}})
+        except SiteLost as exc:
+            warnings.warn(f"site {self.site.name}: network_metrics.csv has no row for iteration {t} ({exc})",
+                          stacklevel=2)
+            return
+        if not self.out:
+            return
+        cols = list(row)
+        lines = [",".join(["site", *cols]) + "\n"]
+        for name in members:
+            theirs = got[name][0]["row"]
+            lines.append(",".join([name, *(f"{float(theirs.get(c, math.nan)):.10g}" for c in cols)]) + "\n")
+        path = Path(self.out) / "network_metrics.csv"
+        if path.exists():
+            append_text(path, "".join(lines[1:]))
+        else:
+            atomic_write_text(path, "".join(lines))
+
     def _log_network(self, t: int) -> None:
         """One row of network.csv: what this site measured of the network at iteration t, from the values its
         neighbours sent (nothing computed on data)."""
@@ -315,6 +345,11 @@ class SiteExecutor:
             if self._regroup_due() and t < spec.iters:
                 raise _Regroup(st)
 
+        def logged(row: dict[str, float]) -> None:
+            on_row(row)
+            if self.pilot.share_metrics:
+                self._share_row(row)
+
         if self._rejoin is not None:
             t_checkpoint = int(state.t)
             for peer in self.transport.dealers:
@@ -326,7 +361,7 @@ class SiteExecutor:
             self._skipped = T - t_checkpoint
         while True:
             try:
-                out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                out = train_fn(spec, comm, oracle, state=state, start_wall=wall, on_row=logged,
                                after_iteration=hook, progress=progress, mixer=site_mixer)
                 break
             except _Regroup as rg:
@@ -334,7 +369,7 @@ class SiteExecutor:
                 state = rg.state
                 if int(state.t) < T:  # run on to the agreed iteration on the old graph
                     ahead = dataclasses.replace(spec, resolved=spec.resolved.replace(iters=T))
-                    state, _ = train_fn(ahead, comm, oracle, state=state, start_wall=wall, on_row=on_row,
+                    state, _ = train_fn(ahead, comm, oracle, state=state, start_wall=wall, on_row=logged,
                                         after_iteration=after_iteration, progress=False, mixer=site_mixer)
                 state = self._switch(spec, state, oracle, lost, join, T, members)
         self._goodbye()
@@ -578,6 +613,9 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
     # under DP each site draws its noise from a secret seed of its own (every site knows the run's seed); its
     # metrics stay on the site, per-site results included
     cfg = private_across_processes(cfg.validate(), metrics_stay_local=True)
+    if pilot.share_metrics and dp_requested(cfg):
+        raise ProxGTValueError(f"pilot file {pilot.path}: [pilot] share_metrics sends every site's metrics, computed "
+                               "on its raw data, to the other sites: not with differential privacy (drop it)")
     if not cfg.checkpoint_every:  # a site always keeps a checkpoint to rejoin from (small: its own rows)
         cfg = cfg.replace(checkpoint_every=cfg.log_every)
     settings = site_settings(pilot, cfg)

@@ -6,6 +6,7 @@ A pilot file (TOML) is shared by every site::
     name = "three-sites"
     round_deadline_s = 2.0     # a gossip message later than this misses its round (running sums make it good)
     site_timeout_s = 60.0      # a neighbour silent this long is lost
+    share_metrics = false      # true: the sites send each other their metrics rows (network_metrics.csv)
 
     [[site]]
     name = "a"
@@ -63,7 +64,7 @@ REFUSED_SETTINGS: dict[str, str] = {
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PILOT_KEYS = {"name", "round_deadline_s", "site_timeout_s"}
+_PILOT_KEYS = {"name", "round_deadline_s", "site_timeout_s", "share_metrics"}
 _SITE_KEYS = {"name", "address", "public_key", "nodes"}
 
 
@@ -92,6 +93,7 @@ class Pilot:
     round_deadline_s: float
     site_timeout_s: float
     settings: dict[str, Any]  # the run sections, flat (as `proxgt run -c` reads them)
+    share_metrics: bool = False  # metrics on a site's data leave it only when the pilot file says so
 
     @property
     def n_nodes(self) -> int:
@@ -227,6 +229,9 @@ def load_pilot(path: str | Path) -> Pilot:
         raise _fail(where, f"[pilot] name must be a non-empty string (got {name!r})")
     deadline = _number(head.get("round_deadline_s", 2.0), "round_deadline_s", where)
     timeout = _number(head.get("site_timeout_s", 60.0), "site_timeout_s", where)
+    share = head.get("share_metrics", False)
+    if not isinstance(share, bool):
+        raise _fail(where, f"[pilot] share_metrics must be true or false; got {share!r}")
     sites = _sites(raw.pop("site", None), where)
     if "links" not in raw:
         if len(sites) > 1:
@@ -240,7 +245,7 @@ def load_pilot(path: str | Path) -> Pilot:
             raise _fail(where, f"the run sections may not set {key!r}: {REFUSED_SETTINGS[key]}")
     RunConfig.from_dict(settings, source=where)  # unknown or malformed settings: the usual one-line errors
     pilot = Pilot(name=name, path=where, sites=sites, links=links, round_deadline_s=deadline,
-                  site_timeout_s=timeout, settings=settings)
+                  site_timeout_s=timeout, settings=settings, share_metrics=share)
     if len(sites) == 1 and pilot.n_nodes == 1:
         raise _fail(where, "one site with one node has no one to talk to: give a site 'nodes' > 1 or add sites")
     return pilot
