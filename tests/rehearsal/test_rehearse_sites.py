@@ -81,8 +81,9 @@ def test_a_rehearsal_with_a_cut_and_a_slow_link_replays_exactly(tmp_path, capsys
     printed = capsys.readouterr()
     assert code == 0, printed.err[-2000:]
     table = [ln.split("|") for ln in printed.out.splitlines() if ln.startswith("| ")]
-    assert [c.strip() for c in table[0][1:9]] == ["site", "exit", "iterations", "bytes sent", "waiting s", "late",
-                                                  "lost", "refused"]
+    assert [c.strip() for c in table[0][1:10]] == ["site", "exit", "iterations", "bytes sent", "waiting s", "late",
+                                                   "lost", "refused", "neighbour gap"]
+    assert all(0 <= float(r[9]) < 0.1 for r in table[1:])  # the sites' rows end close to their neighbours
     assert [(r[1].strip(), r[2].strip(), r[3].strip()) for r in table[1:]] == [(s, "0", "150") for s in "abc"]
     assert "final models: the sites' rows are within " in printed.out
     assert f"replay in the simulator: proxgt run -c {out / 'replay.toml'}" in printed.out

@@ -420,7 +420,8 @@ def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Seque
 # ---------------------------------------------------------------------------------------------- the table
 #: keys of a site's ``summary.json["site"]`` -> table columns (network counters), then the final metrics
 _COUNTERS = (("iterations", "iterations"), ("bytes sent", "bytes_sent"), ("waiting s", "seconds_waiting"),
-             ("late", "messages_late"), ("lost", "messages_lost"), ("refused", "refused_connections"))
+             ("late", "messages_late"), ("lost", "messages_lost"), ("refused", "refused_connections"),
+             ("neighbour gap", "neighbour_gap"))
 _FINALS = ("objective", "train_accuracy", "test_accuracy", "grad_mapping_sq")  # consensus: see disagreement()
 
 
@@ -434,7 +435,7 @@ def rehearsal_table(result: RehearsalResult) -> str:
         row: dict[str, Any] = {"site": o.name, "exit": o.returncode if o.returncode is not None else "-"}
         for col, key in _COUNTERS:
             v = net.get(key, "-")
-            row[col] = f"{v:.1f}" if isinstance(v, float) else v
+            row[col] = (f"{v:.2e}" if key == "neighbour_gap" else f"{v:.1f}") if isinstance(v, float) else v
         for f in finals:
             v = (s.get("final") or {}).get(f, math.nan)
             row[f"final_{f}"] = float(v) if isinstance(v, int | float) else math.nan
