@@ -233,6 +233,23 @@ def test_a_failing_site_stops_the_rehearsal_with_its_error(tmp_path):
     assert result.sites[1].last_error() == "proxgt: error: stub site failed on purpose"
 
 
+def test_a_restarted_site_is_killed_then_started_again_with_rejoin_once_the_others_lost_it(tmp_path):
+    """--restart c@0.2: c is killed 0.2 s into training; it starts again (with --rejoin, its log going on) only
+    after every other site said it lost c (here b-2 says so 1.5 s after a does)."""
+    site_args = ["--seconds", "2.5", "--say-lost", "c", "--lost-after", "0.5", "--late-site", "b-2"]
+    result = rehearse(_opts(tmp_path, loopback=True, restarts=["c@0.2"], site_args=site_args,
+                            site_command=[*STUB]), say=lambda s: None)
+    assert result.ok, [(o.name, o.returncode, o.last_error()) for o in result.sites]
+    killed, again = result.events[1], result.events[2]
+    assert killed.endswith("site c killed") and again.endswith("site c started again with --rejoin (the others "
+                                                                "had lost it)"), result.events
+    out = tmp_path / "out" / "sites"
+    said = [float((out / s / "said-lost").read_text()) for s in ("a", "b-2")]
+    assert said[1] > said[0] + 1.0
+    assert float((out / "c" / "rejoined").read_text()) >= said[1]  # not before both had said it
+    assert json.loads((tmp_path / "out" / "rehearsal.json").read_text())["restarts"] == ["c@0.2"]
+
+
 def test_sigterm_removes_the_sites_and_the_namespaces(tmp_path):
     """A rehearsal stopped by SIGTERM (as by Ctrl-C) leaves no site process and no namespace behind."""
     opts = _opts(tmp_path, site_args=["--seconds", "120"])
@@ -285,6 +302,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main([*args, "--rate", "a-c=1mbit"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "proxgt: error: --rate: sites a and c have no link in the pilot (its links: a-b-2, b-2-c)"]
+    for restart, message in (("d@5", "'d' is not a site of the pilot"), ("c@-1", "expected SITE@SECONDS"),
+                             ("c", "expected SITE@SECONDS")):
+        assert main([*args, "--restart", restart]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert main([*args, "--restart", "c@1", "--restart", "c@2"]) == 2
+    assert "one restart per site" in capsys.readouterr().err
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "precious.txt").write_text("x")
     assert main([*args, "--overwrite"]) == 2

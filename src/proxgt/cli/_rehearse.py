@@ -13,7 +13,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     opts = RehearsalOptions(pilot=args.pilot, data=args.data, split=args.split, out=args.out, rates=args.rate,
                             cuts=args.cut, intruder=args.intruder, loopback=args.loopback, timeout=args.timeout,
-                            keys=args.keys, capture=args.capture, overwrite=args.overwrite)
+                            keys=args.keys, capture=args.capture, overwrite=args.overwrite, restarts=args.restart)
     result = rehearse(opts, say=lambda line: print(line, file=sys.stderr))
     for event in result.events:
         print(f"  {event}", file=sys.stderr)
@@ -27,7 +27,8 @@ def _handle(args: argparse.Namespace) -> int:
     if result.link_trace is not None:
         print(f"link trace: {result.link_trace}")
     if result.replay is not None:
-        print(f"replay in the simulator: proxgt run -c {result.replay}")
+        caveat = " (its link trace only: a site's loss and rejoin are not replayed)" if opts.restarts else ""
+        print(f"replay in the simulator{caveat}: proxgt run -c {result.replay}")
     if not result.ok:
         bad = [o for o in result.sites if o.returncode != 0]
         if bad:
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="limit link A-B to RATE each way (tc units: 1mbit, 500kbit); repeatable")
     p.add_argument("--cut", action="append", default=[], metavar="A-B@START:END",
                    help="take link A-B down from START to END seconds after every site started training; repeatable")
+    p.add_argument("--restart", action="append", default=[], metavar="SITE@SECONDS",
+                   help="kill SITE SECONDS after every site started training, and start it again with --rejoin once "
+                        "the others have said they lost it (a site cut off, then back); repeatable for other sites")
     p.add_argument("--intruder", action="store_true",
                    help="add a process with a key not in the pilot that tries to connect to every site")
     p.add_argument("--loopback", action="store_true", help="use loopback proxies even where namespaces are possible")

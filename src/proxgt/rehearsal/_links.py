@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["LinkRate", "LinkCut", "parse_rate", "parse_cut", "parse_link", "rate_bits"]
+__all__ = ["LinkRate", "LinkCut", "SiteRestart", "parse_rate", "parse_cut", "parse_link", "parse_restart", "rate_bits"]
 
 # tc's rate units (bits and bytes per second, decimal prefixes as tc reads them)
 _UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
@@ -32,6 +32,15 @@ class LinkCut:
     edge: int
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class SiteRestart:
+    """Site ``site`` (index into the pilot's sites) killed ``at`` seconds after every site started training, and
+    started again with ``--rejoin`` once every other site has said it lost it."""
+
+    site: int
+    at: float
 
 
 def rate_bits(text: str) -> float:
@@ -83,3 +92,17 @@ def parse_cut(text: str, sites: Sequence[str], edges: Sequence[tuple[str, str]])
     if not 0 <= start < end:
         raise ProxGTValueError(f"--cut {text}: the window must satisfy 0 <= START < END (got {start:g}:{end:g})")
     return LinkCut(parse_link(link, sites, edges, "--cut"), start, end)
+
+
+def parse_restart(text: str, sites: Sequence[str]) -> SiteRestart:
+    """``SITE@SECONDS`` (seconds since every site started training)."""
+    name, sep, at_s = text.rpartition("@")
+    try:
+        at = float(at_s)
+    except ValueError:
+        at = math.nan
+    if not sep or not math.isfinite(at) or at < 0:
+        raise ProxGTValueError(f"--restart: expected SITE@SECONDS, seconds >= 0 (e.g. c@5), got {text!r}")
+    if name not in sites:
+        raise ProxGTValueError(f"--restart {text}: {name!r} is not a site of the pilot ({', '.join(sites)})")
+    return SiteRestart(list(sites).index(name), at)

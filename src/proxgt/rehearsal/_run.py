@@ -8,7 +8,8 @@ A rehearsal (see :func:`rehearse`)
    pilot file (the addresses and keys the sites really use) to ``OUT/pilot.toml``;
 3. builds the network: one namespace per site joined by veth pairs when this process may (root or
    CAP_NET_ADMIN), else forwarding proxies on 127.0.0.1; shapes links (``--rate``), then starts one
-   ``proxgt site`` per site (and the ``--intruder``), cuts and restores links on schedule (``--cut``);
+   ``proxgt site`` per site (and the ``--intruder``), cuts and restores links on schedule (``--cut``), kills a
+   site and starts it again with ``--rejoin`` once every other site has said it lost it (``--restart``);
 4. ends by itself: when every site has exited, or at the global timeout (sites killed, a one-line error), and
    removes what it made (processes, namespaces, proxies) on every exit path, Ctrl-C and SIGTERM included;
 5. gathers each site's ``summary.json`` into one table, the union of the sites' ``link_trace.csv`` into
@@ -44,7 +45,7 @@ from proxgt.settings.config import read_toml
 
 from ._capture import FRAMES_SUFFIX
 from ._keys import private_folder, site_keys
-from ._links import LinkCut, LinkRate, parse_cut, parse_rate
+from ._links import LinkCut, LinkRate, SiteRestart, parse_cut, parse_rate, parse_restart
 from ._netns import NamespaceNet, namespaces_unavailable
 from ._proxy import LoopbackNet
 
@@ -72,6 +73,7 @@ class RehearsalOptions:
     out: str | Path | None = None
     rates: Sequence[str] = ()
     cuts: Sequence[str] = ()  # seconds since every site started training (logged its first metrics row)
+    restarts: Sequence[str] = ()  # SITE@SECONDS: killed then, started again with --rejoin once the others lost it
     intruder: bool = False
     loopback: bool = False
     timeout: float = 900.0
@@ -221,6 +223,13 @@ def _logged(folder: Path) -> bool:
         return False
 
 
+def _log_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
     """Terminate the processes this rehearsal started (by their ids), kill those still alive after ``grace``."""
     for p in procs:
@@ -249,6 +258,9 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     rates: list[LinkRate] = [parse_rate(r, names, pilot.links) for r in opts.rates]
     cuts: list[LinkCut] = [parse_cut(c, names, pilot.links) for c in opts.cuts]
     captures = {parse_cut(f"{c}@0:1", names, pilot.links).edge for c in opts.capture}
+    restarts: list[SiteRestart] = [parse_restart(r, names) for r in opts.restarts]
+    if len({r.site for r in restarts}) < len(restarts):
+        raise ProxGTValueError("--restart: one restart per site")
     reason = namespaces_unavailable() if not opts.loopback else "--loopback"
     mode = "loopback" if reason is not None else "namespaces"
     out = _prepare_out(opts, pilot).resolve()
@@ -290,9 +302,11 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
     events: list[str] = []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     site_program = [sys.executable, "-m", "proxgt.cli", "site"]
+    commands: list[list[str]] = []
     start = time.monotonic()
     timed_out = False
     cut_left: list[str] = []
+    down: set[int] = set()  # sites killed by --restart and not started again yet
     with _terminating_signals():
         try:
             net.setup()
@@ -316,8 +330,9 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                     prefix: list[str] = []
                 else:
                     prefix = net.prefix(k)
+                commands.append([*prefix, *cmd])
                 with outcomes[k].log.open("wb") as log:
-                    procs.append(subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env))
+                    procs.append(subprocess.Popen(commands[k], stdout=log, stderr=subprocess.STDOUT, env=env))
             schedule = sorted([(c.start, c.edge, False) for c in cuts] + [(c.end, c.edge, True) for c in cuts])
             training: float | None = None  # when the last site logged its first metrics row: the cuts' clock
             while any(p.poll() is None for p in procs):
@@ -329,14 +344,30 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                     _, e, up = schedule.pop(0)
                     net.set_link(e, up)
                     events.append(f"{now:.1f}s link {'-'.join(pilot.links[e])} {'up' if up else 'down'}")
+                for due in [x for x in restarts if training is not None and x.at <= now - training]:
+                    procs[due.site].kill()  # as a machine that is cut off or crashes: no goodbye
+                    procs[due.site].wait()
+                    restarts.remove(due)
+                    down.add(due.site)
+                    events.append(f"{now:.1f}s site {names[due.site]} killed")
+                for k in sorted(down):
+                    if all(f"site {names[k]} was lost" in _log_text(o.log) for o in outcomes if o.name != names[k]):
+                        with outcomes[k].log.open("ab") as log:  # its log goes on
+                            procs[k] = subprocess.Popen([*commands[k], "--rejoin"], stdout=log,
+                                                        stderr=subprocess.STDOUT, env=env)
+                        down.discard(k)
+                        events.append(f"{now:.1f}s site {names[k]} started again with --rejoin (the others had "
+                                      "lost it)")
                 if now > opts.timeout:
                     timed_out = True
                     break
-                failed = [k for k, p in enumerate(procs) if p.poll() not in (None, 0)]
+                failed = [k for k, p in enumerate(procs) if p.poll() not in (None, 0) and k not in down]
                 if failed:  # a site that stopped with an error: the others would only wait for it
                     break
                 time.sleep(0.05)
             cut_left = [f"{'-'.join(pilot.links[e])} {'up' if up else 'down'} at {at:g}s" for at, e, up in schedule]
+            cut_left += [f"site {names[x.site]} killed at {x.at:g}s" for x in restarts]
+            cut_left += [f"site {names[k]} started again" for k in sorted(down)]
         finally:
             _stop(procs + ([intruder_proc] if intruder_proc is not None else []) + recorders)
             left = net.teardown()
@@ -370,6 +401,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
         "pilot": str(opts.pilot), "data": opts.data, "split": sim.split, "mode": mode, "wall_s": wall,
         "timed_out": timed_out, "rates": [f"{'-'.join(pilot.links[r.edge])}={r.text}" for r in rates],
         "cuts": [f"{'-'.join(pilot.links[c.edge])}@{c.start:g}:{c.end:g}" for c in cuts], "events": events,
+        "restarts": list(opts.restarts),
         "sites": {o.name: {"returncode": o.returncode, "folder": str(o.folder)} for o in outcomes},
         "intruder": intruder}), indent=1) + "\n")
     if timed_out:
