@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -66,6 +67,7 @@ __all__ = [
     "published_failure",
     "resolve_culprit",
     "PublishedValueError",
+    "refused_settings",
 ]
 
 _FAILED = "failed"
@@ -87,7 +89,14 @@ def published_failure(store: Any, prefix: str | None = None) -> str:
 
 class PublishedValueError(ProxGTValueError):
     """A worker's bad-input error that was published as the run's verdict: the launcher prints it, once for all
-    of its workers (every worker refuses the same settings alike)."""
+    of its workers (every worker refuses the same settings alike; :func:`refused_settings`)."""
+
+
+def refused_settings(verdict: str | None) -> str | None:
+    """The one-line error of a verdict that a worker's refused settings made (``FaultMonitor.report_self`` of a
+    ProxGTValueError, see :class:`PublishedValueError`), or None for any other verdict."""
+    m = re.fullmatch(r"rank \d+ failed: ProxGTValueError: (.*)", verdict or "")
+    return m.group(1) if m else None
 
 
 def publish_failure(store: Any, msg: str, prefix: str | None = None) -> bool:

@@ -74,6 +74,11 @@ class CsvLog:
         if rows:
             atomic_write_text(self.path, metrics_csv_text(self.columns, rows))
 
+    def go_on(self, columns: list[str]) -> None:
+        """Append to the file as it is, whose header is ``columns`` (a site that rejoins keeps its rows)."""
+        self.columns = list(columns)
+        self._started = True
+
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return

@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import multiprocessing
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -267,7 +266,7 @@ def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int =
     ``first_rank``: the global rank of the first local worker (several machines). ``store_lost()``, polled
     while workers run, returns why the store is gone ('' while it is there): the running workers are then
     stopped and the launcher exits 1 saying why."""
-    from proxgt.executors.failures import describe_exit, publish_failure, published_failure
+    from proxgt.executors.failures import describe_exit, publish_failure, published_failure, refused_settings
 
     # prefix: the workers' key_prefix(), from their TORCHELASTIC_RESTART_COUNT
     nprocs = len(procs)
@@ -319,10 +318,10 @@ def _supervise(procs: list[Any], store: Any, timeout_s: float, first_rank: int =
         return 0
     culprit = "" if named_by_launcher else published_failure(store, prefix)
     r0, c0 = first_fail
-    refused = re.fullmatch(r"rank \d+ failed: ProxGTValueError: (.*)", culprit or "")
-    if refused and not killed and all(c == 2 for c in codes if c is not None):
+    refused = refused_settings(culprit)
+    if refused is not None and not killed and all(c == 2 for c in codes if c is not None):
         # bad settings, refused alike by every worker (which left the saying to this launcher): one line
-        sys.stderr.write(f"proxgt: error: {refused.group(1)}\n")
+        sys.stderr.write(f"proxgt: error: {refused}\n")
         return 2
     others = [f"rank {r + first_rank} {describe_exit(c)} {ended[r] - ended[r0]:.1f} s later"
               for r, c in enumerate(codes) if c is not None and r != r0 and c != 0 and r not in killed]

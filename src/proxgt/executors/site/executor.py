@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import sys
 import time
 import warnings
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxgt._io import append_text, atomic_write_text, json_safe
+from proxgt._io import atomic_write_text, json_safe
 from proxgt.data._shard import NodeShard, ShardRequest
 from proxgt.errors import ProxGTValueError
 from proxgt.executors.agreement import agreed_settings, settings_fingerprint
@@ -51,6 +50,7 @@ from proxgt.executors.site.pilot import Pilot, load_pilot, pilot_run_config
 from proxgt.executors.site.transport import SiteAborted, SiteLost, SiteTransport, load_site_key
 from proxgt.settings import RunConfig
 from proxgt.training import History, RunSpec
+from proxgt.training.folder import CsvLog
 from proxgt.training.privacy import dp_requested, private_across_processes
 
 __all__ = ["Rejoin", "SiteExecutor", "run_site", "site_settings"]
@@ -113,6 +113,7 @@ class SiteExecutor:
         self._aborted: set[str] = set()  # ... and stopped afterwards
         self._pending: dict[str, dict[str, Any]] = {}  # HELLOs of neighbours not dropped yet (they restarted)
         self.setup: list[dict[str, Any]] = []  # every value received while setting up (checkpoint_state)
+        self._csv_logs: dict[str, CsvLog] = {}  # network.csv, network_metrics.csv
         self._training = False
         self._rejoin = rejoin
         self._replay: list[dict[str, Any]] | None = None
@@ -211,7 +212,7 @@ class SiteExecutor:
 
     def _on_bye(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
         if self._rejoin is not None:
-            raise SiteLost(f"site {sender} finished its run before site {self.site.name} could rejoin")
+            raise _finished_first(sender, self.site.name)
         self._done.add(sender)
 
     def _on_hello(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
@@ -262,32 +263,28 @@ class SiteExecutor:
             warnings.warn(f"site {self.site.name}: network_metrics.csv has no row for iteration {t} ({exc})",
                           stacklevel=2)
             return
-        if not self.out:
-            return
-        cols = list(row)
-        lines = [",".join(["site", *cols]) + "\n"]
-        for name in members:
-            theirs = got[name][0]["row"]
-            lines.append(",".join([name, *(f"{float(theirs.get(c, math.nan)):.10g}" for c in cols)]) + "\n")
-        path = Path(self.out) / "network_metrics.csv"
-        if path.exists():
-            append_text(path, "".join(lines[1:]))
-        else:
-            atomic_write_text(path, "".join(lines))
+        rows = [{"site": name, **got[name][0]["row"]} for name in members]
+        self._log_rows("network_metrics.csv", ["site", *row], rows)
 
     def _log_network(self, t: int) -> None:
         """One row of network.csv: what this site measured of the network at iteration t, from the values its
         neighbours sent (nothing computed on data)."""
         comm = self.comm
         assert comm is not None
-        if comm.neighbour_gap is None or not self.out:
+        if comm.neighbour_gap is not None:
+            self._log_rows("network.csv", ["iter", "neighbour_gap"], [{"iter": t, "neighbour_gap": comm.neighbour_gap}])
+
+    def _log_rows(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` to the CSV file ``name`` of this site's folder (one that exists goes on: a site that
+        rejoins keeps its rows); a site without a folder writes none."""
+        if not self.out:
             return
-        path = Path(self.out) / "network.csv"
-        line = f"{t},{comm.neighbour_gap:.6g}\n"
-        if path.exists():
-            append_text(path, line)
-        else:
-            atomic_write_text(path, "iter,neighbour_gap\n" + line)
+        log = self._csv_logs.get(name)
+        if log is None:
+            log = self._csv_logs[name] = CsvLog(Path(self.out) / name)
+            if log.path.exists():
+                log.go_on(columns)
+        log.append(rows)
 
     def add_summary(self, summary: dict[str, Any], elapsed_s: float, iters_run: int) -> None:
         comm = self.comm
@@ -448,11 +445,12 @@ class SiteExecutor:
         self.absent = (self.absent | lost) - join
         comm.regroup(set(members), self.pilot.node_edges(), comm.epoch + 1)
         comm.lost |= join & self._aborted  # stopped after it asked to join: lost again at the next iteration
-        self.lost_sites += [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
-                             "reason": self._why.pop(name, f"silent for more than {self.site_timeout_s:g} s")}
-                            for name in sorted(lost)]
+        gone = [{"site": name, "iteration": T, "nodes": list(self.pilot.site(name).node_ids),
+                 "reason": self._why.pop(name, f"silent for more than {self.site_timeout_s:g} s")}
+                for name in sorted(lost)]
+        self.lost_sites += gone
         self.rejoined_sites += [{"site": name, "iteration": T} for name in sorted(join)]
-        for entry in self.lost_sites[len(self.lost_sites) - len(lost):]:  # the operator sees it as it happens
+        for entry in gone:  # the operator sees it as it happens
             warnings.warn(f"site {self.site.name}: site {entry['site']} was lost ({entry['reason']}); from iteration "
                           f"{T} the run goes on with {', '.join(members)}", stacklevel=2)
         for name in sorted(join):
@@ -487,6 +485,10 @@ class _Regroup(Exception):
     def __init__(self, state: Any):
         super().__init__("the membership changes")
         self.state = state
+
+
+def _finished_first(peer: str, site: str) -> SiteLost:
+    return SiteLost(f"site {peer} finished its run before site {site} could rejoin")
 
 
 def settings_mismatch(peer: str, settings: dict[str, Any], theirs: dict[str, Any]) -> str:
@@ -529,7 +531,7 @@ def _hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float,
         got.setdefault(sender, header)
 
     def on_bye(sender: str, header: dict[str, Any], frames: list[Any]) -> None:
-        raise SiteLost(f"site {sender} finished its run before site {transport.name} could rejoin")
+        raise _finished_first(sender, transport.name)
 
     transport.handlers["hello"] = on_hello
     if rejoin:
