@@ -1,9 +1,10 @@
-"""Benchmark: one gossip round of the site runtime (pyzmq, CURVE on) against the gloo executor's, same graph.
+"""Benchmark: one gossip round of the site runtime (mutual TLS on) against the gloo executor's, same graph.
 
 Four processes on loopback, one node each, on a ring (or ``--topology``). Each process holds both
 communicators at once: the site runtime's :class:`~proxgt.executors.site.communicator.SiteCommunicator` over its
-:class:`~proxgt.executors.site.transport.SiteTransport` (every socket a CURVE client or server, the ZAP handler
-admitting the neighbours' keys only: encryption and authentication on, as in a pilot) and the gloo executor's
+:class:`~proxgt.executors.site.transport.SiteTransport` (every link TLS 1.3 with a client certificate, each end
+trusting the pinned certificates of its neighbours only: encryption and authentication on, as in a pilot) and the
+gloo executor's
 :class:`~proxgt.executors.p2p.DistributedCommunicator`. For each message size (the bytes of one node's row,
 float32), the processes alternate a round of one and a round of the other (a barrier before each, outside the
 timing), so that machine load drifts hit both alike. A round's time is the slowest process's time for its
@@ -14,17 +15,18 @@ Usage::
 
     python bench/bench_site.py                                # 64K, 1M, 4M, 16M; 4 processes on a ring
     python bench/bench_site.py --sizes 1M,4M --rounds 30 --json runs/bench_site.json
-    python bench/bench_site.py --link-only     # one link in one process: what CURVE costs per byte here
+    python bench/bench_site.py --link-only     # one link in one process: what TLS (and CurveZMQ) cost per byte
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -45,7 +47,7 @@ def _label(n: int) -> str:
 
 
 def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: list[int],
-            keys: list[tuple[bytes, bytes]], sizes: list[int], rounds: int, warmup: int, queue: Any) -> None:
+            key_dir: str, sizes: list[int], rounds: int, warmup: int, queue: Any) -> None:
     os.environ.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     import datetime
 
@@ -54,7 +56,7 @@ def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: l
 
     from proxgt.executors.p2p import DistributedCommunicator, partition_nodes
     from proxgt.executors.site.communicator import SiteCommunicator
-    from proxgt.executors.site.transport import SiteTransport
+    from proxgt.executors.site.transport import SiteTransport, load_site_key, read_public_key
     from proxgt.topology import make_topology
 
     torch.set_num_threads(1)
@@ -65,9 +67,10 @@ def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: l
     gloo = DistributedCommunicator(topo, partition_nodes(world, world), rank, timeout_s=120)
     names = [f"s{i}" for i in range(world)]
     address = [f"tcp://127.0.0.1:{p}" for p in site_ports]
-    neighbours = {names[j]: (address[j], keys[j][0].decode("ascii")) for j in sorted(topo.neighbors(rank))}
-    transport = SiteTransport(names[rank], neighbours, keys[rank][0], keys[rank][1], address[rank],
-                              site_timeout_s=120.0)
+    neighbours = {names[j]: (address[j], read_public_key(f"{key_dir}/{names[j]}.key"))
+                  for j in sorted(topo.neighbors(rank))}
+    transport = SiteTransport(names[rank], neighbours, load_site_key(f"{key_dir}/{names[rank]}.key_secret"),
+                              address[rank], site_timeout_s=120.0)
     W = topo.W.to_dense() if topo.W.layout == torch.sparse_csr else topo.W
     site = SiteCommunicator(transport, W, topo.degrees, (rank,), names, round_deadline_s=120.0,
                             site_timeout_s=120.0)
@@ -92,31 +95,81 @@ def _worker(rank: int, world: int, topology: str, store_port: int, site_ports: l
     dist.destroy_process_group()
 
 
-def link_throughput(curve: bool, part: int = 256 * 1024, total: int = 256 << 20) -> float:
-    """MB/s of one loopback link in one process (one ZeroMQ I/O thread encrypts, sends, receives and decrypts),
-    in parts of ``part`` bytes as the site transport sends them: the cost of CURVE per byte on this machine."""
-    import zmq
+def _tls_pair(key_dir: str) -> tuple[Any, Any]:
+    """Two ends of one loopback TLS link, as the site transport makes them (TLS 1.3, client certificate, each end
+    trusting the other's certificate only)."""
+    import socket
+    import threading
 
-    ctx = zmq.Context()
-    server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-    if curve:
+    from proxgt.executors.site.transport import _tls_context, certificate_der, load_site_key
+
+    a, b = load_site_key(f"{key_dir}/s0.key_secret"), load_site_key(f"{key_dir}/s1.key_secret")
+    server_ctx = _tls_context(True, b, [certificate_der(a.public_key)])
+    client_ctx = _tls_context(False, a, [certificate_der(b.public_key)])
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[Any] = []
+    accept = threading.Thread(target=lambda: got.append(server_ctx.wrap_socket(listener.accept()[0],
+                                                                               server_side=True)))
+    accept.start()
+    client = client_ctx.wrap_socket(socket.create_connection(listener.getsockname()), server_hostname=None)
+    accept.join()
+    listener.close()
+    return client, got[0]
+
+
+def link_throughput(kind: str, key_dir: str, part: int = 256 * 1024, total: int = 256 << 20) -> float:
+    """MB/s of one loopback link in one process, ``part`` bytes at a time: ``plain`` TCP, ``tls`` as the site
+    transport's links (a thread receives and decrypts while the caller encrypts and sends), or ``curve``
+    (CurveZMQ, which the site runtime used first; pyzmq needed): what encryption costs per byte here."""
+    import socket
+    import threading
+
+    buf = os.urandom(part)
+    if kind == "curve":
+        import zmq
+
+        ctx = zmq.Context()
+        server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
         spub, ssec = zmq.curve_keypair()
         cpub, csec = zmq.curve_keypair()
         server.curve_server, server.curve_publickey, server.curve_secretkey = True, spub, ssec
         client.curve_serverkey, client.curve_publickey, client.curve_secretkey = spub, cpub, csec
-    port = server.bind_to_random_port("tcp://127.0.0.1")
-    client.connect(f"tcp://127.0.0.1:{port}")
-    client.send(b"x")
-    server.recv()
-    buf = os.urandom(part)
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"x")
+        server.recv()
+        t0 = time.perf_counter()
+        for _ in range(total // part):
+            client.send(buf, copy=False)
+            server.recv(copy=False)
+        dt = time.perf_counter() - t0
+        for sock in (server, client):
+            sock.close(linger=0)
+        ctx.term()
+        return total / dt / 1e6
+    if kind == "tls":
+        sender, receiver = _tls_pair(key_dir)
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        sender = socket.create_connection(listener.getsockname())
+        receiver = listener.accept()[0]
+        listener.close()
+    sink = memoryview(bytearray(part))
+
+    def drain() -> None:
+        left = total
+        while left:
+            left -= receiver.recv_into(sink, min(part, left))
+
+    reader = threading.Thread(target=drain)
     t0 = time.perf_counter()
+    reader.start()
     for _ in range(total // part):
-        client.send(buf, copy=False)
-        server.recv(copy=False)
+        sender.sendall(buf)
+    reader.join()
     dt = time.perf_counter() - t0
-    for sock in (server, client):
-        sock.close(linger=0)
-    ctx.term()
+    sender.close()
+    receiver.close()
     return total / dt / 1e6
 
 
@@ -128,28 +181,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nprocs", type=int, default=4)
     p.add_argument("--topology", default="ring")
     p.add_argument("--json", default=None, help="also write the numbers here")
-    p.add_argument("--link-only", action="store_true", help="only measure one link's throughput with and "
-                   "without CURVE (one process)")
+    p.add_argument("--link-only", action="store_true", help="only measure one link's throughput: plain TCP, "
+                   "TLS, and CurveZMQ where pyzmq is installed (one process)")
     args = p.parse_args(argv)
-    if args.link_only:
-        plain, curve = link_throughput(False), link_throughput(True)
-        print(f"one loopback link, 256 KB parts: {plain:.0f} MB/s plaintext, {curve:.0f} MB/s with CURVE "
-              f"(encryption + decryption cost {1e3 / curve - 1e3 / plain:.2f} ms per MB)")
-        return 0
-    import zmq
+    import tempfile
 
     from proxgt.executors._sockets import free_ports
+    from proxgt.executors.site.transport import new_site_keys
 
-    if not zmq.has("curve"):
-        sys.exit("this pyzmq's libzmq has no CURVE support")
+    key_dir = tempfile.mkdtemp(prefix="proxgt-bench-keys-")
+    atexit.register(shutil.rmtree, key_dir, ignore_errors=True)
+    for r in range(max(2, args.nprocs)):
+        new_site_keys(f"s{r}", key_dir)
+    if args.link_only:
+        speeds = {"plain": link_throughput("plain", key_dir), "tls": link_throughput("tls", key_dir)}
+        try:
+            speeds["curve"] = link_throughput("curve", key_dir)
+        except ImportError:
+            pass
+        print(f"one loopback link, 256 KB at a time: {speeds['plain']:.0f} MB/s plaintext, {speeds['tls']:.0f} MB/s "
+              f"with TLS (encryption + decryption cost {1e3 / speeds['tls'] - 1e3 / speeds['plain']:.2f} ms per MB)")
+        if "curve" in speeds:
+            print(f"CurveZMQ (what the site runtime used first): {speeds['curve']:.0f} MB/s")
+        return 0
     sizes = [_size(s) for s in args.sizes.split(",")]
     world = args.nprocs
     ports = free_ports(world + 1)
-    keys = [zmq.curve_keypair() for _ in range(world)]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, world, args.topology, ports[0], ports[1:], keys, sizes, args.rounds,
-                                               args.warmup, queue)) for r in range(world)]
+    procs = [ctx.Process(target=_worker, args=(r, world, args.topology, ports[0], ports[1:], key_dir, sizes,
+                                               args.rounds, args.warmup, queue)) for r in range(world)]
     for proc in procs:
         proc.start()
     results = [queue.get(timeout=1800) for _ in procs]
@@ -160,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"one gossip round, {world} processes on a {args.topology}, loopback; median over {args.rounds} rounds "
           "of the slowest process's gossip() time")
-    print(f"{'message':>10}  {'gloo ms':>9}  {'site (CURVE) ms':>15}  {'site / gloo':>11}")
+    print(f"{'message':>10}  {'gloo ms':>9}  {'site (TLS) ms':>15}  {'site / gloo':>11}")
     for size in sizes:
         med = {}
         for name in ("gloo", "site"):

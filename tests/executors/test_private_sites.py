@@ -8,14 +8,9 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-zmq = pytest.importorskip("zmq")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sites import data_file, keys, pilot_text, run_sites, shards  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
 # step given: under DP a site refuses step = auto (it would need the smoothness bound of every site's raw rows)
 PRIVATE = "step = 0.1\n[privacy]\ndp_clip = 1.0\ndp_noise = 1.0\n"

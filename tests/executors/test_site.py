@@ -1,4 +1,4 @@
-"""The site runtime (proxgt site, proxgt keys): CURVE links on loopback, results equal to the simulator's, late
+"""The site runtime (proxgt site, proxgt keys): TLS links on loopback, results equal to the simulator's, late
 messages replayed from the link trace, settings agreement, refused intruders, one-line errors."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
+import ssl
 import stat
 import sys
 import threading
@@ -17,9 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-zmq = pytest.importorskip("zmq")
-
-from proxgt.cli.main import main  # noqa: E402
+from proxgt.cli.main import main
 from proxgt.errors import ProxGTValueError  # noqa: E402
 from proxgt.executors.simulation import run_simulation, simulated_communicator  # noqa: E402
 from proxgt.executors.site.communicator import SiteCommunicator  # noqa: E402
@@ -27,9 +27,7 @@ from proxgt.executors.site.pilot import load_pilot, pilot_run_config  # noqa: E4
 from proxgt.executors.site.transport import SiteLost, SiteTransport, load_site_key  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sites import data_file, free_ports, keys, pilot_text, run_sites, shards  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+from sites import PLACEHOLDER_KEYS, data_file, free_ports, keys, pilot_text, run_sites, shards  # noqa: E402
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 runs; the sites sum their rows in another order than W @ Z
 
@@ -83,8 +81,8 @@ def test_keys_new_writes_a_private_secret_and_refuses_to_overwrite(tmp_path, cap
     secret, public = tmp_path / "k" / "a.key_secret", tmp_path / "k" / "a.key"
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(public).st_mode) & 0o077 == 0o044  # public: readable, not writable by others
-    pub, _ = load_site_key(secret)
-    assert f'public_key = "{pub.decode()}"' in printed
+    pub = load_site_key(secret).public_key
+    assert f'public_key = "{pub}"' in printed
     before = secret.read_bytes()
     assert main(["keys", "new", "--site", "a", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
@@ -96,7 +94,7 @@ def test_keys_new_writes_a_private_secret_and_refuses_to_overwrite(tmp_path, cap
 
 
 # ---------------------------------------------------------------------------------------------- pilot files
-GOOD = pilot_text({"a": 1, "b": 2}, [["a", "b"]], {"a": "x" * 40, "b": "y" * 40}, ports=[7001, 7002])
+GOOD = pilot_text({"a": 1, "b": 2}, [["a", "b"]], PLACEHOLDER_KEYS, ports=[7001, 7002])
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -108,6 +106,8 @@ GOOD = pilot_text({"a": 1, "b": 2}, [["a", "b"]], {"a": "x" * 40, "b": "y" * 40}
      "may not set 'data'"),
     (lambda t: t.replace('edges = [["a", "b"]]', "edges = []"), "not connected"),
     (lambda t: t.replace("nodes = 2", "nodes = 0"), "nodes must be an int >= 1"),
+    (lambda t: t.replace(PLACEHOLDER_KEYS["b"], "y" * 40), "looks like a CurveZMQ key of an earlier proxgt"),
+    (lambda t: t.replace(PLACEHOLDER_KEYS["b"], PLACEHOLDER_KEYS["b"][:-8]), "public_key is not a certificate"),
     (lambda t: t.replace("tcp://127.0.0.1:7002", "127.0.0.1:7002"), "address tcp://HOST:PORT"),
     (lambda t: t.replace("round_deadline_s = 5.0", "round_deadline_s = -1"), "round_deadline_s must be"),
     (lambda t: t.replace("seed = 3", "seed = 3\nstepp = 0.1"), "unknown setting"),
@@ -124,7 +124,7 @@ def test_bad_pilot_files_are_one_line_errors(tmp_path, capsys, edit, message):
 
 
 def test_site_cli_refusals(tmp_path, capsys):
-    (tmp_path / "p.toml").write_text(GOOD.replace('public_key = "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"\n', ""))
+    (tmp_path / "p.toml").write_text(GOOD.replace(f'public_key = "{PLACEHOLDER_KEYS["b"]}"\n', ""))
     key_dir = tmp_path / "keys"
     keys(key_dir, ["a"])
     base = ["site", str(tmp_path / "p.toml"), "--key", str(key_dir / "a.key_secret"), "--data", "x.npz",
@@ -137,9 +137,9 @@ def test_site_cli_refusals(tmp_path, capsys):
         assert main(base + argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
-    pub, _ = load_site_key(key_dir / "a.key_secret")
-    (tmp_path / "p.toml").write_text(GOOD.replace("x" * 40, pub.decode())
-                                     .replace('public_key = "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"\n', ""))
+    pub = load_site_key(key_dir / "a.key_secret").public_key
+    (tmp_path / "p.toml").write_text(GOOD.replace(PLACEHOLDER_KEYS["a"], pub)
+                                     .replace(f'public_key = "{PLACEHOLDER_KEYS["b"]}"\n', ""))
     assert main(base + ["--site", "a"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "site 'b' has no public_key" in err, err
@@ -147,7 +147,7 @@ def test_site_cli_refusals(tmp_path, capsys):
 
 def test_the_node_graph_and_the_simulator_config_follow_from_the_pilot(tmp_path):
     text = pilot_text({"a": 2, "b": 1, "c": 2}, [["a", "b"], ["b", "c"], ["a", "c"]],
-                      {"a": "x" * 40, "b": "y" * 40, "c": "z" * 40}, ports=[7001, 7002, 7003])
+                      PLACEHOLDER_KEYS, ports=[7001, 7002, 7003])
     (tmp_path / "p.toml").write_text(text)
     pilot = load_pilot(tmp_path / "p.toml")
     # cliques {0, 1} and {3, 4}; a link [A, B] joins A's last node with B's first
@@ -235,48 +235,56 @@ def test_different_step_is_refused_naming_step(tmp_path):
 
 def test_unknown_keys_and_plaintext_clients_are_refused_and_counted(tmp_path):
     public = keys(tmp_path / "keys", ["a", "b"])
-    port = free_ports(1)[0]
-    pa, sa = load_site_key(tmp_path / "keys" / "a.key_secret")
-    pb, sb = load_site_key(tmp_path / "keys" / "b.key_secret")
+    keys(tmp_path / "other", ["b"])  # a key pair named b that the pilot does not list
+    port, port_b = free_ports(2)
     got: list[tuple[str, dict]] = []
-    t = SiteTransport("a", {"b": ("tcp://127.0.0.1:1", public["b"])}, pa, sa, f"tcp://127.0.0.1:{port}",
-                      site_timeout_s=5.0)
+    t = SiteTransport("a", {"b": (f"tcp://127.0.0.1:{port_b}", public["b"])},
+                      load_site_key(tmp_path / "keys" / "a.key_secret"), f"tcp://127.0.0.1:{port}", site_timeout_s=5.0)
     t.run_tag = "r"
     for kind in ("hello", "round", "flood", "bye"):
         t.handlers[kind] = lambda sender, header, frames: got.append((sender, header))
-    ctx = zmq.Context()
+    message = json.dumps({"run": "r", "kind": "hello", "sizes": []}).encode()
+    framed = len(message).to_bytes(4, "little") + message
     try:
-        intruder = ctx.socket(zmq.DEALER)  # a key the pilot does not list
-        intruder.curve_publickey, intruder.curve_secretkey = zmq.curve_keypair()
-        intruder.curve_serverkey = pa
-        plain = ctx.socket(zmq.DEALER)  # no CURVE at all
-        for s in (intruder, plain):
-            s.linger = 0
-            s.connect(f"tcp://127.0.0.1:{port}")
-            s.send_multipart([json.dumps({"run": "r", "kind": "hello"}).encode()], zmq.NOBLOCK)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # another key, even under a neighbour's name
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.load_cert_chain(str(tmp_path / "other" / "b.key_secret"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw) as conn:
+                    conn.sendall(framed)
+                    assert conn.recv(1) == b""  # the site hangs up (TLS 1.3 tells the client after its Finished)
+            except (ssl.SSLError, OSError):
+                pass
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:  # no TLS at all
+            plain.sendall(framed)
+            plain.settimeout(10)
+            try:
+                answer = plain.recv(1 << 16)  # at most a TLS alert, then the site hangs up
+                assert answer == b"" or answer[:1] == b"\x15", answer
+            except ConnectionResetError:
+                pass
         deadline = time.monotonic() + 20
-        def refused() -> tuple[int, int]:  # (unknown key, no CURVE: a protocol error, its detail as libzmq saw it)
-            by = t.stats.refused_by
-            return (by.get("EVENT_HANDSHAKE_FAILED_AUTH", 0),
-                    by.get("EVENT_HANDSHAKE_FAILED_PROTOCOL", 0) + by.get("EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0))
-
         with pytest.warns(UserWarning, match="site a refused a connection attempt"):  # said once, then counted
-            while min(refused()) < 1 and time.monotonic() < deadline:
+            while t.stats.refused_connections < 2 and time.monotonic() < deadline:
                 t.pump(0.05)
-        assert min(refused()) >= 1, t.stats
-        assert t.stats.refused_connections == sum(refused())
+        assert t.stats.refused_by == {"unknown key": 1, "no TLS or a failed handshake": 1}, t.stats
+        assert t.stats.refused_connections == 2 and t.stats.bytes_received == 0
         assert got == []
-        friend = ctx.socket(zmq.DEALER)  # b's key: admitted, and named by its key, not by the message
-        friend.curve_publickey, friend.curve_secretkey, friend.curve_serverkey = pb, sb, pa
-        friend.linger = 0
-        friend.connect(f"tcp://127.0.0.1:{port}")
-        friend.send_multipart([json.dumps({"run": "r", "kind": "hello", "origin": "c"}).encode()])
-        deadline = time.monotonic() + 20
-        while not got and time.monotonic() < deadline:
-            t.pump(0.05)
+        # b's own key: admitted, and named by its certificate, not by the message
+        b = SiteTransport("b", {"a": (f"tcp://127.0.0.1:{port}", public["a"])},
+                          load_site_key(tmp_path / "keys" / "b.key_secret"), f"tcp://127.0.0.1:{port_b}",
+                          site_timeout_s=5.0)
+        try:
+            b.run_tag = "r"
+            b.send("a", {"kind": "hello", "origin": "c"})
+            deadline = time.monotonic() + 20
+            while not got and time.monotonic() < deadline:
+                t.pump(0.05)
+        finally:
+            b.close()
         assert [s for s, _ in got] == ["b"]
     finally:
-        ctx.destroy(linger=0)
         t.close(linger_ms=0)
 
 
@@ -299,8 +307,8 @@ def test_late_messages_keep_the_trackers_sum_exact(tmp_path):
 
     def site(name: str, other: str, delay: float) -> None:
         me = pilot.site(name)
-        p, s = load_site_key(tmp_path / "keys" / f"{name}.key_secret")
-        t = SiteTransport(name, {other: (pilot.site(other).address, public[other])}, p, s, me.address,
+        t = SiteTransport(name, {other: (pilot.site(other).address, public[other])},
+                          load_site_key(tmp_path / "keys" / f"{name}.key_secret"), me.address,
                           site_timeout_s=20.0)
         t.run_tag = "r"
         try:

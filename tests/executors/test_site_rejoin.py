@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-zmq = pytest.importorskip("zmq")
-
 from proxgt._io import read_metrics_csv  # noqa: E402
 from proxgt.cli.main import main  # noqa: E402
 from proxgt.errors import ProxGTValueError  # noqa: E402
@@ -31,8 +29,7 @@ from proxgt.executors.site.transport import SiteLost  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from sites import data_file, free_ports, keys, pilot_text, shards  # noqa: E402
 
-pytestmark = [pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE"),
-              pytest.mark.filterwarnings("ignore:site .* refused a connection attempt"),
+pytestmark = [pytest.mark.filterwarnings("ignore:site .* refused a connection attempt"),
               pytest.mark.filterwarnings("ignore:site .*'s settings differ")]
 
 SITES = {"a": 1, "b": 2, "c": 1}
@@ -109,7 +106,7 @@ def _assert_consensus(results: dict[str, Any], labels: list[str]) -> None:
 
 
 def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path, recwarn):
-    """c stops at iteration 6 (checkpoint at 5). A restart with another key is refused by CURVE (it gives up after
+    """c stops at iteration 6 (checkpoint at 5). A restart with another key is refused in the TLS handshake (it gives up after
     --start-timeout), one with other settings is refused naming the setting (on both ends), one without --rejoin
     is told to use it; a and b go on. Then c rejoins from its checkpoint: everyone records it at the same
     iteration T, c's metrics continue its checkpoint's rows, and the final rows of all four nodes agree."""
@@ -125,7 +122,7 @@ def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path, recwarn):
     first_rows = read_metrics_csv(out / "c" / "metrics.csv")[1]
     assert [r["iter"] for r in first_rows] == [0, 5]
 
-    # another key for c (a new pilot file for c alone): a and b refuse it during the CURVE handshake
+    # another key for c (a new pilot file for c alone): a and b refuse it during the TLS handshake
     new_public = keys(tmp_path / "newkeys", ["c"])["c"]
     other_key = tmp_path / "other-key.toml"
     other_key.write_text(pilot.read_text().replace(keys(tmp_path / "keys", ["c"])["c"], new_public))

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
-import zmq.auth
 
 from proxgt.cli.main import main
 from proxgt.data import load_npz
 from proxgt.errors import ProxGTValueError
+from proxgt.executors._sockets import free_ports
+from proxgt.executors.site.transport import load_site_key, new_site_keys
 from proxgt.rehearsal import RehearsalOptions, rehearse
 from proxgt.rehearsal._intruder import attempt
 from proxgt.rehearsal._keys import site_keys
@@ -94,14 +94,12 @@ def test_shards_hold_the_simulators_rows(tmp_path):
 
 
 def test_throwaway_keys_are_private_and_given_keys_are_checked(tmp_path):
-    (tmp_path / "mine").mkdir()
-    zmq.auth.create_certificates(str(tmp_path / "mine"), "b")
-    pub_b = zmq.auth.load_certificate(str(tmp_path / "mine" / "b.key"))[0].decode()
+    _, _, pub_b = new_site_keys("b", tmp_path / "mine")
     publics, secrets = site_keys(["a", "b"], [None, pub_b], tmp_path / "keys", tmp_path / "mine")
     assert publics[1] == pub_b and secrets[1] == tmp_path / "mine" / "b.key_secret"
     assert stat.S_IMODE(os.stat(tmp_path / "keys").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(secrets[0]).st_mode) == 0o600
-    assert zmq.auth.load_certificate(str(secrets[0]))[0].decode() == publics[0]
+    assert load_site_key(secrets[0]).public_key == publics[0] != pub_b
     with pytest.raises(ProxGTValueError, match="--keys DIR"):
         site_keys(["b"], [pub_b], tmp_path / "keys2", None)
     with pytest.raises(ProxGTValueError, match="does not hold the secret"):
@@ -117,26 +115,28 @@ def _echo_server() -> tuple[socket.socket, int]:
 
 
 def test_a_recorded_link_shows_a_plaintext_message(tmp_path):
-    """The control of the sites' encryption check (test_rehearse_sites): rows sent as a site's message frames
-    but without CURVE, through a recorded loopback link, are found in the recording."""
+    """The control of the sites' encryption check (test_rehearse_sites): rows framed as a site's message but sent
+    without TLS, through a recorded loopback link, are found in the recording."""
     from proxgt.rehearsal._capture import capture_streams
 
     row = np.random.default_rng(7).standard_normal(20).astype(np.float32)
-    ctx = zmq.Context()
-    server = ctx.socket(zmq.ROUTER)
-    port = server.bind_to_random_port("tcp://127.0.0.1")
+    srv, port = _echo_server()
     net = LoopbackNet([port, port], [(0, 1)], capture={0: tmp_path / "control"})
     net.setup()
     try:
-        client = ctx.socket(zmq.DEALER)
-        client.connect(f"tcp://127.0.0.1:{net.peer_port(0, 1)}")
-        client.send_multipart([b'{"kind":"round","key":"x","dtype":"<f4","shape":[1,20]}', row.tobytes()])
-        assert server.poll(30_000)
-        assert server.recv_multipart()[-1] == row.tobytes()
-        client.close(linger=0)
+        header = b'{"kind":"round","key":"x","dtype":"<f4","shape":[1,20],"sizes":[80]}'
+        with socket.create_connection(("127.0.0.1", net.peer_port(0, 1)), timeout=30) as client:
+            client.sendall(len(header).to_bytes(4, "little") + header + row.tobytes())
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(30)
+                got = b""
+                while not got.endswith(row.tobytes()):
+                    chunk = conn.recv(1 << 16)
+                    assert chunk
+                    got += chunk
     finally:
-        server.close(linger=0)
-        ctx.term()
+        srv.close()
         net.teardown()
     assert any(row.tobytes() in s for s in capture_streams(tmp_path / "control"))
 
@@ -181,36 +181,31 @@ def test_loopback_link_forwards_records_cuts_and_paces(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the intruder
 def test_an_unknown_key_is_denied_where_a_listed_one_is_accepted(tmp_path):
-    """The intruder's handshake check can fail: the listed key (the control) is accepted, its own key denied."""
-    from zmq.auth.thread import ThreadAuthenticator
+    """The intruder's check can fail: the listed key (the control) is accepted, its own key denied, plaintext
+    refused; the site counts the two refusals."""
+    from proxgt.executors.site.transport import SiteTransport
 
-    for name in ("server", "friend", "intruder"):
-        zmq.auth.create_certificates(str(tmp_path), name)
-    (tmp_path / "allowed").mkdir()
-    (tmp_path / "allowed" / "friend.key").write_bytes((tmp_path / "friend.key").read_bytes())
-    spub, ssec = zmq.auth.load_certificate(str(tmp_path / "server.key_secret"))
-    ctx = zmq.Context()
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
+    pub = {name: new_site_keys(name, tmp_path)[2] for name in ("server", "friend", "intruder")}
+    port = free_ports(1)[0]
+    address = f"tcp://127.0.0.1:{port}"
+    server = SiteTransport("server", {"friend": ("tcp://127.0.0.1:1", pub["friend"])},
+                           load_site_key(tmp_path / "server.key_secret"), address, site_timeout_s=10.0)
     try:
-        auth.configure_curve(domain="*", location=str(tmp_path / "allowed"))
-        server = ctx.socket(zmq.ROUTER)
-        server.curve_server = True
-        server.curve_publickey, server.curve_secretkey = spub, ssec
-        port = server.bind_to_random_port("tcp://127.0.0.1")
-        address = f"tcp://127.0.0.1:{port}"
-        friend = zmq.auth.load_certificate(str(tmp_path / "friend.key_secret"))
-        intruder = zmq.auth.load_certificate(str(tmp_path / "intruder.key_secret"))
-        assert attempt(ctx, address, spub, friend, 0, 10.0) == "accepted"
-        assert server.poll(10_000)  # the friend's message arrived
-        server.recv_multipart()
-        assert attempt(ctx, address, spub, intruder, 0, 10.0) == "denied"
-        assert attempt(ctx, address, spub, None, 0, 10.0) in ("protocol", "failed")
-        assert not server.poll(500)  # nothing from the intruder
-        server.close(linger=0)
+        assert attempt(address, str(tmp_path / "friend.key_secret"), 0, 2.0) == "accepted"
+        deadline = time.monotonic() + 10
+        while not server.stats.dropped_messages and time.monotonic() < deadline:
+            server.pump(0.05)  # the friend's message arrived (and was dropped: it is of no run)
+        assert server.stats.dropped_messages == 1 and server.stats.bytes_received > 0
+        got = server.stats.bytes_received
+        assert attempt(address, str(tmp_path / "intruder.key_secret"), 0, 5.0) == "denied"
+        assert attempt(address, None, 0, 5.0) == "protocol"
+        with pytest.warns(UserWarning, match="refused a connection attempt"):
+            while server.stats.refused_connections < 2 and time.monotonic() < deadline + 10:
+                server.pump(0.05)
+        assert server.stats.refused_connections == 2
+        assert server.stats.bytes_received == got  # nothing from the intruder
     finally:
-        auth.stop()
-        ctx.term()
+        server.close(linger_ms=0)
 
 
 # ---------------------------------------------------------------------------------------------- orchestration

@@ -1,11 +1,11 @@
-"""The intruder of ``proxgt rehearse --intruder``: a process holding a CURVE key that is not in the pilot file.
+"""The intruder of ``proxgt rehearse --intruder``: a process holding a key that is not in the pilot file.
 
-It tries, again and again, to connect to every site and to send it messages with well-formed headers: once with
-its own CURVE key (the site's ZAP handler must deny it) and once without encryption (a CURVE server refuses
-the NULL mechanism). It watches its own sockets' handshake events and writes what happened to a JSON file;
-``accepted`` counts handshakes that succeeded, which must stay 0.
+It tries, again and again, to connect to every site and to send it messages with well-formed headers: once over
+TLS with its own certificate (the site must refuse it: its trust store holds the neighbours' certificates only)
+and once without encryption (a TLS server refuses bytes that are no handshake). It writes what happened to a JSON
+file; ``accepted`` counts connections that a site kept open after the message, which must stay 0.
 
-Run as ``python -m proxgt.rehearsal._intruder --key KEY_SECRET --out RESULT.json --target NAME=ADDRESS=PUBKEY ...``.
+Run as ``python -m proxgt.rehearsal._intruder --key KEY_SECRET --out RESULT.json --target NAME=ADDRESS ...``.
 """
 
 from __future__ import annotations
@@ -13,121 +13,112 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import socket
+import ssl
+import struct
+import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
-import zmq
-import zmq.auth
-from zmq.utils.monitor import recv_monitor_message
 
 from proxgt._io import atomic_write_text
 
 __all__ = ["main", "attempt", "attempts"]
 
-_OUTCOMES: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_SUCCEEDED: "accepted",
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "denied",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed",
-}
 
-
-def _message(round_: int) -> list[bytes]:
-    """A gossip message as a site sends one (a JSON header and the raw rows it announces), with values far from
-    any iterate: had one been delivered, the sites' results would show it."""
+def _message(round_: int) -> bytes:
+    """A gossip message framed as a site sends one (a JSON header and the raw rows it announces), with values far
+    from any iterate: had one been delivered, the sites' results would show it."""
     rows = np.full((1, 123), 1e3 * (round_ + 1), dtype=np.float32)
-    header = {"run": "0" * 16, "kind": "round", "key": "x", "round": round_, "links": [[0, 1]],
-              "dtype": rows.dtype.str, "shape": list(rows.shape)}
-    return [json.dumps(header).encode(), rows.tobytes()]
+    header = json.dumps({"run": "0" * 16, "kind": "round", "key": "x", "round": round_, "links": [[0, 1]],
+                         "dtype": rows.dtype.str, "shape": list(rows.shape),
+                         "sizes": [rows.nbytes]}).encode()
+    return struct.pack("<I", len(header)) + header + rows.tobytes()
 
 
-def _socket(ctx: zmq.Context, server_key: bytes | None, keys: tuple[bytes, bytes] | None) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    if keys is not None and server_key is not None:
-        sock.curve_publickey, sock.curve_secretkey = keys
-        sock.curve_serverkey = server_key
-    return sock
+def _tls(key_file: str | None) -> ssl.SSLContext | None:
+    if key_file is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the intruder does not care who the site is; the site cares who it is
+    ctx.load_cert_chain(key_file)
+    return ctx
 
 
-def attempts(ctx: zmq.Context, tries: Sequence[tuple[str, bytes | None, tuple[bytes, bytes] | None]], round_: int,
-             wait_s: float) -> list[str]:
-    """One connection per ``(address, server_key, keys)`` at once, with CURVE (``keys``: own public and secret
-    key) or without (None), each sending one message; the outcome of each handshake (``accepted``, ``denied``,
-    ``protocol``, ``failed``, or ``no answer`` within ``wait_s``)."""
-    socks, monitors = [], []
-    outcomes = ["no answer"] * len(tries)
+def attempt(address: str, key_file: str | None, round_: int, wait_s: float) -> str:
+    """One connection to ``address`` (``tcp://HOST:PORT``), over TLS with the certificate of ``key_file`` or in
+    plaintext (None), that sends one message and then waits ``wait_s`` for the site to hang up. The outcome:
+    ``denied`` (the TLS handshake failed, or the site ended the connection: TLS 1.3 tells a client that its
+    certificate was refused only after the client's side of the handshake), ``protocol`` (plaintext: the site
+    hung up), ``accepted`` (the connection stayed open: the site took it), or ``no answer`` (nothing listens)."""
+    from proxgt.executors.site.transport import split_address
+
+    host, port = split_address(address)
     try:
-        for address, server_key, keys in tries:
-            sock = _socket(ctx, server_key, keys)
-            socks.append(sock)
-            monitors.append(sock.get_monitor_socket(zmq.EVENT_ALL))
-            sock.connect(address)
+        raw = socket.create_connection((host or "127.0.0.1", port), timeout=wait_s)
+    except OSError:
+        return "no answer"
+    refused = "denied" if key_file is not None else "protocol"
+    try:
+        raw.settimeout(wait_s)
+        conn: socket.socket = raw
+        ctx = _tls(key_file)
+        if ctx is not None:
             try:
-                sock.send_multipart(_message(round_), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-        poller = zmq.Poller()
-        for m in monitors:
-            poller.register(m, zmq.POLLIN)
-        open_ = set(range(len(tries)))
-        deadline = time.monotonic() + wait_s
-        while open_ and (left := deadline - time.monotonic()) > 0:
-            ready = dict(poller.poll(int(left * 1000) + 1))
-            for k in list(open_):
-                while monitors[k] in ready and monitors[k].poll(0):
-                    event = recv_monitor_message(monitors[k])["event"]
-                    if event in _OUTCOMES:
-                        outcomes[k] = _OUTCOMES[event]
-                        open_.discard(k)
-                        break
-        return outcomes
+                conn = ctx.wrap_socket(raw, server_hostname=None)
+            except (ssl.SSLError, OSError):
+                return refused
+        try:
+            conn.sendall(_message(round_))
+            return refused if not conn.recv(1) else "accepted"  # a site never writes to an incoming link
+        except TimeoutError:
+            return "accepted"
+        except (ssl.SSLError, OSError):
+            return refused
     finally:
-        for sock, m in zip(socks, monitors, strict=False):
-            sock.disable_monitor()
-            m.close(linger=0)
-            sock.close(linger=0)
+        raw.close()
 
 
-def attempt(ctx: zmq.Context, address: str, server_key: bytes | None, keys: tuple[bytes, bytes] | None,
-            round_: int, wait_s: float) -> str:
-    """One connection (see :func:`attempts`)."""
-    return attempts(ctx, [(address, server_key, keys)], round_, wait_s)[0]
+def attempts(tries: Sequence[tuple[str, str | None]], round_: int, wait_s: float) -> list[str]:
+    """:func:`attempt` for each ``(address, key_file)`` at once."""
+    out = ["no answer"] * len(tries)
+
+    def one(k: int) -> None:
+        out[k] = attempt(tries[k][0], tries[k][1], round_, wait_s)
+
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(len(tries))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(wait_s * 3 + 5)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="proxgt-rehearsal-intruder")
-    parser.add_argument("--key", required=True, help="the intruder's secret key file (zmq.auth format)")
-    parser.add_argument("--target", action="append", default=[], help="NAME=ADDRESS=SERVER_PUBLIC_KEY")
+    parser.add_argument("--key", required=True, help="the intruder's secret key file (proxgt keys new)")
+    parser.add_argument("--target", action="append", default=[], help="NAME=ADDRESS")
     parser.add_argument("--out", required=True)
     parser.add_argument("--rounds", type=int, default=0, help="rounds of attempts (0: until stopped)")
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--wait", type=float, default=2.0)
     args = parser.parse_args(argv)
-    public, secret = zmq.auth.load_certificate(args.key)
-    assert secret is not None
-    targets = []
-    for t in args.target:
-        name, address, key = t.split("=", 2)
-        targets.append((name, address, key.encode()))
-    result: dict[str, dict[str, int]] = {name: {} for name, _, _ in targets}
+    targets = [tuple(t.split("=", 1)) for t in args.target]
+    result: dict[str, dict[str, int]] = {name: {} for name, _ in targets}
     atomic_write_text(args.out, json.dumps(_summary(result), indent=1))  # started: the rehearsal waits for this
-    tries = [(name, mode, (address, key, (public, secret) if mode == "curve" else None))
-             for name, address, key in targets for mode in ("curve", "plain")]
-    ctx = zmq.Context()
-    try:
-        for r in itertools.count():
-            if args.rounds and r >= args.rounds:
-                break
-            got = attempts(ctx, [t for _, _, t in tries], r, args.wait)
-            for (name, mode, _), outcome in zip(tries, got, strict=True):
-                slot = f"{mode} {outcome}"
-                result[name][slot] = result[name].get(slot, 0) + 1
-            atomic_write_text(args.out, json.dumps(_summary(result), indent=1))
-            time.sleep(args.interval)
-    finally:
-        ctx.term()
+    tries = [(name, mode, (address, args.key if mode == "tls" else None))
+             for name, address in targets for mode in ("tls", "plain")]
+    for r in itertools.count():
+        if args.rounds and r >= args.rounds:
+            break
+        got = attempts([t for _, _, t in tries], r, args.wait)
+        for (name, mode, _), outcome in zip(tries, got, strict=True):
+            slot = f"{mode} {outcome}"
+            result[name][slot] = result[name].get(slot, 0) + 1
+        atomic_write_text(args.out, json.dumps(_summary(result), indent=1))
+        time.sleep(args.interval)
     return 0
 
 

@@ -6,8 +6,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import zmq.auth
-
 from proxgt.errors import ProxGTValueError
 
 __all__ = ["site_keys", "private_folder"]
@@ -28,15 +26,15 @@ def site_keys(names: Sequence[str], public_keys: Sequence[str | None], key_dir: 
     needs its secret file ``given/<name>.key_secret`` (``--keys``), checked against the pilot's public key.
     """
     # the site runtime's own key maker (imports torch with the executors package: not at module level)
-    from proxgt.executors.site.transport import new_site_keys
+    from proxgt.executors.site.transport import load_site_key, new_site_keys
 
     private_folder(key_dir)
     publics: list[str] = []
     secrets: list[Path] = []
     for name, public in zip(names, public_keys, strict=True):
         if public is None:
-            _, secret_file, z85 = new_site_keys(name, key_dir)
-            publics.append(z85)
+            _, secret_file, line = new_site_keys(name, key_dir)
+            publics.append(line)
             secrets.append(secret_file)
             continue
         if given is None:
@@ -45,10 +43,10 @@ def site_keys(names: Sequence[str], public_keys: Sequence[str | None], key_dir: 
                 f"(DIR/{name}.key_secret), or leave public_key out for a throwaway key")
         given_file = given / f"{name}.key_secret"
         try:
-            pub, secret = zmq.auth.load_certificate(str(given_file))
-        except (OSError, ValueError) as exc:
-            raise ProxGTValueError(f"site {name}: cannot read the secret key {given_file}: {exc}") from None
-        if secret is None or pub.decode() != public:
+            pub = load_site_key(given_file).public_key
+        except ProxGTValueError as exc:
+            raise ProxGTValueError(f"site {name}: cannot use the secret key {given_file}: {exc}") from None
+        if pub != public:
             raise ProxGTValueError(f"site {name}: {given_file} does not hold the secret of the pilot's public_key")
         publics.append(public)
         secrets.append(given_file)

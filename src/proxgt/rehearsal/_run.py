@@ -4,7 +4,7 @@ A rehearsal (see :func:`rehearse`)
 
 1. splits the data set over all nodes of the pilot as ``proxgt run --data DATASET --split S --nodes N`` would and
    writes each site's rows to ``OUT/shards/SITE.npz`` (with ``node_counts``, so the site reproduces the split);
-2. makes throwaway CURVE keys (``OUT/keys``, mode 0700) for sites without ``public_key`` and writes the effective
+2. makes throwaway keys (``OUT/keys``, mode 0700) for sites without ``public_key`` and writes the effective
    pilot file (the addresses and keys the sites really use) to ``OUT/pilot.toml``;
 3. builds the network: one namespace per site joined by veth pairs when this process may (root or
    CAP_NET_ADMIN), else forwarding proxies on 127.0.0.1; shapes links (``--rate``), then starts one
@@ -316,7 +316,7 @@ def rehearse(opts: RehearsalOptions, say: Callable[[str], None] = print) -> Rehe
                 recorders = start_recorders(net, {e: out / "capture" / "-".join(pilot.links[e]) /
                                                   f"{pilot.links[e][0]}{FRAMES_SUFFIX}" for e in captures}, env)
             if opts.intruder:  # ready before the sites: it tries them from the moment they listen
-                intruder_proc = _start_intruder(net, out, addresses, publics, names, env)
+                intruder_proc = _start_intruder(net, out, addresses, names, env)
             start = time.monotonic()
             for k, name in enumerate(names):
                 cmd = [*(opts.site_command or site_program), str(out / "pilot.toml"), "--site", name,
@@ -428,15 +428,15 @@ def start_recorders(net: NamespaceNet, files: dict[int, Path], env: dict[str, st
     return procs
 
 
-def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Sequence[str], publics: Sequence[str],
+def _start_intruder(net: NamespaceNet | LoopbackNet, out: Path, addresses: Sequence[str],
                     names: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     from proxgt.executors.site.transport import new_site_keys
 
     _, secret, _ = new_site_keys("intruder", private_folder(out / "keys" / "intruder"))
     cmd = [sys.executable, "-m", "proxgt.rehearsal._intruder", "--key", str(secret), "--out",
            str(out / "intruder.json")]
-    for name, address, public in zip(names, addresses, publics, strict=True):
-        cmd += ["--target", f"{name}={address}={public}"]
+    for name, address in zip(names, addresses, strict=True):
+        cmd += ["--target", f"{name}={address}"]
     prefix = net.prefix(None) if isinstance(net, NamespaceNet) else []
     with (out / "logs" / "intruder.log").open("wb") as log:
         proc = subprocess.Popen([*prefix, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)

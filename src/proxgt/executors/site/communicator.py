@@ -1,4 +1,4 @@
-"""A site's gossip rounds over its CURVE links: synchronous rounds with a deadline, running sums for trackers.
+"""A site's gossip rounds over its TLS links: synchronous rounds with a deadline, running sums for trackers.
 
 The semantics are those of the simulator's :class:`~proxgt.mixing.running_sums.RunningSumMixer`, message by
 message, so that a recorded link trace replays exactly (``proxgt run --link-trace``):
@@ -158,7 +158,7 @@ class SiteCommunicator:
         dtype = np.dtype(header["dtype"])
         order = [(int(j), int(i)) for j, i in header["links"]]
         rows = np.frombuffer(frames[0], dtype=dtype).reshape(header["shape"])
-        # a frame's own buffer is read-only and the frame's to free; a joined one is this message's alone
+        # the transport reads each frame into a buffer of its own: used in place (a read-only one is copied)
         t = torch.from_numpy(rows if rows.flags.writeable else rows.copy())
         box = self._inbox.setdefault((sender, str(header["key"])), {})
         box[int(header["round"])] = t if order == links else t[[order.index(lk) for lk in links]]

@@ -1,4 +1,4 @@
-"""One site of a cross-site pilot: its nodes, through the shared run driver, over its CURVE links.
+"""One site of a cross-site pilot: its nodes, through the shared run driver, over its TLS links.
 
 :func:`run_site` is ``proxgt site``: read the pilot file, open the site's sockets
 (:mod:`~proxgt.executors.site.transport`), agree with the neighbours on the settings (HELLO: the hash of the
@@ -349,7 +349,7 @@ class SiteExecutor:
 
         if self._rejoin is not None:
             t_checkpoint = int(state.t)
-            for peer in self.transport.dealers:
+            for peer in self.transport.peers:
                 if peer not in self.absent:
                     self.transport.send(peer, {"kind": "join", "epoch": self.comm.epoch})
             lost, join, T, members = self._agree(t_checkpoint)
@@ -469,11 +469,11 @@ class SiteExecutor:
         site's last messages, which leave before its sockets close."""
         done = self._done
         done |= self.absent
-        for peer in self.transport.dealers:
+        for peer in self.transport.peers:
             self.transport.send(peer, {"kind": "bye"})
         start = time.monotonic()
-        while set(self.transport.dealers) - done:
-            for p in set(self.transport.dealers) - done:
+        while set(self.transport.peers) - done:
+            for p in set(self.transport.peers) - done:
                 if self.transport.silent_since(p, start) > self.site_timeout_s:
                     done.add(p)  # gone: it cannot need anything more
             self.transport.pump(0.05)
@@ -536,14 +536,14 @@ def _hello(transport: SiteTransport, settings: dict[str, Any], timeout_s: float,
     transport.handlers["hello"] = on_hello
     if rejoin:
         transport.handlers["bye"] = on_bye
-    for peer in transport.dealers:
+    for peer in transport.peers:
         transport.send(peer, {"kind": "hello", "hash": digest, "settings": settings, **({"rejoin": True} if rejoin
                                                                                          else {})})
     start = time.monotonic()
     while True:
         # a rejoining site waits for the neighbours in the run only (the others' answers name those out of it)
         out = {n for h in got.values() for n in h.get("absent", [])} if rejoin else set()
-        waiting = set(transport.dealers) - set(got) - out
+        waiting = set(transport.peers) - set(got) - out
         if not waiting and (got or not rejoin):
             break
         if time.monotonic() - start > timeout_s:
@@ -592,8 +592,8 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
         raise ProxGTValueError(f"--start-timeout must be > 0 seconds (got {start_timeout_s})")
     if not send_delay_s >= 0:
         raise ProxGTValueError(f"--send-delay must be >= 0 seconds (got {send_delay_s})")
-    public, secret = load_site_key(key_file)
-    if me.public_key is not None and me.public_key.encode("ascii") != public:
+    own_key = load_site_key(key_file)
+    if me.public_key is not None and me.public_key != own_key.public_key:
         raise ProxGTValueError(f"--key {key_file} is not site {site}'s key: its public key differs from the one the "
                                f"pilot file lists for {site}")
     addresses = {s.name: s.address for s in pilot.sites}
@@ -622,7 +622,7 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
         cfg = cfg.replace(checkpoint_every=cfg.log_every)
     settings = site_settings(pilot, cfg)
     checkpoint = _rejoin_checkpoint(cfg, out, site) if rejoin else None
-    transport = SiteTransport(site, neighbours, public, secret, bind or me.address, site_timeout_s=timeout)
+    transport = SiteTransport(site, neighbours, own_key, bind or me.address, site_timeout_s=timeout)
     executor: SiteExecutor | None = None
     try:
         # sites are started by hand at different places: the neighbours get longer to come than to answer later
@@ -651,7 +651,7 @@ def run_site(pilot_path: str | Path, site: str, key_file: str | Path, data: str,
         raise
     finally:
         # nobody waits for what a site sends to the sites gone, nor for a rejoin that failed
-        gone = sorted(executor.absent) if executor is not None else list(transport.dealers) if rejoin else []
+        gone = sorted(executor.absent) if executor is not None else list(transport.peers) if rejoin else []
         transport.close(gone=gone)
 
 

@@ -11,7 +11,7 @@ A pilot file (TOML) is shared by every site::
     [[site]]
     name = "a"
     address = "tcp://127.0.0.1:7301"   # where the site binds, and where its neighbours connect
-    public_key = "..."                 # Z85 CURVE key (proxgt keys new); absent only in a rehearsal
+    public_key = "..."                 # its certificate (proxgt keys new); absent only in a rehearsal
     nodes = 1                          # nodes the site hosts (default 1)
 
     [links]
@@ -35,6 +35,7 @@ from typing import Any
 
 from proxgt._io import atomic_write_text
 from proxgt.errors import ProxGTValueError
+from proxgt.executors.site.transport import certificate_der
 from proxgt.settings import RunConfig
 from proxgt.settings.config import flatten, read_toml
 
@@ -70,7 +71,8 @@ _SITE_KEYS = {"name", "address", "public_key", "nodes"}
 
 @dataclass(frozen=True)
 class PilotSite:
-    """One ``[[site]]``: its name, address, public key (Z85; None in a rehearsal) and global node ids."""
+    """One ``[[site]]``: its name, address, public key (its certificate, base64; None in a rehearsal) and global
+    node ids."""
 
     name: str
     address: str
@@ -165,9 +167,14 @@ def _sites(raw: Any, path: str) -> tuple[PilotSite, ...]:
                               f"same address {address}")
         seen[name] = address
         key = entry.get("public_key")
-        if key is not None and (not isinstance(key, str) or len(key) != 40):
-            raise _fail(path, f"site {name!r}: public_key must be the 40-character Z85 key that 'proxgt keys new' "
-                              f"prints (got {key!r})")
+        if key is not None:
+            try:
+                certificate_der(key if isinstance(key, str) else "?")
+            except ValueError as exc:
+                old = isinstance(key, str) and len(key) == 40  # a CurveZMQ key: sites used CURVE before TLS
+                raise _fail(path, f"site {name!r}: public_key is {exc}" + (
+                    "; it looks like a CurveZMQ key of an earlier proxgt: make the site's keys anew" if old else "")
+                    ) from None
         nodes = entry.get("nodes", 1)
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
             raise _fail(path, f"site {name!r}: nodes must be an int >= 1 (got {nodes!r})")

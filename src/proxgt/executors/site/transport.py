@@ -1,23 +1,28 @@
-"""A site's authenticated, encrypted links to its neighbours: pyzmq sockets with CURVE (CurveZMQ).
+"""A site's authenticated, encrypted links to its neighbours: mutual TLS 1.3 (Python's :mod:`ssl`, OpenSSL).
 
-Sockets and ports (what secdocs' docs/security.md cites):
+Sockets and ports (what docs/security.md cites):
 
-* Every site binds ONE socket, a ZeroMQ ``ROUTER``, on its address (``tcp://HOST:PORT`` from the pilot file, or
-  ``--bind``). It is a CURVE server: the handshake proves that the client holds the secret key of its public key
-  and sets up the session keys; everything after the handshake is encrypted and authenticated
-  (Curve25519 key exchange, XSalsa20-Poly1305 per message, from libsodium inside libzmq). A ZAP handler
-  (:class:`zmq.auth.thread.ThreadAuthenticator`, a thread of this process) admits only the public keys of the
-  site's neighbours in the pilot file; any other key, and any client that does not speak CURVE, is refused
-  during the handshake, before a single message is read. Each refusal is counted (a socket monitor's
-  ``HANDSHAKE_FAILED_*`` events) and reported in summary.json as ``refused_connections``.
-* For each neighbour the site opens one ``DEALER`` socket, a CURVE client that connects to the neighbour's
-  address and checks the neighbour's public key from the pilot file (a server without the matching secret key
-  cannot complete the handshake). ZeroMQ reconnects by itself after a link comes back.
-* The sender of a message is the CURVE identity the handshake proved (ZAP User-Id: the peer's public key),
-  never a name inside the message. A message is a JSON header frame (run hash prefix, kind, key, round,
-  shapes) followed by raw little-endian tensor frames; nothing is ever unpickled.
+* Every site listens on ONE TCP port, its address (``tcp://HOST:PORT`` from the pilot file, or ``--bind``), as a
+  TLS 1.3 server that requires a client certificate. Its trust store holds exactly the certificates of its
+  neighbours in the pilot file (each site's key pair comes with a self-signed certificate, its ``public_key``;
+  there is no certificate authority to run). A client without one of those certificates, or without the
+  matching private key, or that does not speak TLS, fails the handshake before a single message is read; each
+  such refusal is counted (``refused_connections`` in summary.json) and the first one is logged.
+* For each neighbour the site opens one outgoing TLS connection, whose trust store holds that neighbour's
+  certificate only: a server that cannot prove the neighbour's key never receives a message. A link that breaks
+  is dialled again (every 0.1 s at first, then up to every 2 s); messages wait in order until it is back.
+* The sender of a message is the certificate the handshake proved, never a name inside the message. A message
+  is a JSON header (run hash prefix, kind, key, round, shapes, frame sizes) followed by raw little-endian tensor
+  bytes; nothing is ever unpickled.
+* Encryption and integrity are TLS 1.3's (AES-GCM or ChaCha20-Poly1305, ephemeral key exchange); nothing here
+  is home-made cryptography. Keys and certificates are made with the ``cryptography`` package (Ed25519).
 * Nothing else listens. There is no central server: a site talks to its neighbours only, and values every site
   needs (setup sums, the data's shape) travel by flooding along the site graph (:meth:`SiteTransport.allgather`).
+
+Why TLS rather than CurveZMQ (which proxgt used first): both authenticate both ends by public key and encrypt
+everything, but OpenSSL's AES-GCM runs on the CPU's AES instructions, several times faster than CurveZMQ's
+XSalsa20-Poly1305 (``bench/bench_site.py --link-only``; docs/benchmarks.md), and a refused handshake is visible
+to the site, which counts and logs it.
 
 Trust: sites are honest-but-curious (a neighbour could forward a flooded value under another origin; it cannot
 pose as a site it holds no key for). Outsiders on the network can neither connect nor read nor alter a message.
@@ -25,11 +30,21 @@ pose as a site it holds no key for). Outsiders on the network can neither connec
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import logging
 import os
+import queue
+import select
+import socket
+import ssl
+import stat
+import struct
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +54,23 @@ import numpy as np
 
 from proxgt.errors import ProxGTValueError
 
-__all__ = ["SiteAborted", "SiteLost", "SiteTransport", "TransportStats", "load_site_key", "new_site_keys"]
+__all__ = ["SiteAborted", "SiteKey", "SiteLost", "SiteTransport", "TransportStats", "certificate_der",
+           "load_site_key", "new_site_keys", "read_public_key", "split_address"]
 
-#: how long a socket may keep sending queued messages after close (a peer still finishing needs them)
+_log = logging.getLogger("proxgt.site.transport")
+
+#: how long close() keeps sending queued messages (a peer still finishing needs them)
 _LINGER_MS = 2000
-#: the largest frame a message carries: CURVE encrypts each frame as one box, and on loopback one 16 MB frame took
-#: about 5x as long as the same bytes in 256 KB frames (docs/benchmarks.md)
-PART_BYTES = 256 * 1024
-#: the ZAP domain of the sites' sockets (the authenticator answers for it only)
-_DOMAIN = "proxgt"
+#: a connection must finish its TLS handshake within this, or it counts as refused
+_HANDSHAKE_S = 10.0
+#: handshakes in progress at once; more connection attempts are refused at once (a flood cannot pile threads up)
+_MAX_HANDSHAKES = 32
+#: the largest header a peer may announce, and the largest message
+_MAX_HEADER = 1 << 20
+_MAX_MESSAGE = 1 << 36
+#: messages whose frames together are smaller than this go out as one buffer (one TLS record, one packet)
+_SMALL = 64 * 1024
+_LEN = struct.Struct("<I")
 
 
 class SiteLost(RuntimeError):
@@ -63,19 +86,36 @@ class SiteAborted(SiteLost):
         self.origin, self.message = origin, message
 
 
-def _zmq() -> Any:
-    import zmq
+# ---------------------------------------------------------------------------------------------- keys
+@dataclass(frozen=True)
+class SiteKey:
+    """A site's key: ``path``, its secret file (PEM private key and certificate), and ``public_key``, the
+    certificate as the pilot file lists it (one line of base64 DER)."""
 
-    return zmq
+    path: Path
+    public_key: str
+
+
+def certificate_der(public_key: str) -> bytes:
+    """The DER certificate of a pilot file's ``public_key`` (base64); ValueError if it is not one."""
+    from cryptography import x509
+
+    try:
+        der = base64.b64decode(public_key.encode("ascii"), validate=True)
+        x509.load_der_x509_certificate(der)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not a certificate line printed by 'proxgt keys new' ({exc})") from None
+    return der
 
 
 def new_site_keys(site: str, out: str | Path) -> tuple[Path, Path, str]:
-    """Write ``OUT/SITE.key`` (public) and ``OUT/SITE.key_secret`` (secret, mode 0600) with
-    :func:`zmq.auth.create_certificates`; refuses to replace an existing key. Returns (public file, secret file,
-    the Z85 public key)."""
-    import os
-
-    import zmq.auth
+    """Write ``OUT/SITE.key`` (public: the site's self-signed certificate, PEM) and ``OUT/SITE.key_secret``
+    (secret, mode 0600: its Ed25519 private key and the certificate); refuses to replace an existing key. Returns
+    (public file, secret file, the public key line for the pilot file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
 
     if not site or "/" in site or site.startswith("."):
         raise ProxGTValueError(f"--site must be a plain site name (got {site!r})")
@@ -88,23 +128,37 @@ def new_site_keys(site: str, out: str | Path) -> tuple[Path, Path, str]:
     if folder.exists() and not folder.is_dir():
         raise ProxGTValueError(f"--out {folder} is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"proxgt site {site}")])
+    now = datetime.datetime.now(datetime.UTC)
+    # self-signed: a neighbour trusts exactly this certificate (pinned in the pilot file), no authority signs it
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, None))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
     old = os.umask(0o077)  # the secret file is never readable by others, not even for a moment
     try:
-        zmq.auth.create_certificates(str(folder), site)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_pem + cert_pem)
+        fd = os.open(public, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cert_pem)
     finally:
         os.umask(old)
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
-    key, _ = zmq.auth.load_certificate(str(public))
-    return public, secret, key.decode("ascii")
+    return public, secret, base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
 
 
-def load_site_key(path: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) Z85 keys from a ``.key_secret`` file written by ``proxgt keys new``; one-line errors."""
-    import os
-    import stat
-
-    import zmq.auth
+def load_site_key(path: str | Path) -> SiteKey:
+    """The key in a ``.key_secret`` file written by ``proxgt keys new``; one-line errors."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
     p = Path(path)
     if not p.is_file():
@@ -113,35 +167,42 @@ def load_site_key(path: str | Path) -> tuple[bytes, bytes]:
     if mode & 0o077:
         raise ProxGTValueError(f"--key {p} is readable by others (mode {mode:o}): chmod 600 it, and consider the key "
                                "exposed")
+    text = p.read_bytes()
     try:
-        public, secret = zmq.auth.load_certificate(str(p))
-    except (OSError, ValueError, KeyError, IndexError) as exc:
-        raise ProxGTValueError(f"--key {p}: not a key file written by 'proxgt keys new' ({exc})") from None
-    if secret is None:
-        raise ProxGTValueError(f"--key {p} holds a public key only: give the SITE.key_secret file")
-    return public, secret
+        key = serialization.load_pem_private_key(text, password=None)
+        cert = x509.load_pem_x509_certificate(text[text.index(b"-----BEGIN CERTIFICATE-----"):])
+    except ValueError as exc:
+        what = "holds a public key only: give the SITE.key_secret file" if b"PRIVATE KEY" not in text else \
+            f"is not a key file written by 'proxgt keys new' ({exc})"
+        raise ProxGTValueError(f"--key {p} {what}") from None
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    if key.public_key().public_bytes(*raw) != cert.public_key().public_bytes(*raw):
+        raise ProxGTValueError(f"--key {p}: its certificate is not its private key's")
+    return SiteKey(p, base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"))
 
 
-def _joined(parts: Sequence[Any]) -> memoryview:
-    """The parts of one frame in one new writable buffer (a receiver may use it in place)."""
-    out = bytearray(sum(len(p) for p in parts))
-    at = 0
-    for p in parts:
-        out[at:at + len(p)] = p
-        at += len(p)
-    return memoryview(out)
+def read_public_key(path: str | Path) -> str:
+    """The public key line (base64 DER certificate) of a ``SITE.key`` or ``SITE.key_secret`` file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    text = Path(path).read_bytes()
+    at = text.find(b"-----BEGIN CERTIFICATE-----")
+    if at < 0:
+        raise ValueError(f"{path} holds no certificate")
+    cert = x509.load_pem_x509_certificate(text[at:])
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
 
 
-class _Allowed:
-    """ZAP credentials provider: the neighbours' public keys only."""
-
-    def __init__(self, keys: set[bytes]):
-        self.keys = keys
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        return key in self.keys
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of ``tcp://HOST:PORT`` (``tcp://[V6]:PORT``; host ``*`` means every interface)."""
+    rest = address.removeprefix("tcp://")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    return ("" if host in ("*", "") else host), int(port)
 
 
+# ---------------------------------------------------------------------------------------------- links
 @dataclass
 class TransportStats:
     """What a site measured on its links (summary.json)."""
@@ -151,20 +212,149 @@ class TransportStats:
     messages_sent: int = 0
     refused_connections: int = 0
     dropped_messages: int = 0  # from an authenticated peer but malformed or of another run
-    refused_by: dict[str, int] = field(default_factory=dict)  # monitor event name -> count
+    refused_by: dict[str, int] = field(default_factory=dict)  # why ("unknown key", "no TLS", ...) -> count
+
+
+def _tls_context(server: bool, key: SiteKey, trusted: Sequence[bytes]) -> ssl.SSLContext:
+    """TLS 1.3 only, this site's certificate, and exactly the ``trusted`` certificates (DER) as trust anchors."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(str(key.path))
+    ctx.check_hostname = False  # the peer is named by its pinned certificate, not by a host name
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=b"".join(trusted))
+    # a pinned self-signed certificate is its own trust anchor, whatever it says of being a CA
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if server:
+        # no session tickets: a site then never writes on a link it receives on, so anything its client can read
+        # there means the link was closed (_Outbox._closed_by_peer)
+        ctx.num_tickets = 0
+    return ctx
+
+
+def _read_exact(conn: ssl.SSLSocket, n: int) -> memoryview:
+    buf = memoryview(bytearray(n))
+    got = 0
+    while got < n:
+        k = conn.recv_into(buf[got:], n - got)
+        if not k:
+            raise EOFError
+        got += k
+    return buf
+
+
+class _Outbox:
+    """One neighbour's outgoing link: a queue and the thread that dials the neighbour and sends it, in order."""
+
+    def __init__(self, transport: SiteTransport, peer: str, address: str, der: bytes):
+        self.t, self.peer, self.der = transport, peer, der
+        self.host, self.port = split_address(address)
+        self.ctx = _tls_context(False, transport.key, [der])
+        self.messages: deque[list[memoryview | bytes]] = deque()
+        self.cond = threading.Condition()
+        self.conn: ssl.SSLSocket | None = None
+        self.stop_at: float | None = None  # close(): send what is queued until then
+        self.thread = threading.Thread(target=self._run, name=f"proxgt-site-{peer}", daemon=True)
+        self.thread.start()
+
+    def put(self, message: list[memoryview | bytes]) -> None:
+        with self.cond:
+            self.messages.append(message)
+            self.cond.notify()
+
+    def _connect(self) -> ssl.SSLSocket | None:
+        try:
+            raw = socket.create_connection((self.host, self.port), timeout=_HANDSHAKE_S)
+        except OSError:
+            return None
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.ctx.wrap_socket(raw, server_hostname=None)
+            if conn.getpeercert(binary_form=True) != self.der:  # never: the trust store holds this one only
+                conn.close()
+                return None
+            conn.settimeout(None)
+            return conn
+        except (OSError, ValueError):
+            raw.close()
+            return None
+
+    def _run(self) -> None:
+        pause = 0.1
+        while True:
+            with self.cond:
+                while not self.messages and self.stop_at is None:
+                    self.cond.wait()
+                if not self.messages or (self.stop_at is not None and time.monotonic() >= self.stop_at):
+                    break
+                message = self.messages[0]
+            if self.conn is not None and self._closed_by_peer():
+                self._drop_connection()  # the neighbour's process ended: dial its address again, before sending
+            if self.conn is None:
+                self.conn = self._connect()
+                if self.conn is None:
+                    with self.cond:  # dial again soon (woken early by close)
+                        self.cond.wait(pause)
+                    pause = min(2.0, pause * 2)
+                    continue
+                pause = 0.1
+            try:
+                for part in message:
+                    self.conn.sendall(part)
+            except (OSError, ValueError):
+                # the link broke before the whole message left: the receiver drops the partial one, and it goes
+                # again, whole, once the link is back
+                self._drop_connection()
+                continue
+            with self.cond:
+                self.messages.popleft()
+        self._drop_connection()
+
+    def _closed_by_peer(self) -> bool:
+        """Whether the neighbour closed this link: it never writes on it (no session tickets), so anything to
+        read (its close, an alert, a reset) means the link is gone. A message sent on such a link would vanish."""
+        if self.conn is None:
+            return True
+        try:
+            readable, _, _ = select.select([self.conn], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def _drop_connection(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+            self.conn = None
+
+    def stop(self, linger_s: float) -> None:
+        with self.cond:
+            self.stop_at = time.monotonic() + linger_s
+            self.cond.notify()
+
+    def interrupt(self) -> None:
+        """Unblock a send that waits on a link that is down."""
+        conn = self.conn
+        if conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class SiteTransport:
-    """This site's sockets (module docstring). ``handlers[kind](sender, header, frames)`` receives messages;
-    :meth:`pump` reads what has arrived, waiting at most ``timeout_s`` for the first message."""
+    """This site's links (module docstring). ``handlers[kind](sender, header, frames)`` receives messages;
+    :meth:`pump` reads what has arrived, waiting at most ``timeout_s`` for the first message. ``neighbours``:
+    name -> (address, public key line)."""
 
-    def __init__(self, name: str, neighbours: dict[str, tuple[str, str]], public: bytes, secret: bytes, bind: str,
+    def __init__(self, name: str, neighbours: dict[str, tuple[str, str]], key: SiteKey, bind: str,
                  *, site_timeout_s: float):
-        zmq = _zmq()
-        from zmq.auth.thread import ThreadAuthenticator
-
         self.name = name
-        self.neighbours = dict(neighbours)  # name -> (address, Z85 public key)
+        self.key = key
+        self.neighbours = dict(neighbours)
+        self.peers: tuple[str, ...] = tuple(self.neighbours)
         self.site_timeout_s = float(site_timeout_s)
         self.stats = TransportStats()
         self.run_tag = ""  # the agreed settings hash prefix (after the HELLO)
@@ -173,158 +363,157 @@ class SiteTransport:
         self._flood: dict[str, dict[str, tuple[dict[str, Any], list[bytes]]]] = {}
         self.handlers["flood"] = self._on_flood
         self.handlers["abort"] = self._on_abort
-        self.dealers: dict[str, Any] = {}
-        self._backlog: dict[str, list[list[Any]]] = {}  # messages a link could not queue yet (_flush)
-        self.monitor: Any = None
-        # CURVE encrypts and decrypts in ZeroMQ's I/O threads, about 1 ms per MB and direction on one core here
-        # (bench/bench_site.py --link-only): one thread per link lets a site with several neighbours use its cores
-        self.ctx = zmq.Context(io_threads=max(1, min(len(self.neighbours) + 1, os.cpu_count() or 1)))
-        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("proxgt.site.zap"))
-        self.auth.start()
-        keys = {k.encode("ascii") for _, k in self.neighbours.values()}
-        self.auth.configure_curve_callback(domain=_DOMAIN, credentials_provider=_Allowed(keys))
-        self._key_of = {k: n for n, (_, k) in self.neighbours.items()}
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.curve_server = True
-        self.router.curve_publickey = public
-        self.router.curve_secretkey = secret
-        self.router.zap_domain = _DOMAIN.encode()
-        self.router.rcvhwm = 0
-        self.router.linger = 0
-        self._events = {getattr(zmq, n): n for n in ("EVENT_HANDSHAKE_FAILED_AUTH", "EVENT_HANDSHAKE_FAILED_PROTOCOL",
-                                                      "EVENT_HANDSHAKE_FAILED_NO_DETAIL")}
-        mask = 0
-        for ev in self._events:
-            mask |= ev
-        self.monitor = self.router.get_monitor_socket(mask)
+        # the reader threads hand over (sender, header, frames, bytes), or (None, why refused, address, 0)
+        self._inbox: queue.SimpleQueue[tuple[str | None, Any, Any, int]] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._handshakes = threading.BoundedSemaphore(_MAX_HANDSHAKES)
+        self._conns: set[ssl.SSLSocket] = set()
+        self._lock = threading.Lock()
+        ders = {}
+        for peer, (_, public) in self.neighbours.items():
+            try:
+                ders[peer] = certificate_der(public)
+            except ValueError as exc:
+                raise ProxGTValueError(f"site {peer!r}: public_key is {exc}") from None
+        self._peer_of = {der: peer for peer, der in ders.items()}
+        self._server_ctx = _tls_context(True, key, list(ders.values()))
+        host, port = split_address(bind)
         try:
-            self.router.bind(bind)
-        except zmq.ZMQError as exc:
-            self.close()
+            self._listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                                  else socket.AF_INET)
+        except OSError as exc:
             raise ProxGTValueError(f"site {name!r} cannot listen on {bind}: {exc}") from None
-        for peer, (address, key) in self.neighbours.items():
-            s = self.ctx.socket(zmq.DEALER)
-            s.curve_publickey = public
-            s.curve_secretkey = secret
-            s.curve_serverkey = key.encode("ascii")
-            s.sndhwm = 0  # never drop or block: a link that is down queues (memory) until it comes back
-            s.linger = _LINGER_MS
-            s.reconnect_ivl = 100
-            s.reconnect_ivl_max = 2000
-            s.connect(address)
-            self.dealers[peer] = s
-        self.poller = zmq.Poller()
-        self.poller.register(self.router, zmq.POLLIN)
-        self.poller.register(self.monitor, zmq.POLLIN)
+        self._listener.settimeout(0.2)
+        self._accepting = threading.Thread(target=self._accept, name="proxgt-site-listen", daemon=True)
+        self._accepting.start()
+        self.outboxes = {peer: _Outbox(self, peer, address, ders[peer])
+                         for peer, (address, _) in self.neighbours.items()}
 
     # ---------------------------------------------------------------- sending
     def send(self, peer: str, header: dict[str, Any], frames: Sequence[Any] = ()) -> int:
-        """Queue one message for ``peer`` (``frames``: bytes or any contiguous buffer, sent without a copy);
-        returns the bytes it carries. A frame larger than :data:`PART_BYTES` travels as several parts (the
-        header's ``parts`` counts them), which the receiver joins again."""
+        """Queue one message for ``peer`` (``frames``: bytes or any contiguous buffer, sent without a copy;
+        the caller does not change it afterwards); returns the bytes it carries. Never blocks."""
         views = [memoryview(f).cast("B") for f in frames]
-        counts = [max(1, -(-len(v) // PART_BYTES)) for v in views]
-        head = json.dumps({"run": self.run_tag, **header, "parts": counts}, separators=(",", ":")).encode()
-        parts = [head, *(v[i * PART_BYTES:(i + 1) * PART_BYTES] for v, c in zip(views, counts, strict=True)
-                         for i in range(c))]
-        backlog = self._backlog.setdefault(peer, [])
-        backlog.append(parts)
-        self._flush(peer)
+        head = json.dumps({"run": self.run_tag, **header, "sizes": [len(v) for v in views]},
+                          separators=(",", ":")).encode()
+        parts: list[memoryview | bytes] = [_LEN.pack(len(head)) + head, *views]
         n = sum(len(p) for p in parts)
+        if n < _SMALL:
+            parts = [b"".join(parts)]
+        self.outboxes[peer].put(parts)
         self.stats.bytes_sent += n
         self.stats.messages_sent += 1
         return n
 
-    def _flush(self, peer: str) -> None:
-        """Queue ``peer``'s backlog on its socket, in order, without blocking: a link whose CURVE handshake failed
-        (a process at the neighbour's address with another key) has no queue until it reconnects, and a blocking
-        send would stop this site until then."""
-        zmq = _zmq()
-        backlog = self._backlog.get(peer, [])
-        while backlog:
-            try:
-                self.dealers[peer].send_multipart(backlog[0], flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            backlog.pop(0)
-
     # ---------------------------------------------------------------- receiving
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                raw, addr = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._handshakes.acquire(blocking=False):
+                raw.close()
+                self._inbox.put((None, "too many handshakes at once", addr, 0))
+                continue
+            threading.Thread(target=self._serve, args=(raw, addr), name="proxgt-site-in", daemon=True).start()
+
+    def _serve(self, raw: socket.socket, addr: Any) -> None:
+        try:
+            raw.settimeout(_HANDSHAKE_S)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self._server_ctx.wrap_socket(raw, server_side=True)
+            peer = self._peer_of.get(conn.getpeercert(binary_form=True) or b"")
+        except ssl.SSLCertVerificationError:
+            self._refused(raw, "unknown key", addr)
+            return
+        except ssl.SSLError:
+            self._refused(raw, "no TLS or a failed handshake", addr)
+            return
+        except OSError:
+            self._refused(raw, "no handshake", addr)
+            return
+        finally:
+            self._handshakes.release()
+        if peer is None:  # never: the trust store holds the neighbours' certificates only
+            self._refused(conn, "unknown key", addr)
+            return
+        conn.settimeout(None)
+        with self._lock:
+            if self._closing.is_set():
+                conn.close()
+                return
+            self._conns.add(conn)
+        try:
+            while True:
+                (n,) = _LEN.unpack(_read_exact(conn, _LEN.size))
+                if n > _MAX_HEADER:
+                    raise ValueError("header too large")
+                header = json.loads(bytes(_read_exact(conn, n)))
+                sizes = header.get("sizes") if isinstance(header, dict) else None
+                if not (isinstance(sizes, list) and all(isinstance(s, int) and s >= 0 for s in sizes)
+                        and sum(sizes) <= _MAX_MESSAGE):
+                    raise ValueError("no frame sizes")
+                frames = [_read_exact(conn, s) for s in sizes]
+                self._inbox.put((peer, header, frames, _LEN.size + n + sum(sizes)))
+        except (OSError, EOFError):
+            pass  # the link broke or closed: the neighbour dials again
+        except ValueError:
+            self._inbox.put((peer, None, None, 0))  # not what this transport sends: the link is dropped
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _refused(self, sock: socket.socket, why: str, addr: Any) -> None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+        self._inbox.put((None, why, addr, 0))
+
     def pump(self, timeout_s: float) -> int:
         """Dispatch every message that has arrived, waiting up to ``timeout_s`` for the first; returns how many."""
-        zmq = _zmq()
-        for peer in [p for p, b in self._backlog.items() if b]:
-            self._flush(peer)
         got = 0
-        wait_ms = max(0, int(timeout_s * 1000))
-        while True:
-            events = dict(self.poller.poll(wait_ms))
-            if not events:
-                return got
-            wait_ms = 0
-            if self.monitor in events:
-                self._read_monitor()
-            if self.router in events:
-                while True:
-                    try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    got += self._dispatch(frames)
-
-    def _read_monitor(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        zmq = _zmq()
-        while True:
-            try:
-                msg = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            name = self._events.get(msg["event"])
-            if name is not None:
-                if not self.stats.refused_connections:  # once; every later one is counted in summary.json
-                    where = bytes(msg["endpoint"]).decode(errors="replace")
-                    warnings.warn(f"site {self.name} refused a connection attempt on {where} ({name[6:].lower()}: a "
-                                  "key not in the pilot file, or no CURVE); refusals are counted in summary.json "
-                                  "(refused_connections)", stacklevel=2)
-                self.stats.refused_connections += 1
-                self.stats.refused_by[name] = self.stats.refused_by.get(name, 0) + 1
-
-    def _dispatch(self, frames: list[Any]) -> int:
-        if len(frames) < 2:
-            self.stats.dropped_messages += 1
-            return 0
-        user = frames[1].get("User-Id")
-        sender = self._key_of.get(user) if isinstance(user, str) else None
-        if sender is None:  # never: ZAP admits the neighbours' keys only
-            self.stats.dropped_messages += 1
-            return 0
-        self.stats.bytes_received += sum(len(f.buffer) for f in frames[1:])
-        self.last_heard[sender] = time.monotonic()
         try:
-            header = json.loads(bytes(frames[1].buffer))
-            kind = header["kind"]
-        except (ValueError, KeyError, TypeError):
+            item = self._inbox.get(timeout=max(0.0, timeout_s)) if timeout_s > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return 0
+        while True:
+            got += self._dispatch(*item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return got
+
+    def _dispatch(self, sender: str | None, header: Any, frames: Any, nbytes: int) -> int:
+        if sender is None:  # a refused connection attempt: header says why, frames is its address
+            if not self.stats.refused_connections:  # once; every later one is counted in summary.json
+                warnings.warn(f"site {self.name} refused a connection attempt from {frames[0] if frames else '?'} "
+                              f"({header}: a key not in the pilot file, or no TLS); refusals are counted in "
+                              "summary.json (refused_connections)", stacklevel=3)
+            self.stats.refused_connections += 1
+            self.stats.refused_by[header] = self.stats.refused_by.get(header, 0) + 1
+            return 0
+        if header is None:
             self.stats.dropped_messages += 1
             return 0
+        self.stats.bytes_received += nbytes
+        self.last_heard[sender] = time.monotonic()
+        kind = header.get("kind")
         if kind != "hello" and header.get("run") != self.run_tag:
             self.stats.dropped_messages += 1  # another run's (a site restarted with other settings)
             return 0
-        handler = self.handlers.get(kind)
+        handler = self.handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             self.stats.dropped_messages += 1
             return 0
-        buffers = [f.buffer for f in frames[2:]]
-        counts = header.get("parts", [1] * len(buffers))  # absent: every frame whole
-        if not (isinstance(counts, list) and all(isinstance(c, int) and c >= 1 for c in counts)
-                and sum(counts) == len(buffers)):
-            self.stats.dropped_messages += 1  # not a message this transport sent
-            return 0
-        joined, k = [], 0
-        for c in counts:  # a frame sent in several parts, joined again into one writable buffer (no second copy)
-            joined.append(buffers[k] if c == 1 else _joined(buffers[k:k + c]))
-            k += c
-        handler(sender, header, joined)
+        handler(sender, header, frames)
         return 1
 
     def _on_abort(self, sender: str, header: dict[str, Any], frames: list[Any]) -> None:
@@ -334,7 +523,7 @@ class SiteTransport:
         """Tell every neighbour that site ``origin`` stopped on an error (``message``: one line), so that a site
         waiting for it stops at once (before training) or goes on without it (during training) instead of
         waiting out the site timeout."""
-        for peer in self.dealers:
+        for peer in self.peers:
             self.send(peer, {"kind": "abort", "origin": origin, "message": message})
 
     def silent_since(self, peer: str, start: float) -> float:
@@ -349,7 +538,7 @@ class SiteTransport:
             return
         data = [bytes(f) for f in frames]
         box[origin] = (header, data)
-        for peer in self.dealers:  # pass it on: every site receives every origin's value once
+        for peer in self.peers:  # pass it on: every site receives every origin's value once
             if peer != sender:
                 self.send(peer, header, data)
 
@@ -365,7 +554,7 @@ class SiteTransport:
         header: dict[str, Any] = {"kind": "flood", "tag": tag, "origin": self.name, "meta": meta,
                   "arrays": [[str(a.dtype), list(a.shape)] for a in arrays]}
         data = [a.tobytes() for a in arrays]
-        for peer in self.dealers:
+        for peer in self.peers:
             self.send(peer, header, data)
         self._flood.setdefault(tag, {})[self.name] = (header, data)
         return self.gathered(tag, sorted(set(sites) | {self.name}))
@@ -392,15 +581,24 @@ class SiteTransport:
 
     # ---------------------------------------------------------------- end
     def close(self, linger_ms: int | None = None, *, gone: Sequence[str] = ()) -> None:
-        """Close every socket (queued messages get ``linger_ms``, default 2 s, to leave; none to the neighbours
-        ``gone``, which nobody receives) and stop the ZAP thread."""
-        for peer, s in self.dealers.items():
-            if linger_ms is not None or peer in gone:
-                s.linger = 0 if peer in gone else linger_ms
-            s.close()
-        if self.monitor is not None:
-            self.router.disable_monitor()
-            self.monitor.close(linger=0)
-        self.router.close(linger=0)
-        self.auth.stop()
-        self.ctx.term()
+        """Close every link (queued messages get ``linger_ms``, default 2 s, to leave; none to the neighbours
+        ``gone``, which nobody receives) and stop listening."""
+        linger = (_LINGER_MS if linger_ms is None else linger_ms) / 1000
+        for peer, box in self.outboxes.items():
+            box.stop(0.0 if peer in gone else linger)
+        deadline = time.monotonic() + linger + 0.5
+        for box in self.outboxes.values():
+            box.thread.join(max(0.0, deadline - time.monotonic()))
+            if box.thread.is_alive():  # blocked on a link that is down: give up its messages
+                box.interrupt()
+                box.thread.join(1.0)
+        self._closing.set()
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._accepting.join(1.0)
