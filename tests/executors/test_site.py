@@ -4,6 +4,7 @@ messages replayed from the link trace, settings agreement, refused intruders, on
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 import socket
@@ -286,6 +287,81 @@ def test_unknown_keys_and_plaintext_clients_are_refused_and_counted(tmp_path):
         assert [s for s, _ in got] == ["b"]
     finally:
         t.close(linger_ms=0)
+
+
+def test_a_neighbour_address_without_its_key_is_never_sent_to_and_is_named_once(tmp_path):
+    """The process at b's address holds another key: a's links refuse it (b's certificate is pinned), a says so
+    once, and nothing a sends reaches it."""
+    public = keys(tmp_path / "keys", ["a", "b"])
+    other = keys(tmp_path / "other", ["b", "a"])
+    port_a, port_b = free_ports(2)
+    a = SiteTransport("a", {"b": (f"tcp://127.0.0.1:{port_b}", public["b"])},
+                      load_site_key(tmp_path / "keys" / "a.key_secret"), f"tcp://127.0.0.1:{port_a}",
+                      site_timeout_s=5.0)
+    impostor = SiteTransport("b", {"a": (f"tcp://127.0.0.1:{port_a}", other["a"])},
+                             load_site_key(tmp_path / "other" / "b.key_secret"), f"tcp://127.0.0.1:{port_b}",
+                             site_timeout_s=5.0)
+    got: list[str] = []
+    impostor.handlers["hello"] = lambda sender, header, frames: got.append(sender)
+    try:
+        with pytest.warns(UserWarning, match="did not prove site b's key from the pilot file \\(unknown key\\)"):
+            a.send("b", {"kind": "hello"})
+            deadline = time.monotonic() + 20
+            while not a._warned_dial and time.monotonic() < deadline:
+                a.pump(0.05)
+                impostor.pump(0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once: the redials that follow are silent
+            for _ in range(10):
+                a.pump(0.1)
+                impostor.pump(0.0)
+        assert got == [] and impostor.stats.bytes_received == 0
+    finally:
+        a.close(linger_ms=0)
+        impostor.close(linger_ms=0)
+
+
+def _key_valid_from(folder: Path, name: str, start: datetime.datetime) -> str:
+    """A site key whose certificate is valid from ``start`` only (a site whose clock is days off made it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=30))
+            .sign(key, None))
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / f"{name}.key_secret"
+    secret.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    os.chmod(secret, 0o600)
+    return load_site_key(secret).public_key
+
+
+def test_a_listed_key_with_a_certificate_not_yet_valid_is_refused_as_out_of_date(tmp_path):
+    public = keys(tmp_path / "keys", ["a"])
+    public["b"] = _key_valid_from(tmp_path / "future", "b", datetime.datetime.now(datetime.UTC)
+                                  + datetime.timedelta(days=3))
+    port_a, port_b = free_ports(2)
+    a = SiteTransport("a", {"b": (f"tcp://127.0.0.1:{port_b}", public["b"])},
+                      load_site_key(tmp_path / "keys" / "a.key_secret"), f"tcp://127.0.0.1:{port_a}",
+                      site_timeout_s=5.0)
+    b = SiteTransport("b", {"a": (f"tcp://127.0.0.1:{port_a}", public["a"])},
+                      load_site_key(tmp_path / "future" / "b.key_secret"), f"tcp://127.0.0.1:{port_b}",
+                      site_timeout_s=5.0)
+    try:
+        b.send("a", {"kind": "hello"})
+        deadline = time.monotonic() + 20
+        with pytest.warns(UserWarning, match="certificate out of date"):
+            while not a.stats.refused_connections and time.monotonic() < deadline:
+                a.pump(0.05)
+        assert set(a.stats.refused_by) == {"certificate out of date (check both clocks)"}  # b dials again and again
+    finally:
+        a.close(linger_ms=0)
+        b.close(linger_ms=0)
 
 
 def test_late_messages_keep_the_trackers_sum_exact(tmp_path):

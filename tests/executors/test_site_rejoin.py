@@ -106,9 +106,9 @@ def _assert_consensus(results: dict[str, Any], labels: list[str]) -> None:
 
 
 def test_refused_rejoins_then_a_rejoin_from_the_checkpoint(tmp_path, recwarn):
-    """c stops at iteration 6 (checkpoint at 5). A restart with another key is refused in the TLS handshake (it gives up after
-    --start-timeout), one with other settings is refused naming the setting (on both ends), one without --rejoin
-    is told to use it; a and b go on. Then c rejoins from its checkpoint: everyone records it at the same
+    """c stops at iteration 6 (checkpoint at 5). A restart with another key is refused in the TLS handshake (it gives
+    up after --start-timeout), one with other settings is refused naming the setting (on both ends), one without
+    --rejoin is told to use it; a and b go on. Then c rejoins from its checkpoint: everyone records it at the same
     iteration T, c's metrics continue its checkpoint's rows, and the final rows of all four nodes agree."""
     pilot, data, ports = _setup(tmp_path, iters=ITERS, extra="checkpoint_every = 5")
     out = tmp_path / "out"

@@ -36,7 +36,7 @@ def _handle(args: argparse.Namespace) -> int:
             print(f"proxgt: error: site {o.name} exited with {o.returncode}: {o.last_error()} (log: {o.log})",
                   file=sys.stderr)
         else:
-            print("proxgt: error: the intruder completed a handshake with a site", file=sys.stderr)
+            print("proxgt: error: a site kept an intruder's connection open (see intruder.json)", file=sys.stderr)
         return 1
     return 0
 

@@ -39,7 +39,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("site", help="run one site of a cross-site pilot (mutually authenticated TLS links to its neighbours)")
+    p = sub.add_parser("site", help="run one site of a cross-site pilot (mutual TLS links to its neighbours)")
     p.add_argument("pilot", metavar="PILOT.toml", help="the pilot file every site shares")
     p.add_argument("--site", required=True, metavar="NAME", help="this site's name in the pilot file")
     p.add_argument("--key", required=True, metavar="SECRET",

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--rounds", type=int, default=0, help="rounds of attempts (0: until stopped)")
     parser.add_argument("--interval", type=float, default=0.2)
-    parser.add_argument("--wait", type=float, default=2.0)
+    parser.add_argument("--wait", type=float, default=5.0, help="seconds a site has to hang up")
     args = parser.parse_args(argv)
     targets = [tuple(t.split("=", 1)) for t in args.target]
     result: dict[str, dict[str, int]] = {name: {} for name, _ in targets}

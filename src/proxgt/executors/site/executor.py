@@ -304,6 +304,7 @@ class SiteExecutor:
             "messages_late": comm.messages_late,
             "messages_lost": comm.messages_lost,
             "refused_connections": st.refused_connections,
+            "refused_by": dict(st.refused_by),
             "dropped_messages": st.dropped_messages,
             "train_s": elapsed_s,
             "lost_sites": self.lost_sites,

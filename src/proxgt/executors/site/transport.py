@@ -232,8 +232,14 @@ def _tls_context(server: bool, key: SiteKey, trusted: Sequence[bytes]) -> ssl.SS
     return ctx
 
 
+def _verify_failure(exc: ssl.SSLCertVerificationError) -> str:
+    """Why a peer's certificate was refused, as summary.json counts it."""
+    # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED: a listed key, but a clock (or the key) is off
+    return "certificate out of date (check both clocks)" if exc.verify_code in (9, 10) else "unknown key"
+
+
 def _read_exact(conn: ssl.SSLSocket, n: int) -> memoryview:
-    buf = memoryview(bytearray(n))
+    buf = memoryview(np.empty(n, dtype=np.uint8)).cast("B")  # not zeroed first: every byte is read into it
     got = 0
     while got < n:
         k = conn.recv_into(buf[got:], n - got)
@@ -275,6 +281,10 @@ class _Outbox:
                 return None
             conn.settimeout(None)
             return conn
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            self.t._inbox.put((None, ("dial", self.peer, f"{self.host}:{self.port}", _verify_failure(exc)), None, 0))
+            return None
         except (OSError, ValueError):
             raw.close()
             return None
@@ -368,6 +378,7 @@ class SiteTransport:
         self._closing = threading.Event()
         self._handshakes = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._conns: set[ssl.SSLSocket] = set()
+        self._warned_dial: set[str] = set()
         self._lock = threading.Lock()
         ders = {}
         for peer, (_, public) in self.neighbours.items():
@@ -426,8 +437,8 @@ class SiteTransport:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = self._server_ctx.wrap_socket(raw, server_side=True)
             peer = self._peer_of.get(conn.getpeercert(binary_form=True) or b"")
-        except ssl.SSLCertVerificationError:
-            self._refused(raw, "unknown key", addr)
+        except ssl.SSLCertVerificationError as exc:
+            self._refused(raw, _verify_failure(exc), addr)
             return
         except ssl.SSLError:
             self._refused(raw, "no TLS or a failed handshake", addr)
@@ -492,6 +503,13 @@ class SiteTransport:
                 return got
 
     def _dispatch(self, sender: str | None, header: Any, frames: Any, nbytes: int) -> int:
+        if sender is None and isinstance(header, tuple):  # this site refused a neighbour's address: say so once
+            _, peer, where, why = header
+            if peer not in self._warned_dial:
+                self._warned_dial.add(peer)
+                warnings.warn(f"site {self.name}: the process at {where} did not prove site {peer}'s key from the "
+                              f"pilot file ({why}); dialling again", stacklevel=3)
+            return 0
         if sender is None:  # a refused connection attempt: header says why, frames is its address
             if not self.stats.refused_connections:  # once; every later one is counted in summary.json
                 warnings.warn(f"site {self.name} refused a connection attempt from {frames[0] if frames else '?'} "
