@@ -239,7 +239,7 @@ def _verify_failure(exc: ssl.SSLCertVerificationError) -> str:
 
 
 def _read_exact(conn: ssl.SSLSocket, n: int) -> memoryview:
-    buf = memoryview(np.empty(n, dtype=np.uint8)).cast("B")  # not zeroed first: every byte is read into it
+    buf = np.empty(n, dtype=np.uint8).data  # not zeroed first: every byte is read into it
     got = 0
     while got < n:
         k = conn.recv_into(buf[got:], n - got)
