@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import logging
 import os
 import queue
 import select
@@ -56,8 +55,6 @@ from proxgt.errors import ProxGTValueError
 
 __all__ = ["SiteAborted", "SiteKey", "SiteLost", "SiteTransport", "TransportStats", "certificate_der",
            "load_site_key", "new_site_keys", "read_public_key", "split_address"]
-
-_log = logging.getLogger("proxgt.site.transport")
 
 #: how long close() keeps sending queued messages (a peer still finishing needs them)
 _LINGER_MS = 2000
@@ -94,6 +91,24 @@ class SiteKey:
 
     path: Path
     public_key: str
+
+
+def _public_line(cert: Any) -> str:
+    """The pilot file's ``public_key`` of a certificate: its DER bytes in base64, one line."""
+    from cryptography.hazmat.primitives import serialization
+
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+
+
+def _pem_certificate(text: bytes) -> Any:
+    """The certificate of a key file (``SITE.key``, or ``SITE.key_secret`` after its private key); ValueError if
+    it holds none."""
+    from cryptography import x509
+
+    at = text.find(b"-----BEGIN CERTIFICATE-----")
+    if at < 0:
+        raise ValueError("no certificate in it")
+    return x509.load_pem_x509_certificate(text[at:])
 
 
 def certificate_der(public_key: str) -> bytes:
@@ -152,12 +167,11 @@ def new_site_keys(site: str, out: str | Path) -> tuple[Path, Path, str]:
         os.umask(old)
     os.chmod(secret, 0o600)
     os.chmod(public, 0o644)
-    return public, secret, base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    return public, secret, _public_line(cert)
 
 
 def load_site_key(path: str | Path) -> SiteKey:
     """The key in a ``.key_secret`` file written by ``proxgt keys new``; one-line errors."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     p = Path(path)
@@ -170,7 +184,7 @@ def load_site_key(path: str | Path) -> SiteKey:
     text = p.read_bytes()
     try:
         key = serialization.load_pem_private_key(text, password=None)
-        cert = x509.load_pem_x509_certificate(text[text.index(b"-----BEGIN CERTIFICATE-----"):])
+        cert = _pem_certificate(text)
     except ValueError as exc:
         what = "holds a public key only: give the SITE.key_secret file" if b"PRIVATE KEY" not in text else \
             f"is not a key file written by 'proxgt keys new' ({exc})"
@@ -178,20 +192,12 @@ def load_site_key(path: str | Path) -> SiteKey:
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     if key.public_key().public_bytes(*raw) != cert.public_key().public_bytes(*raw):
         raise ProxGTValueError(f"--key {p}: its certificate is not its private key's")
-    return SiteKey(p, base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii"))
+    return SiteKey(p, _public_line(cert))
 
 
 def read_public_key(path: str | Path) -> str:
     """The public key line (base64 DER certificate) of a ``SITE.key`` or ``SITE.key_secret`` file."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    text = Path(path).read_bytes()
-    at = text.find(b"-----BEGIN CERTIFICATE-----")
-    if at < 0:
-        raise ValueError(f"{path} holds no certificate")
-    cert = x509.load_pem_x509_certificate(text[at:])
-    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    return _public_line(_pem_certificate(Path(path).read_bytes()))
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -236,6 +242,23 @@ def _verify_failure(exc: ssl.SSLCertVerificationError) -> str:
     """Why a peer's certificate was refused, as summary.json counts it."""
     # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED: a listed key, but a clock (or the key) is off
     return "certificate out of date (check both clocks)" if exc.verify_code in (9, 10) else "unknown key"
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A connection attempt this site refused at the handshake: why, and from where."""
+
+    why: str
+    address: Any
+
+
+@dataclass(frozen=True)
+class _NotTheirKey:
+    """The process at a neighbour's address did not prove the neighbour's pinned key (found while dialling)."""
+
+    peer: str
+    where: str
+    why: str
 
 
 def _read_exact(conn: ssl.SSLSocket, n: int) -> memoryview:
@@ -283,7 +306,7 @@ class _Outbox:
             return conn
         except ssl.SSLCertVerificationError as exc:
             raw.close()
-            self.t._inbox.put((None, ("dial", self.peer, f"{self.host}:{self.port}", _verify_failure(exc)), None, 0))
+            self.t._inbox.put(_NotTheirKey(self.peer, f"{self.host}:{self.port}", _verify_failure(exc)))
             return None
         except (OSError, ValueError):
             raw.close()
@@ -363,8 +386,7 @@ class SiteTransport:
                  *, site_timeout_s: float):
         self.name = name
         self.key = key
-        self.neighbours = dict(neighbours)
-        self.peers: tuple[str, ...] = tuple(self.neighbours)
+        self.peers: tuple[str, ...] = tuple(neighbours)
         self.site_timeout_s = float(site_timeout_s)
         self.stats = TransportStats()
         self.run_tag = ""  # the agreed settings hash prefix (after the HELLO)
@@ -373,15 +395,15 @@ class SiteTransport:
         self._flood: dict[str, dict[str, tuple[dict[str, Any], list[bytes]]]] = {}
         self.handlers["flood"] = self._on_flood
         self.handlers["abort"] = self._on_abort
-        # the reader threads hand over (sender, header, frames, bytes), or (None, why refused, address, 0)
-        self._inbox: queue.SimpleQueue[tuple[str | None, Any, Any, int]] = queue.SimpleQueue()
+        # the reader threads hand over (sender, header or None if malformed, frames, bytes) or a refusal
+        self._inbox: queue.SimpleQueue[tuple[str, Any, Any, int] | _Refused | _NotTheirKey] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._handshakes = threading.BoundedSemaphore(_MAX_HANDSHAKES)
         self._conns: set[ssl.SSLSocket] = set()
         self._warned_dial: set[str] = set()
         self._lock = threading.Lock()
         ders = {}
-        for peer, (_, public) in self.neighbours.items():
+        for peer, (_, public) in neighbours.items():
             try:
                 ders[peer] = certificate_der(public)
             except ValueError as exc:
@@ -398,7 +420,7 @@ class SiteTransport:
         self._accepting = threading.Thread(target=self._accept, name="proxgt-site-listen", daemon=True)
         self._accepting.start()
         self.outboxes = {peer: _Outbox(self, peer, address, ders[peer])
-                         for peer, (address, _) in self.neighbours.items()}
+                         for peer, (address, _) in neighbours.items()}
 
     # ---------------------------------------------------------------- sending
     def send(self, peer: str, header: dict[str, Any], frames: Sequence[Any] = ()) -> int:
@@ -427,7 +449,7 @@ class SiteTransport:
                 return
             if not self._handshakes.acquire(blocking=False):
                 raw.close()
-                self._inbox.put((None, "too many handshakes at once", addr, 0))
+                self._inbox.put(_Refused("too many handshakes at once", addr))
                 continue
             threading.Thread(target=self._serve, args=(raw, addr), name="proxgt-site-in", daemon=True).start()
 
@@ -486,7 +508,7 @@ class SiteTransport:
             sock.close()
         except OSError:
             pass
-        self._inbox.put((None, why, addr, 0))
+        self._inbox.put(_Refused(why, addr))
 
     def pump(self, timeout_s: float) -> int:
         """Dispatch every message that has arrived, waiting up to ``timeout_s`` for the first; returns how many."""
@@ -496,28 +518,29 @@ class SiteTransport:
         except queue.Empty:
             return 0
         while True:
-            got += self._dispatch(*item)
+            got += self._dispatch(item)
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return got
 
-    def _dispatch(self, sender: str | None, header: Any, frames: Any, nbytes: int) -> int:
-        if sender is None and isinstance(header, tuple):  # this site refused a neighbour's address: say so once
-            _, peer, where, why = header
-            if peer not in self._warned_dial:
-                self._warned_dial.add(peer)
-                warnings.warn(f"site {self.name}: the process at {where} did not prove site {peer}'s key from the "
-                              f"pilot file ({why}); dialling again", stacklevel=3)
+    def _dispatch(self, item: tuple[str, Any, Any, int] | _Refused | _NotTheirKey) -> int:
+        if isinstance(item, _NotTheirKey):  # said once per neighbour: the dialling goes on
+            if item.peer not in self._warned_dial:
+                self._warned_dial.add(item.peer)
+                warnings.warn(f"site {self.name}: the process at {item.where} did not prove site {item.peer}'s key "
+                              f"from the pilot file ({item.why}); dialling again", stacklevel=3)
             return 0
-        if sender is None:  # a refused connection attempt: header says why, frames is its address
+        if isinstance(item, _Refused):
             if not self.stats.refused_connections:  # once; every later one is counted in summary.json
-                warnings.warn(f"site {self.name} refused a connection attempt from {frames[0] if frames else '?'} "
-                              f"({header}: a key not in the pilot file, or no TLS); refusals are counted in "
-                              "summary.json (refused_connections)", stacklevel=3)
+                where = item.address[0] if item.address else "?"
+                warnings.warn(f"site {self.name} refused a connection attempt from {where} ({item.why}: a key not "
+                              "in the pilot file, or no TLS); refusals are counted in summary.json "
+                              "(refused_connections)", stacklevel=3)
             self.stats.refused_connections += 1
-            self.stats.refused_by[header] = self.stats.refused_by.get(header, 0) + 1
+            self.stats.refused_by[item.why] = self.stats.refused_by.get(item.why, 0) + 1
             return 0
+        sender, header, frames, nbytes = item
         if header is None:
             self.stats.dropped_messages += 1
             return 0
